@@ -1,0 +1,82 @@
+//! The Gaussian filter: what to compute (`FilterSpec`) and who computes it (`Backend`).
+//!
+//! The spec is backend-independent and carries scipy's exact semantics; the
+//! CPU backend implements it today and a CUDA backend will implement the same
+//! trait, so the pipeline and the bit-exactness tests never care which runs.
+
+pub mod cpu;
+pub mod extend;
+pub mod kernel;
+
+pub use extend::Mode;
+pub use kernel::{ExpFlavour, Kernel1d};
+
+use crate::volume::{DType, Voxels};
+
+/// An axis with sigma at or below this is skipped, as in scipy.
+pub const SIGMA_EPS: f64 = 1e-15;
+
+/// What to compute for one image: sigma per spatial axis in voxels, and scipy's options.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FilterSpec {
+    pub sigma: [f64; 3],
+    pub truncate: f64,
+    pub mode: Mode,
+    pub cval: f64,
+    pub exp: ExpFlavour,
+}
+
+impl FilterSpec {
+    /// The kernel of each spatial axis, `None` for skipped axes (σ ≤ 1e-15 or
+    /// beyond the image's spatial dimensionality).
+    pub fn kernels(&self, spatial_ndim: usize) -> [Option<Kernel1d>; 3] {
+        std::array::from_fn(|a| {
+            (a < spatial_ndim && self.sigma[a] > SIGMA_EPS)
+                .then(|| Kernel1d::gaussian(self.sigma[a], self.truncate, self.exp))
+        })
+    }
+}
+
+/// The geometry a backend sees: spatial shape (x, y, z; missing axes are 1),
+/// how many of those axes are real, and how many volumes follow one another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub spatial: [usize; 3],
+    pub spatial_ndim: usize,
+    pub volumes: usize,
+}
+
+impl Shape {
+    pub fn volume_len(&self) -> usize {
+        self.spatial.iter().product()
+    }
+    pub fn len(&self) -> usize {
+        self.volume_len() * self.volumes
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// The voxel buffer does not hold shape's voxel count (a bug upstream, or a truncated read).
+    #[error("voxel buffer holds {got} values but the shape needs {want}")]
+    ShapeMismatch { got: usize, want: usize },
+    /// The backend cannot run here (e.g. built without CUDA, no device).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Something that smooths volumes. Takes the voxels by value so that it can
+/// work in place when the output dtype equals the input's (the default).
+pub trait Backend: Send {
+    fn name(&self) -> &'static str;
+    fn smooth(
+        &mut self,
+        input: Voxels,
+        shape: Shape,
+        spec: &FilterSpec,
+        out: DType,
+    ) -> Result<Voxels, FilterError>;
+}
