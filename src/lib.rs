@@ -1,3 +1,15 @@
 //! nismooth: exact, fast Gaussian denoising of NIfTI image collections.
+//!
+//! The flow follows the data: `plan` turns what the user named into tasks,
+//! `driver` shares them over processes (`driver::comm`) and runs each through
+//! `io` → `filter` → `io`, and `report` exports what was measured.
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod error;
 pub mod filter;
+pub mod generate;
+pub mod io;
+pub mod plan;
+pub mod report;
 pub mod volume;

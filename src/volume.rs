@@ -136,7 +136,7 @@ fn cvtt32(v: f64) -> i32 {
 /// `cvttsd2si` with a 64-bit destination: out of range and NaN give i64::MIN.
 #[inline(always)]
 fn cvtt64(v: f64) -> i64 {
-    if v >= -9223372036854775808.0 && v < 9223372036854775808.0 {
+    if (-9223372036854775808.0..9223372036854775808.0).contains(&v) {
         v as i64
     } else {
         i64::MIN

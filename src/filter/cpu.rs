@@ -89,8 +89,8 @@ fn smooth_all(
         let mut buf = input;
         with_voxels!(&mut buf, v => {
             let ptr = v.as_mut_ptr();
-            for a in first..3 {
-                if let Some(k) = &kernels[a] {
+            for (a, k) in kernels.iter().enumerate().skip(first) {
+                if let Some(k) = k {
                     for_each_volume(shape, |off| unsafe {
                         pass(ptr.add(off), ptr.add(off), shape.spatial, a, k, edge)
                     });
@@ -106,8 +106,8 @@ fn smooth_all(
             for_each_volume(shape, |off| unsafe {
                 pass(sp.add(off), dp.add(off), shape.spatial, first, k, edge)
             });
-            for a in first + 1..3 {
-                if let Some(k) = &kernels[a] {
+            for (a, k) in kernels.iter().enumerate().skip(first + 1) {
+                if let Some(k) = k {
                     for_each_volume(shape, |off| unsafe {
                         pass(dp.add(off), dp.add(off), shape.spatial, a, k, edge)
                     });

@@ -1,0 +1,160 @@
+//! Parsed arguments → a validated `RunConfig`, the one place option rules live.
+
+use std::path::PathBuf;
+
+use crate::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs, Units};
+use crate::error::UsageError;
+use crate::filter::{ExpFlavour, FilterSpec, Mode};
+use crate::io::OutputFormat;
+use crate::volume::DType;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunConfig {
+    #[serde(skip)]
+    pub inputs: Vec<PathBuf>,
+    #[serde(skip)]
+    pub list: Option<PathBuf>,
+    pub outdir: PathBuf,
+    /// Sigma per axis in `units`.
+    pub sigma: [f64; 3],
+    pub units: Units,
+    pub truncate: f64,
+    pub mode: Mode,
+    pub cval: f64,
+    /// None: keep the dtype nibabel presents.
+    pub dtype: Option<DType>,
+    pub threads: usize,
+    /// Where the thread count came from (flag, SLURM_CPUS_PER_TASK, cores).
+    pub threads_from: String,
+    pub compression_level: u32,
+    /// None: same container as each input.
+    pub format: Option<OutputFormat>,
+    pub exp: ExpFlavour,
+    #[serde(skip)]
+    pub report: Option<PathBuf>,
+    #[serde(skip)]
+    pub csv: Option<PathBuf>,
+    pub skip_existing: bool,
+    #[serde(skip)]
+    pub progress: ProgressChoice,
+}
+
+pub fn parse_sigma(s: &str) -> Result<[f64; 3], UsageError> {
+    let vals: Vec<f64> = s
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            UsageError::BadOption(format!(
+                "--sigma '{s}': expected a number or three comma-separated numbers"
+            ))
+        })?;
+    let sigma = match vals.as_slice() {
+        [v] => [*v; 3],
+        [a, b, c] => [*a, *b, *c],
+        _ => {
+            return Err(UsageError::BadOption(format!(
+                "--sigma '{s}': give one value or three (x,y,z), not {}",
+                vals.len()
+            )))
+        }
+    };
+    if sigma.iter().any(|v| !v.is_finite() || *v < 0.0) {
+        return Err(UsageError::BadOption(format!(
+            "--sigma '{s}': values must be finite and ≥ 0"
+        )));
+    }
+    Ok(sigma)
+}
+
+/// SLURM_CPUS_PER_TASK when set (we run inside an allocation), else all cores.
+pub fn default_threads() -> (usize, String) {
+    if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return (n, "SLURM_CPUS_PER_TASK".into());
+    }
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (n, "available cores".into())
+}
+
+impl RunConfig {
+    pub fn from_args(a: &RunArgs) -> Result<RunConfig, UsageError> {
+        let sigma = parse_sigma(&a.sigma)?;
+        if !a.truncate.is_finite() || a.truncate < 0.0 {
+            return Err(UsageError::BadOption(format!(
+                "--truncate {}: must be finite and ≥ 0",
+                a.truncate
+            )));
+        }
+        if !a.cval.is_finite() {
+            return Err(UsageError::BadOption("--cval must be finite".into()));
+        }
+        let mode: Mode = a.mode.parse().map_err(UsageError::BadOption)?;
+        let (threads, threads_from) = match a.threads {
+            Some(0) => return Err(UsageError::BadOption("--threads must be ≥ 1".into())),
+            Some(n) => (n, "--threads".into()),
+            None => default_threads(),
+        };
+        Ok(RunConfig {
+            inputs: a.inputs.clone(),
+            list: a.list.clone(),
+            outdir: a.output.clone(),
+            sigma,
+            units: a.units,
+            truncate: a.truncate,
+            mode,
+            cval: a.cval,
+            dtype: match a.dtype {
+                DtypeChoice::Input => None,
+                DtypeChoice::Float32 => Some(DType::F32),
+                DtypeChoice::Float64 => Some(DType::F64),
+            },
+            threads,
+            threads_from,
+            compression_level: a.compression_level,
+            format: a.format.map(|f| match f {
+                FormatChoice::Nii => OutputFormat::Nii,
+                FormatChoice::NiiGz => OutputFormat::NiiGz,
+            }),
+            exp: ExpFlavour::detect(),
+            report: a.report.clone(),
+            csv: a.csv.clone(),
+            skip_existing: a.skip_existing,
+            progress: a.progress,
+        })
+    }
+
+    /// The filter for an image with voxel size `pixdim` (used only with `--units mm`).
+    pub fn filter_spec(&self, pixdim: [f32; 3]) -> FilterSpec {
+        let sigma = match self.units {
+            Units::Voxel => self.sigma,
+            Units::Mm => std::array::from_fn(|a| self.sigma[a] / pixdim[a].abs() as f64),
+        };
+        FilterSpec {
+            sigma,
+            truncate: self.truncate,
+            mode: self.mode,
+            cval: self.cval,
+            exp: self.exp,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigma_forms() {
+        assert_eq!(parse_sigma("2").unwrap(), [2.0; 3]);
+        assert_eq!(parse_sigma("1, 2,3").unwrap(), [1.0, 2.0, 3.0]);
+        assert!(parse_sigma("1,2").is_err());
+        assert!(parse_sigma("-1").is_err());
+        assert!(parse_sigma("x").is_err());
+    }
+}

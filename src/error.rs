@@ -1,0 +1,38 @@
+//! Errors that stop a run before any image is touched (exit code 2).
+//!
+//! Per-image problems are not here: they are `io::ReadError`/`WriteError`,
+//! recorded against the image, and the run goes on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// No input files after expanding directories and the list file.
+    #[error("no input images (give files, directories holding *.nii/*.nii.gz, or --list)")]
+    NoInputs,
+    /// The output directory is the directory of an input: outputs would replace inputs.
+    #[error("output directory {outdir} holds input {input}; choose another directory so inputs are never overwritten")]
+    OutdirHoldsInput { outdir: PathBuf, input: PathBuf },
+    /// Two inputs share a file name, so their outputs would collide.
+    #[error("inputs {first} and {second} would both write {name} in the output directory")]
+    DuplicateOutput {
+        first: PathBuf,
+        second: PathBuf,
+        name: String,
+    },
+    /// A directory or list file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The output directory could not be created.
+    #[error("cannot create output directory {path}: {source}")]
+    Outdir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// An option value is out of its domain (sigma, truncate, shape, threads ...).
+    #[error("{0}")]
+    BadOption(String),
+}

@@ -1,0 +1,206 @@
+//! Writing: the input's header with updated type fields, through a temp file and a rename.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{gzip, Image, WriteError};
+use crate::volume::{DType, Voxels};
+use crate::with_voxels;
+
+/// Output container: plain `.nii` or gzip-compressed `.nii.gz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OutputFormat {
+    #[serde(rename = "nii")]
+    Nii,
+    #[serde(rename = "nii.gz")]
+    NiiGz,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Nii => ".nii",
+            OutputFormat::NiiGz => ".nii.gz",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOptions {
+    pub format: OutputFormat,
+    /// zlib-style level 0..=9 (mapped onto ISA-L's levels).
+    pub level: u32,
+}
+
+/// Removes the temp file unless the write completed and was renamed.
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn temp_path(dest: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dest.with_file_name(format!(".{name}.nismooth-{}-{n}.tmp", std::process::id()))
+}
+
+/// The input's header bytes with datatype/bitpix set for `dtype`, and scaling
+/// reset to identity when the input was scaled on read (its values are now real).
+pub fn output_header(img: &Image, dtype: DType) -> Vec<u8> {
+    let mut h = img.raw_header.clone();
+    let be = img.big_endian;
+    let put16 = |h: &mut Vec<u8>, off: usize, v: i16| {
+        let b = if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        h[off..off + 2].copy_from_slice(&b);
+    };
+    let put32 = |h: &mut Vec<u8>, off: usize, v: f32| {
+        let b = if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        h[off..off + 4].copy_from_slice(&b);
+    };
+    put16(&mut h, 70, dtype.nifti_code());
+    put16(&mut h, 72, (dtype.size() * 8) as i16);
+    if img.scaled {
+        put32(&mut h, 112, 1.0);
+        put32(&mut h, 116, 0.0);
+    }
+    h
+}
+
+/// Writes `header` + `voxels` to `dest` atomically; returns the bytes written.
+/// Never follows a symlink onto an existing file: the temp file is created
+/// fresh (O_EXCL) and `rename` replaces the directory entry, not its target.
+pub fn write_image(
+    dest: &Path,
+    header: &[u8],
+    big_endian: bool,
+    voxels: &Voxels,
+    opts: WriteOptions,
+) -> Result<u64, WriteError> {
+    let tmp = temp_path(dest);
+    let io_err = |source| WriteError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io_err)?;
+    let mut guard = TempGuard {
+        path: tmp.clone(),
+        armed: true,
+    };
+    let out = BufWriter::with_capacity(1 << 20, file);
+    let file = match opts.format {
+        OutputFormat::Nii => {
+            let mut w = out;
+            write_payload(&mut w, header, big_endian, voxels).map_err(io_err)?;
+            w.into_inner().map_err(|e| io_err(e.into_error()))?
+        }
+        OutputFormat::NiiGz => {
+            let mut enc = gzip::encoder(out, opts.level);
+            write_payload(&mut enc, header, big_endian, voxels).map_err(io_err)?;
+            let w = enc.finish().map_err(|e| WriteError::Gzip {
+                path: dest.to_path_buf(),
+                msg: e.to_string(),
+            })?;
+            w.into_inner().map_err(|e| io_err(e.into_error()))?
+        }
+    };
+    let bytes = file.metadata().map_err(io_err)?.len();
+    drop(file);
+    std::fs::rename(&tmp, dest).map_err(io_err)?;
+    guard.armed = false;
+    Ok(bytes)
+}
+
+fn write_payload(
+    w: &mut impl Write,
+    header: &[u8],
+    big_endian: bool,
+    voxels: &Voxels,
+) -> std::io::Result<()> {
+    w.write_all(header)?;
+    if big_endian == cfg!(target_endian = "big") {
+        return w.write_all(voxels.as_bytes());
+    }
+    // Foreign byte order: swap through a small buffer, never a second full copy.
+    with_voxels!(voxels, v => {
+        for chunk in v.chunks(1 << 16) {
+            let swapped: Vec<_> = chunk.iter().map(|x| crate::volume::Sample::swap_bytes(*x)).collect();
+            w.write_all(bytemuck::cast_slice(&swapped))?;
+        }
+        Ok(())
+    })
+}
+
+/// Whether `path` could be a complete file of ours: used by `--skip-existing`.
+pub fn exists_nonempty(path: &Path) -> bool {
+    File::open(path)
+        .and_then(|f| f.metadata())
+        .map(|m| m.is_file() && m.len() > 0)
+        .unwrap_or(false)
+}
+
+/// A fresh little-endian NIfTI-1 single-file header (352 bytes with the
+/// extension flag): `dims` up to 7, voxel size `pixdim`, and the affine's
+/// first three rows `srow` (used for both sform and a diagonal qform).
+pub fn new_header(
+    dims: &[usize],
+    dtype: DType,
+    pixdim: &[f32],
+    srow: [[f32; 4]; 3],
+    descrip: &str,
+) -> Vec<u8> {
+    let mut h = vec![0u8; 352];
+    let i16_at =
+        |h: &mut Vec<u8>, off: usize, v: i16| h[off..off + 2].copy_from_slice(&v.to_le_bytes());
+    let f32_at =
+        |h: &mut Vec<u8>, off: usize, v: f32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    h[38] = b'r';
+    i16_at(&mut h, 40, dims.len() as i16);
+    for (i, &d) in dims.iter().enumerate().take(7) {
+        i16_at(&mut h, 42 + 2 * i, d as i16);
+    }
+    for i in dims.len()..7 {
+        i16_at(&mut h, 42 + 2 * i, 1);
+    }
+    i16_at(&mut h, 70, dtype.nifti_code());
+    i16_at(&mut h, 72, (dtype.size() * 8) as i16);
+    f32_at(&mut h, 76, 1.0); // qfac
+    for (i, &p) in pixdim.iter().enumerate().take(7) {
+        f32_at(&mut h, 80 + 4 * i, p);
+    }
+    f32_at(&mut h, 108, 352.0);
+    f32_at(&mut h, 112, 1.0);
+    h[123] = 2 | 8; // mm, seconds
+    let d = descrip.as_bytes();
+    h[148..148 + d.len().min(79)].copy_from_slice(&d[..d.len().min(79)]);
+    i16_at(&mut h, 252, 1); // qform: scanner
+    i16_at(&mut h, 254, 1); // sform: scanner
+    for (k, off) in [268, 272, 276].into_iter().enumerate() {
+        f32_at(&mut h, off, srow[k][3]);
+    }
+    for (row, base) in srow.iter().zip([280, 296, 312]) {
+        for (j, &v) in row.iter().enumerate() {
+            f32_at(&mut h, base + 4 * j, v);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    h
+}

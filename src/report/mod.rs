@@ -1,0 +1,179 @@
+//! What a run measured: per-image records, per-process totals, and a summary.
+//!
+//! The `Report` is the one data structure every exporter reads; a new format
+//! is one file implementing `Exporter`. The schema is versioned and described
+//! in docs/report-schema.md.
+
+mod csv;
+mod json;
+mod table;
+
+pub use self::csv::Csv;
+pub use self::json::Json;
+pub use self::table::Table;
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: &str = "nismooth-report";
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+/// One image's journey through read → filter → write.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub index: usize,
+    pub input: String,
+    pub output: String,
+    pub rank: usize,
+    pub voxels: u64,
+    pub shape: Vec<usize>,
+    pub dtype_in: Option<String>,
+    pub dtype_out: Option<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub read_s: f64,
+    pub filter_s: f64,
+    pub write_s: f64,
+    pub status: Status,
+    pub error: Option<String>,
+}
+
+/// What one process (rank) did and what it cost.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProcessTotals {
+    pub host: String,
+    pub rank: usize,
+    pub threads: usize,
+    pub images: usize,
+    pub failed: usize,
+    pub read_s: f64,
+    pub filter_s: f64,
+    pub write_s: f64,
+    /// read + filter + write.
+    pub busy_s: f64,
+    /// wall − busy: start-up, planning, waiting.
+    pub idle_s: f64,
+    pub wall_s: f64,
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    /// (user + sys) / (wall × threads).
+    pub cpu_efficiency: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// Totals over every process, in the terms of the course's tables.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub tasks: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub processes: usize,
+    pub threads_per_process: usize,
+    /// The slowest process's wall time.
+    pub wall_s: f64,
+    pub read_s: f64,
+    pub filter_s: f64,
+    pub write_s: f64,
+    pub read_per_task_s: f64,
+    pub filter_per_task_s: f64,
+    pub write_per_task_s: f64,
+    /// Wall time over the summed processing time (read+filter+write) per process:
+    /// 1.0 means no overhead; below 1 means processes overlapped their work.
+    pub wtime_over_ptime: f64,
+    pub cpu_s: f64,
+    pub cpu_efficiency: f64,
+    pub peak_rss_bytes: u64,
+    /// max / mean busy time over processes (1.0 = perfectly balanced).
+    pub load_imbalance: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub schema_version: u32,
+    pub nismooth_version: String,
+    pub created_unix: u64,
+    pub command: Vec<String>,
+    pub backend: String,
+    pub config: serde_json::Value,
+    pub summary: Summary,
+    pub processes: Vec<ProcessTotals>,
+    pub images: Vec<ImageRecord>,
+}
+
+impl Summary {
+    pub fn from_parts(processes: &[ProcessTotals], images: &[ImageRecord]) -> Summary {
+        let count = |s| images.iter().filter(|r| r.status == s).count();
+        let ok = count(Status::Ok);
+        let sum = |f: fn(&ImageRecord) -> f64| images.iter().map(f).sum::<f64>();
+        let (read_s, filter_s, write_s) =
+            (sum(|r| r.read_s), sum(|r| r.filter_s), sum(|r| r.write_s));
+        let per = |v: f64| if ok > 0 { v / ok as f64 } else { 0.0 };
+        let wall_s = processes.iter().map(|p| p.wall_s).fold(0.0, f64::max);
+        let cpu_s: f64 = processes.iter().map(|p| p.cpu_user_s + p.cpu_sys_s).sum();
+        let capacity: f64 = processes.iter().map(|p| p.wall_s * p.threads as f64).sum();
+        let busy: Vec<f64> = processes.iter().map(|p| p.busy_s).collect();
+        let mean_busy = busy.iter().sum::<f64>() / busy.len().max(1) as f64;
+        let max_busy = busy.iter().cloned().fold(0.0, f64::max);
+        let ptime = (read_s + filter_s + write_s) / processes.len().max(1) as f64;
+        Summary {
+            tasks: images.len(),
+            ok,
+            failed: count(Status::Failed),
+            skipped: count(Status::Skipped),
+            processes: processes.len(),
+            threads_per_process: processes.first().map(|p| p.threads).unwrap_or(0),
+            wall_s,
+            read_s,
+            filter_s,
+            write_s,
+            read_per_task_s: per(read_s),
+            filter_per_task_s: per(filter_s),
+            write_per_task_s: per(write_s),
+            wtime_over_ptime: if ptime > 0.0 { wall_s / ptime } else { 0.0 },
+            cpu_s,
+            cpu_efficiency: if capacity > 0.0 {
+                cpu_s / capacity
+            } else {
+                0.0
+            },
+            peak_rss_bytes: processes
+                .iter()
+                .map(|p| p.peak_rss_bytes)
+                .max()
+                .unwrap_or(0),
+            load_imbalance: if mean_busy > 0.0 {
+                max_busy / mean_busy
+            } else {
+                1.0
+            },
+        }
+    }
+}
+
+/// One output format of a report.
+pub trait Exporter {
+    fn render(&self, report: &Report) -> anyhow::Result<String>;
+}
+
+/// Renders `report` with `exporter` into `path`, atomically.
+pub fn export_to(
+    exporter: &dyn Exporter,
+    report: &Report,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = exporter.render(report)?;
+    let tmp = path.with_extension("nismooth-tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

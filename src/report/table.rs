@@ -1,0 +1,73 @@
+//! The end-of-run summary for humans, in the spirit of the course's tables and seff.
+
+use std::fmt::Write;
+
+use super::{Exporter, Report, Status};
+
+pub struct Table;
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+impl Exporter for Table {
+    fn render(&self, r: &Report) -> anyhow::Result<String> {
+        let s = &r.summary;
+        let mut o = String::new();
+        writeln!(
+            o,
+            "nismooth {}: {} tasks ({} ok, {} failed, {} skipped) on {} process(es) × {} thread(s), backend {}",
+            r.nismooth_version, s.tasks, s.ok, s.failed, s.skipped, s.processes, s.threads_per_process, r.backend
+        )?;
+        writeln!(o, "  {:<16}{:>12}{:>14}", "", "total (s)", "per task (s)")?;
+        for (name, tot, per) in [
+            ("read", s.read_s, s.read_per_task_s),
+            ("filter", s.filter_s, s.filter_per_task_s),
+            ("write", s.write_s, s.write_per_task_s),
+        ] {
+            writeln!(o, "  {name:<16}{tot:>12.3}{per:>14.4}")?;
+        }
+        writeln!(o, "  {:<16}{:>12.3}", "wall", s.wall_s)?;
+        writeln!(o, "  {:<16}{:>12.3}", "wtime/ptime", s.wtime_over_ptime)?;
+        writeln!(
+            o,
+            "  CPU efficiency  {:.1}%  (CPU {:.2} s over wall × threads)",
+            100.0 * s.cpu_efficiency,
+            s.cpu_s
+        )?;
+        writeln!(
+            o,
+            "  peak RSS        {:.1} MiB (largest process)",
+            mib(s.peak_rss_bytes)
+        )?;
+        if r.processes.len() > 1 {
+            writeln!(
+                o,
+                "  load imbalance  {:.3} (max/mean busy)",
+                s.load_imbalance
+            )?;
+            for p in &r.processes {
+                writeln!(
+                    o,
+                    "  rank {:>3} {:<12} {:>4} images  busy {:>8.3} s  idle {:>7.3} s  CPU eff {:>5.1}%  RSS {:>7.1} MiB",
+                    p.rank,
+                    p.host,
+                    p.images,
+                    p.busy_s,
+                    p.idle_s,
+                    100.0 * p.cpu_efficiency,
+                    mib(p.peak_rss_bytes)
+                )?;
+            }
+        }
+        for img in r.images.iter().filter(|i| i.status == Status::Failed) {
+            writeln!(
+                o,
+                "  FAILED {}: {}",
+                img.input,
+                img.error.as_deref().unwrap_or("?")
+            )?;
+        }
+        Ok(o)
+    }
+}
