@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what nismooth needs to build and test on Debian/Ubuntu, only when missing:
+# ISA-L (gzip codec) from Debian, and the Python references (numpy, scipy, nibabel, pytest) from PyPI.
+set -euo pipefail
+
+need_apt=()
+dpkg -s libisal-dev >/dev/null 2>&1 || need_apt+=(libisal-dev)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if ((${#need_apt[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "== apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${NISMOOTH_SKIP_PYTHON:-0}" != 1 ]; then
+  if ! python3 -c "import numpy, scipy, nibabel, pytest" >/dev/null 2>&1; then
+    echo "== pip install numpy scipy nibabel pytest"
+    python3 -m pip install -q --disable-pip-version-check numpy scipy nibabel pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
+  fi
+fi

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The full test suite (the README's test command; .ci/run calls it):
+# install dependencies, lint, build, Rust unit + CLI tests, then the scipy/nibabel reference tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ci/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo build --release"
+cargo build --release --quiet
+echo "== cargo test"
+cargo test --release --quiet
+echo "== pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'))"
+NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/python
+echo "== all tests passed"

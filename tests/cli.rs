@@ -1,0 +1,232 @@
+//! The command line's contract: refusals (exit 2, nothing touched), per-image
+//! failures (exit 1, the rest processed), skip-existing, report consistency,
+//! deterministic generation. Numerical exactness is tested against scipy in
+//! tests/python.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn nismooth(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nismooth"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run nismooth")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn generate(dir: &Path, n: usize, extra: &[&str]) -> Vec<PathBuf> {
+    let n = n.to_string();
+    let mut args = vec![
+        "generate",
+        "-o",
+        s(dir),
+        "-n",
+        &n,
+        "--shape",
+        "12,10,8",
+        "--seed",
+        "5",
+    ];
+    args.extend_from_slice(extra);
+    let out = nismooth(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn refusals_exit_2_and_touch_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    let imgs = generate(&inp, 2, &[]);
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+
+    let o = nismooth(&["run", s(&empty), "-o", s(&t.path().join("o1"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no input images"), "{}", stderr(&o));
+
+    let o = nismooth(&["run", s(&inp), "-o", s(&inp)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds input"), "{}", stderr(&o));
+
+    let other = t.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::copy(&imgs[0], other.join(imgs[0].file_name().unwrap())).unwrap();
+    let o = nismooth(&["run", s(&inp), s(&other), "-o", s(&t.path().join("o2"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("would both write"), "{}", stderr(&o));
+
+    let o3 = t.path().join("o3");
+    for bad in [
+        &["--sigma", "1,2"][..],
+        &["--mode", "grid"],
+        &["--threads", "0"],
+        &["--compression-level", "12"],
+    ] {
+        let mut args = vec!["run", s(&inp), "-o", s(&o3)];
+        args.extend_from_slice(bad);
+        assert_eq!(nismooth(&args).status.code(), Some(2), "{bad:?}");
+    }
+    for o in ["o1", "o2", "o3"] {
+        assert!(
+            !t.path().join(o).exists(),
+            "{o} was created by a refused run"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&inp).unwrap().count(),
+        2,
+        "inputs untouched"
+    );
+}
+
+#[test]
+fn a_missing_input_fails_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let imgs = generate(&t.path().join("in"), 2, &[]);
+    let missing = t.path().join("in").join("nope.nii.gz");
+    let out = t.path().join("out");
+    let o = nismooth(&["run", s(&imgs[0]), s(&missing), s(&imgs[1]), "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nope.nii.gz"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+}
+
+#[test]
+fn skip_existing_leaves_outputs_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    generate(&inp, 3, &[]);
+    let out = t.path().join("out");
+    assert!(nismooth(&["run", s(&inp), "-o", s(&out)]).status.success());
+    let victim = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&victim, b"sentinel").unwrap();
+    let report = t.path().join("r.json");
+    let o = nismooth(&[
+        "run",
+        s(&inp),
+        "-o",
+        s(&out),
+        "--skip-existing",
+        "--report",
+        s(&report),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"sentinel");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(r["summary"]["skipped"], 3);
+}
+
+#[test]
+fn reports_agree_with_each_other_and_the_work_done() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    generate(&inp, 4, &["--vary-size"]);
+    let (json, csv) = (t.path().join("r.json"), t.path().join("r.csv"));
+    let o = nismooth(&[
+        "run",
+        s(&inp),
+        "-o",
+        s(&t.path().join("out")),
+        "--threads",
+        "2",
+        "--report",
+        s(&json),
+        "--csv",
+        s(&csv),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("CPU efficiency"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["schema"], "nismooth-report");
+    assert_eq!(r["schema_version"], 1);
+    let images = r["images"].as_array().unwrap();
+    assert_eq!(images.len(), 4);
+    let mut voxels = std::collections::HashSet::new();
+    for (i, img) in images.iter().enumerate() {
+        assert_eq!(img["index"], i);
+        assert_eq!(img["status"], "ok");
+        let shape: u64 = img["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .product();
+        assert_eq!(img["voxels"].as_u64().unwrap(), shape);
+        voxels.insert(shape);
+        assert!(img["bytes_out"].as_u64().unwrap() > 0);
+    }
+    assert!(voxels.len() > 1, "--vary-size gives different sizes");
+    let sum: f64 = images.iter().map(|i| i["filter_s"].as_f64().unwrap()).sum();
+    assert!((r["summary"]["filter_s"].as_f64().unwrap() - sum).abs() < 1e-9);
+    let p = &r["processes"][0];
+    assert_eq!(p["threads"], 2);
+    assert!(p["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(p["wall_s"].as_f64().unwrap() >= p["busy_s"].as_f64().unwrap());
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(csv_text.lines().count(), 5);
+    assert!(csv_text.starts_with("index,input,output,rank,status"));
+}
+
+#[test]
+fn generation_is_deterministic() {
+    let t = tempfile::tempdir().unwrap();
+    let a = generate(&t.path().join("a"), 2, &["--dtype", "int16"]);
+    let b = generate(&t.path().join("b"), 2, &["--dtype", "int16"]);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
+    }
+    assert_ne!(std::fs::read(&a[0]).unwrap(), std::fs::read(&a[1]).unwrap());
+}
+
+#[test]
+fn list_files_and_nii_outputs() {
+    let t = tempfile::tempdir().unwrap();
+    let imgs = generate(&t.path().join("in"), 3, &["--format", "nii"]);
+    let list = t.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!("# two of three\n{}\n{}\n", s(&imgs[0]), s(&imgs[2])),
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    assert!(nismooth(&[
+        "run",
+        "--list",
+        s(&list),
+        "-o",
+        s(&out),
+        "--format",
+        "nii.gz"
+    ])
+    .status
+    .success());
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["sub-0000_T1w.nii.gz", "sub-0002_T1w.nii.gz"]);
+}
