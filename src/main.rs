@@ -19,6 +19,7 @@ const EXIT_FAILED_IMAGES: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    fixed_mmap_threshold();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_secs()
         .init();
@@ -34,6 +35,18 @@ fn main() -> ExitCode {
             eprintln!("nismooth: error: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// Image buffers are tens of MiB. glibc raises its mmap threshold after the
+/// first such buffer is freed, and later ones then come from the heap and stay
+/// resident: RSS would grow with the number of images. A fixed threshold keeps
+/// every large buffer in its own mapping, returned to the OS when dropped.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -1,4 +1,9 @@
-//! Process-level measurements: CPU time and peak RSS from getrusage, the host name.
+//! Process-level measurements: CPU time from getrusage, peak RSS, the host name.
+//!
+//! Peak RSS comes from `VmHWM` in /proc/self/status where it exists: it belongs
+//! to this program's address space. getrusage's `ru_maxrss` survives fork and
+//! exec, so a process started by a big parent (a Python driver, slurmstepd)
+//! would report the parent's peak instead of its own.
 
 pub struct Usage {
     pub user_s: f64,
@@ -15,7 +20,7 @@ pub fn usage() -> Usage {
         user_s: secs(ru.ru_utime),
         sys_s: secs(ru.ru_stime),
         // Linux reports ru_maxrss in KiB.
-        peak_rss_bytes: ru.ru_maxrss as u64 * 1024,
+        peak_rss_bytes: vm_hwm_bytes().unwrap_or(ru.ru_maxrss as u64 * 1024),
     }
 }
 
@@ -28,4 +33,24 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The peak resident set of this address space (Linux), in bytes.
+fn vm_hwm_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peak_rss_sees_a_large_allocation() {
+        let before = super::usage().peak_rss_bytes;
+        let big = vec![1u8; 64 << 20];
+        std::hint::black_box(&big);
+        let after = super::usage().peak_rss_bytes;
+        assert!(after >= before.max(64 << 20), "{before} -> {after}");
+    }
 }
