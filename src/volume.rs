@@ -369,7 +369,7 @@ impl Voxels {
         self.len() == 0
     }
 
-    /// The voxels as little-endian... native bytes (x86-64 and aarch64 are little-endian).
+    /// The voxels as bytes in the machine's native byte order.
     pub fn as_bytes(&self) -> &[u8] {
         with_voxels!(self, v => bytemuck::cast_slice(v.as_slice()))
     }

@@ -48,13 +48,13 @@ pub fn read_header_info(path: &Path) -> Result<HeaderInfo, ReadError> {
     let mut file = BufReader::new(File::open(path)?);
     let mut magic = [0u8; 2];
     file.read_exact(&mut magic)?;
-    let chained = (&magic[..]).chain(file);
+    let mut chained = (&magic[..]).chain(file);
     let gz = gzip::is_gzip(&magic);
     let mut head = vec![0u8; HEADER_LEN];
     if gz {
         read_header_bytes(&mut gzip::decoder(chained), &mut head, true)?;
     } else {
-        read_header_bytes(&mut { chained }, &mut head, false)?;
+        read_header_bytes(&mut chained, &mut head, false)?;
     }
     parse_header(&head, gz)
 }
@@ -273,4 +273,45 @@ fn apply_scaling(raw: &Voxels, slope: f64, inter: f64) -> Voxels {
         }
         y
     }).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::NoiseChoice;
+    use crate::generate::{generate, PhantomSpec};
+    use crate::io::OutputFormat;
+
+    #[test]
+    fn header_only_read_agrees_with_the_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [OutputFormat::Nii, OutputFormat::NiiGz] {
+            let spec = PhantomSpec {
+                shape: vec![7, 5, 3, 2],
+                dtype: DType::I16,
+                seed: 1,
+                vary_size: false,
+                noise: NoiseChoice::Gaussian,
+                format,
+            };
+            let path = generate(&dir.path().join(format.extension()), 1, &spec)
+                .unwrap()
+                .remove(0);
+            let info = read_header_info(&path).unwrap();
+            let img = read_image(&path).unwrap();
+            assert_eq!(info.shape, img.shape);
+            assert_eq!(info.voxels(), 7 * 5 * 3 * 2);
+            assert_eq!(info.stored, DType::I16);
+            assert_eq!(info.gz, format == OutputFormat::NiiGz);
+            assert_eq!(img.voxels.len() as u64, info.voxels());
+        }
+    }
+
+    #[test]
+    fn header_only_read_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.nii");
+        std::fs::write(&p, vec![7u8; 400]).unwrap();
+        assert!(matches!(read_header_info(&p), Err(ReadError::NotNifti(_))));
+    }
 }
