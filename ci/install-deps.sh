@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what nismooth needs to build and test on Debian/Ubuntu, only when missing:
-# ISA-L (gzip codec) from Debian, and the Python references (numpy, scipy, nibabel, pytest) from PyPI.
+# ISA-L (gzip codec) and OpenMPI with PMIx (rsmpi's bindgen needs libclang) from Debian,
+# and the Python references (numpy, scipy, nibabel, pytest) from PyPI.
 set -euo pipefail
 
 need_apt=()
-dpkg -s libisal-dev >/dev/null 2>&1 || need_apt+=(libisal-dev)
+for pkg in libisal-dev libopenmpi-dev openmpi-bin libclang-dev libpmix-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if ((${#need_apt[@]})); then

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::plan::schedule::Schedule;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nismooth",
@@ -54,9 +56,13 @@ pub struct RunArgs {
     /// Output dtype: input (as nibabel presents the data), float32 or float64.
     #[arg(long, value_enum, default_value_t = DtypeChoice::Input)]
     pub dtype: DtypeChoice,
-    /// Filter threads (default: SLURM_CPUS_PER_TASK when set, else all cores).
+    /// Filter threads per rank (default: SLURM_CPUS_PER_TASK when set, else the
+    /// node's cores divided by the ranks on the node).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// How images are shared among MPI ranks.
+    #[arg(long, value_enum, default_value_t = Schedule::Balanced)]
+    pub schedule: Schedule,
     /// gzip level 0..9 for .nii.gz outputs (1 is what nibabel writes).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,

@@ -6,6 +6,7 @@ use crate::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs, Units};
 use crate::error::UsageError;
 use crate::filter::{ExpFlavour, FilterSpec, Mode};
 use crate::io::OutputFormat;
+use crate::plan::schedule::Schedule;
 use crate::volume::DType;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -26,6 +27,8 @@ pub struct RunConfig {
     pub threads: usize,
     /// Where the thread count came from (flag, SLURM_CPUS_PER_TASK, cores).
     pub threads_from: String,
+    /// How images are shared among ranks.
+    pub schedule: Schedule,
     pub compression_level: u32,
     /// None: same container as each input.
     pub format: Option<OutputFormat>,
@@ -67,8 +70,11 @@ pub fn parse_sigma(s: &str) -> Result<[f64; 3], UsageError> {
     Ok(sigma)
 }
 
-/// SLURM_CPUS_PER_TASK when set (we run inside an allocation), else all cores.
-pub fn default_threads() -> (usize, String) {
+/// Threads per rank when `--threads` is not given: SLURM_CPUS_PER_TASK when
+/// set (the allocation says), else the node's cores shared among the
+/// `node_ranks` ranks on it, and never more than this process may run on
+/// (a launcher that binds each rank to one core gets one thread).
+pub fn default_threads(node_ranks: usize) -> (usize, String) {
     if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -76,14 +82,24 @@ pub fn default_threads() -> (usize, String) {
     {
         return (n, "SLURM_CPUS_PER_TASK".into());
     }
-    let n = std::thread::available_parallelism()
+    let allowed = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    (n, "available cores".into())
+    if node_ranks <= 1 {
+        return (allowed, "available cores".into());
+    }
+    // SAFETY: sysconf only reads a system value.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let share = (online / node_ranks).clamp(1, allowed);
+    (
+        share,
+        format!("{online} cores / {node_ranks} ranks on the node"),
+    )
 }
 
 impl RunConfig {
-    pub fn from_args(a: &RunArgs) -> Result<RunConfig, UsageError> {
+    /// `node_ranks`: how many ranks share this node (for the default threads).
+    pub fn from_args(a: &RunArgs, node_ranks: usize) -> Result<RunConfig, UsageError> {
         let sigma = parse_sigma(&a.sigma)?;
         if !a.truncate.is_finite() || a.truncate < 0.0 {
             return Err(UsageError::BadOption(format!(
@@ -98,7 +114,7 @@ impl RunConfig {
         let (threads, threads_from) = match a.threads {
             Some(0) => return Err(UsageError::BadOption("--threads must be ≥ 1".into())),
             Some(n) => (n, "--threads".into()),
-            None => default_threads(),
+            None => default_threads(node_ranks),
         };
         Ok(RunConfig {
             inputs: a.inputs.clone(),
@@ -116,6 +132,7 @@ impl RunConfig {
             },
             threads,
             threads_from,
+            schedule: a.schedule,
             compression_level: a.compression_level,
             format: a.format.map(|f| match f {
                 FormatChoice::Nii => OutputFormat::Nii,

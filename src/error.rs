@@ -32,6 +32,10 @@ pub enum UsageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Root refused the run (one of the refusals above, seen on root); every
+    /// rank receives root's message and exits with the same code.
+    #[error("{0}")]
+    Refused(String),
     /// An option value is out of its domain (sigma, truncate, shape, threads ...).
     #[error("{0}")]
     BadOption(String),

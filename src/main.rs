@@ -7,7 +7,7 @@ use clap::Parser;
 
 use nismooth::cli::{Cli, Command, GenerateArgs, RunArgs, WeightsArgs};
 use nismooth::config::RunConfig;
-use nismooth::driver::{self, comm::Single};
+use nismooth::driver;
 use nismooth::filter::{cpu::CpuBackend, ExpFlavour, Kernel1d};
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::io::OutputFormat;
@@ -19,14 +19,15 @@ const EXIT_FAILED_IMAGES: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    driver::metrics::mark_start();
     fixed_mmap_threshold();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_secs()
-        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(&args),
-        Command::Generate(args) => generate(&args),
+        Command::Generate(args) => {
+            init_logging(0, 1);
+            generate(&args)
+        }
         Command::Weights(args) => weights(&args),
     };
     match result {
@@ -50,14 +51,38 @@ fn fixed_mmap_threshold() {
     }
 }
 
-/// `nismooth run`: the whole job.
+/// Log lines go to stderr. With several ranks each line names its rank, and
+/// only root speaks at `info` unless RUST_LOG says otherwise: N ranks would
+/// otherwise repeat every line N times in the job's output file.
+fn init_logging(rank: usize, size: usize) {
+    let default = if rank == 0 { "info" } else { "warn" };
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    b.format_timestamp_secs();
+    if size > 1 {
+        use std::io::Write;
+        b.format(move |f, rec| {
+            writeln!(
+                f,
+                "[{} {} rank {rank}/{size}] {}",
+                f.timestamp_seconds(),
+                rec.level(),
+                rec.args()
+            )
+        });
+    }
+    b.init();
+}
+
+/// `nismooth run`: the whole job, on however many ranks the launcher started.
 fn run(args: &RunArgs) -> anyhow::Result<u8> {
-    let cfg = RunConfig::from_args(args)?;
-    let comm = Single;
+    let comm = driver::connect()?;
+    init_logging(comm.rank(), comm.size());
+    let cfg = RunConfig::from_args(args, comm.node_size())?;
     let mut backend = CpuBackend::new(cfg.threads)?;
     let command: Vec<String> = std::env::args().collect();
 
-    let outcome = match driver::run(&cfg, &comm, &mut backend, command) {
+    let outcome = match driver::run(&cfg, comm.as_ref(), &mut backend, command) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("nismooth: refused: {e}");

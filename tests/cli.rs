@@ -161,7 +161,7 @@ fn reports_agree_with_each_other_and_the_work_done() {
     assert!(stderr(&o).contains("CPU efficiency"));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["schema"], "nismooth-report");
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], nismooth::report::SCHEMA_VERSION);
     let images = r["images"].as_array().unwrap();
     assert_eq!(images.len(), 4);
     let mut voxels = std::collections::HashSet::new();

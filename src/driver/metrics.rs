@@ -5,6 +5,22 @@
 //! exec, so a process started by a big parent (a Python driver, slurmstepd)
 //! would report the parent's peak instead of its own.
 
+use std::sync::OnceLock;
+use std::time::Instant;
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Marks the start of the process (call first thing in main), so wall time
+/// covers what CPU time covers: start-up and MPI initialisation included.
+pub fn mark_start() {
+    START.get_or_init(Instant::now);
+}
+
+/// When the process started (or first asked, if `mark_start` was never called).
+pub fn process_start() -> Instant {
+    *START.get_or_init(Instant::now)
+}
+
 pub struct Usage {
     pub user_s: f64,
     pub sys_s: f64,

@@ -1,13 +1,20 @@
 //! A whole run across however many processes the communicator holds.
 //!
-//! Root plans (discovery and the refusals) and broadcasts the outcome, so a
-//! usage error ends every rank with the same code instead of a hang; each
-//! rank runs its share through the pipeline; the records and per-process
-//! totals are gathered to root, which builds the report. No rank returns
-//! between collectives: errors travel inside the payloads.
+//! Root plans (discovery, the refusals, each image's size from its header)
+//! and broadcasts the task list, so a usage error ends every rank with the
+//! same code instead of a hang. Root then partitions by the schedule and
+//! scatters each rank its share (or, for `dynamic`, hands images out on
+//! request). Each rank reads, filters and writes its own images; no voxel
+//! passes through root. Records and per-process totals are gathered to root,
+//! which builds the report; reductions give every rank the failure count, so
+//! all exit with the same code. No rank returns between collectives: errors
+//! travel inside the payloads.
 
 pub mod comm;
+mod dynamic;
 pub mod metrics;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pipeline;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -17,9 +24,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunConfig;
 use crate::error::UsageError;
 use crate::filter::Backend;
+use crate::plan::schedule::{self, Schedule};
 use crate::plan::{self, Task};
-use crate::report::{ImageRecord, ProcessTotals, Report, Status, Summary, SCHEMA, SCHEMA_VERSION};
-use comm::Comm;
+use crate::report::{
+    ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Summary, SCHEMA, SCHEMA_VERSION,
+};
+use comm::{Comm, Single};
 use pipeline::Progress;
 
 /// What root decides and every rank receives.
@@ -40,17 +50,36 @@ struct RankResult {
 pub struct Outcome {
     /// Failed images over all ranks (the same number on every rank).
     pub failed: u64,
+    /// The slowest rank's wall time (the same on every rank).
+    pub wall_s: f64,
     /// The full report, on root only.
     pub report: Option<Report>,
 }
 
-/// The images of `tasks` that `rank` of `size` processes (all of them for one process).
-fn my_share(tasks: Vec<Task>, rank: usize, size: usize) -> Vec<Task> {
-    // Round-robin until the schedules of the MPI driver arrive.
-    tasks
-        .into_iter()
-        .filter(|t| t.index % size == rank)
-        .collect()
+/// The communicator for this process: MPI when a launcher started us (and
+/// the `mpi` feature is on), else a single process.
+pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
+    #[cfg(feature = "mpi")]
+    if mpi::launched() {
+        let world = mpi::Mpi::init()
+            .ok_or_else(|| UsageError::BadOption("MPI was already initialised".into()))?;
+        if !world.threading_ok() {
+            log::warn!("the MPI library gave MPI_THREAD_SINGLE; nismooth calls MPI from one thread only, so it goes on");
+        }
+        return Ok(Box::new(world));
+    }
+    #[cfg(not(feature = "mpi"))]
+    if let Some(n) = std::env::var("OMPI_COMM_WORLD_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 1)
+    {
+        return Err(UsageError::BadOption(format!(
+            "started by an MPI launcher with {n} ranks, but this nismooth was built without MPI \
+             (feature `mpi`): every copy would process every image. Rebuild with MPI, or run one process"
+        )));
+    }
+    Ok(Box::new(Single))
 }
 
 pub fn run(
@@ -59,12 +88,23 @@ pub fn run(
     backend: &mut dyn Backend,
     command: Vec<String>,
 ) -> Result<Outcome, UsageError> {
-    let start = Instant::now();
+    let start = metrics::process_start();
+    let (rank, size) = (comm.rank(), comm.size());
+
+    // Root plans; the others wait in the broadcast.
+    let mut costs = Vec::new();
     let plan = if comm.is_root() {
         let planned = plan::discover(&cfg.inputs, cfg.list.as_deref())
             .and_then(|inputs| plan::make_tasks(inputs, &cfg.outdir, cfg.format));
         let msg = match planned {
-            Ok(tasks) => PlanMsg::Tasks(tasks),
+            Ok(tasks) => {
+                costs = if cfg.schedule.needs_costs() {
+                    plan::costs(&tasks, cfg.threads.max(4))
+                } else {
+                    vec![0; tasks.len()]
+                };
+                PlanMsg::Tasks(tasks)
+            }
             Err(e) => PlanMsg::Refused(e.to_string()),
         };
         serde_json::to_vec(&msg).expect("plan serialises")
@@ -73,36 +113,75 @@ pub fn run(
     };
     let tasks = match serde_json::from_slice(&comm.broadcast(plan)).expect("plan deserialises") {
         PlanMsg::Tasks(t) => t,
-        PlanMsg::Refused(msg) => return Err(UsageError::BadOption(msg)),
+        // Every rank leaves here, together, before any other collective.
+        PlanMsg::Refused(msg) => return Err(UsageError::Refused(msg)),
     };
-    let total_tasks = tasks.len();
-    let mine = my_share(tasks, comm.rank(), comm.size());
-    log::info!(
-        "{}: rank {} of {} has {} of {} images, {} thread(s), backend {}",
-        comm.describe(),
-        comm.rank(),
-        comm.size(),
-        mine.len(),
-        total_tasks,
-        cfg.threads,
-        backend.name()
-    );
 
-    let mut progress = if comm.is_root() {
-        Progress::new(cfg.progress, mine.len())
+    let verb = if cfg.schedule == Schedule::Dynamic {
+        "handed out"
     } else {
-        Progress::Quiet
+        "done"
     };
-    let records = pipeline::process(&mine, cfg, backend, comm.rank(), &mut progress);
-    let totals = totals(&records, comm.rank(), cfg.threads, start);
-    let failed_here = records
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count() as u64;
+    let records = if cfg.schedule == Schedule::Dynamic {
+        if comm.is_root() {
+            log::info!(
+                "{}: {} images handed out on request (largest first), {} thread(s) per rank, backend {}",
+                comm.describe(),
+                tasks.len(),
+                cfg.threads,
+                backend.name()
+            );
+            let mut progress = Progress::new(cfg.progress, tasks.len(), verb);
+            let order = schedule::dynamic_order(&costs);
+            dynamic::root(comm, &tasks, order, cfg, backend, &mut progress)
+        } else {
+            dynamic::worker(comm, &tasks, cfg, backend)
+        }
+    } else {
+        let parts = comm.is_root().then(|| {
+            schedule::partition(cfg.schedule, &costs, size)
+                .expect("static schedule")
+                .into_iter()
+                .map(|p| p.into_iter().map(|i| i as u64).collect())
+                .collect()
+        });
+        let mine: Vec<usize> = comm
+            .scatter(parts)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        log::info!(
+            "{}: rank {rank} of {size} has {} of {} images ({:?} schedule), {} thread(s), backend {}",
+            comm.describe(),
+            mine.len(),
+            tasks.len(),
+            cfg.schedule,
+            cfg.threads,
+            backend.name()
+        );
+        let mut progress = if comm.is_root() {
+            Progress::new(cfg.progress, mine.len(), verb)
+        } else {
+            Progress::Quiet
+        };
+        let records = pipeline::process(
+            mine.iter().map(|&i| &tasks[i]),
+            cfg,
+            backend,
+            rank,
+            &mut progress,
+        );
+        progress.finish();
+        records
+    };
 
+    let totals = totals(&records, comm, cfg.threads, start);
+    let failed_here = totals.failed as u64;
+    let wall_here = totals.wall_s;
     let payload = serde_json::to_vec(&RankResult { totals, records }).expect("records serialise");
     let gathered = comm.gather(payload);
     let failed = comm.sum_u64(failed_here);
+    let wall_s = comm.max_f64(wall_here);
 
     let report = gathered.map(|parts| {
         let mut processes = Vec::new();
@@ -113,12 +192,28 @@ pub fn run(
             images.extend(r.records);
         }
         images.sort_by_key(|r| r.index);
-        build_report(cfg, backend.name(), command, processes, images)
+        let mut report = build_report(cfg, backend.name(), command, processes, images);
+        report.parallel = Some(ParallelInfo {
+            comm: comm.describe(),
+            schedule: cfg.schedule,
+            ranks: size,
+            threads_per_rank: cfg.threads,
+        });
+        report
     });
-    Ok(Outcome { failed, report })
+    Ok(Outcome {
+        failed,
+        wall_s,
+        report,
+    })
 }
 
-fn totals(records: &[ImageRecord], rank: usize, threads: usize, start: Instant) -> ProcessTotals {
+fn totals(
+    records: &[ImageRecord],
+    comm: &dyn Comm,
+    threads: usize,
+    start: Instant,
+) -> ProcessTotals {
     let sum = |f: fn(&ImageRecord) -> f64| records.iter().map(f).sum::<f64>();
     let (read_s, filter_s, write_s) = (sum(|r| r.read_s), sum(|r| r.filter_s), sum(|r| r.write_s));
     let wall_s = start.elapsed().as_secs_f64();
@@ -126,7 +221,8 @@ fn totals(records: &[ImageRecord], rank: usize, threads: usize, start: Instant) 
     let busy_s = read_s + filter_s + write_s;
     ProcessTotals {
         host: metrics::hostname(),
-        rank,
+        rank: comm.rank(),
+        node_rank: comm.node_rank(),
         threads,
         images: records
             .iter()
@@ -136,6 +232,7 @@ fn totals(records: &[ImageRecord], rank: usize, threads: usize, start: Instant) 
             .iter()
             .filter(|r| r.status == Status::Failed)
             .count(),
+        voxels: records.iter().map(|r| r.voxels).sum(),
         read_s,
         filter_s,
         write_s,
@@ -167,6 +264,7 @@ fn build_report(
         command,
         backend: backend.into(),
         config: serde_json::to_value(cfg).unwrap_or_default(),
+        parallel: None,
         summary: Summary::from_parts(&processes, &images),
         processes,
         images,

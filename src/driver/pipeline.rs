@@ -23,12 +23,18 @@ use crate::report::{ImageRecord, Status};
 /// (a Slurm output file is not a terminal and must not fill with redraws).
 pub enum Progress {
     Bar(ProgressBar),
-    Log { total: usize, last: Instant },
+    Log {
+        total: usize,
+        verb: &'static str,
+        last: Instant,
+    },
     Quiet,
 }
 
 impl Progress {
-    pub fn new(choice: ProgressChoice, total: usize) -> Progress {
+    /// Counts `total` images; `verb` says what happened to them in log lines
+    /// ("done", or "handed out" for the dynamic dispatcher).
+    pub fn new(choice: ProgressChoice, total: usize, verb: &'static str) -> Progress {
         let tty = std::io::stderr().is_terminal();
         match choice {
             ProgressChoice::None => Progress::Quiet,
@@ -36,6 +42,7 @@ impl Progress {
             ProgressChoice::Auto if tty => Progress::bar(total),
             _ => Progress::Log {
                 total,
+                verb,
                 last: Instant::now(),
             },
         }
@@ -53,12 +60,12 @@ impl Progress {
         Progress::Bar(bar)
     }
 
-    fn tick(&mut self, done: usize, rec: &ImageRecord) {
+    pub fn tick(&mut self, done: usize, latest: &str) {
         match self {
             Progress::Bar(b) => b.set_position(done as u64),
-            Progress::Log { total, last } => {
+            Progress::Log { total, verb, last } => {
                 if last.elapsed() >= Duration::from_secs(10) || done == *total {
-                    log::info!("{done}/{total} images done (last: {})", rec.input);
+                    log::info!("{done}/{total} images {verb} (latest: {latest})");
                     *last = Instant::now();
                 }
             }
@@ -73,16 +80,18 @@ impl Progress {
     }
 }
 
-/// Runs every task through the pipeline; one record per task, in order.
-pub fn process(
-    tasks: &[Task],
+/// Runs every task the source yields through the pipeline; one record per
+/// task, in the order they came. The source may be a list (static schedules)
+/// or ask root for the next image each time (dynamic).
+pub fn process<'t>(
+    tasks: impl Iterator<Item = &'t Task>,
     cfg: &RunConfig,
     backend: &mut dyn Backend,
     rank: usize,
     progress: &mut Progress,
 ) -> Vec<ImageRecord> {
-    let mut records = Vec::with_capacity(tasks.len());
-    for (done, task) in tasks.iter().enumerate() {
+    let mut records = Vec::new();
+    for (done, task) in tasks.enumerate() {
         let rec = match catch_unwind(AssertUnwindSafe(|| process_one(task, cfg, backend, rank))) {
             Ok(rec) => rec,
             Err(panic) => {
@@ -96,7 +105,7 @@ pub fn process(
                 rec
             }
         };
-        progress.tick(done + 1, &rec);
+        progress.tick(done + 1, &rec.input);
         records.push(rec);
     }
     progress.finish();

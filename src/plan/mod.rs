@@ -5,6 +5,8 @@
 //! two inputs writing the same output) happen here, before any image is read,
 //! so a bad command line costs nothing and never touches a file.
 
+pub mod schedule;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -93,6 +95,27 @@ pub fn output_path(input: &Path, outdir: &Path, format: Option<OutputFormat>) ->
         OutputFormat::Nii
     });
     outdir.join(format!("{}{}", &name[..stem_len], format.extension()))
+}
+
+/// Each task's cost for the schedules: its voxel count from the header, read
+/// on `workers` threads (headers of 40 000 files on a shared file system take
+/// a while one at a time). An unreadable header costs 0: the image will fail
+/// fast on whichever rank gets it, and its error is reported there.
+pub fn costs(tasks: &[Task], workers: usize) -> Vec<u64> {
+    let mut costs = vec![0u64; tasks.len()];
+    let chunk = tasks.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|s| {
+        for (ts, cs) in tasks.chunks(chunk).zip(costs.chunks_mut(chunk)) {
+            s.spawn(move || {
+                for (t, c) in ts.iter().zip(cs) {
+                    *c = crate::io::read_header_info(&t.input)
+                        .map(|h| h.voxels())
+                        .unwrap_or(0);
+                }
+            });
+        }
+    });
+    costs
 }
 
 fn canonical_dir(p: &Path) -> PathBuf {

@@ -15,7 +15,7 @@ pub use self::table::Table;
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "nismooth-report";
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,9 +50,15 @@ pub struct ImageRecord {
 pub struct ProcessTotals {
     pub host: String,
     pub rank: usize,
+    /// Position among the ranks on the same node.
+    #[serde(default)]
+    pub node_rank: usize,
     pub threads: usize,
     pub images: usize,
     pub failed: usize,
+    /// Voxels of the images this process handled (what `balanced` evens out).
+    #[serde(default)]
+    pub voxels: u64,
     pub read_s: f64,
     pub filter_s: f64,
     pub write_s: f64,
@@ -93,6 +99,19 @@ pub struct Summary {
     pub peak_rss_bytes: u64,
     /// max / mean busy time over processes (1.0 = perfectly balanced).
     pub load_imbalance: f64,
+    /// Summed busy time over (processes × the slowest wall): the share of the
+    /// allocation's process-time spent reading, filtering and writing.
+    #[serde(default)]
+    pub parallel_efficiency: f64,
+}
+
+/// How the run was spread: communicator, schedule, ranks and threads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ParallelInfo {
+    pub comm: String,
+    pub schedule: crate::plan::schedule::Schedule,
+    pub ranks: usize,
+    pub threads_per_rank: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,6 +123,8 @@ pub struct Report {
     pub command: Vec<String>,
     pub backend: String,
     pub config: serde_json::Value,
+    #[serde(default)]
+    pub parallel: Option<ParallelInfo>,
     pub summary: Summary,
     pub processes: Vec<ProcessTotals>,
     pub images: Vec<ImageRecord>,
@@ -154,6 +175,11 @@ impl Summary {
                 max_busy / mean_busy
             } else {
                 1.0
+            },
+            parallel_efficiency: if wall_s > 0.0 {
+                busy.iter().sum::<f64>() / (wall_s * busy.len() as f64)
+            } else {
+                0.0
             },
         }
     }

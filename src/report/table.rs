@@ -40,11 +40,15 @@ impl Exporter for Table {
             "  peak RSS        {:.1} MiB (largest process)",
             mib(s.peak_rss_bytes)
         )?;
+        if let Some(p) = &r.parallel {
+            writeln!(o, "  parallel        {:?} schedule; {}", p.schedule, p.comm)?;
+        }
         if r.processes.len() > 1 {
             writeln!(
                 o,
-                "  load imbalance  {:.3} (max/mean busy)",
-                s.load_imbalance
+                "  load imbalance  {:.3} (max/mean busy)   parallel efficiency {:.1}% (busy / ranks × wall)",
+                s.load_imbalance,
+                100.0 * s.parallel_efficiency
             )?;
             for p in &r.processes {
                 writeln!(
