@@ -18,4 +18,22 @@ cargo test --release --quiet
 echo "== pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'))"
 # MPI tests must run here, not skip: CI has mpirun.
 NISMOOTH_REQUIRE_MPI=1 NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/python
+
+# nismooth under a real Slurm: a one-node cluster, then two simulated nodes
+# (network namespaces). Starting daemons needs root; NISMOOTH_SKIP_SLURM=1 skips.
+if [ "${NISMOOTH_SKIP_SLURM:-0}" != 1 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "ci/test.sh: the Slurm tests start slurmctld/slurmd and need root (or NISMOOTH_SKIP_SLURM=1)" >&2; exit 1; }
+  slurm_start=$SECONDS
+  trap 'bash ci/slurm/stop.sh >/dev/null 2>&1 || true' EXIT
+  for nodes in 1 2; do
+    echo "== Slurm: $nodes node(s)"
+    bash ci/slurm/start.sh --nodes "$nodes"
+    (
+      source /tmp/nismooth-slurm/env.sh
+      NISMOOTH_REQUIRE_SLURM=1 NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/slurm
+    )
+    bash ci/slurm/stop.sh
+  done
+  echo "== Slurm part: $((SECONDS - slurm_start)) s"
+fi
 echo "== all tests passed"

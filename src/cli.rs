@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::plan::schedule::Schedule;
+pub use crate::slurm::script::Model;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +24,10 @@ pub enum Command {
     Run(RunArgs),
     /// Write deterministic synthetic T1-like phantoms.
     Generate(GenerateArgs),
+    /// Show reports (one or more JSON files), or merge them (`report merge`).
+    Report(ReportArgs),
+    /// Print a ready-to-submit sbatch script for a parallel model.
+    Sbatch(SbatchArgs),
     /// Print the Gaussian taps nismooth uses (one per line, full precision).
     #[command(hide = true)]
     Weights(WeightsArgs),
@@ -63,6 +68,17 @@ pub struct RunArgs {
     /// How images are shared among MPI ranks.
     #[arg(long, value_enum, default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,
+    /// Take this Slurm array task's share of the list (automatic when
+    /// SLURM_ARRAY_TASK_ID is set and there is one process; with this flag
+    /// also inside an MPI world, whose ranks then split the share).
+    #[arg(long)]
+    pub array: bool,
+    /// With an array: K consecutive images per array task instead of cyclic shares.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub array_chunk: Option<u64>,
+    /// Filter backend: cpu, cuda, or auto (the GPU when a CUDA driver and device are present).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
     /// gzip level 0..9 for .nii.gz outputs (1 is what nibabel writes).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
@@ -70,11 +86,12 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatChoice>,
     /// Write the full report (configuration, per-image records, totals) as JSON.
+    /// %j, %A and %a expand to the Slurm job, array job and array task ids.
     #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Write one CSV row per image.
+    pub report: Option<String>,
+    /// Write one CSV row per image (%j, %A, %a expand as for --report).
     #[arg(long)]
-    pub csv: Option<PathBuf>,
+    pub csv: Option<String>,
     /// Skip images whose output already exists.
     #[arg(long)]
     pub skip_existing: bool,
@@ -88,6 +105,87 @@ pub struct RunArgs {
 pub enum Units {
     Voxel,
     Mm,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub action: Option<ReportAction>,
+    /// Reports to show (JSON files written by --report).
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportAction {
+    /// Combine reports (e.g. one per array task) into one.
+    Merge {
+        /// Reports to merge.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the merged JSON report.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also write the merged per-image CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SbatchArgs {
+    /// The parallel model.
+    #[arg(long, value_enum)]
+    pub model: Model,
+    #[arg(long, default_value = "nismooth")]
+    pub job_name: String,
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Wall-time limit (Slurm format: MM, HH:MM:SS, D-HH:MM:SS).
+    #[arg(long, default_value = "01:00:00")]
+    pub time: String,
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// MPI ranks per node (mpi, hybrid; gpu: one per GPU).
+    #[arg(long, default_value_t = 1)]
+    pub ntasks_per_node: usize,
+    /// CPUs (filter threads) per task (threads, array, hybrid, gpu).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: usize,
+    /// Memory per node, e.g. 4G (default: from the largest input image).
+    #[arg(long, conflicts_with = "mem_per_cpu")]
+    pub mem: Option<String>,
+    /// Memory per allocated CPU, e.g. 1500M.
+    #[arg(long)]
+    pub mem_per_cpu: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub gpus_per_node: usize,
+    /// Array: number of tasks.
+    #[arg(long, default_value_t = 4)]
+    pub array_tasks: usize,
+    /// Array: at most this many tasks at once (%L).
+    #[arg(long)]
+    pub array_limit: Option<usize>,
+    /// Array: K consecutive images per task instead of cyclic shares.
+    #[arg(long)]
+    pub array_chunk: Option<usize>,
+    /// The nismooth binary the job runs (default: this one).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Write the script here instead of printing it.
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    /// Arguments of `nismooth run` (inputs, -o OUTDIR, options), after `--`.
+    #[arg(last = true, required = true)]
+    pub run_args: Vec<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

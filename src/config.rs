@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs, Units};
+use crate::cli::{BackendChoice, DtypeChoice, FormatChoice, ProgressChoice, RunArgs, Units};
 use crate::error::UsageError;
 use crate::filter::{ExpFlavour, FilterSpec, Mode};
 use crate::io::OutputFormat;
 use crate::plan::schedule::Schedule;
+use crate::slurm::{expand_pattern, ArraySlot, SlurmContext};
 use crate::volume::DType;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -37,6 +38,14 @@ pub struct RunConfig {
     pub report: Option<PathBuf>,
     #[serde(skip)]
     pub csv: Option<PathBuf>,
+    /// This process's Slurm job context, when inside a job.
+    #[serde(skip)]
+    pub slurm: Option<SlurmContext>,
+    /// The job-array task whose share of the list this run takes.
+    pub array: Option<ArraySlot>,
+    /// Consecutive images per array task (None: cyclic shares).
+    pub array_chunk: Option<usize>,
+    pub backend: BackendChoice,
     pub skip_existing: bool,
     #[serde(skip)]
     pub progress: ProgressChoice,
@@ -98,8 +107,13 @@ pub fn default_threads(node_ranks: usize) -> (usize, String) {
 }
 
 impl RunConfig {
-    /// `node_ranks`: how many ranks share this node (for the default threads).
-    pub fn from_args(a: &RunArgs, node_ranks: usize) -> Result<RunConfig, UsageError> {
+    /// `ranks`: processes in the run; `node_ranks`: how many share this node
+    /// (for the default threads).
+    pub fn from_args(
+        a: &RunArgs,
+        ranks: usize,
+        node_ranks: usize,
+    ) -> Result<RunConfig, UsageError> {
         let sigma = parse_sigma(&a.sigma)?;
         if !a.truncate.is_finite() || a.truncate < 0.0 {
             return Err(UsageError::BadOption(format!(
@@ -116,7 +130,44 @@ impl RunConfig {
             Some(n) => (n, "--threads".into()),
             None => default_threads(node_ranks),
         };
+        let slurm = SlurmContext::from_env();
+        let slot = match &slurm {
+            Some(c) => c.array_slot()?,
+            None => None,
+        };
+        let array = if a.array {
+            Some(slot.ok_or_else(|| {
+                UsageError::BadOption(
+                    "--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)".into(),
+                )
+            })?)
+        } else if ranks == 1 {
+            slot
+        } else {
+            if let Some(s) = slot {
+                log::warn!(
+                    "array task {} runs {ranks} MPI ranks without --array: this task processes the whole list",
+                    s.task_id
+                );
+            }
+            None
+        };
+        if a.array_chunk.is_some() && array.is_none() {
+            return Err(UsageError::BadOption(
+                "--array-chunk needs a job array (SLURM_ARRAY_TASK_ID)".into(),
+            ));
+        }
+        let expand = |p: &Option<String>| {
+            p.as_deref()
+                .map(|p| PathBuf::from(expand_pattern(p, slurm.as_ref())))
+        };
         Ok(RunConfig {
+            report: expand(&a.report),
+            csv: expand(&a.csv),
+            array,
+            array_chunk: a.array_chunk.map(|k| k as usize),
+            backend: a.backend,
+            slurm,
             inputs: a.inputs.clone(),
             list: a.list.clone(),
             outdir: a.output.clone(),
@@ -139,8 +190,6 @@ impl RunConfig {
                 FormatChoice::NiiGz => OutputFormat::NiiGz,
             }),
             exp: ExpFlavour::detect(),
-            report: a.report.clone(),
-            csv: a.csv.clone(),
             skip_existing: a.skip_existing,
             progress: a.progress,
         })

@@ -12,4 +12,5 @@ pub mod generate;
 pub mod io;
 pub mod plan;
 pub mod report;
+pub mod slurm;
 pub mod volume;

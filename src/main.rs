@@ -5,13 +5,17 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use nismooth::cli::{Cli, Command, GenerateArgs, RunArgs, WeightsArgs};
+use nismooth::cli::{
+    BackendChoice, Cli, Command, GenerateArgs, ReportAction, ReportArgs, RunArgs, SbatchArgs,
+    WeightsArgs,
+};
 use nismooth::config::RunConfig;
 use nismooth::driver;
-use nismooth::filter::{cpu::CpuBackend, ExpFlavour, Kernel1d};
+use nismooth::filter::{cpu::CpuBackend, Backend, ExpFlavour, Kernel1d};
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::io::OutputFormat;
 use nismooth::report::{self, Exporter};
+use nismooth::slurm::script::{self, JobSpec, Memory, Model};
 
 /// Exit codes: every image done, some image failed, the command was refused.
 const EXIT_OK: u8 = 0;
@@ -27,6 +31,14 @@ fn main() -> ExitCode {
         Command::Generate(args) => {
             init_logging(0, 1);
             generate(&args)
+        }
+        Command::Report(args) => {
+            init_logging(0, 1);
+            report_cmd(&args)
+        }
+        Command::Sbatch(args) => {
+            init_logging(0, 1);
+            sbatch(&args)
         }
         Command::Weights(args) => weights(&args),
     };
@@ -78,11 +90,11 @@ fn init_logging(rank: usize, size: usize) {
 fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let comm = driver::connect()?;
     init_logging(comm.rank(), comm.size());
-    let cfg = RunConfig::from_args(args, comm.node_size())?;
-    let mut backend = CpuBackend::new(cfg.threads)?;
+    let cfg = RunConfig::from_args(args, comm.size(), comm.node_size())?;
+    let mut backend = backend(&cfg)?;
     let command: Vec<String> = std::env::args().collect();
 
-    let outcome = match driver::run(&cfg, comm.as_ref(), &mut backend, command) {
+    let outcome = match driver::run(&cfg, comm.as_ref(), backend.as_mut(), command) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("nismooth: refused: {e}");
@@ -103,6 +115,176 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// The filter backend `--backend` asks for.
+fn backend(cfg: &RunConfig) -> anyhow::Result<Box<dyn Backend>> {
+    match cfg.backend {
+        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(cfg.threads)?)),
+        BackendChoice::Cuda => anyhow::bail!("--backend cuda: {}", cuda_unavailable()),
+        BackendChoice::Auto => {
+            log::info!("backend auto: cpu ({})", cuda_unavailable());
+            Ok(Box::new(CpuBackend::new(cfg.threads)?))
+        }
+    }
+}
+
+fn cuda_unavailable() -> &'static str {
+    "nismooth was built without CUDA support (cargo feature `cuda`)"
+}
+
+/// `nismooth report`: show reports, or merge them.
+fn report_cmd(args: &ReportArgs) -> anyhow::Result<u8> {
+    match &args.action {
+        Some(ReportAction::Merge { files, output, csv }) => {
+            let merged = report::merge::merge(files)?;
+            report::export_to(&report::Json, &merged, output)
+                .context("writing the merged report")?;
+            if let Some(csv) = csv {
+                report::export_to(&report::Csv, &merged, csv).context("writing the merged CSV")?;
+            }
+            eprint!("{}", report::Table.render(&merged)?);
+            log::info!("merged {} report(s) into {}", files.len(), output.display());
+            Ok(if merged.summary.failed > 0 {
+                EXIT_FAILED_IMAGES
+            } else {
+                EXIT_OK
+            })
+        }
+        None => {
+            anyhow::ensure!(
+                !args.files.is_empty(),
+                "give report files to show, or `report merge`"
+            );
+            for f in &args.files {
+                let r = report::merge::load(f)?;
+                println!("== {}", f.display());
+                print!("{}", report::Table.render(&r)?);
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// `nismooth sbatch`: a job script for one parallel model.
+fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("locating this nismooth binary")?,
+    };
+    let mut notes = Vec::new();
+    let memory = match (&args.mem, &args.mem_per_cpu) {
+        (Some(m), _) => Memory::PerNode { mib: parse_mib(m)? },
+        (None, Some(m)) => Memory::PerCpu { mib: parse_mib(m)? },
+        (None, None) => {
+            let per_rank = default_rank_memory_mib(&args.run_args, &mut notes);
+            match args.model {
+                Model::Mpi | Model::Hybrid | Model::Gpu => Memory::PerCpu {
+                    mib: round_up(
+                        per_rank.div_ceil(args.cpus_per_task.max(1) as u64).max(256),
+                        256,
+                    ),
+                },
+                _ => Memory::PerNode {
+                    mib: round_up(per_rank, 256),
+                },
+            }
+        }
+    };
+    notes.push(format!(
+        "Time limit {}: a guess until measured; `nismooth estimate` predicts it from a study.",
+        args.time
+    ));
+    let spec = JobSpec {
+        model: args.model,
+        job_name: args.job_name.clone(),
+        partition: args.partition.clone(),
+        time: args.time.clone(),
+        nodes: args.nodes,
+        ntasks_per_node: args.ntasks_per_node,
+        cpus_per_task: args.cpus_per_task,
+        memory,
+        gpus_per_node: args.gpus_per_node,
+        array_tasks: args.array_tasks,
+        array_limit: args.array_limit,
+        array_chunk: args.array_chunk,
+        binary: binary.display().to_string(),
+        run_args: args.run_args.clone(),
+        notes,
+    }
+    .shape();
+    let text = script::render(&spec);
+    match &args.write {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(EXIT_OK)
+}
+
+/// "4G", "1500M", "512" (MiB) → MiB.
+fn parse_mib(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('G') | Some('g') => (&s[..s.len() - 1], 1024),
+        Some('T') | Some('t') => (&s[..s.len() - 1], 1024 * 1024),
+        Some('M') | Some('m') => (&s[..s.len() - 1], 1),
+        _ => (s, 1),
+    };
+    let v: u64 = num
+        .parse()
+        .with_context(|| format!("memory '{s}': expected e.g. 4G or 1500M"))?;
+    Ok(v * mult)
+}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+/// Memory per rank from the largest input image: nismooth holds one image
+/// (as float64 at most) plus working buffers, measured flat at about 2× the
+/// decompressed image + 40 MiB; the request asks 3× + 64 MiB, then 1.5× margin.
+fn default_rank_memory_mib(run_args: &[String], notes: &mut Vec<String>) -> u64 {
+    let argv = ["nismooth", "run"]
+        .into_iter()
+        .map(String::from)
+        .chain(run_args.iter().cloned());
+    let largest = Cli::try_parse_from(argv)
+        .ok()
+        .and_then(|cli| match cli.command {
+            Command::Run(a) => nismooth::plan::discover(&a.inputs, a.list.as_deref()).ok(),
+            _ => None,
+        })
+        .and_then(|inputs| {
+            inputs
+                .iter()
+                .filter_map(|p| nismooth::io::read_header_info(p).ok())
+                .map(|h| {
+                    h.voxels()
+                        * if h.scaling.is_some() {
+                            8
+                        } else {
+                            h.stored.size() as u64
+                        }
+                })
+                .max()
+        });
+    match largest {
+        Some(bytes) => {
+            let mib = (3 * bytes).div_ceil(1 << 20) + 64;
+            notes.push(format!(
+                "Memory: largest input image {:.1} MiB decompressed; per rank 3× that + 64 MiB = {mib} MiB, requested with a 1.5× margin.",
+                bytes as f64 / (1 << 20) as f64
+            ));
+            mib * 3 / 2
+        }
+        None => {
+            notes.push(
+                "Memory: a default (the inputs could not be read here); measure with a study."
+                    .into(),
+            );
+            2048
+        }
+    }
 }
 
 /// `nismooth generate`: synthetic phantoms.

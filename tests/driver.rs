@@ -19,7 +19,7 @@ fn config(args: &[&str]) -> RunConfig {
     let mut argv = vec!["nismooth", "run", "--progress", "none"];
     argv.extend_from_slice(args);
     match Cli::parse_from(argv).command {
-        Command::Run(a) => RunConfig::from_args(&a, 1).expect("valid options"),
+        Command::Run(a) => RunConfig::from_args(&a, 1, 1).expect("valid options"),
         _ => unreachable!(),
     }
 }

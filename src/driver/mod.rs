@@ -56,6 +56,29 @@ pub struct Outcome {
     pub report: Option<Report>,
 }
 
+/// This array task's images (global indices kept, so merged reports line up).
+fn array_share(all: Vec<Task>, slot: crate::slurm::ArraySlot, chunk: Option<usize>) -> Vec<Task> {
+    let n = all.len();
+    let uncovered = slot.uncovered(n, chunk);
+    if uncovered > 0 {
+        log::warn!(
+            "--array-chunk {} × {} array tasks leaves the last {uncovered} of {n} images to no task",
+            chunk.unwrap_or(0),
+            slot.count
+        );
+    }
+    let keep = slot.share(n, chunk);
+    log::info!(
+        "array task {} ({} of {}): {} of {n} images",
+        slot.task_id,
+        slot.position + 1,
+        slot.count,
+        keep.len()
+    );
+    let mut all: Vec<Option<Task>> = all.into_iter().map(Some).collect();
+    keep.into_iter().filter_map(|i| all[i].take()).collect()
+}
+
 /// The communicator for this process: MPI when a launcher started us (and
 /// the `mpi` feature is on), else a single process.
 pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
@@ -67,6 +90,16 @@ pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
             log::warn!("the MPI library gave MPI_THREAD_SINGLE; nismooth calls MPI from one thread only, so it goes on");
         }
         return Ok(Box::new(world));
+    }
+    if let Some(n) = std::env::var("SLURM_STEP_NUM_TASKS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 1)
+    {
+        return Err(UsageError::BadOption(format!(
+            "srun started {n} tasks without an MPI launch (no PMIx): each would process every image. \
+             Use `srun --mpi=pmix`, or a job array for independent tasks"
+        )));
     }
     #[cfg(not(feature = "mpi"))]
     if let Some(n) = std::env::var("OMPI_COMM_WORLD_SIZE")
@@ -97,7 +130,11 @@ pub fn run(
         let planned = plan::discover(&cfg.inputs, cfg.list.as_deref())
             .and_then(|inputs| plan::make_tasks(inputs, &cfg.outdir, cfg.format));
         let msg = match planned {
-            Ok(tasks) => {
+            Ok(all) => {
+                let tasks = match cfg.array {
+                    Some(slot) => array_share(all, slot, cfg.array_chunk),
+                    None => all,
+                };
                 costs = if cfg.schedule.needs_costs() {
                     plan::costs(&tasks, cfg.threads.max(4))
                 } else {
@@ -175,7 +212,7 @@ pub fn run(
         records
     };
 
-    let totals = totals(&records, comm, cfg.threads, start);
+    let totals = totals(&records, comm, cfg, start);
     let failed_here = totals.failed as u64;
     let wall_here = totals.wall_s;
     let payload = serde_json::to_vec(&RankResult { totals, records }).expect("records serialise");
@@ -199,6 +236,8 @@ pub fn run(
             ranks: size,
             threads_per_rank: cfg.threads,
         });
+        report.slurm = cfg.slurm.clone();
+        report.array = cfg.array;
         report
     });
     Ok(Outcome {
@@ -211,9 +250,10 @@ pub fn run(
 fn totals(
     records: &[ImageRecord],
     comm: &dyn Comm,
-    threads: usize,
+    cfg: &RunConfig,
     start: Instant,
 ) -> ProcessTotals {
+    let threads = cfg.threads;
     let sum = |f: fn(&ImageRecord) -> f64| records.iter().map(f).sum::<f64>();
     let (read_s, filter_s, write_s) = (sum(|r| r.read_s), sum(|r| r.filter_s), sum(|r| r.write_s));
     let wall_s = start.elapsed().as_secs_f64();
@@ -243,6 +283,7 @@ fn totals(
         cpu_sys_s: u.sys_s,
         cpu_efficiency: (u.user_s + u.sys_s) / (wall_s * threads as f64).max(1e-9),
         peak_rss_bytes: u.peak_rss_bytes,
+        slurm: cfg.slurm.clone(),
     }
 }
 
@@ -265,6 +306,8 @@ fn build_report(
         backend: backend.into(),
         config: serde_json::to_value(cfg).unwrap_or_default(),
         parallel: None,
+        slurm: None,
+        array: None,
         summary: Summary::from_parts(&processes, &images),
         processes,
         images,

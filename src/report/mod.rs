@@ -6,6 +6,7 @@
 
 mod csv;
 mod json;
+pub mod merge;
 mod table;
 
 pub use self::csv::Csv;
@@ -72,6 +73,9 @@ pub struct ProcessTotals {
     /// (user + sys) / (wall × threads).
     pub cpu_efficiency: f64,
     pub peak_rss_bytes: u64,
+    /// This process's Slurm context (job, step, procid, localid, node), inside a job.
+    #[serde(default)]
+    pub slurm: Option<crate::slurm::SlurmContext>,
 }
 
 /// Totals over every process, in the terms of the course's tables.
@@ -125,6 +129,12 @@ pub struct Report {
     pub config: serde_json::Value,
     #[serde(default)]
     pub parallel: Option<ParallelInfo>,
+    /// Root's Slurm context, inside a job.
+    #[serde(default)]
+    pub slurm: Option<crate::slurm::SlurmContext>,
+    /// The job-array task this report covers (its share of the list).
+    #[serde(default)]
+    pub array: Option<crate::slurm::ArraySlot>,
     pub summary: Summary,
     pub processes: Vec<ProcessTotals>,
     pub images: Vec<ImageRecord>,

@@ -43,6 +43,18 @@ impl Exporter for Table {
         if let Some(p) = &r.parallel {
             writeln!(o, "  parallel        {:?} schedule; {}", p.schedule, p.comm)?;
         }
+        if let Some(a) = &r.array {
+            writeln!(
+                o,
+                "  job array       task {} ({} of {}): its share of the list",
+                a.task_id,
+                a.position + 1,
+                a.count
+            )?;
+        }
+        if let Some(j) = r.slurm.as_ref().and_then(|s| s.job_id) {
+            writeln!(o, "  slurm job       {j}")?;
+        }
         if r.processes.len() > 1 {
             writeln!(
                 o,
@@ -51,11 +63,21 @@ impl Exporter for Table {
                 100.0 * s.parallel_efficiency
             )?;
             for p in &r.processes {
+                // Inside Slurm the node name is the one users know (and the one
+                // that differs between simulated nodes); the array task says whose share.
+                let slurm = p.slurm.as_ref();
+                let node = slurm
+                    .and_then(|s| s.nodename.clone())
+                    .unwrap_or_else(|| p.host.clone());
+                let task = slurm
+                    .and_then(|s| s.array_task_id)
+                    .map(|t| format!(" task {t}"))
+                    .unwrap_or_default();
                 writeln!(
                     o,
-                    "  rank {:>3} {:<12} {:>4} images  busy {:>8.3} s  idle {:>7.3} s  CPU eff {:>5.1}%  RSS {:>7.1} MiB",
+                    "  rank {:>3}{task} {:<12} {:>4} images  busy {:>8.3} s  idle {:>7.3} s  CPU eff {:>5.1}%  RSS {:>7.1} MiB",
                     p.rank,
-                    p.host,
+                    node,
                     p.images,
                     p.busy_s,
                     p.idle_s,

@@ -1,0 +1,214 @@
+//! Several reports become one: the reports of a job array's tasks, or of runs
+//! that each covered part of a list. Images are keyed by their index in the
+//! full list; the same image in two reports is allowed only when one of them
+//! skipped it (a rerun with --skip-existing), and the finished record wins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{ImageRecord, ParallelInfo, Report, Status, Summary, SCHEMA};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// A file could not be read or is not JSON.
+    #[error("cannot read report {path}: {cause}")]
+    Unreadable { path: PathBuf, cause: String },
+    /// The JSON is not a nismooth report.
+    #[error("{path} is not a nismooth report (schema {schema:?})")]
+    NotAReport { path: PathBuf, schema: String },
+    /// Two reports processed the same image: the runs overlapped.
+    #[error("image {index} ({input}) was processed in both {first} and {second}")]
+    Overlap {
+        index: usize,
+        input: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    /// Nothing to merge.
+    #[error("no reports given")]
+    Empty,
+}
+
+/// Reads one report file.
+pub fn load(path: &Path) -> Result<Report, MergeError> {
+    let text = std::fs::read(path).map_err(|e| MergeError::Unreadable {
+        path: path.to_path_buf(),
+        cause: e.to_string(),
+    })?;
+    let report: Report = serde_json::from_slice(&text).map_err(|e| MergeError::Unreadable {
+        path: path.to_path_buf(),
+        cause: e.to_string(),
+    })?;
+    if report.schema != SCHEMA {
+        return Err(MergeError::NotAReport {
+            path: path.to_path_buf(),
+            schema: report.schema,
+        });
+    }
+    Ok(report)
+}
+
+/// Merges reports read from `paths`, in the order given.
+pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
+    let reports: Vec<Report> = paths.iter().map(|p| load(p)).collect::<Result<_, _>>()?;
+    let first = reports.first().ok_or(MergeError::Empty)?.clone();
+    let mut images: BTreeMap<usize, (ImageRecord, &Path)> = BTreeMap::new();
+    let mut processes = Vec::new();
+    for (report, path) in reports.iter().zip(paths) {
+        processes.extend(report.processes.iter().cloned());
+        for img in &report.images {
+            match images.get(&img.index) {
+                None => {
+                    images.insert(img.index, (img.clone(), path));
+                }
+                Some((old, old_path)) => {
+                    let (old_done, new_done) =
+                        (old.status != Status::Skipped, img.status != Status::Skipped);
+                    if old_done && new_done {
+                        return Err(MergeError::Overlap {
+                            index: img.index,
+                            input: img.input.clone(),
+                            first: old_path.to_path_buf(),
+                            second: path.clone(),
+                        });
+                    }
+                    if new_done {
+                        images.insert(img.index, (img.clone(), path));
+                    }
+                }
+            }
+        }
+    }
+    let images: Vec<ImageRecord> = images.into_values().map(|(r, _)| r).collect();
+    Ok(Report {
+        created_unix: reports.iter().map(|r| r.created_unix).max().unwrap_or(0),
+        command: vec!["nismooth".into(), "report".into(), "merge".into()]
+            .into_iter()
+            .chain(paths.iter().map(|p| p.display().to_string()))
+            .collect(),
+        parallel: Some(ParallelInfo {
+            comm: format!("merged from {} report(s)", reports.len()),
+            schedule: first
+                .parallel
+                .as_ref()
+                .map(|p| p.schedule)
+                .unwrap_or(crate::plan::schedule::Schedule::Balanced),
+            ranks: processes.len(),
+            threads_per_rank: processes.first().map(|p| p.threads).unwrap_or(0),
+        }),
+        array: None,
+        summary: Summary::from_parts(&processes, &images),
+        processes,
+        images,
+        ..first
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ProcessTotals;
+
+    fn record(index: usize, status: Status) -> ImageRecord {
+        ImageRecord {
+            index,
+            input: format!("in/{index}.nii.gz"),
+            output: format!("out/{index}.nii.gz"),
+            rank: 0,
+            voxels: 10,
+            shape: vec![10],
+            dtype_in: None,
+            dtype_out: None,
+            bytes_in: 1,
+            bytes_out: 1,
+            read_s: 0.5,
+            filter_s: 0.25,
+            write_s: 0.25,
+            status,
+            error: None,
+        }
+    }
+
+    fn report(images: Vec<ImageRecord>, wall: f64) -> Report {
+        let processes = vec![ProcessTotals {
+            threads: 1,
+            busy_s: images.len() as f64,
+            wall_s: wall,
+            ..Default::default()
+        }];
+        Report {
+            schema: SCHEMA.into(),
+            schema_version: super::super::SCHEMA_VERSION,
+            nismooth_version: "test".into(),
+            created_unix: 1,
+            command: vec![],
+            backend: "cpu".into(),
+            config: serde_json::Value::Null,
+            parallel: None,
+            slurm: None,
+            array: None,
+            summary: Summary::from_parts(&processes, &images),
+            processes,
+            images,
+        }
+    }
+
+    fn write(dir: &Path, name: &str, r: &Report) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_vec(r).unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn array_reports_merge_into_one_in_index_order() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(
+            d.path(),
+            "a.json",
+            &report(vec![record(0, Status::Ok), record(2, Status::Ok)], 3.0),
+        );
+        let b = write(
+            d.path(),
+            "b.json",
+            &report(vec![record(1, Status::Ok), record(3, Status::Failed)], 4.0),
+        );
+        let m = merge(&[a, b]).unwrap();
+        assert_eq!(
+            m.images.iter().map(|i| i.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert_eq!((m.summary.tasks, m.summary.ok, m.summary.failed), (4, 3, 1));
+        assert_eq!(m.processes.len(), 2);
+        assert_eq!(m.summary.wall_s, 4.0);
+        assert!((m.summary.read_s - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn overlaps_are_refused_but_skips_give_way() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(
+            d.path(),
+            "a.json",
+            &report(vec![record(0, Status::Ok)], 1.0),
+        );
+        let b = write(
+            d.path(),
+            "b.json",
+            &report(vec![record(0, Status::Ok)], 1.0),
+        );
+        assert!(matches!(
+            merge(&[a.clone(), b]),
+            Err(MergeError::Overlap { index: 0, .. })
+        ));
+        let s = write(
+            d.path(),
+            "s.json",
+            &report(vec![record(0, Status::Skipped)], 1.0),
+        );
+        let m = merge(&[s, a]).unwrap();
+        assert_eq!(m.images[0].status, Status::Ok);
+        let bad = d.path().join("bad.json");
+        std::fs::write(&bad, b"{\"schema\": 1}").unwrap();
+        assert!(matches!(merge(&[bad]), Err(MergeError::Unreadable { .. })));
+    }
+}

@@ -1,0 +1,267 @@
+//! What Slurm tells a process through its environment, and what nismooth does
+//! with it: the context recorded in reports, and a job-array task's share of
+//! the image list (job-level parallelism without MPI).
+//!
+//! `script` renders ready-to-submit sbatch scripts for each parallel model.
+
+pub mod script;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::UsageError;
+
+/// The Slurm context of one process (`SLURM_*` variables), when inside a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmContext {
+    pub job_id: Option<u64>,
+    pub job_name: Option<String>,
+    pub partition: Option<String>,
+    pub step_id: Option<String>,
+    pub procid: Option<u64>,
+    pub localid: Option<u64>,
+    pub ntasks: Option<u64>,
+    pub cpus_per_task: Option<u64>,
+    pub nodename: Option<String>,
+    pub nodelist: Option<String>,
+    pub array_job_id: Option<u64>,
+    pub array_task_id: Option<u64>,
+    pub array_task_min: Option<u64>,
+    pub array_task_max: Option<u64>,
+    pub array_task_step: Option<u64>,
+    pub array_task_count: Option<u64>,
+}
+
+impl SlurmContext {
+    /// Reads the process environment; `None` outside a Slurm job.
+    pub fn from_env() -> Option<SlurmContext> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Option<SlurmContext> {
+        let num = |k: &str| get(k).and_then(|v| v.trim().parse::<u64>().ok());
+        let job_id = num("SLURM_JOB_ID").or_else(|| num("SLURM_JOBID"));
+        job_id?;
+        Some(SlurmContext {
+            job_id,
+            job_name: get("SLURM_JOB_NAME"),
+            partition: get("SLURM_JOB_PARTITION"),
+            step_id: get("SLURM_STEP_ID").or_else(|| get("SLURM_STEPID")),
+            procid: num("SLURM_PROCID"),
+            localid: num("SLURM_LOCALID"),
+            ntasks: num("SLURM_STEP_NUM_TASKS").or_else(|| num("SLURM_NTASKS")),
+            cpus_per_task: num("SLURM_CPUS_PER_TASK"),
+            nodename: get("SLURMD_NODENAME"),
+            nodelist: get("SLURM_JOB_NODELIST"),
+            array_job_id: num("SLURM_ARRAY_JOB_ID"),
+            array_task_id: num("SLURM_ARRAY_TASK_ID"),
+            array_task_min: num("SLURM_ARRAY_TASK_MIN"),
+            array_task_max: num("SLURM_ARRAY_TASK_MAX"),
+            array_task_step: num("SLURM_ARRAY_TASK_STEP"),
+            array_task_count: num("SLURM_ARRAY_TASK_COUNT"),
+        })
+    }
+
+    /// This array task's place among the array's tasks, from the ids Slurm gives.
+    pub fn array_slot(&self) -> Result<Option<ArraySlot>, UsageError> {
+        let Some(id) = self.array_task_id else {
+            return Ok(None);
+        };
+        let min = self.array_task_min.unwrap_or(0);
+        let step = self.array_task_step.unwrap_or(1).max(1);
+        let count = match (self.array_task_count, self.array_task_max) {
+            (Some(c), _) => c,
+            (None, Some(max)) => (max.saturating_sub(min)) / step + 1,
+            (None, None) => {
+                return Err(UsageError::BadOption(
+                    "SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MAX is".into(),
+                ))
+            }
+        };
+        if id < min || (id - min) % step != 0 || (id - min) / step >= count {
+            return Err(UsageError::BadOption(format!(
+                "array task {id} is not on the array's grid (min {min}, step {step}, {count} tasks); \
+                 nismooth shares images over evenly spaced ids such as --array=0-99 or 1-100:1"
+            )));
+        }
+        Ok(Some(ArraySlot {
+            task_id: id,
+            position: ((id - min) / step) as usize,
+            count: count as usize,
+        }))
+    }
+}
+
+/// One task of a job array: its id, its position among the tasks, their number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArraySlot {
+    pub task_id: u64,
+    pub position: usize,
+    pub count: usize,
+}
+
+impl ArraySlot {
+    /// The indices (into a list of `n` images) this task processes: cyclic
+    /// over the array's tasks, or `chunk` consecutive images per task.
+    pub fn share(&self, n: usize, chunk: Option<usize>) -> Vec<usize> {
+        match chunk {
+            None => (self.position..n).step_by(self.count).collect(),
+            Some(k) => {
+                let start = (self.position * k).min(n);
+                (start..(start + k).min(n)).collect()
+            }
+        }
+    }
+
+    /// Images no task of the array reaches (with `chunk` too small for the list).
+    pub fn uncovered(&self, n: usize, chunk: Option<usize>) -> usize {
+        match chunk {
+            None => 0,
+            Some(k) => n.saturating_sub(k * self.count),
+        }
+    }
+}
+
+/// Expands Slurm's filename patterns in a report path: %A (array job id),
+/// %a (array task id), %j (job id), %% (a percent sign). Outside an array,
+/// %a expands to 0 and %A to the job id (or 0), so the name stays valid.
+pub fn expand_pattern(path: &str, ctx: Option<&SlurmContext>) -> String {
+    let job = ctx.and_then(|c| c.job_id).unwrap_or(0);
+    let array_job = ctx.and_then(|c| c.array_job_id).unwrap_or(job);
+    let task = ctx.and_then(|c| c.array_task_id).unwrap_or(0);
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('A') => out.push_str(&array_job.to_string()),
+            Some('a') => out.push_str(&task.to_string()),
+            Some('j') => out.push_str(&job.to_string()),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn ctx(vars: &[(&str, &str)]) -> Option<SlurmContext> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SlurmContext::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn context_needs_a_job_and_reads_the_step() {
+        assert!(ctx(&[("SLURM_PROCID", "1")]).is_none());
+        let c = ctx(&[
+            ("SLURM_JOB_ID", "42"),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "3"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_STEP_NUM_TASKS", "4"),
+            ("SLURM_CPUS_PER_TASK", "2"),
+            ("SLURMD_NODENAME", "node2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.job_id, c.procid, c.localid, c.ntasks),
+            (Some(42), Some(3), Some(1), Some(4))
+        );
+        assert_eq!(c.nodename.as_deref(), Some("node2"));
+        assert_eq!(c.array_slot().unwrap(), None);
+    }
+
+    #[test]
+    fn array_slots_follow_min_step_count() {
+        let c = ctx(&[
+            ("SLURM_JOB_ID", "7"),
+            ("SLURM_ARRAY_TASK_ID", "5"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "9"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "5"),
+        ])
+        .unwrap();
+        let slot = c.array_slot().unwrap().unwrap();
+        assert_eq!((slot.position, slot.count), (2, 5));
+        let off_grid = ctx(&[
+            ("SLURM_JOB_ID", "7"),
+            ("SLURM_ARRAY_TASK_ID", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "5"),
+        ])
+        .unwrap();
+        assert!(off_grid.array_slot().is_err());
+    }
+
+    #[test]
+    fn array_shares_cover_the_list_once() {
+        for n in [0usize, 1, 7, 10, 23] {
+            for count in 1..6 {
+                for chunk in [None, Some(n.div_ceil(count).max(1))] {
+                    let mut all: Vec<usize> = (0..count)
+                        .flat_map(|position| {
+                            ArraySlot {
+                                task_id: position as u64,
+                                position,
+                                count,
+                            }
+                            .share(n, chunk)
+                        })
+                        .collect();
+                    all.sort_unstable();
+                    assert_eq!(
+                        all,
+                        (0..n).collect::<Vec<_>>(),
+                        "n={n} count={count} chunk={chunk:?}"
+                    );
+                }
+            }
+        }
+        let slot = ArraySlot {
+            task_id: 0,
+            position: 0,
+            count: 2,
+        };
+        assert_eq!(slot.uncovered(10, Some(3)), 4);
+        assert_eq!(
+            ArraySlot {
+                task_id: 1,
+                position: 1,
+                count: 2
+            }
+            .share(10, Some(3)),
+            vec![3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn patterns_expand_like_slurm() {
+        let c = ctx(&[
+            ("SLURM_JOB_ID", "100"),
+            ("SLURM_ARRAY_JOB_ID", "99"),
+            ("SLURM_ARRAY_TASK_ID", "3"),
+        ]);
+        assert_eq!(
+            expand_pattern("r-%A_%a-%j-100%%.json", c.as_ref()),
+            "r-99_3-100-100%.json"
+        );
+        assert_eq!(expand_pattern("r-%a.json", None), "r-0.json");
+        assert_eq!(expand_pattern("odd%x", None), "odd%x");
+    }
+}

@@ -1,0 +1,329 @@
+//! Ready-to-submit sbatch scripts, one shape per parallel model of the course.
+//!
+//! The resource request follows the model: one task for serial and threads;
+//! nodes × tasks-per-node ranks started by `srun --mpi=pmix` for MPI, GPU and
+//! hybrid; an array of single-task jobs for job-level parallelism. Output
+//! files use `%x-%j` (`%x-%A_%a` for arrays), and every script times the run
+//! in the manner of the course's `\time` (wall, user, sys, CPU%, max RSS);
+//! nismooth's own report adds per-rank CPU efficiency and peak memory.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// One task, one CPU.
+    Serial,
+    /// One task, several filter threads (shared memory).
+    Threads,
+    /// MPI ranks across nodes, one CPU each (distributed memory).
+    Mpi,
+    /// A job array: independent single-task jobs, each taking its share of the list.
+    Array,
+    /// One MPI rank per GPU, the filter on the GPU.
+    Gpu,
+    /// MPI ranks across nodes, several threads each.
+    Hybrid,
+}
+
+/// Memory request: per node (`--mem`) or per allocated CPU (`--mem-per-cpu`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Memory {
+    PerNode { mib: u64 },
+    PerCpu { mib: u64 },
+}
+
+/// Everything a script needs; `JobSpec::shape` fills in what the model fixes.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    pub model: Model,
+    pub job_name: String,
+    pub partition: Option<String>,
+    /// Slurm time format, e.g. `00:30:00` or `1-00:00:00`.
+    pub time: String,
+    pub nodes: usize,
+    pub ntasks_per_node: usize,
+    pub cpus_per_task: usize,
+    pub memory: Memory,
+    pub gpus_per_node: usize,
+    /// Array tasks and how many may run at once (`%L`).
+    pub array_tasks: usize,
+    pub array_limit: Option<usize>,
+    pub array_chunk: Option<usize>,
+    /// The nismooth binary the job runs (absolute, so the script runs anywhere).
+    pub binary: String,
+    /// Arguments of `nismooth run` (inputs, -o OUTDIR, options).
+    pub run_args: Vec<String>,
+    /// Why the memory and time are what they are (written as comments).
+    pub notes: Vec<String>,
+}
+
+impl JobSpec {
+    /// Applies what the model fixes: one task for serial/threads/array, one
+    /// CPU per rank for MPI, a rank per GPU.
+    pub fn shape(mut self) -> JobSpec {
+        match self.model {
+            Model::Serial => {
+                (self.nodes, self.ntasks_per_node, self.cpus_per_task) = (1, 1, 1);
+            }
+            Model::Threads => (self.nodes, self.ntasks_per_node) = (1, 1),
+            Model::Array => (self.nodes, self.ntasks_per_node) = (1, 1),
+            Model::Mpi => self.cpus_per_task = 1,
+            Model::Gpu => {
+                self.gpus_per_node = self.gpus_per_node.max(1);
+                self.ntasks_per_node = self.gpus_per_node;
+            }
+            Model::Hybrid => {}
+        }
+        self
+    }
+
+    fn ranks(&self) -> usize {
+        self.nodes * self.ntasks_per_node
+    }
+}
+
+fn mib(m: u64) -> String {
+    if m % 1024 == 0 {
+        format!("{}G", m / 1024)
+    } else {
+        format!("{m}M")
+    }
+}
+
+/// Quotes one argument for bash (single quotes, embedded quotes escaped).
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+%@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn describe(s: &JobSpec) -> String {
+    match s.model {
+        Model::Serial => "serial: one task on one CPU".into(),
+        Model::Threads => format!("shared-memory threads: one task, {} threads", s.cpus_per_task),
+        Model::Mpi => format!(
+            "distributed memory: {} node(s) × {} MPI rank(s), one CPU each",
+            s.nodes, s.ntasks_per_node
+        ),
+        Model::Array => format!(
+            "job array: {} independent task(s){}, each on {} CPU(s), each taking its share of the list",
+            s.array_tasks,
+            s.array_limit.map(|l| format!(" ({l} at a time)")).unwrap_or_default(),
+            s.cpus_per_task
+        ),
+        Model::Gpu => format!(
+            "GPU offload: {} node(s) × {} rank(s), one GPU per rank",
+            s.nodes, s.ntasks_per_node
+        ),
+        Model::Hybrid => format!(
+            "hybrid MPI + threads: {} node(s) × {} rank(s) × {} thread(s)",
+            s.nodes, s.ntasks_per_node, s.cpus_per_task
+        ),
+    }
+}
+
+/// The sbatch script for `spec` (call `shape` first).
+pub fn render(spec: &JobSpec) -> String {
+    let s = spec;
+    let mut o = String::new();
+    let array = s.model == Model::Array;
+    let sb = |o: &mut String, line: String| {
+        let _ = writeln!(o, "#SBATCH {line}");
+    };
+    let _ = writeln!(o, "#!/bin/bash");
+    let _ = writeln!(o, "# nismooth, {}.", describe(s));
+    let _ = writeln!(
+        o,
+        "# Generated by `nismooth sbatch --model {}` (nismooth {}). Submit: sbatch THIS_FILE",
+        serde_json::to_value(s.model)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        env!("CARGO_PKG_VERSION")
+    );
+    for n in &s.notes {
+        let _ = writeln!(o, "# {n}");
+    }
+    sb(&mut o, format!("--job-name={}", shell_quote(&s.job_name)));
+    if let Some(p) = &s.partition {
+        sb(&mut o, format!("--partition={}", shell_quote(p)));
+    }
+    sb(&mut o, format!("--nodes={}", s.nodes));
+    sb(&mut o, format!("--ntasks-per-node={}", s.ntasks_per_node));
+    sb(&mut o, format!("--cpus-per-task={}", s.cpus_per_task));
+    match s.memory {
+        Memory::PerNode { mib: m } => sb(&mut o, format!("--mem={}", mib(m))),
+        Memory::PerCpu { mib: m } => sb(&mut o, format!("--mem-per-cpu={}", mib(m))),
+    }
+    if s.model == Model::Gpu {
+        sb(&mut o, format!("--gres=gpu:{}", s.gpus_per_node));
+    }
+    sb(&mut o, format!("--time={}", s.time));
+    if array {
+        let limit = s.array_limit.map(|l| format!("%{l}")).unwrap_or_default();
+        sb(
+            &mut o,
+            format!("--array=0-{}{limit}", s.array_tasks.saturating_sub(1)),
+        );
+        sb(&mut o, "--output=%x-%A_%a.out".into());
+    } else {
+        sb(&mut o, "--output=%x-%j.out".into());
+    }
+    let _ = writeln!(o, "set -euo pipefail\n");
+    let _ = writeln!(o, "NISMOOTH={}", shell_quote(&s.binary));
+    let _ = writeln!(
+        o,
+        "echo \"job ${{SLURM_JOB_ID}}{} on ${{SLURM_JOB_NODELIST}}: ${{SLURM_NTASKS:-1}} task(s) x ${{SLURM_CPUS_PER_TASK:-1}} CPU(s)\"",
+        if array { " (array task ${SLURM_ARRAY_TASK_ID} of ${SLURM_ARRAY_TASK_COUNT})" } else { "" }
+    );
+    // The course's \time: GNU time where installed, else bash's `time` keyword.
+    o.push_str(concat!(
+        "timed() {\n",
+        "  if [ -x /usr/bin/time ]; then\n",
+        "    /usr/bin/time -f 'time: wall %e s, user %U s, sys %S s, CPU %P, max RSS %M KiB' \"$@\"\n",
+        "  else\n",
+        "    TIMEFORMAT='time: wall %R s, user %U s, sys %S s, CPU %P%%'\n",
+        "    time \"$@\"\n",
+        "  fi\n",
+        "}\n",
+    ));
+
+    let mut args: Vec<String> = s.run_args.iter().map(|a| shell_quote(a)).collect();
+    let has = |flag: &str| {
+        s.run_args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if !has("--report") {
+        let name = if array {
+            "nismooth-%A_%a.json"
+        } else {
+            "nismooth-%j.json"
+        };
+        args.push(format!("--report {name}"));
+    }
+    if !has("--progress") {
+        args.push("--progress log".into());
+    }
+    match s.model {
+        Model::Serial => args.push("--threads 1".into()),
+        Model::Array => {
+            args.push("--array".into());
+            if let Some(k) = s.array_chunk {
+                args.push(format!("--array-chunk {k}"));
+            }
+        }
+        Model::Gpu => args.push("--backend cuda".into()),
+        _ => {}
+    }
+    let launcher = match s.model {
+        // Since Slurm 22.05 srun no longer inherits --cpus-per-task from the
+        // allocation: pass it, or each rank is confined to one CPU.
+        Model::Mpi | Model::Gpu | Model::Hybrid => {
+            "srun --mpi=pmix --cpus-per-task=\"${SLURM_CPUS_PER_TASK:-1}\" "
+        }
+        _ => "",
+    };
+    let _ = writeln!(o, "\ntimed {launcher}\"$NISMOOTH\" run {}", args.join(" "));
+    if launcher.is_empty() {
+        let _ = writeln!(
+            o,
+            "# CPU efficiency = CPU% above / (100 × {} CPU(s)); the report has it per process.",
+            s.cpus_per_task
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "# srun's own time covers srun only: the report has every rank's CPU efficiency and peak memory ({} ranks).",
+            s.ranks()
+        );
+    }
+    if array {
+        let _ = writeln!(
+            o,
+            "# When every task is done, one report for the whole array:\n#   $NISMOOTH report merge nismooth-<array job id>_*.json -o nismooth-<array job id>.json"
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(model: Model) -> JobSpec {
+        JobSpec {
+            model,
+            job_name: "nismooth".into(),
+            partition: Some("debug".into()),
+            time: "00:30:00".into(),
+            nodes: 2,
+            ntasks_per_node: 4,
+            cpus_per_task: 3,
+            memory: Memory::PerCpu { mib: 1024 },
+            gpus_per_node: 2,
+            array_tasks: 10,
+            array_limit: Some(4),
+            array_chunk: None,
+            binary: "/opt/nismooth/bin/nismooth".into(),
+            run_args: vec!["/data/in dir".into(), "-o".into(), "/data/out".into()],
+            notes: vec![],
+        }
+        .shape()
+    }
+
+    #[test]
+    fn requests_follow_the_model() {
+        let s = render(&spec(Model::Serial));
+        assert!(
+            s.contains("--nodes=1\n")
+                && s.contains("--ntasks-per-node=1\n")
+                && s.contains("--cpus-per-task=1\n")
+        );
+        assert!(s.contains("--threads 1") && !s.contains("srun"));
+        let m = render(&spec(Model::Mpi));
+        assert!(
+            m.contains("--nodes=2\n")
+                && m.contains("--ntasks-per-node=4\n")
+                && m.contains("--cpus-per-task=1\n")
+        );
+        assert!(m.contains("srun --mpi=pmix") && m.contains("--output=%x-%j.out"));
+        let h = render(&spec(Model::Hybrid));
+        assert!(h.contains("--cpus-per-task=3\n") && h.contains("srun --mpi=pmix"));
+        let g = render(&spec(Model::Gpu));
+        assert!(
+            g.contains("--gres=gpu:2\n")
+                && g.contains("--ntasks-per-node=2\n")
+                && g.contains("--backend cuda")
+        );
+        let a = render(&spec(Model::Array));
+        assert!(
+            a.contains("--array=0-9%4\n")
+                && a.contains("--output=%x-%A_%a.out")
+                && a.contains(" --array")
+        );
+        assert!(a.contains("nismooth-%A_%a.json") && !a.contains("srun"));
+        let t = render(&spec(Model::Threads));
+        assert!(t.contains("--nodes=1\n") && t.contains("--cpus-per-task=3\n"));
+        for script in [s, m, h, g, a, t] {
+            assert!(script.contains("'/data/in dir'"), "arguments are quoted");
+            assert!(script.contains("--mem-per-cpu=1G") && script.contains("--time=00:30:00"));
+            assert!(script.contains("timed "));
+        }
+    }
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        assert_eq!(shell_quote("plain/path.nii.gz"), "plain/path.nii.gz");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

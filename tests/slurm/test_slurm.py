@@ -1,0 +1,202 @@
+"""nismooth on a real Slurm cluster started by ci/slurm/start.sh.
+
+Run by ci/test.sh twice: with one node (NISMOOTH_SLURM_NODES=1) and with two
+simulated nodes in network namespaces (NISMOOTH_SLURM_NODES=2); the tests
+marked for the other topology are deselected. Client commands run through
+SLURM_CLIENT (the namespace where slurmctld is). Without a cluster these
+tests fail rather than skip when NISMOOTH_REQUIRE_SLURM=1 (as in CI).
+"""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("NISMOOTH_BIN", ROOT / "target" / "release" / "nismooth"))
+NODES = int(os.environ.get("NISMOOTH_SLURM_NODES", "0"))
+CLIENT = shlex.split(os.environ.get("SLURM_CLIENT", ""))
+SLURM_DIR = Path(os.environ.get("NISMOOTH_SLURM_DIR", "/tmp/nismooth-slurm"))
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", RUST_LOG="info")
+
+if NODES == 0:
+    pytestmark = pytest.mark.skipif(
+        os.environ.get("NISMOOTH_REQUIRE_SLURM") != "1",
+        reason="no cluster: run ci/slurm/start.sh and source its env.sh",
+    )
+one_node = pytest.mark.skipif(NODES == 2, reason="one-node topology")
+two_nodes = pytest.mark.skipif(NODES != 2, reason="two-node topology")
+
+
+def client(*args, timeout=120, check=True, cwd=None):
+    proc = subprocess.run([*CLIENT, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV,
+                          cwd=cwd)
+    if check:
+        assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def submit(script, cwd, *extra):
+    """sbatch SCRIPT; waits (polling squeue: `sbatch --wait` polls slowly) until the job and its array tasks end."""
+    jid = client("sbatch", "--parsable", f"--chdir={cwd}", *extra, script).stdout.strip().split(";")[0]
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if not client("squeue", "-h", "-j", jid, check=False).stdout.strip():
+            return jid
+        time.sleep(0.3)
+    raise AssertionError(f"job {jid} still queued or running after 180 s")
+
+
+def jobcomp(jid):
+    """Finished-job records of `jid` (and its array tasks) from jobcomp/filetxt."""
+    records = []
+    for line in (SLURM_DIR / "jobcomp.txt").read_text().splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("JobId") == jid or fields.get("JobId", "").startswith(f"{jid}_"):
+            records.append(fields)
+    return records
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slurm")
+    subprocess.run([str(BIN), "generate", "-o", str(d / "in"), "-n", "6", "--shape", "20,18,12", "--vary-size",
+                    "--seed", "3"], check=True, capture_output=True)
+    single = d / "single"
+    subprocess.run([str(BIN), "run", str(d / "in"), "-o", str(single), "--progress", "none"], check=True,
+                   capture_output=True)
+    return d
+
+
+def outputs_match(out, single):
+    names = sorted(p.name for p in single.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names, "every image once, no temp files"
+    for n in names:
+        assert (out / n).read_bytes() == (single / n).read_bytes(), n
+
+
+def test_cluster_is_up():
+    assert NODES in (1, 2), "NISMOOTH_SLURM_NODES not set: start the cluster with ci/slurm/start.sh"
+    states = client("sinfo", "-h", "-N", "-o", "%N %t").stdout.split("\n")
+    assert len([s for s in states if s.strip()]) == NODES
+
+
+@one_node
+def test_srun_pmix_two_ranks_one_node(images, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    client("srun", "--mpi=pmix", "-n", "2", BIN, "run", images / "in", "-o", out, "--threads", "1",
+           "--progress", "none", "--report", report)
+    r = json.loads(report.read_text())
+    assert [i["index"] for i in r["images"]] == list(range(6))
+    assert sorted(p["slurm"]["procid"] for p in r["processes"]) == [0, 1]
+    assert len({p["slurm"]["job_id"] for p in r["processes"]}) == 1
+    assert all(p["slurm"]["ntasks"] == 2 for p in r["processes"])
+    assert r["parallel"]["comm"].startswith("MPI, 2 rank")
+    outputs_match(out, images / "single")
+
+
+@one_node
+def test_srun_without_pmix_is_refused(images, tmp_path):
+    out = tmp_path / "out"
+    proc = client("srun", "-n", "2", BIN, "run", images / "in", "-o", out, check=False)
+    assert proc.returncode != 0
+    assert "--mpi=pmix" in proc.stderr
+    assert not out.exists()
+
+
+@one_node
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_array_of_four_covers_the_list_once_and_merges(images, tmp_path, chunk):
+    script = tmp_path / "array.sh"
+    extra = ["--array-chunk", str(chunk)] if chunk else []
+    script.write_text("#!/bin/bash\n" + shlex.join([str(BIN), "run", str(images / "in"), "-o", str(tmp_path / "out"),
+                      "--progress", "none", "--report", "rep-%A_%a.json", *extra]) + "\n")
+    jid = submit(script, tmp_path, "--array=0-3", "-o", "%x-%A_%a.out")
+    reports = sorted(tmp_path.glob(f"rep-{jid}_*.json"))
+    assert len(reports) == 4
+    seen = []
+    for p in reports:
+        r = json.loads(p.read_text())
+        assert r["array"]["count"] == 4
+        assert r["slurm"]["array_job_id"] == int(jid)
+        seen += [i["index"] for i in r["images"]]
+    assert sorted(seen) == list(range(6)), "each image in exactly one task"
+    proc = subprocess.run([str(BIN), "report", "merge", *map(str, reports), "-o", str(tmp_path / "merged.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "merged.json").read_text())
+    assert [i["index"] for i in m["images"]] == list(range(6))
+    assert m["summary"]["ok"] == 6 and len(m["processes"]) == 4
+    outputs_match(tmp_path / "out", images / "single")
+    assert all(rec["JobState"] == "COMPLETED" for rec in jobcomp(jid))
+
+
+@one_node
+@pytest.mark.parametrize("model", ["serial", "threads", "mpi", "array", "hybrid"])
+def test_generated_scripts_run_as_is(images, tmp_path, model):
+    script = tmp_path / "job.sh"
+    opts = {"mpi": ["--ntasks-per-node", "2"], "hybrid": ["--ntasks-per-node", "2", "--cpus-per-task", "1"],
+            "threads": ["--cpus-per-task", "2"], "array": ["--array-tasks", "3"]}.get(model, [])
+    subprocess.run([str(BIN), "sbatch", "--model", model, "--partition", "debug", "--time", "00:05:00", *opts,
+                    "--write", str(script), "--", str(images / "in"), "-o", str(tmp_path / "out")],
+                   check=True, capture_output=True)
+    jid = submit(script, tmp_path)
+    recs = jobcomp(jid)
+    assert recs and all(r["JobState"] == "COMPLETED" for r in recs), recs
+    outputs_match(tmp_path / "out", images / "single")
+    logs = "".join(p.read_text() for p in tmp_path.glob("nismooth-*.out"))
+    assert "time: wall" in logs, "the script times the run like the course's \\time"
+    reports = list(tmp_path.glob("nismooth-*.json"))
+    assert len(reports) == (3 if model == "array" else 1)
+
+
+@one_node
+def test_corrupt_image_fails_the_job_and_the_rest_is_written(images, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(images / "in", src)
+    bad = sorted(src.iterdir())[2]
+    bad.write_bytes(b"not a nifti file at all")
+    script = tmp_path / "job.sh"
+    subprocess.run([str(BIN), "sbatch", "--model", "mpi", "--ntasks-per-node", "2", "--write", str(script), "--",
+                    str(src), "-o", str(tmp_path / "out")], check=True, capture_output=True)
+    jid = submit(script, tmp_path)
+    (rec,) = jobcomp(jid)
+    assert rec["JobState"] == "FAILED" and rec["ExitCode"].startswith("1:"), rec
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted(p.name for p in src.iterdir() if p != bad)
+    log = (tmp_path / f"nismooth-{jid}.out").read_text()
+    assert bad.name in log and "FAILED" in log
+
+
+@two_nodes
+def test_srun_across_two_nodes(images, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    client("srun", "-N", "2", "-n", "2", "--mpi=pmix", BIN, "run", images / "in", "-o", out, "--threads", "1",
+           "--progress", "none", "--report", report)
+    r = json.loads(report.read_text())
+    nodes = {p["slurm"]["nodename"] for p in r["processes"]}
+    hosts = {p["host"] for p in r["processes"]}
+    assert nodes == {"node1", "node2"} and hosts == {"node1", "node2"}, r["processes"]
+    assert all(p["node_rank"] == 0 for p in r["processes"]), "one rank per node"
+    outputs_match(out, images / "single")
+
+
+@two_nodes
+def test_sbatch_two_nodes_with_mpirun_inside(images, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH -N 2\n#SBATCH --ntasks-per-node=1\n#SBATCH -o %x-%j.out\n"
+        "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1\n"
+        + shlex.join(["mpirun", str(BIN), "run", str(images / "in"), "-o", str(tmp_path / "out"), "--threads", "1",
+                      "--progress", "none", "--report", "r-%j.json"]) + "\n")
+    jid = submit(script, tmp_path)
+    (rec,) = jobcomp(jid)
+    assert rec["JobState"] == "COMPLETED", rec
+    r = json.loads((tmp_path / f"r-{jid}.json").read_text())
+    assert {p["host"] for p in r["processes"]} == {"node1", "node2"}
+    assert r["slurm"]["job_id"] == int(jid)
+    outputs_match(tmp_path / "out", images / "single")
