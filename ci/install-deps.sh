@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what nismooth needs to build and test on Debian/Ubuntu, only when missing:
-# ISA-L (gzip codec) and OpenMPI with PMIx (rsmpi's bindgen needs libclang) from Debian,
+# ISA-L (gzip codec), OpenMPI with PMIx (rsmpi's bindgen needs libclang) and DejaVu
+# fonts (text in the study's PNG plots) from Debian,
 # and the Python references (numpy, scipy, nibabel, pytest) from PyPI.
 set -euo pipefail
 
 need_apt=()
-for pkg in libisal-dev libopenmpi-dev openmpi-bin libclang-dev libpmix-dev; do
+for pkg in libisal-dev libopenmpi-dev openmpi-bin libclang-dev libpmix-dev fonts-dejavu-core; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)

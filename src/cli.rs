@@ -28,6 +28,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Print a ready-to-submit sbatch script for a parallel model.
     Sbatch(SbatchArgs),
+    /// Run a scaling study: ranks × threads × image counts, each point a real run.
+    Study(StudyArgs),
+    /// Predict time and memory for a target workload from a study, with the Slurm request.
+    Estimate(EstimateArgs),
     /// Print the Gaussian taps nismooth uses (one per line, full precision).
     #[command(hide = true)]
     Weights(WeightsArgs),
@@ -122,6 +126,85 @@ pub struct ReportArgs {
     pub action: Option<ReportAction>,
     /// Reports to show (JSON files written by --report).
     pub files: Vec<PathBuf>,
+    /// Memory requested per rank (e.g. 2G), for the memory-efficiency line.
+    #[arg(long)]
+    pub mem_request: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StudyArgs {
+    /// Ranks to try (comma-separated).
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    pub ranks: Vec<usize>,
+    /// Threads per rank to try.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Image counts to try; each point uses the first N images of the data set.
+    #[arg(long, default_value = "1,4,8,16", value_delimiter = ',')]
+    pub tasks: Vec<usize>,
+    #[arg(long, value_enum, default_value_t = Schedule::Balanced)]
+    pub schedule: Schedule,
+    #[arg(long, value_enum, default_value_t = crate::study::Launcher::Auto)]
+    pub launcher: crate::study::Launcher,
+    /// Repetitions of every point (interleaved).
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// The data set: files or directories (default: generate one).
+    #[arg(long, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// When generating: image shape, dtype, and whether sizes vary.
+    #[arg(long, default_value = "256,256,128")]
+    pub shape: String,
+    #[arg(long, default_value = "float32")]
+    pub dtype: String,
+    #[arg(long)]
+    pub vary_size: bool,
+    /// Study directory: study.json/.csv/.md, plots, per-point reports.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Extra `nismooth run` arguments for every point, after `--`.
+    #[arg(last = true)]
+    pub run_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EstimateArgs {
+    /// The study (study.json).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Images in the target workload.
+    #[arg(long)]
+    pub tasks: usize,
+    /// Ranks on one node (or use --nodes and --ntasks-per-node).
+    #[arg(long, conflicts_with_all = ["nodes", "ntasks_per_node"])]
+    pub ranks: Option<usize>,
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    #[arg(long)]
+    pub ntasks_per_node: Option<usize>,
+    /// Threads per rank (default: the study's).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Memory per node available, e.g. 64G: checked against the request.
+    #[arg(long)]
+    pub mem_per_node: Option<String>,
+    /// The target's images (one path a line): their sizes replace the study's.
+    #[arg(long)]
+    pub list: Option<PathBuf>,
+    /// Safety margin on time and memory in the request (1.25 = +25%).
+    #[arg(long, default_value_t = 1.25)]
+    pub margin: f64,
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Write the estimate as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an sbatch script with the estimated request.
+    #[arg(long)]
+    pub sbatch: Option<PathBuf>,
+    /// `nismooth run` arguments for the script (inputs, -o OUTDIR), after `--`.
+    #[arg(last = true)]
+    pub run_args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

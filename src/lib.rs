@@ -13,4 +13,5 @@ pub mod io;
 pub mod plan;
 pub mod report;
 pub mod slurm;
+pub mod study;
 pub mod volume;

@@ -40,6 +40,14 @@ fn main() -> ExitCode {
             init_logging(0, 1);
             sbatch(&args)
         }
+        Command::Study(args) => {
+            init_logging(0, 1);
+            nismooth::study::command::study(&args).map(|_| EXIT_OK)
+        }
+        Command::Estimate(args) => {
+            init_logging(0, 1);
+            nismooth::study::command::estimate(&args).map(|_| EXIT_OK)
+        }
         Command::Weights(args) => weights(&args),
     };
     match result {
@@ -156,14 +164,49 @@ fn report_cmd(args: &ReportArgs) -> anyhow::Result<u8> {
                 !args.files.is_empty(),
                 "give report files to show, or `report merge`"
             );
+            let request = args.mem_request.as_deref().map(parse_mib).transpose()?;
             for f in &args.files {
                 let r = report::merge::load(f)?;
                 println!("== {}", f.display());
                 print!("{}", report::Table.render(&r)?);
+                print!("{}", seff_lines(&r, request));
             }
             Ok(EXIT_OK)
         }
     }
+}
+
+/// seff-style verdicts on a report: CPU efficiency, memory against the request, balance.
+fn seff_lines(r: &report::Report, mem_request_mib: Option<u64>) -> String {
+    let s = &r.summary;
+    let mut o = format!(
+        "  seff: CPU efficiency {:.1}% of {} process(es) × {} thread(s) × wall\n",
+        100.0 * s.cpu_efficiency,
+        s.processes,
+        s.threads_per_process
+    );
+    let peak_mib = s.peak_rss_bytes as f64 / 1048576.0;
+    if let Some(req) = mem_request_mib {
+        o += &format!(
+            "  seff: memory efficiency {:.1}% ({peak_mib:.1} MiB peak of {req} MiB requested per rank){}\n",
+            100.0 * peak_mib / req as f64,
+            if peak_mib > req as f64 {
+                ": over the request, the job would be killed"
+            } else if peak_mib < 0.25 * req as f64 {
+                ": ask for less"
+            } else {
+                ""
+            }
+        );
+    }
+    if s.processes > 1 {
+        o += &format!(
+            "  seff: load imbalance {:.3} (max/mean busy); parallel efficiency {:.1}%\n",
+            s.load_imbalance,
+            100.0 * s.parallel_efficiency
+        );
+    }
+    o
 }
 
 /// `nismooth sbatch`: a job script for one parallel model.

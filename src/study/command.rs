@@ -1,0 +1,306 @@
+//! `nismooth study` and `nismooth estimate`: arguments in, files and advice out.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::fit::{self, Estimate, Target};
+use super::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
+use crate::cli::{EstimateArgs, StudyArgs};
+use crate::generate::{self, PhantomSpec};
+use crate::io::OutputFormat;
+use crate::slurm::script::{self, JobSpec, Memory, Model};
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.reps > 0, "--reps must be ≥ 1");
+    anyhow::ensure!(
+        [&args.ranks, &args.threads, &args.tasks]
+            .iter()
+            .all(|v| !v.is_empty() && v.iter().all(|&x| x > 0)),
+        "--ranks, --threads and --tasks need positive values"
+    );
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let max_tasks = *args.tasks.iter().max().unwrap();
+    let images = if args.data.is_empty() {
+        let dir = args.output.join("data");
+        let shape: Vec<usize> = args
+            .shape
+            .split(',')
+            .map(|v| v.trim().parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--shape '{}'", args.shape))?;
+        let spec = PhantomSpec {
+            shape,
+            dtype: args.dtype.parse().map_err(anyhow::Error::msg)?,
+            seed: 1,
+            vary_size: args.vary_size,
+            noise: crate::cli::NoiseChoice::Rician,
+            format: OutputFormat::NiiGz,
+        };
+        eprintln!("generating {max_tasks} image(s) in {}", dir.display());
+        generate::generate(&dir, max_tasks, &spec)?
+    } else {
+        crate::plan::discover(&args.data, None)?
+    };
+    let spec = StudySpec {
+        ranks: args.ranks.clone(),
+        threads: args.threads.clone(),
+        tasks: args.tasks.clone(),
+        schedule: args.schedule,
+        launcher: args.launcher,
+        reps: args.reps,
+        images,
+        run_args: args.run_args.clone(),
+    };
+    let binary = std::env::current_exe().context("locating this nismooth binary")?;
+    let points = super::run(&spec, &args.output, &binary)?;
+    let study = Study {
+        schema: STUDY_SCHEMA.into(),
+        nismooth_version: env!("CARGO_PKG_VERSION").into(),
+        host: crate::driver::metrics::hostname(),
+        cpu: super::cpu_name(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        spec,
+        points,
+    };
+    let out = &args.output;
+    write(
+        &out.join("study.json"),
+        &serde_json::to_string_pretty(&study)?,
+    )?;
+    write(&out.join("study.csv"), &tables::csv(&study))?;
+    let md = tables::markdown(&study);
+    write(&out.join("study.md"), &md)?;
+    let plots = plot::write_all(&study, out)?;
+    print!("{md}");
+    eprintln!(
+        "study written to {}: study.json, study.csv, study.md, {} plot file(s)",
+        out.display(),
+        plots.len()
+    );
+    Ok(())
+}
+
+/// The in-memory size of the largest image in `list`, and the mean voxels.
+fn list_sizes(list: &Path) -> anyhow::Result<(u64, f64, usize)> {
+    let inputs = crate::plan::discover(&[], Some(list))?;
+    let mut largest = 0u64;
+    let (mut vox, mut n) = (0u64, 0usize);
+    for p in &inputs {
+        let h =
+            crate::io::read_header_info(p).with_context(|| format!("reading {}", p.display()))?;
+        let bytes = h.voxels()
+            * if h.scaling.is_some() {
+                8
+            } else {
+                h.stored.size() as u64
+            };
+        largest = largest.max(bytes);
+        vox += h.voxels();
+        n += 1;
+    }
+    anyhow::ensure!(n > 0, "{} lists no images", list.display());
+    Ok((largest, vox as f64 / n as f64, n))
+}
+
+fn parse_mib(s: &str) -> anyhow::Result<f64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('G' | 'g') => (&s[..s.len() - 1], 1024.0),
+        Some('T' | 't') => (&s[..s.len() - 1], 1048576.0),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1.0),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("memory '{s}': expected e.g. 64G or 1500M"))?;
+    Ok(v * mult)
+}
+
+/// Seconds for short times, h:mm:ss for long ones.
+fn hms(s: f64) -> String {
+    if s < 120.0 {
+        return format!("{s:.1} s");
+    }
+    let s = s.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+}
+
+pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
+    let text =
+        std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
+    let study: Study = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a study", args.from.display()))?;
+    anyhow::ensure!(
+        study.schema == STUDY_SCHEMA,
+        "{} is not a nismooth study",
+        args.from.display()
+    );
+    let (nodes, per_node) = match (args.ranks, args.nodes, args.ntasks_per_node) {
+        (Some(r), _, _) => (1, r),
+        (None, n, m) => (n.unwrap_or(1), m.unwrap_or(1)),
+    };
+    anyhow::ensure!(
+        nodes > 0 && per_node > 0 && args.tasks > 0,
+        "ranks, nodes and tasks must be ≥ 1"
+    );
+    let threads = args.threads.unwrap_or_else(|| study.spec.threads[0]);
+    let (largest, mean_vox) = match &args.list {
+        Some(l) => {
+            let (largest, mean, n) = list_sizes(l)?;
+            if n != args.tasks {
+                log::warn!("--list has {n} images but --tasks is {}", args.tasks);
+            }
+            (Some(largest), Some(mean))
+        }
+        None => (None, None),
+    };
+    let target = Target {
+        tasks: args.tasks,
+        nodes,
+        ranks_per_node: per_node,
+        threads,
+        mean_voxels: mean_vox,
+        largest_image_bytes: largest,
+    };
+    let e = fit::estimate(&study.points, target)?;
+    let request = Request::from(&e, args.margin, threads);
+    let text = render(&e, &request, args);
+    print!("{text}");
+    if let Some(avail) = &args.mem_per_node {
+        let avail = parse_mib(avail)?;
+        let need = request.mem_per_cpu_mib as f64 * (per_node * threads) as f64;
+        if need > avail {
+            println!(
+                "  ! {per_node} ranks × {threads} CPU(s) × {} MiB = {need:.0} MiB exceeds the node's {avail:.0} MiB: use at most {} ranks per node.",
+                request.mem_per_cpu_mib,
+                (avail / (request.mem_per_cpu_mib as f64 * threads as f64)).floor()
+            );
+        }
+    }
+    if let Some(p) = &args.json {
+        write(
+            p,
+            &serde_json::to_string_pretty(
+                &serde_json::json!({ "estimate": e, "request": request }),
+            )?,
+        )?;
+    }
+    if let Some(p) = &args.sbatch {
+        anyhow::ensure!(
+            !args.run_args.is_empty(),
+            "--sbatch needs the run arguments after `--` (inputs, -o OUTDIR)"
+        );
+        let model = match (nodes * per_node, threads) {
+            (1, 1) => Model::Serial,
+            (1, _) => Model::Threads,
+            (_, 1) => Model::Mpi,
+            _ => Model::Hybrid,
+        };
+        let spec = JobSpec {
+            model,
+            job_name: "nismooth".into(),
+            partition: args.partition.clone(),
+            time: request.time.clone(),
+            nodes,
+            ntasks_per_node: per_node,
+            cpus_per_task: threads,
+            memory: if nodes * per_node == 1 {
+                Memory::PerNode { mib: request.mem_per_cpu_mib * threads as u64 }
+            } else {
+                Memory::PerCpu { mib: request.mem_per_cpu_mib }
+            },
+            gpus_per_node: 0,
+            array_tasks: 1,
+            array_limit: None,
+            array_chunk: None,
+            binary: std::env::current_exe()?.display().to_string(),
+            run_args: args.run_args.clone(),
+            notes: vec![format!(
+                "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
+                args.from.display(),
+                args.tasks,
+                hms(e.wall_s.value),
+                hms(e.wall_s.low),
+                hms(e.wall_s.high),
+                e.peak_rss_per_rank_bytes.value / 1048576.0,
+                100.0 * (args.margin - 1.0)
+            )],
+        }
+        .shape();
+        write(p, &script::render(&spec))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// The Slurm request: the interval's high end times the margin.
+#[derive(serde::Serialize)]
+struct Request {
+    time: String,
+    time_s: f64,
+    mem_per_cpu_mib: u64,
+}
+
+impl Request {
+    fn from(e: &Estimate, margin: f64, threads: usize) -> Request {
+        let time_s = e.wall_s.high * margin;
+        let per_rank_mib = e.peak_rss_per_rank_bytes.high * margin / 1048576.0;
+        // Per CPU, rounded up to 64 MiB, at least 256 MiB.
+        let per_cpu = ((per_rank_mib / threads as f64 / 64.0).ceil() * 64.0).max(256.0) as u64;
+        Request {
+            time: fit::slurm_time(time_s),
+            time_s,
+            mem_per_cpu_mib: per_cpu,
+        }
+    }
+}
+
+fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
+    let t = &e.target;
+    let mut o = format!(
+        "Estimate for {} images on {} node(s) × {} rank(s) × {} thread(s), from {}:\n",
+        t.tasks,
+        t.nodes,
+        t.ranks_per_node,
+        t.threads,
+        args.from.display()
+    );
+    o += &format!(
+        "  wall time      {} (interval {} to {}); model: {:.2} s + {:.3e} s/voxel × voxels on the busiest rank, serial fraction {:.3}\n",
+        hms(e.wall_s.value),
+        hms(e.wall_s.low),
+        hms(e.wall_s.high),
+        e.fixed_s,
+        e.seconds_per_voxel,
+        e.serial_fraction
+    );
+    o += &format!(
+        "  peak memory    {:.0} MiB per rank (interval {:.0} to {:.0}), {:.0} MiB per node\n",
+        e.peak_rss_per_rank_bytes.value / 1048576.0,
+        e.peak_rss_per_rank_bytes.low / 1048576.0,
+        e.peak_rss_per_rank_bytes.high / 1048576.0,
+        e.peak_rss_per_rank_bytes.value * t.ranks_per_node as f64 / 1048576.0
+    );
+    o += &format!(
+        "Slurm request (interval's high end + {:.0}% margin):\n  --nodes={} --ntasks-per-node={} --cpus-per-task={} --mem-per-cpu={}M --time={}\n",
+        100.0 * (args.margin - 1.0),
+        t.nodes,
+        t.ranks_per_node,
+        t.threads,
+        r.mem_per_cpu_mib,
+        r.time
+    );
+    o += "Advice:\n";
+    for a in &e.advice {
+        o += &format!("  - {a}\n");
+    }
+    o
+}

@@ -1,0 +1,458 @@
+//! From a study to predictions for a target workload.
+//!
+//! Time: each (ranks, threads) group is fitted as wall = a + b·x, where x is
+//! the voxels on the busiest rank (so uneven image sizes count as they cost).
+//! Ranks on one node contend for memory bandwidth and the disk, so the
+//! per-voxel cost grows with the ranks per node M as b(M) = b(1)·(1 + f·(M−1)):
+//! that is Amdahl's law, S(M) = M / (1 + f·(M−1)), and f is the serial fraction
+//! read off the speed-up curve. Nodes add ranks without adding contention.
+//! Memory: peak RSS per rank = base + k·(largest image) when the study saw
+//! images of different sizes, else the observed peak scaled by the largest
+//! image's growth. Every prediction has an interval from the fit's residuals.
+
+use serde::Serialize;
+
+use super::StudyPoint;
+
+/// Where the target runs.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Target {
+    pub tasks: usize,
+    pub nodes: usize,
+    pub ranks_per_node: usize,
+    pub threads: usize,
+    /// Mean voxels per image of the target list (None: the study's mean).
+    pub mean_voxels: Option<f64>,
+    /// The target's largest image in memory, bytes (None: the study's largest).
+    pub largest_image_bytes: Option<u64>,
+}
+
+impl Target {
+    pub fn ranks(&self) -> usize {
+        self.nodes * self.ranks_per_node
+    }
+}
+
+/// A value with its interval.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Interval {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Estimate {
+    pub target: Target,
+    pub wall_s: Interval,
+    pub peak_rss_per_rank_bytes: Interval,
+    /// Fixed cost per run (start-up, planning) and seconds per voxel at one rank per node.
+    pub fixed_s: f64,
+    pub seconds_per_voxel: f64,
+    /// Amdahl's serial fraction from the speed-up over ranks on one node.
+    pub serial_fraction: f64,
+    pub memory_base_bytes: f64,
+    pub memory_per_image_byte: f64,
+    /// Whether peak memory per rank stayed flat as the image count grew.
+    pub memory_flat: bool,
+    pub memory_growth_over_study: f64,
+    pub advice: Vec<String>,
+}
+
+/// Ordinary least squares y = a + b·x; None without two distinct x.
+fn ols(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    if xs.len() < 2 || sxx <= 1e-12 * mx.abs().max(1.0).powi(2) {
+        return None;
+    }
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let b = sxy / sxx;
+    Some((my - b * mx, b))
+}
+
+struct TimeFit {
+    ranks: usize,
+    a: f64,
+    b: f64,
+}
+
+fn time_fits(points: &[StudyPoint], threads: usize) -> Vec<TimeFit> {
+    let mut ranks: Vec<usize> = points
+        .iter()
+        .filter(|p| p.threads == threads)
+        .map(|p| p.ranks)
+        .collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let mut fits = Vec::new();
+    for r in ranks {
+        let g: Vec<&StudyPoint> = points
+            .iter()
+            .filter(|p| p.threads == threads && p.ranks == r)
+            .collect();
+        let xs: Vec<f64> = g.iter().map(|p| p.max_rank_voxels as f64).collect();
+        let ys: Vec<f64> = g.iter().map(|p| p.wall_s).collect();
+        if let Some((a, b)) = ols(&xs, &ys) {
+            fits.push(TimeFit {
+                ranks: r,
+                a: a.max(0.0),
+                b: b.max(0.0),
+            });
+        }
+    }
+    fits
+}
+
+fn mib(b: f64) -> String {
+    format!("{:.0} MiB", b / 1048576.0)
+}
+
+/// Predicts the target from the study's points.
+pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimate> {
+    let ok: Vec<StudyPoint> = points
+        .iter()
+        .filter(|p| p.failed == 0 && p.tasks > 0)
+        .cloned()
+        .collect();
+    anyhow::ensure!(!ok.is_empty(), "the study has no successful points");
+    // The study's thread count nearest the target's.
+    let threads = ok
+        .iter()
+        .map(|p| p.threads)
+        .min_by_key(|t| (*t as i64 - target.threads as i64).abs())
+        .unwrap();
+    let fits = time_fits(&ok, threads);
+    anyhow::ensure!(
+        !fits.is_empty(),
+        "the study needs at least two image counts at {threads} thread(s) to fit time = a + b × voxels"
+    );
+    let base = fits.iter().min_by_key(|f| f.ranks).unwrap();
+    // Amdahl over ranks on one node: b(M)/b(R0) = (1 + f(M−1)) / (1 + f(R0−1)).
+    let serial_fraction = {
+        let pts: Vec<(f64, f64)> = fits
+            .iter()
+            .filter(|f| f.ranks != base.ranks && base.b > 0.0)
+            .map(|f| ((f.ranks - base.ranks) as f64, f.b / base.b - 1.0))
+            .collect();
+        if pts.is_empty() {
+            0.0
+        } else {
+            // Least squares through the origin: g − 1 = f·ΔM.
+            let num: f64 = pts.iter().map(|(x, y)| x * y).sum();
+            let den: f64 = pts.iter().map(|(x, _)| x * x).sum();
+            (num / den).clamp(0.0, 1.0)
+        }
+    };
+    let m = target.ranks_per_node;
+    let b_m = match fits.iter().find(|f| f.ranks == m) {
+        Some(f) => f.b,
+        None => base.b * (1.0 + serial_fraction * (m as f64 - base.ranks as f64)),
+    };
+    let a = fits
+        .iter()
+        .find(|f| f.ranks == m)
+        .map(|f| f.a)
+        .unwrap_or_else(|| fits.iter().map(|f| f.a).sum::<f64>() / fits.len() as f64);
+    let mean_vox = target.mean_voxels.unwrap_or_else(|| {
+        let (v, n) = ok.iter().fold((0.0, 0usize), |(v, n), p| {
+            (v + p.total_voxels as f64, n + p.tasks)
+        });
+        v / n as f64
+    });
+    // Balanced shares: the busiest rank gets its even part, at least one image.
+    let per_rank = (target.tasks as f64 / target.ranks() as f64)
+        .ceil()
+        .max(1.0);
+    let x = per_rank * mean_vox;
+    let wall = a + b_m * x;
+    // Relative residuals of every fitted point, as the interval.
+    let rel: Vec<f64> = ok
+        .iter()
+        .filter(|p| p.threads == threads)
+        .filter_map(|p| {
+            let f = fits.iter().find(|f| f.ranks == p.ranks)?;
+            let pred = f.a + f.b * p.max_rank_voxels as f64;
+            (pred > 0.0).then(|| p.wall_s / pred - 1.0)
+        })
+        .collect();
+    let rel_sd = (rel.iter().map(|r| r * r).sum::<f64>() / rel.len().max(1) as f64).sqrt();
+    let extrapolated = fits.iter().all(|f| f.ranks != m);
+    let spread = (2.0 * rel_sd).max(0.05) + if extrapolated { 0.10 } else { 0.0 };
+    let wall_s = Interval {
+        value: wall,
+        low: wall * (1.0 - spread),
+        high: wall * (1.0 + spread),
+    };
+
+    // Memory per rank, from runs like the target's: one rank runs without
+    // MPI, several load the MPI library (about 10 MiB more per rank).
+    let like: Vec<&StudyPoint> = {
+        let same: Vec<&StudyPoint> = ok
+            .iter()
+            .filter(|p| (p.ranks > 1) == (target.ranks() > 1))
+            .collect();
+        if same.is_empty() {
+            ok.iter().collect()
+        } else {
+            same
+        }
+    };
+    let sizes: Vec<f64> = like.iter().map(|p| p.largest_image_bytes as f64).collect();
+    let peaks: Vec<f64> = like.iter().map(|p| p.peak_rss_max_bytes as f64).collect();
+    let study_largest = sizes.iter().cloned().fold(0.0, f64::max);
+    let target_largest = target
+        .largest_image_bytes
+        .map(|b| b as f64)
+        .unwrap_or(study_largest);
+    let spread_sizes = sizes.iter().cloned().fold(f64::INFINITY, f64::min) < 0.9 * study_largest;
+    let (mem_base, mem_k) =
+        match ols(&sizes, &peaks).filter(|&(a, k)| spread_sizes && a > 0.0 && k > 0.0) {
+            Some(fit) => fit,
+            None => {
+                let peak = peaks.iter().cloned().fold(0.0, f64::max);
+                (0.0, peak / study_largest.max(1.0))
+            }
+        };
+    let predict_mem = |s: f64| mem_base + mem_k * s;
+    let mem_rel: Vec<f64> = sizes
+        .iter()
+        .zip(&peaks)
+        .map(|(s, p)| p / predict_mem(*s) - 1.0)
+        .collect();
+    let mem_sd = (mem_rel.iter().map(|r| r * r).sum::<f64>() / mem_rel.len() as f64).sqrt();
+    let mem = predict_mem(target_largest).max(
+        peaks.iter().cloned().fold(0.0, f64::max)
+            * (target_largest / study_largest.max(1.0)).min(1.0),
+    );
+    let mem_spread = (2.0 * mem_sd).max(0.05);
+    let peak_rss = Interval {
+        value: mem,
+        low: mem * (1.0 - mem_spread),
+        high: mem * (1.0 + mem_spread),
+    };
+
+    // Does memory grow with the number of images? Compare the most and fewest tasks per group.
+    let mut growth: f64 = 0.0;
+    for f in &fits {
+        let g: Vec<&StudyPoint> = ok
+            .iter()
+            .filter(|p| p.ranks == f.ranks && p.threads == threads)
+            .collect();
+        let lo = g.iter().min_by_key(|p| p.tasks).unwrap();
+        let hi = g.iter().max_by_key(|p| p.tasks).unwrap();
+        if hi.tasks > lo.tasks {
+            let per_byte = |p: &StudyPoint| {
+                p.peak_rss_max_bytes as f64 / predict_mem(p.largest_image_bytes as f64)
+            };
+            growth = growth.max(per_byte(hi) / per_byte(lo) - 1.0);
+        }
+    }
+    let memory_flat = growth < 0.10;
+
+    let mut advice = Vec::new();
+    let near = ok
+        .iter()
+        .filter(|p| p.threads == threads)
+        .min_by_key(|p| ((p.ranks as i64 - m as i64).abs(), usize::MAX - p.tasks))
+        .unwrap();
+    let stage = near.read_s + near.filter_s + near.write_s;
+    if stage > 0.0 {
+        let (name, share) = [
+            ("reading", near.read_s),
+            ("filtering", near.filter_s),
+            ("writing", near.write_s),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n, v / stage))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+        advice.push(format!(
+            "CPU efficiency {:.0}% at {} rank(s) × {} thread(s): {} is {:.0}% of each task's time{}.",
+            100.0 * near.cpu_efficiency,
+            near.ranks,
+            near.threads,
+            name,
+            100.0 * share,
+            if near.threads > 1 && name != "filtering" {
+                "; threads speed up only the filter, so ranks pay off more than threads"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(two) = fits.iter().find(|f| f.ranks > base.ranks) {
+        let s = two.ranks as f64 / base.ranks as f64 * base.b / two.b.max(1e-30);
+        let half = 1.0 + 1.0 / serial_fraction.max(1e-6);
+        advice.push(format!(
+            "{} ranks on one node: speed-up {:.2}× over {} (efficiency {:.0}%); serial fraction {:.3}, so more ranks per node help until about {} ranks, where efficiency falls to 50%; beyond that, add nodes.",
+            two.ranks,
+            s,
+            base.ranks,
+            100.0 * s / (two.ranks as f64 / base.ranks as f64),
+            serial_fraction,
+            if half > 1e5 { "many".to_string() } else { format!("{half:.0}") }
+        ));
+    }
+    if memory_flat {
+        let naive = target.tasks as f64 / target.ranks() as f64 * target_largest;
+        advice.push(format!(
+            "Memory per rank stays flat as images are added (+{:.0}% over the study): ask for {} per rank, not {} (every image of a rank held in memory at once).",
+            100.0 * growth.max(0.0),
+            mib(peak_rss.high * 1.25),
+            mib(naive)
+        ));
+    } else {
+        advice.push(format!(
+            "Memory per rank grew {:.0}% with the number of images in the study: the request below may be short; report this.",
+            100.0 * growth
+        ));
+    }
+    if extrapolated {
+        advice.push(format!(
+            "{m} rank(s) per node is outside the study (ranks {:?}): the time is extrapolated with Amdahl's law and its interval widened by 10%.",
+            fits.iter().map(|f| f.ranks).collect::<Vec<_>>()
+        ));
+    }
+    Ok(Estimate {
+        target,
+        wall_s,
+        peak_rss_per_rank_bytes: peak_rss,
+        fixed_s: a,
+        seconds_per_voxel: base.b,
+        serial_fraction,
+        memory_base_bytes: mem_base,
+        memory_per_image_byte: mem_k,
+        memory_flat,
+        memory_growth_over_study: growth,
+        advice,
+    })
+}
+
+/// Slurm time (D-HH:MM:SS) for `s` seconds, rounded up to whole minutes.
+pub fn slurm_time(s: f64) -> String {
+    let mins = (s / 60.0).ceil().max(1.0) as u64;
+    let (d, h, m) = (mins / 1440, (mins % 1440) / 60, mins % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:00")
+    } else {
+        format!("{h:02}:{m:02}:00")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(ranks: usize, tasks: usize, wall: f64, peak: u64) -> StudyPoint {
+        StudyPoint {
+            ranks,
+            threads: 1,
+            tasks,
+            rep: 0,
+            wall_s: wall,
+            outer_wall_s: wall,
+            peak_rss_max_bytes: peak,
+            peak_rss_total_bytes: peak * ranks as u64,
+            read_s: 0.2 * tasks as f64,
+            filter_s: 0.1 * tasks as f64,
+            write_s: 0.7 * tasks as f64,
+            read_per_task_s: 0.2,
+            filter_per_task_s: 0.1,
+            write_per_task_s: 0.7,
+            cpu_efficiency: 0.9,
+            wtime_over_ptime: 1.0,
+            mem_per_task_bytes: 0.0,
+            max_rank_voxels: (tasks.div_ceil(ranks) * 1000) as u64,
+            total_voxels: (tasks * 1000) as u64,
+            largest_image_bytes: 4000,
+            load_imbalance: 1.0,
+            failed: 0,
+            report: "r.json".into(),
+        }
+    }
+
+    /// A synthetic machine: 0.3 s start-up, 1 s per image, 10% contention per extra rank.
+    fn synthetic(ranks: usize, tasks: usize) -> f64 {
+        0.3 + tasks.div_ceil(ranks) as f64 * (1.0 + 0.1 * (ranks - 1) as f64)
+    }
+
+    #[test]
+    fn recovers_a_known_machine_and_extrapolates_with_amdahl() {
+        let mut pts = Vec::new();
+        for r in [1, 2] {
+            for n in [2, 4, 8, 16] {
+                pts.push(point(r, n, synthetic(r, n), 50 << 20));
+            }
+        }
+        let t = |ranks_per_node, nodes| Target {
+            tasks: 64,
+            nodes,
+            ranks_per_node,
+            threads: 1,
+            mean_voxels: None,
+            largest_image_bytes: None,
+        };
+        let e = estimate(&pts, t(2, 1)).unwrap();
+        assert!(
+            (e.wall_s.value - synthetic(2, 64)).abs() < 1e-6,
+            "{}",
+            e.wall_s.value
+        );
+        assert!((e.serial_fraction - 0.1).abs() < 1e-9);
+        assert!(e.memory_flat);
+        // 4 ranks per node was not studied: Amdahl gives 1 + 0.1 × 3.
+        let e4 = estimate(&pts, t(4, 1)).unwrap();
+        assert!(
+            (e4.wall_s.value - synthetic(4, 64)).abs() < 1e-6,
+            "{}",
+            e4.wall_s.value
+        );
+        assert!(
+            e4.wall_s.high / e4.wall_s.value > 1.14,
+            "extrapolation widens the interval"
+        );
+        // Two nodes of 2 ranks: no extra contention, half the images per rank.
+        let e22 = estimate(&pts, t(2, 2)).unwrap();
+        assert!((e22.wall_s.value - (0.3 + 16.0 * 1.1)).abs() < 1e-6);
+        assert!(
+            e.advice.iter().any(|a| a.contains("writing is 70%")),
+            "{:?}",
+            e.advice
+        );
+    }
+
+    #[test]
+    fn memory_scales_with_the_largest_image() {
+        let mut pts = Vec::new();
+        for (n, size) in [(2usize, 1000u64), (4, 2000), (8, 4000)] {
+            let mut p = point(1, n, synthetic(1, n), 0);
+            p.largest_image_bytes = size << 10;
+            p.peak_rss_max_bytes = (8 << 20) + 2 * (size << 10);
+            pts.push(p);
+        }
+        let e = estimate(
+            &pts,
+            Target {
+                tasks: 100,
+                nodes: 1,
+                ranks_per_node: 1,
+                threads: 1,
+                mean_voxels: None,
+                largest_image_bytes: Some(8000 << 10),
+            },
+        )
+        .unwrap();
+        let want = (8 << 20) as f64 + 2.0 * (8000 << 10) as f64;
+        assert!((e.peak_rss_per_rank_bytes.value / want - 1.0).abs() < 1e-9);
+        assert!((e.memory_base_bytes - (8 << 20) as f64).abs() < 1.0);
+    }
+
+    #[test]
+    fn slurm_times_round_up() {
+        assert_eq!(slurm_time(59.0), "00:01:00");
+        assert_eq!(slurm_time(3601.0), "01:01:00");
+        assert_eq!(slurm_time(90000.0), "1-01:00:00");
+    }
+}

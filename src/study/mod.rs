@@ -1,0 +1,290 @@
+//! Scaling studies: the course's experiments in one command.
+//!
+//! A study sweeps ranks × threads × image counts over one data set; each point
+//! is a real `nismooth run` through the chosen launcher (none, mpirun, srun),
+//! and its report becomes one row of the course's table. `fit` turns a study
+//! into predictions for a target workload (`nismooth estimate`), `plot` draws
+//! it, `tables` writes it as Markdown and CSV.
+
+pub mod command;
+pub mod fit;
+pub mod plot;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::schedule::Schedule;
+use crate::report::{Report, Status};
+
+pub const STUDY_SCHEMA: &str = "nismooth-study";
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Launcher {
+    /// srun inside a Slurm allocation, else mpirun; none for one rank.
+    Auto,
+    None,
+    Mpirun,
+    Srun,
+}
+
+/// What to sweep and on what.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StudySpec {
+    pub ranks: Vec<usize>,
+    pub threads: Vec<usize>,
+    pub tasks: Vec<usize>,
+    pub schedule: Schedule,
+    pub launcher: Launcher,
+    pub reps: usize,
+    /// The images, in order; a point with `tasks = k` uses the first k.
+    #[serde(skip)]
+    pub images: Vec<PathBuf>,
+    /// Extra `nismooth run` arguments (sigma, mode, ...).
+    pub run_args: Vec<String>,
+}
+
+/// One row of the course's table: a run at (ranks, threads, tasks).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StudyPoint {
+    pub ranks: usize,
+    pub threads: usize,
+    pub tasks: usize,
+    pub rep: usize,
+    /// The slowest rank's wall, from the report (process start to last image).
+    pub wall_s: f64,
+    /// The whole command, launcher included, timed from outside.
+    pub outer_wall_s: f64,
+    pub peak_rss_max_bytes: u64,
+    pub peak_rss_total_bytes: u64,
+    pub read_s: f64,
+    pub filter_s: f64,
+    pub write_s: f64,
+    pub read_per_task_s: f64,
+    pub filter_per_task_s: f64,
+    pub write_per_task_s: f64,
+    pub cpu_efficiency: f64,
+    pub wtime_over_ptime: f64,
+    /// Total peak memory over tasks (what the course's "memory per task" column holds).
+    pub mem_per_task_bytes: f64,
+    /// Voxels on the busiest rank (the makespan's driver).
+    pub max_rank_voxels: u64,
+    pub total_voxels: u64,
+    /// The largest image's in-memory size (voxels × bytes per voxel as read).
+    pub largest_image_bytes: u64,
+    pub load_imbalance: f64,
+    pub failed: usize,
+    pub report: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Study {
+    pub schema: String,
+    pub nismooth_version: String,
+    pub host: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub spec: StudySpec,
+    pub points: Vec<StudyPoint>,
+}
+
+fn bytes_per_voxel(dtype: Option<&str>) -> u64 {
+    match dtype.unwrap_or("float32") {
+        "uint8" | "int8" => 1,
+        "int16" | "uint16" => 2,
+        "int32" | "uint32" | "float32" => 4,
+        _ => 8,
+    }
+}
+
+/// The row of a study from one run's report.
+pub fn point_from_report(
+    r: &Report,
+    ranks: usize,
+    threads: usize,
+    rep: usize,
+    outer: f64,
+    path: &Path,
+) -> StudyPoint {
+    let s = &r.summary;
+    let peak_max = r
+        .processes
+        .iter()
+        .map(|p| p.peak_rss_bytes)
+        .max()
+        .unwrap_or(0);
+    let peak_total: u64 = r.processes.iter().map(|p| p.peak_rss_bytes).sum();
+    let largest = r
+        .images
+        .iter()
+        .filter(|i| i.status == Status::Ok)
+        .map(|i| i.voxels * bytes_per_voxel(i.dtype_in.as_deref()))
+        .max()
+        .unwrap_or(0);
+    StudyPoint {
+        ranks,
+        threads,
+        tasks: r.images.len(),
+        rep,
+        wall_s: s.wall_s,
+        outer_wall_s: outer,
+        peak_rss_max_bytes: peak_max,
+        peak_rss_total_bytes: peak_total,
+        read_s: s.read_s,
+        filter_s: s.filter_s,
+        write_s: s.write_s,
+        read_per_task_s: s.read_per_task_s,
+        filter_per_task_s: s.filter_per_task_s,
+        write_per_task_s: s.write_per_task_s,
+        cpu_efficiency: s.cpu_efficiency,
+        wtime_over_ptime: s.wtime_over_ptime,
+        mem_per_task_bytes: peak_total as f64 / r.images.len().max(1) as f64,
+        max_rank_voxels: r.processes.iter().map(|p| p.voxels).max().unwrap_or(0),
+        total_voxels: r.images.iter().map(|i| i.voxels).sum(),
+        largest_image_bytes: largest,
+        load_imbalance: s.load_imbalance,
+        failed: s.failed,
+        report: path.to_path_buf(),
+    }
+}
+
+fn resolve_launcher(l: Launcher, ranks: usize) -> anyhow::Result<Launcher> {
+    Ok(match (l, ranks) {
+        (_, 1) if l != Launcher::Srun => Launcher::None,
+        (Launcher::None, r) => bail!("--launcher none cannot start {r} ranks"),
+        (Launcher::Auto, _) if std::env::var_os("SLURM_JOB_ID").is_some() => Launcher::Srun,
+        (Launcher::Auto, _) => Launcher::Mpirun,
+        (other, _) => other,
+    })
+}
+
+/// The command for one point.
+fn point_command(binary: &Path, launcher: Launcher, ranks: usize, threads: usize) -> Command {
+    match launcher {
+        Launcher::Mpirun => {
+            let mut c = Command::new("mpirun");
+            // Threads need more than the one core OpenMPI binds each rank to.
+            c.args([
+                "-n",
+                &ranks.to_string(),
+                "--oversubscribe",
+                "--bind-to",
+                "none",
+            ]);
+            if unsafe { libc::geteuid() } == 0 {
+                c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+            }
+            c.arg(binary);
+            c
+        }
+        Launcher::Srun => {
+            let mut c = Command::new("srun");
+            c.args([
+                "--mpi=pmix",
+                "-n",
+                &ranks.to_string(),
+                "-c",
+                &threads.to_string(),
+            ]);
+            c.arg(binary);
+            c
+        }
+        _ => Command::new(binary),
+    }
+}
+
+/// Runs every point (reps interleaved, so drift spreads evenly) and collects the rows.
+pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> anyhow::Result<Vec<StudyPoint>> {
+    let max_tasks = spec.tasks.iter().copied().max().unwrap_or(0);
+    if max_tasks > spec.images.len() {
+        bail!(
+            "--tasks asks for {max_tasks} images but the data set has {}",
+            spec.images.len()
+        );
+    }
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+    let mut grid = Vec::new();
+    for rep in 0..spec.reps {
+        for &r in &spec.ranks {
+            for &t in &spec.threads {
+                for &k in &spec.tasks {
+                    grid.push((rep, r, t, k));
+                }
+            }
+        }
+    }
+    let mut points = Vec::new();
+    for (n, &(rep, ranks, threads, tasks)) in grid.iter().enumerate() {
+        let launcher = resolve_launcher(spec.launcher, ranks)?;
+        let name = format!("r{ranks}-t{threads}-n{tasks}-rep{rep}");
+        let list = runs.join(format!("{name}.list"));
+        let text: String = spec.images[..tasks]
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect();
+        std::fs::write(&list, text)?;
+        let out = dir.join("work").join(&name);
+        let _ = std::fs::remove_dir_all(&out);
+        let report = runs.join(format!("{name}.json"));
+        let mut cmd = point_command(binary, launcher, ranks, threads);
+        cmd.arg("run")
+            .arg("--list")
+            .arg(&list)
+            .arg("-o")
+            .arg(&out)
+            .args(["--threads", &threads.to_string()])
+            .args(["--schedule", &format!("{:?}", spec.schedule).to_lowercase()])
+            .args(["--progress", "none", "--report"])
+            .arg(&report)
+            .args(&spec.run_args)
+            .env("RUST_LOG", "warn");
+        // Each point's own output (its table, any error) goes to its log.
+        let log = std::fs::File::create(runs.join(format!("{name}.log")))?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+        let t0 = Instant::now();
+        let status = cmd
+            .status()
+            .with_context(|| format!("starting point {name} ({launcher:?})"))?;
+        let outer = t0.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&out);
+        if !report.exists() {
+            bail!(
+                "point {name} wrote no report (exit {status}); see {}",
+                runs.join(format!("{name}.log")).display()
+            );
+        }
+        let r = crate::report::merge::load(&report)?;
+        let p = point_from_report(&r, ranks, threads, rep, outer, &report);
+        eprintln!(
+            "[{}/{}] {ranks} rank(s) × {threads} thread(s) × {tasks} task(s): wall {:.2} s, peak {:.1} MiB/rank, CPU eff {:.0}%{}",
+            n + 1,
+            grid.len(),
+            p.wall_s,
+            p.peak_rss_max_bytes as f64 / 1048576.0,
+            100.0 * p.cpu_efficiency,
+            if p.failed > 0 { format!(", {} FAILED", p.failed) } else { String::new() }
+        );
+        points.push(p);
+    }
+    Ok(points)
+}
+
+/// The CPU's model name, for the study's header.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.into())
+}

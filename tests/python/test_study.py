@@ -1,0 +1,81 @@
+"""Scaling study and estimate: the outputs are complete, and the prediction comes true.
+
+The validation of the scaling issue: a study of at most 16 generated
+256×256×128 images at 1 and 2 ranks predicts the 64-image run at 2 ranks; that
+run, made through the same launcher, must land within ±15% of the predicted
+wall time and peak memory per rank.
+"""
+import csv
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import BIN
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mpirun") is None and os.environ.get("NISMOOTH_REQUIRE_MPI") != "1",
+    reason="needs mpirun",
+)
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def nis(*args, timeout=600):
+    proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+    assert proc.returncode == 0, f"{args}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("study") / "data"
+    nis("generate", "-o", d, "-n", "64", "--shape", "256,256,128", "--seed", "1")
+    return d
+
+
+def test_study_writes_the_course_tables_and_plots(tmp_path):
+    out = tmp_path / "s"
+    nis("study", "--ranks", "1,2", "--threads", "1,2", "--tasks", "1,3", "--shape", "24,20,16", "--vary-size",
+        "-o", out)
+    study = json.loads((out / "study.json").read_text())
+    assert study["schema"] == "nismooth-study"
+    points = study["points"]
+    assert {(p["ranks"], p["threads"], p["tasks"]) for p in points} == {
+        (r, t, n) for r in (1, 2) for t in (1, 2) for n in (1, 3)}
+    for p in points:
+        assert p["failed"] == 0 and p["wall_s"] > 0 and p["peak_rss_max_bytes"] > 0
+        report = json.loads(open(p["report"]).read())
+        assert len(report["processes"]) == p["ranks"] and len(report["images"]) == p["tasks"]
+        assert report["config"]["threads"] == p["threads"]
+        assert p["peak_rss_total_bytes"] == sum(q["peak_rss_bytes"] for q in report["processes"])
+    rows = list(csv.DictReader(open(out / "study.csv")))
+    assert len(rows) == 8 and "write_per_task_s" in rows[0] and "mem_per_task_MiB" in rows[0]
+    md = (out / "study.md").read_text()
+    assert md.count("\n| ") == 1 + 8, md  # header + one row per point
+    for name in ["wall_vs_tasks", "speedup_vs_ranks", "efficiency_vs_ranks", "memory_vs_tasks", "stages"]:
+        assert (out / f"{name}.svg").read_text().lstrip().startswith("<svg")
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_estimate_from_16_images_predicts_the_64_image_run(dataset, tmp_path):
+    nis("study", "--ranks", "1,2", "--threads", "1", "--tasks", "4,8,16", "--data", dataset, "-o", tmp_path / "study")
+    est = tmp_path / "est.json"
+    script = tmp_path / "job.sh"
+    proc = nis("estimate", "--from", tmp_path / "study" / "study.json", "--tasks", "64", "--ranks", "2",
+               "--json", est, "--sbatch", script, "--", dataset, "-o", tmp_path / "out")
+    assert "--ntasks-per-node=2" in proc.stdout and "Memory per rank stays flat" in proc.stdout
+    e = json.loads(est.read_text())["estimate"]
+    # The 64-image run, through the same launcher the study used.
+    nis("study", "--ranks", "2", "--threads", "1", "--tasks", "64", "--data", dataset, "-o", tmp_path / "check")
+    (run,) = json.loads((tmp_path / "check" / "study.json").read_text())["points"]
+    wall_err = run["wall_s"] / e["wall_s"]["value"] - 1
+    mem_err = run["peak_rss_max_bytes"] / e["peak_rss_per_rank_bytes"]["value"] - 1
+    print(f"wall: predicted {e['wall_s']['value']:.2f} s, measured {run['wall_s']:.2f} s ({100 * wall_err:+.1f}%); "
+          f"memory: predicted {e['peak_rss_per_rank_bytes']['value'] / 2**20:.1f} MiB, "
+          f"measured {run['peak_rss_max_bytes'] / 2**20:.1f} MiB ({100 * mem_err:+.1f}%)")
+    assert abs(wall_err) <= 0.15, (e["wall_s"], run["wall_s"])
+    assert abs(mem_err) <= 0.15, (e["peak_rss_per_rank_bytes"], run["peak_rss_max_bytes"])
+    text = script.read_text()
+    assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --time=" in text and "--mem-per-cpu=" in text
