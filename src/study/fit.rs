@@ -284,15 +284,21 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
     }
     if let Some(two) = fits.iter().find(|f| f.ranks > base.ranks) {
         let s = two.ranks as f64 / base.ranks as f64 * base.b / two.b.max(1e-30);
-        let half = 1.0 + 1.0 / serial_fraction.max(1e-6);
+        let limit = if serial_fraction < 1e-3 {
+            "no contention between ranks was measured, so the study cannot say where it starts: measure more ranks per node before relying on many".to_string()
+        } else {
+            format!(
+                "so more ranks per node help until about {:.0} ranks, where efficiency falls to 50%; beyond that, add nodes",
+                1.0 + 1.0 / serial_fraction
+            )
+        };
         advice.push(format!(
-            "{} ranks on one node: speed-up {:.2}× over {} (efficiency {:.0}%); serial fraction {:.3}, so more ranks per node help until about {} ranks, where efficiency falls to 50%; beyond that, add nodes.",
+            "{} ranks on one node: speed-up {:.2}× over {} (efficiency {:.0}%); serial fraction {:.3}: {limit}.",
             two.ranks,
             s,
             base.ranks,
             100.0 * s / (two.ranks as f64 / base.ranks as f64),
             serial_fraction,
-            if half > 1e5 { "many".to_string() } else { format!("{half:.0}") }
         ));
     }
     if memory_flat {
