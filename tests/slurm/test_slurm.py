@@ -200,3 +200,21 @@ def test_sbatch_two_nodes_with_mpirun_inside(images, tmp_path):
     assert {p["host"] for p in r["processes"]} == {"node1", "node2"}
     assert r["slurm"]["job_id"] == int(jid)
     outputs_match(tmp_path / "out", images / "single")
+
+
+@one_node
+def test_study_through_srun(tmp_path):
+    """`nismooth study --launcher srun`: each point is a real Slurm job step."""
+    out = tmp_path / "study"
+    proc = subprocess.run([str(BIN), "study", "--launcher", "srun", "--ranks", "1,2", "--threads", "1",
+                           "--tasks", "2,4", "--shape", "20,18,12", "-o", str(out)],
+                          capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    study = json.loads((out / "study.json").read_text())
+    assert {(p["ranks"], p["tasks"]) for p in study["points"]} == {(1, 2), (1, 4), (2, 2), (2, 4)}
+    for p in study["points"]:
+        r = json.loads(open(p["report"]).read())
+        assert len(r["processes"]) == p["ranks"]
+        assert all(q["slurm"] and q["slurm"]["job_id"] for q in r["processes"]), "ran as a Slurm step"
+        if p["ranks"] == 2:
+            assert r["parallel"]["comm"].startswith("MPI, 2 rank")
