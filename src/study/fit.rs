@@ -2,6 +2,9 @@
 //!
 //! Time: each (ranks, threads) group is fitted as wall = a + b·x, where x is
 //! the voxels on the busiest rank (so uneven image sizes count as they cost).
+//! b comes from the measured read+filter+write of the busiest rank over its
+//! voxels (pooled over the group's points), a from the rest of the wall: a
+//! least-squares line through a few points lets start-up noise tilt the slope.
 //! Ranks on one node contend for memory bandwidth and the disk, so the
 //! per-voxel cost grows with the ranks per node M as b(M) = b(1)·(1 + f·(M−1)):
 //! that is Amdahl's law, S(M) = M / (1 + f·(M−1)), and f is the serial fraction
@@ -126,7 +129,7 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
     let fits = time_fits(&ok, threads);
     anyhow::ensure!(
         !fits.is_empty(),
-        "the study needs at least two image counts at {threads} thread(s) to fit time = a + b × voxels"
+        "the study has no timed images at {threads} thread(s) to fit time = a + b × voxels"
     );
     let base = fits.iter().min_by_key(|f| f.ranks).unwrap();
     // Amdahl over ranks on one node: b(M)/b(R0) = (1 + f(M−1)) / (1 + f(R0−1)).
@@ -371,6 +374,7 @@ mod tests {
             wtime_over_ptime: 1.0,
             mem_per_task_bytes: 0.0,
             max_rank_voxels: (tasks.div_ceil(ranks) * 1000) as u64,
+            max_rank_busy_s: wall - 0.3,
             total_voxels: (tasks * 1000) as u64,
             largest_image_bytes: 4000,
             load_imbalance: 1.0,

@@ -74,6 +74,9 @@ pub struct StudyPoint {
     pub mem_per_task_bytes: f64,
     /// Voxels on the busiest rank (the makespan's driver).
     pub max_rank_voxels: u64,
+    /// Read + filter + write of the busiest rank, seconds.
+    #[serde(default)]
+    pub max_rank_busy_s: f64,
     pub total_voxels: u64,
     /// The largest image's in-memory size (voxels × bytes per voxel as read).
     pub largest_image_bytes: u64,
@@ -145,6 +148,7 @@ pub fn point_from_report(
         wtime_over_ptime: s.wtime_over_ptime,
         mem_per_task_bytes: peak_total as f64 / r.images.len().max(1) as f64,
         max_rank_voxels: r.processes.iter().map(|p| p.voxels).max().unwrap_or(0),
+        max_rank_busy_s: r.processes.iter().map(|p| p.busy_s).fold(0.0, f64::max),
         total_voxels: r.images.iter().map(|i| i.voxels).sum(),
         largest_image_bytes: largest,
         load_imbalance: s.load_imbalance,
@@ -248,6 +252,9 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> anyhow::Result<Vec<St
         // Each point's own output (its table, any error) goes to its log.
         let log = std::fs::File::create(runs.join(format!("{name}.log")))?;
         cmd.stdout(log.try_clone()?).stderr(log);
+        // Flush the previous point's writes, so no point pays for another's.
+        // SAFETY: sync has no arguments and cannot fail.
+        unsafe { libc::sync() };
         let t0 = Instant::now();
         let status = cmd
             .status()
