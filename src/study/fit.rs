@@ -2,9 +2,8 @@
 //!
 //! Time: each (ranks, threads) group is fitted as wall = a + b·x, where x is
 //! the voxels on the busiest rank (so uneven image sizes count as they cost).
-//! b comes from the measured read+filter+write of the busiest rank over its
-//! voxels (pooled over the group's points), a from the rest of the wall: a
-//! least-squares line through a few points lets start-up noise tilt the slope.
+//! by least squares; studies interleave repetitions and sync between points,
+//! because start-up noise in a few short runs can tilt the line.
 //! Ranks on one node contend for memory bandwidth and the disk, so the
 //! per-voxel cost grows with the ranks per node M as b(M) = b(1)·(1 + f·(M−1)):
 //! that is Amdahl's law, S(M) = M / (1 + f·(M−1)), and f is the serial fraction
