@@ -15,6 +15,7 @@ use nismooth::filter::{cpu::CpuBackend, Backend, ExpFlavour, Kernel1d};
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::io::OutputFormat;
 use nismooth::report::{self, Exporter};
+use nismooth::slurm::parse_mib;
 use nismooth::slurm::script::{self, JobSpec, Memory, Model};
 
 /// Exit codes: every image done, some image failed, the command was refused.
@@ -164,7 +165,12 @@ fn report_cmd(args: &ReportArgs) -> anyhow::Result<u8> {
                 !args.files.is_empty(),
                 "give report files to show, or `report merge`"
             );
-            let request = args.mem_request.as_deref().map(parse_mib).transpose()?;
+            let request = args
+                .mem_request
+                .as_deref()
+                .map(parse_mib)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             for f in &args.files {
                 let r = report::merge::load(f)?;
                 println!("== {}", f.display());
@@ -217,8 +223,12 @@ fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     };
     let mut notes = Vec::new();
     let memory = match (&args.mem, &args.mem_per_cpu) {
-        (Some(m), _) => Memory::PerNode { mib: parse_mib(m)? },
-        (None, Some(m)) => Memory::PerCpu { mib: parse_mib(m)? },
+        (Some(m), _) => Memory::PerNode {
+            mib: parse_mib(m).map_err(anyhow::Error::msg)?,
+        },
+        (None, Some(m)) => Memory::PerCpu {
+            mib: parse_mib(m).map_err(anyhow::Error::msg)?,
+        },
         (None, None) => {
             let per_rank = default_rank_memory_mib(&args.run_args, &mut notes);
             match args.model {
@@ -264,21 +274,6 @@ fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// "4G", "1500M", "512" (MiB) → MiB.
-fn parse_mib(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('G') | Some('g') => (&s[..s.len() - 1], 1024),
-        Some('T') | Some('t') => (&s[..s.len() - 1], 1024 * 1024),
-        Some('M') | Some('m') => (&s[..s.len() - 1], 1),
-        _ => (s, 1),
-    };
-    let v: u64 = num
-        .parse()
-        .with_context(|| format!("memory '{s}': expected e.g. 4G or 1500M"))?;
-    Ok(v * mult)
-}
-
 fn round_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
@@ -301,14 +296,7 @@ fn default_rank_memory_mib(run_args: &[String], notes: &mut Vec<String>) -> u64 
             inputs
                 .iter()
                 .filter_map(|p| nismooth::io::read_header_info(p).ok())
-                .map(|h| {
-                    h.voxels()
-                        * if h.scaling.is_some() {
-                            8
-                        } else {
-                            h.stored.size() as u64
-                        }
-                })
+                .map(|h| h.memory_bytes())
                 .max()
         });
     match largest {

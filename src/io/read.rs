@@ -33,6 +33,10 @@ impl HeaderInfo {
     pub fn data_bytes(&self) -> u64 {
         self.voxels() * self.stored.size() as u64
     }
+    /// The image's size in memory, as nismooth holds it (the presented dtype).
+    pub fn memory_bytes(&self) -> u64 {
+        self.voxels() * self.presented().size() as u64
+    }
     /// The dtype nibabel presents: float64 when scaled.
     pub fn presented(&self) -> DType {
         if self.scaling.is_some() {

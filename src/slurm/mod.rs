@@ -122,6 +122,20 @@ impl ArraySlot {
     }
 }
 
+/// A memory size as Slurm writes it ("4G", "1500M", "512" meaning MiB) → MiB.
+pub fn parse_mib(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('G' | 'g') => (&s[..s.len() - 1], 1024),
+        Some('T' | 't') => (&s[..s.len() - 1], 1024 * 1024),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|v| v * mult)
+        .map_err(|_| format!("memory '{s}': expected e.g. 4G or 1500M"))
+}
+
 /// Expands Slurm's filename patterns in a report path: %A (array job id),
 /// %a (array task id), %j (job id), %% (a percent sign). Outside an array,
 /// %a expands to 0 and %A to the job id (or 0), so the name stays valid.
@@ -248,6 +262,14 @@ mod tests {
             .share(10, Some(3)),
             vec![3, 4, 5]
         );
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_slurm() {
+        assert_eq!(parse_mib("4G"), Ok(4096));
+        assert_eq!(parse_mib(" 1500M"), Ok(1500));
+        assert_eq!(parse_mib("512"), Ok(512));
+        assert!(parse_mib("lots").is_err());
     }
 
     #[test]

@@ -96,32 +96,13 @@ fn list_sizes(list: &Path) -> anyhow::Result<(u64, f64, usize)> {
     for p in &inputs {
         let h =
             crate::io::read_header_info(p).with_context(|| format!("reading {}", p.display()))?;
-        let bytes = h.voxels()
-            * if h.scaling.is_some() {
-                8
-            } else {
-                h.stored.size() as u64
-            };
+        let bytes = h.memory_bytes();
         largest = largest.max(bytes);
         vox += h.voxels();
         n += 1;
     }
     anyhow::ensure!(n > 0, "{} lists no images", list.display());
     Ok((largest, vox as f64 / n as f64, n))
-}
-
-fn parse_mib(s: &str) -> anyhow::Result<f64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('G' | 'g') => (&s[..s.len() - 1], 1024.0),
-        Some('T' | 't') => (&s[..s.len() - 1], 1048576.0),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1.0),
-        _ => (s, 1.0),
-    };
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("memory '{s}': expected e.g. 64G or 1500M"))?;
-    Ok(v * mult)
 }
 
 /// Seconds for short times, h:mm:ss for long ones.
@@ -175,7 +156,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let text = render(&e, &request, args);
     print!("{text}");
     if let Some(avail) = &args.mem_per_node {
-        let avail = parse_mib(avail)?;
+        let avail = crate::slurm::parse_mib(avail).map_err(anyhow::Error::msg)? as f64;
         let need = request.mem_per_cpu_mib as f64 * (per_node * threads) as f64;
         if need > avail {
             println!(
