@@ -35,6 +35,9 @@ pub enum Command {
     /// Print the Gaussian taps nismooth uses (one per line, full precision).
     #[command(hide = true)]
     Weights(WeightsArgs),
+    /// Times the filter alone on one image in memory (for scripts/bench.py).
+    #[command(hide = true, name = "bench-filter")]
+    BenchFilter(BenchFilterArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -334,4 +337,21 @@ pub struct WeightsArgs {
     pub sigma: f64,
     #[arg(long, default_value_t = 4.0)]
     pub truncate: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchFilterArgs {
+    /// A NIfTI image to smooth in memory.
+    pub input: PathBuf,
+    /// Sigma in voxels: one value, or x,y,z.
+    #[arg(long, default_value = "2")]
+    pub sigma: String,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Timed repetitions; the best and the median are printed.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Also write the last result here (raw little-endian voxels) for checking.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
 }

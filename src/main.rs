@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use nismooth::cli::{
-    BackendChoice, Cli, Command, GenerateArgs, ReportAction, ReportArgs, RunArgs, SbatchArgs,
-    WeightsArgs,
+    BackendChoice, BenchFilterArgs, Cli, Command, GenerateArgs, ReportAction, ReportArgs, RunArgs,
+    SbatchArgs, WeightsArgs,
 };
 use nismooth::config::RunConfig;
 use nismooth::driver;
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             nismooth::study::command::estimate(&args).map(|_| EXIT_OK)
         }
         Command::Weights(args) => weights(&args),
+        Command::BenchFilter(args) => bench_filter(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -358,5 +359,43 @@ fn weights(args: &WeightsArgs) -> anyhow::Result<u8> {
     for w in k.half.iter().rev().chain(k.half.iter().skip(1)) {
         println!("{w:e}");
     }
+    Ok(EXIT_OK)
+}
+
+/// `nismooth bench-filter`: the filter alone on one image already in memory,
+/// timed like scipy's call in scripts/bench.py. Prints one JSON object.
+fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
+    use nismooth::filter::{FilterSpec, Mode};
+    let img = nismooth::io::read_image(&args.input)
+        .with_context(|| format!("{}", args.input.display()))?;
+    let spec = FilterSpec {
+        sigma: nismooth::config::parse_sigma(&args.sigma)?,
+        truncate: 4.0,
+        mode: Mode::Reflect,
+        cval: 0.0,
+        exp: ExpFlavour::detect(),
+    };
+    let mut backend = CpuBackend::new(args.threads)?;
+    let dtype = img.voxels.dtype();
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..args.reps.max(1) {
+        let input = img.voxels.clone();
+        let t = std::time::Instant::now();
+        let out = backend.smooth(input, img.shape, &spec, dtype)?;
+        times.push(t.elapsed().as_secs_f64());
+        last = Some(out);
+    }
+    if let (Some(path), Some(out)) = (&args.dump, &last) {
+        std::fs::write(path, out.as_bytes())?;
+    }
+    times.sort_by(f64::total_cmp);
+    let json = serde_json::json!({
+        "voxels": img.shape.len(),
+        "threads": backend.threads(),
+        "best_s": times[0],
+        "median_s": times[times.len() / 2],
+    });
+    println!("{json}");
     Ok(EXIT_OK)
 }

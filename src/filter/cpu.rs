@@ -13,13 +13,10 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::simd::{self, LANES};
 use super::{Backend, FilterError, FilterSpec, Kernel1d, Mode, Shape};
 use crate::volume::{DType, Sample, VoxelVec, Voxels};
 use crate::{with_dtype, with_voxels};
-
-/// Lines processed together: 16 f64 = four AVX2 or two AVX-512 registers.
-const LANES: usize = 16;
-type Row = [f64; LANES];
 
 pub struct CpuBackend {
     pool: Arc<rayon::ThreadPool>,
@@ -76,11 +73,10 @@ fn smooth_all(
     spec: &FilterSpec,
     out: DType,
 ) -> Voxels {
-    let first = kernels.iter().position(Option::is_some);
-    let Some(first) = first else {
+    if kernels.iter().all(Option::is_none) {
         // scipy copies the input into the output array when no axis is filtered.
         return input.cast(out);
-    };
+    }
     let edge = Edge {
         mode: spec.mode,
         cval: spec.cval,
@@ -89,32 +85,62 @@ fn smooth_all(
         let mut buf = input;
         with_voxels!(&mut buf, v => {
             let ptr = v.as_mut_ptr();
-            for (a, k) in kernels.iter().enumerate().skip(first) {
-                if let Some(k) = k {
-                    for_each_volume(shape, |off| unsafe {
-                        pass(ptr.add(off), ptr.add(off), shape.spatial, a, k, edge)
-                    });
-                }
-            }
+            for_each_volume(shape, |off| unsafe {
+                smooth_volume(ptr.add(off), ptr.add(off), shape.spatial, kernels, edge)
+            });
         });
         buf
     } else {
         let mut result = Voxels::zeros(out, shape.len());
         with_voxels!(&input, src => with_voxels!(&mut result, dst => {
             let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
-            let k = kernels[first].as_ref().expect("first kernel");
             for_each_volume(shape, |off| unsafe {
-                pass(sp.add(off), dp.add(off), shape.spatial, first, k, edge)
+                smooth_volume(sp.add(off), dp.add(off), shape.spatial, kernels, edge)
             });
-            for (a, k) in kernels.iter().enumerate().skip(first + 1) {
-                if let Some(k) = k {
-                    for_each_volume(shape, |off| unsafe {
-                        pass(dp.add(off), dp.add(off), shape.spatial, a, k, edge)
-                    });
-                }
-            }
         }));
         result
+    }
+}
+
+/// All passes of one volume: the first reads `src`, the others work in place
+/// on `dst` (which may be `src`). When x and y are both filtered they run
+/// slice by slice, so that the y pass finds the slice the x pass just wrote
+/// still in cache: the volume crosses main memory twice instead of three times.
+///
+/// # Safety
+/// As for `pass`, for the whole volume.
+unsafe fn smooth_volume<S: Sample, D: Sample>(
+    src: *const S,
+    dst: *mut D,
+    n: [usize; 3],
+    kernels: &[Option<Kernel1d>; 3],
+    edge: Edge,
+) {
+    if let [Some(kx), Some(ky), kz] = kernels {
+        let slice = n[0] * n[1];
+        let (s, d) = (Shared(src as *mut S), Shared(dst));
+        (0..n[2])
+            .into_par_iter()
+            .for_each_init(Scratch::default, move |sc, z| {
+                let (s, d) = (s, d);
+                let (sz, dz) = (s.0.add(z * slice), d.0.add(z * slice));
+                pass(sz, dz, [n[0], n[1], 1], 0, kx, edge, Some(sc));
+                pass(dz, dz, [n[0], n[1], 1], 1, ky, edge, Some(sc));
+            });
+        if let Some(kz) = kz {
+            pass(dst, dst, n, 2, kz, edge, None);
+        }
+        return;
+    }
+    let mut first = true;
+    for (a, k) in kernels.iter().enumerate() {
+        let Some(k) = k else { continue };
+        if first {
+            pass(src, dst, n, a, k, edge, None);
+            first = false;
+        } else {
+            pass(dst, dst, n, a, k, edge, None);
+        }
     }
 }
 
@@ -150,6 +176,7 @@ unsafe fn pass<S: Sample, D: Sample>(
     axis: usize,
     k: &Kernel1d,
     edge: Edge,
+    reuse: Option<&mut Scratch>,
 ) {
     let stride = [1, n[0], n[0] * n[1]];
     // The two other axes: `b` (the faster one) is spread across lanes.
@@ -159,81 +186,251 @@ unsafe fn pass<S: Sample, D: Sample>(
         _ => (0, 1),
     };
     let len = n[axis];
-    let blocks = n[b].div_ceil(LANES);
+    let width = tile_width(axis, n[b]);
+    let blocks = n[b].div_ceil(width);
     let groups = n[c] * blocks;
     let r = k.radius();
     let (src, dst) = (Shared(src as *mut S), Shared(dst));
     let geo = Geometry {
         len,
+        width,
         step: stride[axis],
         lane_step: stride[b],
     };
 
-    (0..groups).into_par_iter().for_each_init(
-        || (vec![[0.0; LANES]; len + 2 * r], vec![[0.0; LANES]; len]),
-        |(tile, out), g| {
-            let (ci, bi) = (g / blocks, g % blocks);
-            let b0 = bi * LANES;
-            let lanes = LANES.min(n[b] - b0);
-            let base = ci * stride[c] + b0 * stride[b];
-            // Copy the raw pointers out of their wrappers inside the closure.
-            let (s, d) = (src, dst);
-            unsafe {
-                geo.load(s.0.add(base), lanes, &mut tile[r..r + len]);
-                extend(tile, r, len, edge);
-                convolve(tile, out, &k.half);
-                geo.store(out, lanes, d.0.add(base));
+    let scratch = || {
+        let mut sc = Scratch::default();
+        sc.fit(len, r, width, axis);
+        sc
+    };
+    let work = |sc: &mut Scratch, g: usize| {
+        let (ci, bi) = (g / blocks, g % blocks);
+        let b0 = bi * width;
+        let lanes = width.min(n[b] - b0);
+        let base = ci * stride[c] + b0 * stride[b];
+        // Copy the raw pointers out of their wrappers inside the closure.
+        let (s, d) = (src, dst);
+        unsafe {
+            // The z pass jumps a whole slice between rows, which the hardware
+            // prefetchers do not follow. The next group of this thread's range
+            // is most likely g + 1: ask for its rows now, so that they arrive
+            // while this one computes.
+            if axis == 2 && g + 1 < groups {
+                let (cn, bn) = ((g + 1) / blocks, (g + 1) % blocks);
+                let next = cn * stride[c] + bn * width * stride[b];
+                geo.prefetch(s.0.add(next), width.min(n[b] - bn * width));
             }
-        },
-    );
+            group(&geo, sc, s.0.add(base), d.0.add(base), lanes, k, edge)
+        }
+    };
+    match reuse {
+        None => (0..groups).into_par_iter().for_each_init(scratch, work),
+        Some(sc) => {
+            sc.fit(len, r, width, axis);
+            (0..groups).for_each(|g| work(sc, g));
+        }
+    }
+}
+
+/// One group of lines: load, pad, convolve, store. The loads and stores
+/// convert between the image's dtype and f64; they are compiled once per
+/// instruction set so that those conversions use the widest vectors the CPU has.
+unsafe fn group<S: Sample, D: Sample>(
+    geo: &Geometry,
+    sc: &mut Scratch,
+    src: *const S,
+    dst: *mut D,
+    lanes: usize,
+    k: &Kernel1d,
+    edge: Edge,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return group_avx512(geo, sc, src, dst, lanes, k, edge);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return group_avx2(geo, sc, src, dst, lanes, k, edge);
+        }
+    }
+    group_body(geo, sc, src, dst, lanes, k, edge)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn group_avx512<S: Sample, D: Sample>(
+    geo: &Geometry,
+    sc: &mut Scratch,
+    src: *const S,
+    dst: *mut D,
+    lanes: usize,
+    k: &Kernel1d,
+    edge: Edge,
+) {
+    group_body(geo, sc, src, dst, lanes, k, edge)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn group_avx2<S: Sample, D: Sample>(
+    geo: &Geometry,
+    sc: &mut Scratch,
+    src: *const S,
+    dst: *mut D,
+    lanes: usize,
+    k: &Kernel1d,
+    edge: Edge,
+) {
+    group_body(geo, sc, src, dst, lanes, k, edge)
+}
+
+#[inline(always)]
+unsafe fn group_body<S: Sample, D: Sample>(
+    geo: &Geometry,
+    sc: &mut Scratch,
+    src: *const S,
+    dst: *mut D,
+    lanes: usize,
+    k: &Kernel1d,
+    edge: Edge,
+) {
+    let (r, len, width) = (k.radius(), geo.len, geo.width);
+    let body = &mut sc.tile[r * width..(r + len) * width];
+    geo.load(src, lanes, body, &mut sc.lines);
+    extend(&mut sc.tile, width, r, len, edge);
+    simd::convolve(&sc.tile, &mut sc.out, width, &k.half);
+    geo.store(&sc.out, lanes, dst, &mut sc.lines);
+}
+
+/// Lines per tile. Axis 0's lines are contiguous and go through 16-line
+/// transposes. For the other axes the lanes are contiguous in memory, and a
+/// wider tile reads longer contiguous runs per row: the z pass otherwise
+/// jumps a whole slice between 64-byte reads and waits on memory.
+fn tile_width(axis: usize, lanes: usize) -> usize {
+    if axis == 0 {
+        return LANES;
+    }
+    // 64 measured best on Zen 4 (docs/performance.md); NISMOOTH_TILE_WIDTH tunes it.
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let max = *MAX.get_or_init(|| {
+        std::env::var("NISMOOTH_TILE_WIDTH")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(64)
+    });
+    lanes
+        .next_multiple_of(LANES)
+        .min(max.next_multiple_of(LANES).max(LANES))
+}
+
+/// Per-thread buffers, reused for every group of lines the thread takes.
+/// Every element is written before it is read, so resizing never clears.
+#[derive(Default)]
+struct Scratch {
+    /// `(len + 2r) × width` f64: the lines and their padding.
+    tile: Vec<f64>,
+    out: Vec<f64>,
+    /// Axis 0 only: the group's lines in f64, on their way to or from the tile.
+    lines: Vec<Vec<f64>>,
+}
+
+impl Scratch {
+    fn fit(&mut self, len: usize, r: usize, width: usize, axis: usize) {
+        self.tile.resize((len + 2 * r) * width, 0.0);
+        self.out.resize(len * width, 0.0);
+        let lines = if axis == 0 { LANES } else { 0 };
+        self.lines.resize_with(lines, Vec::new);
+        self.lines.iter_mut().for_each(|l| l.resize(len, 0.0));
+    }
 }
 
 /// How lines lie in memory: `step` between samples of a line, `lane_step`
-/// between neighbouring lines.
+/// between neighbouring lines; `width` lanes per tile row.
 struct Geometry {
     len: usize,
+    width: usize,
     step: usize,
     lane_step: usize,
 }
 
 impl Geometry {
-    unsafe fn load<S: Sample>(&self, p: *const S, lanes: usize, rows: &mut [Row]) {
+    /// Hints the cache to fetch a group's lines (into L2: they are read once,
+    /// converted into the tile, and not touched again until the store).
+    #[inline(always)]
+    unsafe fn prefetch<S>(&self, p: *const S, lanes: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            let size = std::mem::size_of::<S>();
+            let (runs, run_step, run_bytes) = if self.lane_step == 1 {
+                (self.len, self.step, lanes * size)
+            } else {
+                (lanes, self.lane_step, self.len * size)
+            };
+            for i in 0..runs {
+                let row = p.add(i * run_step) as *const i8;
+                for off in (0..run_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T1>(row.add(off));
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, lanes);
+    }
+
+    #[inline(always)]
+    unsafe fn load<S: Sample>(
+        &self,
+        p: *const S,
+        lanes: usize,
+        rows: &mut [f64],
+        lines: &mut [Vec<f64>],
+    ) {
         if self.lane_step == 1 {
-            for (i, row) in rows.iter_mut().enumerate() {
-                let q = p.add(i * self.step);
-                for (l, x) in row.iter_mut().enumerate().take(lanes) {
-                    *x = (*q.add(l)).to_f64();
+            for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
+                let src = std::slice::from_raw_parts(p.add(i * self.step), lanes);
+                for (x, v) in row.iter_mut().zip(src) {
+                    *x = v.to_f64();
                 }
                 row[lanes..].fill(0.0);
             }
         } else {
-            // Lines are contiguous (axis 0): read each line, write a tile column.
-            for l in 0..LANES {
+            // Lines are contiguous (axis 0): convert each line, then transpose.
+            for (l, line) in lines.iter_mut().enumerate() {
                 if l < lanes {
-                    let q = p.add(l * self.lane_step);
-                    for (i, row) in rows.iter_mut().enumerate().take(self.len) {
-                        row[l] = (*q.add(i)).to_f64();
+                    let src = std::slice::from_raw_parts(p.add(l * self.lane_step), self.len);
+                    for (x, v) in line.iter_mut().zip(src) {
+                        *x = v.to_f64();
                     }
                 } else {
-                    rows.iter_mut().for_each(|row| row[l] = 0.0);
+                    line.fill(0.0);
                 }
             }
+            simd::transpose_in(lines, self.len, rows);
         }
     }
 
-    unsafe fn store<D: Sample>(&self, rows: &[Row], lanes: usize, p: *mut D) {
+    #[inline(always)]
+    unsafe fn store<D: Sample>(
+        &self,
+        rows: &[f64],
+        lanes: usize,
+        p: *mut D,
+        lines: &mut [Vec<f64>],
+    ) {
         if self.lane_step == 1 {
-            for (i, row) in rows.iter().enumerate() {
-                let q = p.add(i * self.step);
-                for (l, &x) in row.iter().enumerate().take(lanes) {
-                    *q.add(l) = D::from_f64(x);
+            for (i, row) in rows.chunks_exact(self.width).enumerate() {
+                let dst = std::slice::from_raw_parts_mut(p.add(i * self.step), lanes);
+                for (y, &x) in dst.iter_mut().zip(row) {
+                    *y = D::from_f64(x);
                 }
             }
         } else {
-            for l in 0..lanes {
-                let q = p.add(l * self.lane_step);
-                for (i, row) in rows.iter().enumerate() {
-                    *q.add(i) = D::from_f64(row[l]);
+            simd::transpose_out(rows, self.len, lines);
+            for (l, line) in lines.iter().enumerate().take(lanes) {
+                let dst = std::slice::from_raw_parts_mut(p.add(l * self.lane_step), self.len);
+                for (y, &x) in dst.iter_mut().zip(line) {
+                    *y = D::from_f64(x);
                 }
             }
         }
@@ -241,61 +438,16 @@ impl Geometry {
 }
 
 /// Fills the `r` rows on each side of the line per boundary mode.
-fn extend(tile: &mut [Row], r: usize, len: usize, edge: Edge) {
+#[inline(always)]
+fn extend(tile: &mut [f64], width: usize, r: usize, len: usize, edge: Edge) {
     for i in 1..=r as isize {
         for pos in [-i, len as isize - 1 + i] {
-            let row = match edge.mode.source(pos, len) {
-                Some(j) => tile[r + j],
-                None => [edge.cval; LANES],
-            };
-            tile[(r as isize + pos) as usize] = row;
-        }
-    }
-}
-
-fn convolve(tile: &[Row], out: &mut [Row], w: &[f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return unsafe { convolve_avx512(tile, out, w) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return unsafe { convolve_avx2(tile, out, w) };
-        }
-    }
-    convolve_rows(tile, out, w)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn convolve_avx512(tile: &[Row], out: &mut [Row], w: &[f64]) {
-    convolve_rows(tile, out, w)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn convolve_avx2(tile: &[Row], out: &mut [Row], w: &[f64]) {
-    convolve_rows(tile, out, w)
-}
-
-/// scipy's symmetric correlation, one row of `LANES` lines at a time.
-#[inline(always)]
-fn convolve_rows(tile: &[Row], out: &mut [Row], w: &[f64]) {
-    let r = w.len() - 1;
-    for (i, o) in out.iter_mut().enumerate() {
-        let win = &tile[i..i + 2 * r + 1];
-        let centre = &win[r];
-        let mut acc = [0.0; LANES];
-        for l in 0..LANES {
-            acc[l] = centre[l] * w[0];
-        }
-        for kk in (1..=r).rev() {
-            let (lo, hi, wk) = (&win[r - kk], &win[r + kk], w[kk]);
-            for l in 0..LANES {
-                acc[l] += (lo[l] + hi[l]) * wk;
+            let to = (r as isize + pos) as usize * width;
+            match edge.mode.source(pos, len) {
+                Some(j) => tile.copy_within((r + j) * width..(r + j + 1) * width, to),
+                None => tile[to..to + width].fill(edge.cval),
             }
         }
-        *o = acc;
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod extend;
 pub mod kernel;
+pub mod simd;
 
 pub use extend::Mode;
 pub use kernel::{ExpFlavour, Kernel1d};

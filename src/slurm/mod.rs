@@ -78,7 +78,7 @@ impl SlurmContext {
                 ))
             }
         };
-        if id < min || (id - min) % step != 0 || (id - min) / step >= count {
+        if id < min || !(id - min).is_multiple_of(step) || (id - min) / step >= count {
             return Err(UsageError::BadOption(format!(
                 "array task {id} is not on the array's grid (min {min}, step {step}, {count} tasks); \
                  nismooth shares images over evenly spaced ids such as --array=0-99 or 1-100:1"

@@ -86,7 +86,7 @@ impl JobSpec {
 }
 
 fn mib(m: u64) -> String {
-    if m % 1024 == 0 {
+    if m.is_multiple_of(1024) {
         format!("{}G", m / 1024)
     } else {
         format!("{m}M")

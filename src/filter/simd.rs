@@ -1,0 +1,381 @@
+//! The inner loops of every pass, written for the vector units.
+//!
+//! Bit-exactness fixes the arithmetic: per output, `acc = x·w0` and then
+//! `acc = acc + (lo + hi)·w[k]` for k = r..1, each step rounded separately in
+//! f64, as scipy does. What is left to win is how fast that exact sequence
+//! runs. Two things matter on x86-64:
+//! * **Loads.** Four neighbouring outputs are computed together, and the
+//!   window of input rows slides through registers as k falls, so each step
+//!   loads two rows instead of eight.
+//! * **Ports.** Adds are two thirds of the work, and a CPU such as Zen 4 has
+//!   two add units beside two multiply-add units. `fma(a, 1, b)` rounds once,
+//!   exactly like `a + b`, so half of the pair sums go to the multiply-add
+//!   units, which otherwise only multiply. Results do not change; the adds
+//!   are spread over four units instead of two.
+//!
+//! Axis 0 (lines contiguous in memory) goes through 8×8 transposes in
+//! registers, so that every pass works on the same tile layout.
+
+/// Tile widths are multiples of this (two AVX-512 or four AVX2 vectors), and
+/// axis 0's tiles are exactly this wide (the transposes work on 16 lines).
+pub const LANES: usize = 16;
+
+/// A tile is row-major f64: row `i` holds position `i` of `width` neighbouring
+/// lines. `out` row `i` = the window of `tile` centred on row `i + r`, summed
+/// in scipy's order; `tile` holds `len + 2r` rows (the lines and their padding).
+pub fn convolve(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+    assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
+    assert!(tile.len() >= out.len() + 2 * (w.len() - 1) * width);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected; the assert bounds every row read.
+            return unsafe { x86::convolve_avx512(tile, out, width, w) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { x86::convolve_avx2(tile, out, width, w) };
+        }
+    }
+    convolve_scalar(tile, out, width, w)
+}
+
+/// The definition, one output at a time (also the fallback on other CPUs).
+pub fn convolve_scalar(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+    let r = w.len() - 1;
+    for (i, o) in out.chunks_exact_mut(width).enumerate() {
+        let at = |row: usize, l: usize| tile[row * width + l];
+        for (l, o) in o.iter_mut().enumerate() {
+            let mut acc = at(i + r, l) * w[0];
+            for k in (1..=r).rev() {
+                acc += (at(i + r - k, l) + at(i + r + k, l)) * w[k];
+            }
+            *o = acc;
+        }
+    }
+}
+
+/// Copies `LANES` lines (each at least `len` long) into a tile `LANES` wide:
+/// `rows[i·LANES + l] = lines[l][i]`.
+pub fn transpose_in(lines: &[Vec<f64>], len: usize, rows: &mut [f64]) {
+    assert!(lines.len() == LANES && rows.len() >= len * LANES);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: feature detected; the assert bounds every access.
+            return unsafe { x86::transpose_in_avx512(lines, len, rows) };
+        }
+    }
+    for (i, row) in rows.chunks_exact_mut(LANES).enumerate().take(len) {
+        for (x, line) in row.iter_mut().zip(lines) {
+            *x = line[i];
+        }
+    }
+}
+
+/// The inverse: `lines[l][i] = rows[i·LANES + l]`.
+pub fn transpose_out(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
+    assert!(lines.len() == LANES && rows.len() >= len * LANES);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: as above.
+            return unsafe { x86::transpose_out_avx512(rows, len, lines) };
+        }
+    }
+    for (l, line) in lines.iter_mut().enumerate() {
+        for (i, x) in line.iter_mut().enumerate().take(len) {
+            *x = rows[i * LANES + l];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::LANES;
+    use std::arch::x86_64::*;
+
+    /// The few vector operations the kernel needs, for one register width.
+    trait Vector: Copy {
+        const WIDTH: usize;
+        unsafe fn load(p: *const f64) -> Self;
+        unsafe fn store(self, p: *mut f64);
+        unsafe fn splat(x: f64) -> Self;
+        unsafe fn add(self, o: Self) -> Self;
+        unsafe fn mul(self, o: Self) -> Self;
+        /// `self + o` on the multiply-add units (`one` must hold 1.0).
+        unsafe fn add_fma(self, o: Self, one: Self) -> Self;
+    }
+
+    impl Vector for __m512d {
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn load(p: *const f64) -> Self {
+            _mm512_loadu_pd(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64) {
+            _mm512_storeu_pd(p, self)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f64) -> Self {
+            _mm512_set1_pd(x)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            _mm512_add_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            _mm512_mul_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn add_fma(self, o: Self, one: Self) -> Self {
+            _mm512_fmadd_pd(self, one, o)
+        }
+    }
+
+    impl Vector for __m256d {
+        const WIDTH: usize = 4;
+        #[inline(always)]
+        unsafe fn load(p: *const f64) -> Self {
+            _mm256_loadu_pd(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64) {
+            _mm256_storeu_pd(p, self)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f64) -> Self {
+            _mm256_set1_pd(x)
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            _mm256_add_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            _mm256_mul_pd(self, o)
+        }
+        #[inline(always)]
+        unsafe fn add_fma(self, o: Self, one: Self) -> Self {
+            _mm256_fmadd_pd(self, one, o)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn convolve_avx512(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+        convolve::<__m512d>(tile, out, width, w)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn convolve_avx2(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+        convolve::<__m256d>(tile, out, width, w)
+    }
+
+    /// Four output rows at a time; `lo[j]`/`hi[j]` hold rows `i+j+r∓k`.
+    #[inline(always)]
+    unsafe fn convolve<V: Vector>(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+        let r = w.len() - 1;
+        let len = out.len() / width;
+        // Opaque to the optimiser, or it would turn fma(a, 1, b) back into an add.
+        let one = V::splat(std::hint::black_box(1.0));
+        let w0 = V::splat(w[0]);
+        let t = tile.as_ptr();
+        let o = out.as_mut_ptr();
+        let row = |i: usize, c: usize| V::load(t.add(i * width + c));
+        let mut i = 0;
+        while i + 4 <= len {
+            let mut c = 0;
+            while c < width {
+                let mut a = [
+                    row(i + r, c).mul(w0),
+                    row(i + 1 + r, c).mul(w0),
+                    row(i + 2 + r, c).mul(w0),
+                    row(i + 3 + r, c).mul(w0),
+                ];
+                let mut lo = [row(i, c), row(i + 1, c), row(i + 2, c), row(i + 3, c)];
+                let mut hi = [
+                    row(i + 2 * r, c),
+                    row(i + 2 * r + 1, c),
+                    row(i + 2 * r + 2, c),
+                    row(i + 2 * r + 3, c),
+                ];
+                let mut k = r;
+                while k > 0 {
+                    let wk = V::splat(*w.get_unchecked(k));
+                    let p = [
+                        lo[0].add(hi[0]),
+                        lo[1].add_fma(hi[1], one),
+                        lo[2].add(hi[2]),
+                        lo[3].add_fma(hi[3], one),
+                    ];
+                    for j in 0..4 {
+                        a[j] = a[j].add(p[j].mul(wk));
+                    }
+                    k -= 1;
+                    if k > 0 {
+                        lo = [lo[1], lo[2], lo[3], row(i + 3 + r - k, c)];
+                        hi = [row(i + r + k, c), hi[0], hi[1], hi[2]];
+                    }
+                }
+                for (j, aj) in a.iter().enumerate() {
+                    aj.store(o.add((i + j) * width + c));
+                }
+                c += V::WIDTH;
+            }
+            i += 4;
+        }
+        while i < len {
+            let mut c = 0;
+            while c < width {
+                let mut a = row(i + r, c).mul(w0);
+                for k in (1..=r).rev() {
+                    let wk = V::splat(*w.get_unchecked(k));
+                    a = a.add(row(i + r - k, c).add(row(i + r + k, c)).mul(wk));
+                }
+                a.store(o.add(i * width + c));
+                c += V::WIDTH;
+            }
+            i += 1;
+        }
+    }
+
+    /// 8×8 transpose of f64 in registers: `m[j][e]` becomes `m[e][j]`.
+    #[inline(always)]
+    unsafe fn transpose8(m: [__m512d; 8]) -> [__m512d; 8] {
+        let t: [__m512d; 8] = std::array::from_fn(|j| {
+            let (a, b) = (m[j & !1], m[j | 1]);
+            if j % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            }
+        });
+        // t[0] = [m0_0 m1_0 m0_2 m1_2 m0_4 m1_4 m0_6 m1_6], t[1] the odd elements.
+        let lo4 = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+        let hi4 = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+        // u[0] = columns 0 and 4 of rows 0..4, u[1] columns 1 and 5, u[2] 2 and 6, u[3] 3 and 7.
+        let u = [
+            _mm512_permutex2var_pd(t[0], lo4, t[2]),
+            _mm512_permutex2var_pd(t[1], lo4, t[3]),
+            _mm512_permutex2var_pd(t[0], hi4, t[2]),
+            _mm512_permutex2var_pd(t[1], hi4, t[3]),
+            _mm512_permutex2var_pd(t[4], lo4, t[6]),
+            _mm512_permutex2var_pd(t[5], lo4, t[7]),
+            _mm512_permutex2var_pd(t[4], hi4, t[6]),
+            _mm512_permutex2var_pd(t[5], hi4, t[7]),
+        ];
+        let lo8 = _mm512_set_epi64(11, 10, 9, 8, 3, 2, 1, 0);
+        let hi8 = _mm512_set_epi64(15, 14, 13, 12, 7, 6, 5, 4);
+        [
+            _mm512_permutex2var_pd(u[0], lo8, u[4]),
+            _mm512_permutex2var_pd(u[1], lo8, u[5]),
+            _mm512_permutex2var_pd(u[2], lo8, u[6]),
+            _mm512_permutex2var_pd(u[3], lo8, u[7]),
+            _mm512_permutex2var_pd(u[0], hi8, u[4]),
+            _mm512_permutex2var_pd(u[1], hi8, u[5]),
+            _mm512_permutex2var_pd(u[2], hi8, u[6]),
+            _mm512_permutex2var_pd(u[3], hi8, u[7]),
+        ]
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose_in_avx512(lines: &[Vec<f64>], len: usize, rows: &mut [f64]) {
+        let full = len / 8 * 8;
+        for lb in (0..LANES).step_by(8) {
+            for i in (0..full).step_by(8) {
+                let m: [__m512d; 8] =
+                    std::array::from_fn(|j| _mm512_loadu_pd(lines[lb + j].as_ptr().add(i)));
+                for (e, v) in transpose8(m).into_iter().enumerate() {
+                    _mm512_storeu_pd(rows.as_mut_ptr().add((i + e) * LANES + lb), v);
+                }
+            }
+        }
+        for (i, row) in rows
+            .chunks_exact_mut(LANES)
+            .enumerate()
+            .take(len)
+            .skip(full)
+        {
+            for (x, line) in row.iter_mut().zip(lines) {
+                *x = line[i];
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose_out_avx512(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
+        let full = len / 8 * 8;
+        for lb in (0..LANES).step_by(8) {
+            for i in (0..full).step_by(8) {
+                let m: [__m512d; 8] = std::array::from_fn(|e| {
+                    _mm512_loadu_pd(rows.as_ptr().add((i + e) * LANES + lb))
+                });
+                for (j, v) in transpose8(m).into_iter().enumerate() {
+                    _mm512_storeu_pd(lines[lb + j].as_mut_ptr().add(i), v);
+                }
+            }
+        }
+        for (l, line) in lines.iter_mut().enumerate() {
+            for (i, x) in line.iter_mut().enumerate().take(len).skip(full) {
+                *x = rows[i * LANES + l];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2e3 - 500.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vector_kernel_equals_the_definition_bit_for_bit() {
+        for r in [1usize, 2, 3, 8, 13] {
+            let w: Vec<f64> = (0..=r).map(|k| 1.0 / (1.0 + k as f64 * 0.37)).collect();
+            for len in [1usize, 3, 4, 5, 8, 17, 64] {
+                for width in [LANES, 3 * LANES] {
+                    let tile = noise((len + 2 * r) * width, (r * 100 + len) as u64);
+                    let mut fast = vec![0.0; len * width];
+                    let mut slow = fast.clone();
+                    convolve(&tile, &mut fast, width, &w);
+                    convolve_scalar(&tile, &mut slow, width, &w);
+                    let bits = |v: &[f64]| -> Vec<u64> { v.iter().map(|x| x.to_bits()).collect() };
+                    assert_eq!(bits(&fast), bits(&slow), "r {r} len {len} width {width}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposes_are_inverse_and_correct() {
+        for len in [1usize, 7, 8, 9, 24, 37] {
+            let lines: Vec<Vec<f64>> = (0..LANES)
+                .map(|l| (0..len).map(|i| (l * 1000 + i) as f64).collect())
+                .collect();
+            let mut t = vec![f64::NAN; len * LANES];
+            transpose_in(&lines, len, &mut t);
+            for (i, row) in t.chunks_exact(LANES).enumerate() {
+                for (l, &x) in row.iter().enumerate() {
+                    assert_eq!(x, (l * 1000 + i) as f64, "len {len} i {i} l {l}");
+                }
+            }
+            let mut back = vec![vec![0.0; len]; LANES];
+            transpose_out(&t, len, &mut back);
+            assert_eq!(back, lines);
+        }
+    }
+}
