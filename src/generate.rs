@@ -131,6 +131,8 @@ pub fn generate(dir: &Path, count: usize, spec: &PhantomSpec) -> anyhow::Result<
     use anyhow::Context;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut paths = Vec::with_capacity(count);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gz = io::gzip::Compressor::new(threads, 1)?;
     for i in 0..count {
         let shape = image_shape(&spec.shape, spec.seed, i, spec.vary_size);
         let vox = phantom(&shape, spec.dtype, spec.seed, i, spec.noise);
@@ -153,7 +155,7 @@ pub fn generate(dir: &Path, count: usize, spec: &PhantomSpec) -> anyhow::Result<
             &vox,
             WriteOptions {
                 format: spec.format,
-                level: 1,
+                gzip: &gz,
             },
         )
         .with_context(|| format!("cannot write phantom {}", path.display()))?;

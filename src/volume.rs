@@ -334,6 +334,8 @@ macro_rules! with_dtype {
 /// Typed access to a `Voxels` variant from generic code.
 pub trait VoxelVec: Sample {
     fn wrap(v: Vec<Self>) -> Voxels;
+    /// The vector back out of `v` when it holds this type.
+    fn unwrap(v: Voxels) -> Option<Vec<Self>>;
 }
 
 macro_rules! voxel_vec {
@@ -341,6 +343,12 @@ macro_rules! voxel_vec {
         impl VoxelVec for $t {
             fn wrap(v: Vec<Self>) -> Voxels {
                 Voxels::$var(v)
+            }
+            fn unwrap(v: Voxels) -> Option<Vec<Self>> {
+                match v {
+                    Voxels::$var(v) => Some(v),
+                    _ => None,
+                }
             }
         }
     };

@@ -258,7 +258,17 @@ fn totals(
     let (read_s, filter_s, write_s) = (sum(|r| r.read_s), sum(|r| r.filter_s), sum(|r| r.write_s));
     let wall_s = start.elapsed().as_secs_f64();
     let u = metrics::usage();
-    let busy_s = read_s + filter_s + write_s;
+    // The span this process had images in flight (stages overlap).
+    let first = records
+        .iter()
+        .map(|r| r.started_s)
+        .fold(f64::INFINITY, f64::min);
+    let last = records.iter().map(|r| r.finished_s).fold(0.0, f64::max);
+    let busy_s = if records.is_empty() {
+        0.0
+    } else {
+        (last - first).max(0.0)
+    };
     ProcessTotals {
         host: metrics::hostname(),
         rank: comm.rank(),

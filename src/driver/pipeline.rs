@@ -1,13 +1,23 @@
-//! One process's loop: read → filter → write for each of its images.
+//! One process's pipeline: read → filter → write for each of its images,
+//! overlapped.
+//!
+//! Three threads pass images along rendezvous channels: while image i is
+//! filtered, image i+1 is read and inflated and image i−1 is compressed and
+//! written. A channel of capacity 0 hands an image over only when the next
+//! stage takes it, so at most three images are in memory at once (one per
+//! stage), however many the run has; the writer hands each finished buffer
+//! back to the reader for the next image. Tasks are pulled on the calling
+//! thread, because for the dynamic schedule pulling one is an MPI call.
 //!
 //! Every image ends as a record, whatever happens to it: a bad file, a failed
-//! write, even a panic inside the filter become that image's error, and the
-//! loop goes on to the next one. Only the count of failures decides the exit
-//! code, later, at the top.
+//! write, even a panic inside a stage become that image's error, and the
+//! pipeline goes on with the next one. Only the count of failures decides the
+//! exit code, later, at the top.
 
 use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,9 +25,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::{ProgressChoice, Units};
 use crate::config::RunConfig;
 use crate::filter::Backend;
-use crate::io::{self, OutputFormat, WriteOptions};
+use crate::io::gzip::Compressor;
+use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
 use crate::report::{ImageRecord, Status};
+use crate::volume::{DType, Voxels};
 
 /// Shows progress: a bar on a terminal, a log line every few seconds otherwise
 /// (a Slurm output file is not a terminal and must not fill with redraws).
@@ -90,26 +102,108 @@ pub fn process<'t>(
     rank: usize,
     progress: &mut Progress,
 ) -> Vec<ImageRecord> {
-    let mut records = Vec::new();
-    for (done, task) in tasks.enumerate() {
-        let rec = match catch_unwind(AssertUnwindSafe(|| process_one(task, cfg, backend, rank))) {
-            Ok(rec) => rec,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                let mut rec = blank(task, rank);
-                fail(&mut rec, &task.input, format!("internal error: {msg}"));
-                rec
+    let gzip = match Compressor::new(cfg.threads, cfg.compression_level) {
+        Ok(gz) => gz,
+        Err(e) => {
+            let msg = format!("cannot start compression threads: {e}");
+            return tasks
+                .map(|t| {
+                    let mut rec = blank(t, rank);
+                    fail(&mut rec, &t.input, msg.clone());
+                    rec
+                })
+                .collect();
+        }
+    };
+    let records = std::thread::scope(|s| {
+        let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
+        let (read_tx, read_rx) = mpsc::sync_channel::<InFlight>(0);
+        let (filtered_tx, filtered_rx) = mpsc::sync_channel::<InFlight>(0);
+        let (spare_tx, spare_rx) = mpsc::channel::<Voxels>();
+        let stage = |name: &str| std::thread::Builder::new().name(format!("nismooth-{name}"));
+
+        let reader = stage("read").spawn_scoped(s, move || {
+            for task in task_rx {
+                let spare = spare_rx.try_recv().ok();
+                let job = guarded(task, rank, || read(task, cfg, rank, spare));
+                if read_tx.send(job).is_err() {
+                    break;
+                }
             }
+        });
+        let filterer = stage("filter").spawn_scoped(s, move || {
+            for job in read_rx {
+                let job = guarded(job.task, rank, || filter(job, cfg, backend));
+                if filtered_tx.send(job).is_err() {
+                    break;
+                }
+            }
+        });
+        let gzip = &gzip;
+        let writer = stage("write").spawn_scoped(s, move || {
+            let mut records = Vec::new();
+            for job in filtered_rx {
+                let task = job.task;
+                let mut spare = None;
+                let mut rec = guarded(task, rank, || write(job, gzip, &mut spare)).rec;
+                rec.finished_s = since_start();
+                if let Some(v) = spare {
+                    let _ = spare_tx.send(v);
+                }
+                progress.tick(records.len() + 1, &rec.input);
+                records.push(rec);
+            }
+            progress.finish();
+            records
+        });
+        let (Ok(reader), Ok(filterer), Ok(writer)) = (reader, filterer, writer) else {
+            return Err("cannot start the pipeline's threads".to_string());
         };
-        progress.tick(done + 1, &rec.input);
-        records.push(rec);
-    }
-    progress.finish();
-    records
+        for task in tasks {
+            if task_tx.send(task).is_err() {
+                break;
+            }
+        }
+        drop(task_tx);
+        let _ = reader.join();
+        let _ = filterer.join();
+        writer
+            .join()
+            .map_err(|_| "the writer thread died".to_string())
+    });
+    records.unwrap_or_else(|e| panic!("nismooth pipeline: {e}"))
+}
+
+/// An image on its way through the stages. `img` is `None` once it failed
+/// (the record says why) or was skipped; later stages pass it on untouched.
+struct InFlight<'t> {
+    task: &'t Task,
+    rec: ImageRecord,
+    img: Option<Image>,
+    out: DType,
+}
+
+/// Runs one stage for one image; a panic becomes that image's error.
+fn guarded<'t>(task: &'t Task, rank: usize, stage: impl FnOnce() -> InFlight<'t>) -> InFlight<'t> {
+    catch_unwind(AssertUnwindSafe(stage)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let mut rec = blank(task, rank);
+        fail(&mut rec, &task.input, format!("internal error: {msg}"));
+        InFlight {
+            task,
+            rec,
+            img: None,
+            out: DType::U8,
+        }
+    })
+}
+
+fn since_start() -> f64 {
+    super::metrics::process_start().elapsed().as_secs_f64()
 }
 
 fn blank(task: &Task, rank: usize) -> ImageRecord {
@@ -127,6 +221,8 @@ fn blank(task: &Task, rank: usize) -> ImageRecord {
         read_s: 0.0,
         filter_s: 0.0,
         write_s: 0.0,
+        started_s: since_start(),
+        finished_s: 0.0,
         status: Status::Ok,
         error: None,
     }
@@ -138,26 +234,26 @@ fn fail(rec: &mut ImageRecord, input: &Path, msg: String) {
     rec.error = Some(msg);
 }
 
-fn process_one(
-    task: &Task,
-    cfg: &RunConfig,
-    backend: &mut dyn Backend,
-    rank: usize,
-) -> ImageRecord {
+fn read<'t>(task: &'t Task, cfg: &RunConfig, rank: usize, spare: Option<Voxels>) -> InFlight<'t> {
     let mut rec = blank(task, rank);
+    let job = |rec, img| InFlight {
+        task,
+        rec,
+        img,
+        out: DType::U8,
+    };
     if cfg.skip_existing && io::exists_nonempty(&task.output) {
         rec.status = Status::Skipped;
-        return rec;
+        return job(rec, None);
     }
-
     let t = Instant::now();
-    let img = io::read_image(&task.input);
+    let img = io::read_image_into(&task.input, spare);
     rec.read_s = t.elapsed().as_secs_f64();
-    let mut img = match img {
+    let img = match img {
         Ok(img) => img,
         Err(e) => {
             fail(&mut rec, &task.input, e.to_string());
-            return rec;
+            return job(rec, None);
         }
     };
     rec.bytes_in = img.bytes_in;
@@ -168,8 +264,8 @@ fn process_one(
     }
     let dtype_in = img.voxels.dtype();
     rec.dtype_in = Some(dtype_in.to_string());
-    let dtype_out = cfg.dtype.unwrap_or(dtype_in);
-    rec.dtype_out = Some(dtype_out.to_string());
+    let out = cfg.dtype.unwrap_or(dtype_in);
+    rec.dtype_out = Some(out.to_string());
 
     if cfg.units == Units::Mm {
         let bad = (0..img.shape.spatial_ndim)
@@ -181,44 +277,60 @@ fn process_one(
                 img.pixdim[a]
             );
             fail(&mut rec, &task.input, msg);
-            return rec;
+            return job(rec, None);
         }
     }
-    let spec = cfg.filter_spec(img.pixdim);
+    InFlight {
+        task,
+        rec,
+        img: Some(img),
+        out,
+    }
+}
 
-    let t = Instant::now();
-    let voxels = std::mem::replace(&mut img.voxels, crate::volume::Voxels::U8(Vec::new()));
-    let smoothed = backend.smooth(voxels, img.shape, &spec, dtype_out);
-    rec.filter_s = t.elapsed().as_secs_f64();
-    let smoothed = match smoothed {
-        Ok(v) => v,
-        Err(e) => {
-            fail(&mut rec, &task.input, format!("filter failed: {e}"));
-            return rec;
-        }
+fn filter<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend) -> InFlight<'t> {
+    let Some(img) = job.img.as_mut() else {
+        return job;
     };
-
+    let spec = cfg.filter_spec(img.pixdim);
     let t = Instant::now();
-    let header = io::output_header(&img, dtype_out);
-    let format = if is_gz_name(&task.output) {
+    let voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
+    let smoothed = backend.smooth(voxels, img.shape, &spec, job.out);
+    job.rec.filter_s = t.elapsed().as_secs_f64();
+    match smoothed {
+        Ok(v) => img.voxels = v,
+        Err(e) => {
+            fail(&mut job.rec, &job.task.input, format!("filter failed: {e}"));
+            job.img = None;
+        }
+    }
+    job
+}
+
+/// Writes the smoothed image; its buffer goes to `spare` for the next read.
+fn write<'t>(mut job: InFlight<'t>, gzip: &Compressor, spare: &mut Option<Voxels>) -> InFlight<'t> {
+    let Some(img) = job.img.take() else {
+        return job;
+    };
+    let t = Instant::now();
+    let header = io::output_header(&img, job.out);
+    let format = if is_gz_name(&job.task.output) {
         OutputFormat::NiiGz
     } else {
         OutputFormat::Nii
     };
     let written = io::write_image(
-        &task.output,
+        &job.task.output,
         &header,
         img.big_endian,
-        &smoothed,
-        WriteOptions {
-            format,
-            level: cfg.compression_level,
-        },
+        &img.voxels,
+        WriteOptions { format, gzip },
     );
-    rec.write_s = t.elapsed().as_secs_f64();
+    job.rec.write_s = t.elapsed().as_secs_f64();
     match written {
-        Ok(bytes) => rec.bytes_out = bytes,
-        Err(e) => fail(&mut rec, &task.input, e.to_string()),
+        Ok(bytes) => job.rec.bytes_out = bytes,
+        Err(e) => fail(&mut job.rec, &job.task.input, e.to_string()),
     }
-    rec
+    *spare = Some(img.voxels);
+    job
 }

@@ -12,7 +12,7 @@ pub mod gzip;
 mod read;
 mod write;
 
-pub use read::{read_header_info, read_image, HeaderInfo};
+pub use read::{read_header_info, read_image, read_image_into, HeaderInfo};
 pub use write::{
     exists_nonempty, new_header, output_header, write_image, OutputFormat, WriteOptions,
 };
@@ -87,7 +87,4 @@ pub enum WriteError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The compressor failed.
-    #[error("gzip compression failed for {path}: {msg}")]
-    Gzip { path: PathBuf, msg: String },
 }

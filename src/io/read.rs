@@ -1,7 +1,7 @@
 //! Reading: header validation first, allocation only once the file can hold what it claims.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::{gzip, Image, ReadError, HEADER_LEN};
@@ -65,11 +65,20 @@ pub fn read_header_info(path: &Path) -> Result<HeaderInfo, ReadError> {
 
 /// Reads a whole image: header, extensions and voxels (scaled as nibabel does).
 pub fn read_image(path: &Path) -> Result<Image, ReadError> {
-    let bytes = std::fs::read(path)?;
-    let bytes_in = bytes.len() as u64;
-    let gz = gzip::is_gzip(&bytes);
-    let (info, raw_header, raw) = if gz {
-        let mut dec = gzip::decoder(&bytes[..]);
+    read_image_into(path, None)
+}
+
+/// As `read_image`, reusing `spare`'s allocation for the voxels when it has
+/// the right type (the pipeline hands back each written image's buffer, so
+/// that a long run does not map and fault in fresh memory for every image).
+/// The file is streamed: its compressed bytes are never all in memory.
+pub fn read_image_into(path: &Path, spare: Option<Voxels>) -> Result<Image, ReadError> {
+    let file = File::open(path)?;
+    let bytes_in = file.metadata()?.len();
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let gz = gzip::is_gzip(input.fill_buf()?);
+    if gz {
+        let mut dec = gzip::decoder(input);
         let mut head = vec![0u8; HEADER_LEN];
         read_header_bytes(&mut dec, &mut head, true)?;
         let info = parse_header(&head, true)?;
@@ -83,13 +92,12 @@ pub fn read_image(path: &Path) -> Result<Image, ReadError> {
         head.resize(info.vox_offset, 0);
         dec.read_exact(&mut head[HEADER_LEN..])
             .map_err(|e| gzip_error(e, "header extensions"))?;
-        let raw = read_voxels(&mut dec, &info)?;
-        (info, head, raw)
+        let raw = read_voxels(&mut dec, &info, spare)?;
+        Ok(image(info, head, raw, bytes_in))
     } else {
-        if bytes.len() < HEADER_LEN {
-            return Err(ReadError::TooShort(bytes.len()));
-        }
-        let info = parse_header(&bytes[..HEADER_LEN], false)?;
+        let mut head = vec![0u8; HEADER_LEN];
+        read_header_bytes(&mut input, &mut head, false)?;
+        let info = parse_header(&head, false)?;
         let end = info.vox_offset as u64 + info.data_bytes();
         if end > bytes_in {
             return Err(ReadError::Truncated {
@@ -97,15 +105,19 @@ pub fn read_image(path: &Path) -> Result<Image, ReadError> {
                 have: bytes_in.saturating_sub(info.vox_offset as u64),
             });
         }
-        let raw = read_voxels(&mut &bytes[info.vox_offset..end as usize], &info)?;
-        let head = bytes[..info.vox_offset].to_vec();
-        (info, head, raw)
-    };
+        head.resize(info.vox_offset, 0);
+        input.read_exact(&mut head[HEADER_LEN..])?;
+        let raw = read_voxels(&mut input, &info, spare)?;
+        Ok(image(info, head, raw, bytes_in))
+    }
+}
+
+fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, bytes_in: u64) -> Image {
     let voxels = match info.scaling {
         Some((slope, inter)) => apply_scaling(&raw, slope, inter),
         None => raw,
     };
-    Ok(Image {
+    Image {
         raw_header,
         big_endian: info.big_endian,
         shape: info.shape,
@@ -114,7 +126,7 @@ pub fn read_image(path: &Path) -> Result<Image, ReadError> {
         scaled: info.scaling.is_some(),
         voxels,
         bytes_in,
-    })
+    }
 }
 
 fn read_header_bytes(r: &mut impl Read, head: &mut [u8], gz: bool) -> Result<(), ReadError> {
@@ -239,9 +251,13 @@ fn parse_header(head: &[u8], gz: bool) -> Result<HeaderInfo, ReadError> {
     })
 }
 
-fn read_voxels(r: &mut impl Read, info: &HeaderInfo) -> Result<Voxels, ReadError> {
+fn read_voxels(
+    r: &mut impl Read,
+    info: &HeaderInfo,
+    spare: Option<Voxels>,
+) -> Result<Voxels, ReadError> {
     let n = info.shape.len();
-    with_dtype!(info.stored, T => read_typed::<T>(r, n, info.big_endian, info.gz))
+    with_dtype!(info.stored, T => read_typed::<T>(r, n, info.big_endian, info.gz, spare))
 }
 
 fn read_typed<T: Sample + VoxelVec>(
@@ -249,8 +265,13 @@ fn read_typed<T: Sample + VoxelVec>(
     n: usize,
     big_endian: bool,
     gz: bool,
+    spare: Option<Voxels>,
 ) -> Result<Voxels, ReadError> {
-    let mut v: Vec<T> = vec![T::zeroed(); n];
+    // A reused buffer keeps its old (initialised) values until read_exact
+    // overwrites them all: no clearing pass over tens of MB.
+    let mut v: Vec<T> = spare.and_then(T::unwrap).unwrap_or_default();
+    v.truncate(n);
+    v.resize(n, T::zeroed());
     r.read_exact(bytemuck::cast_slice_mut(&mut v))
         .map_err(|e| {
             if gz {

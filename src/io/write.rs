@@ -27,11 +27,11 @@ impl OutputFormat {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct WriteOptions {
+#[derive(Clone, Copy)]
+pub struct WriteOptions<'a> {
     pub format: OutputFormat,
-    /// zlib-style level 0..=9 (mapped onto ISA-L's levels).
-    pub level: u32,
+    /// Compresses `.nii.gz` outputs (its level and its threads).
+    pub gzip: &'a gzip::Compressor,
 }
 
 /// Removes the temp file unless the write completed and was renamed.
@@ -88,7 +88,7 @@ pub fn write_image(
     header: &[u8],
     big_endian: bool,
     voxels: &Voxels,
-    opts: WriteOptions,
+    opts: WriteOptions<'_>,
 ) -> Result<u64, WriteError> {
     let tmp = temp_path(dest);
     let io_err = |source| WriteError::Io {
@@ -112,12 +112,15 @@ pub fn write_image(
             w.into_inner().map_err(|e| io_err(e.into_error()))?
         }
         OutputFormat::NiiGz => {
-            let mut enc = gzip::encoder(out, opts.level);
-            write_payload(&mut enc, header, big_endian, voxels).map_err(io_err)?;
-            let w = enc.finish().map_err(|e| WriteError::Gzip {
-                path: dest.to_path_buf(),
-                msg: e.to_string(),
-            })?;
+            let mut w = out;
+            let swap = if big_endian == cfg!(target_endian = "big") {
+                1
+            } else {
+                voxels.dtype().size()
+            };
+            opts.gzip
+                .write(&mut w, header, voxels.as_bytes(), swap)
+                .map_err(io_err)?;
             w.into_inner().map_err(|e| io_err(e.into_error()))?
         }
     };

@@ -124,6 +124,8 @@ mod tests {
             read_s: 0.5,
             filter_s: 0.25,
             write_s: 0.25,
+            started_s: 0.0,
+            finished_s: 1.0,
             status,
             error: None,
         }

@@ -42,6 +42,13 @@ pub struct ImageRecord {
     pub read_s: f64,
     pub filter_s: f64,
     pub write_s: f64,
+    /// When the image's read began and its write ended, in seconds since the
+    /// process started. Stages of neighbouring images overlap, so these (not
+    /// read + filter + write) say how long the process was working.
+    #[serde(default)]
+    pub started_s: f64,
+    #[serde(default)]
+    pub finished_s: f64,
     pub status: Status,
     pub error: Option<String>,
 }
@@ -63,7 +70,8 @@ pub struct ProcessTotals {
     pub read_s: f64,
     pub filter_s: f64,
     pub write_s: f64,
-    /// read + filter + write.
+    /// From the first image's read to the last image's write (the stages
+    /// overlap, so this is less than read + filter + write).
     pub busy_s: f64,
     /// wall − busy: start-up, planning, waiting.
     pub idle_s: f64,
