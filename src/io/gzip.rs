@@ -188,6 +188,9 @@ fn deflate_with(
     }
 }
 
+/// One chunk's deflate output, the CRC-32 of its input, and its input length.
+type Deflated = (Vec<u8>, u32, usize);
+
 /// Compresses images into single-member gzip files on a pool of threads.
 pub struct Compressor {
     pool: rayon::ThreadPool,
@@ -236,7 +239,7 @@ impl Compressor {
         let mut first = 0;
         while first < nchunks && !data.is_empty() {
             let end = (first + window).min(nchunks);
-            let done: Vec<Result<(Vec<u8>, u32, usize), DeflateError>> = self.pool.install(|| {
+            let done: Vec<Result<Deflated, DeflateError>> = self.pool.install(|| {
                 (first..end)
                     .into_par_iter()
                     .map(|i| {
