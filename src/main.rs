@@ -70,6 +70,10 @@ fn fixed_mmap_threshold() {
     // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        // Fixing the mmap threshold also pins the trim threshold at 128 KiB:
+        // the filter's per-thread scratch (a few hundred KiB, freed after each
+        // pass) would then be returned to the OS and faulted in again every time.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 

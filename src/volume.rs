@@ -121,6 +121,50 @@ pub trait Sample: bytemuck::Pod + Send + Sync + 'static {
     /// The C cast `(T) v` as gcc compiles it on x86-64.
     fn from_f64(v: f64) -> Self;
     fn swap_bytes(self) -> Self;
+    /// `from_f64` over a slice (as long as the shorter of the two); integer
+    /// types override it with vector conversions of the same C-cast semantics.
+    #[inline(always)]
+    fn from_f64_slice(dst: &mut [Self], src: &[f64]) {
+        for (y, &x) in dst.iter_mut().zip(src) {
+            *y = Self::from_f64(x);
+        }
+    }
+}
+
+/// `cvtt32` over a slice: eight at a time with AVX-512's `vcvttpd2dq`, which
+/// gives i32::MIN for NaN and out-of-range values exactly as the scalar
+/// instruction does.
+#[inline(always)]
+fn cvtt32_slice(src: &[f64], out: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: feature detected; both slices are bounded by the zip.
+            unsafe { cvtt32_avx512(src, out) };
+            return;
+        }
+    }
+    for (o, &x) in out.iter_mut().zip(src) {
+        *o = cvtt32(x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn cvtt32_avx512(src: &[f64], out: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(out.len());
+    let full = n / 8 * 8;
+    for i in (0..full).step_by(8) {
+        let v = _mm512_loadu_pd(src.as_ptr().add(i));
+        _mm256_storeu_si256(
+            out.as_mut_ptr().add(i) as *mut __m256i,
+            _mm512_cvttpd_epi32(v),
+        );
+    }
+    for i in full..n {
+        out[i] = cvtt32(src[i]);
+    }
 }
 
 /// `cvttsd2si` with a 32-bit destination: out of range and NaN give i32::MIN.
@@ -154,6 +198,17 @@ macro_rules! narrow_int {
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
                 cvtt32(v) as $t
+            }
+            #[inline(always)]
+            fn from_f64_slice(dst: &mut [Self], src: &[f64]) {
+                let mut buf = [0i32; 64];
+                for (d, s) in dst.chunks_mut(64).zip(src.chunks(64)) {
+                    let n = d.len().min(s.len());
+                    cvtt32_slice(&s[..n], &mut buf[..n]);
+                    for (y, &i) in d.iter_mut().zip(&buf[..n]) {
+                        *y = i as $t;
+                    }
+                }
             }
             #[inline(always)]
             fn swap_bytes(self) -> Self {

@@ -421,17 +421,13 @@ impl Geometry {
         if self.lane_step == 1 {
             for (i, row) in rows.chunks_exact(self.width).enumerate() {
                 let dst = std::slice::from_raw_parts_mut(p.add(i * self.step), lanes);
-                for (y, &x) in dst.iter_mut().zip(row) {
-                    *y = D::from_f64(x);
-                }
+                D::from_f64_slice(dst, row);
             }
         } else {
             simd::transpose_out(rows, self.len, lines);
             for (l, line) in lines.iter().enumerate().take(lanes) {
                 let dst = std::slice::from_raw_parts_mut(p.add(l * self.lane_step), self.len);
-                for (y, &x) in dst.iter_mut().zip(line) {
-                    *y = D::from_f64(x);
-                }
+                D::from_f64_slice(dst, line);
             }
         }
     }

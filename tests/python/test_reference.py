@@ -3,6 +3,7 @@
 Every comparison is bit for bit (np.array_equal on equal dtypes, max |diff| == 0).
 """
 import json
+import zlib
 
 import nibabel as nib
 import numpy as np
@@ -155,6 +156,33 @@ def test_formats_levels_and_size_against_nibabel(tmp_path):
     img = nib.load(str(src))
     nib.save(nib.Nifti1Image(scipy_ref(src, 2.0), img.affine, img.header), str(theirs_path))
     assert ours <= 1.03 * theirs_path.stat().st_size, (ours, theirs_path.stat().st_size)
+
+
+def one_member_payload(path):
+    """The decompressed bytes of a gzip file that must hold exactly one member.
+
+    zlib checks the CRC-32 and length in the trailer; any byte after the first
+    member (a second member, as BGZF writes) is left in `unused_data`."""
+    z = zlib.decompressobj(wbits=31)
+    data = z.decompress(path.read_bytes()) + z.flush()
+    assert z.eof, f"{path}: gzip stream does not end"
+    assert z.unused_data == b"", f"{path}: more than one gzip member"
+    return data
+
+
+@pytest.mark.parametrize("endianness", ["<", ">"])
+def test_parallel_gzip_is_one_member_spanning_many_chunks(tmp_path, endianness):
+    # 3.4 MB of float32: four 1 MiB chunks compressed on separate threads.
+    p = save(tmp_path / "big.nii.gz", noise((96, 96, 92), "float32", 11), endianness=endianness)
+    for threads in ("1", "2"):
+        out = tmp_path / f"o{threads}"
+        nismooth("run", p, "-o", out, "--threads", threads)
+        payload = one_member_payload(out / p.name)
+        img = nib.load(str(out / p.name))
+        assert len(payload) == img.dataobj.offset + img.get_fdata().size * 4
+        assert_exact(out / p.name, scipy_ref(p, 2.0))
+    # The same bytes whatever the number of threads.
+    assert read_bytes(tmp_path / "o1" / p.name) == read_bytes(tmp_path / "o2" / p.name)
 
 
 def test_corrupt_file_among_good_ones(tmp_path):

@@ -1,0 +1,244 @@
+"""Every performance target of nismooth, side by side with the Python pipeline, in one run.
+
+Python pipeline (what users run today): nibabel.load -> np.asanyarray(img.dataobj) ->
+scipy.ndimage.gaussian_filter(data, 2) -> nibabel save. Equal cores: Python serial vs
+nismooth pinned to one core (taskset), and two Python processes (each half the list) vs
+nismooth on two cores. Prints a Markdown report of ratios; --out also writes it to a file.
+
+Sections: filter kernel; end-to-end float32 .nii.gz, int16 .nii.gz, float32 .nii; filter hidden
+under I/O (sigma 2 vs sigma 0); peak RSS with 8 vs 64 images; 2 MPI ranks vs 1.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import scipy
+import scipy.ndimage as ndi
+
+PY_WORKER = r"""
+import sys, nibabel as nib, numpy as np, scipy.ndimage as ndi
+out = sys.argv[1]
+for p in sys.argv[2:]:
+    img = nib.load(p)
+    data = np.asanyarray(img.dataobj)
+    res = ndi.gaussian_filter(data, 2)
+    nib.save(nib.Nifti1Image(res, img.affine, img.header), out + "/" + p.rsplit("/", 1)[1])
+"""
+
+
+def python_run(paths, outdir, procs):
+    """Wall time of the Python pipeline over `paths` split across `procs` processes."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    shares = [paths[i::procs] for i in range(procs)]
+    t0 = time.perf_counter()
+    running = [subprocess.Popen([sys.executable, "-c", PY_WORKER, str(outdir)] + [str(p) for p in s])
+               for s in shares if s]
+    for r in running:
+        assert r.wait() == 0, "python pipeline failed"
+    return time.perf_counter() - t0
+
+
+def nismooth_run(binary, indir, outdir, cores, extra=(), launcher=()):
+    """Wall time (from outside) and the JSON report of one `nismooth run`."""
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    report = outdir.parent / (outdir.name + ".json")
+    pin = ["taskset", "-c", ",".join(str(c) for c in range(cores))] if not launcher else []
+    cmd = pin + list(launcher) + [binary, "run", str(indir), "-o", str(outdir), "--threads",
+                                  str(1 if launcher else cores), "--report", str(report),
+                                  "--progress", "none"] + list(extra)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    return wall, json.loads(report.read_text())
+
+
+def generate(binary, outdir, n, dtype, fmt="nii.gz", shape="256,256,128"):
+    subprocess.run([binary, "generate", "-o", str(outdir), "-n", str(n), "--shape", shape, "--dtype", dtype,
+                    "--seed", "42", "--format", fmt], check=True, capture_output=True)
+    return sorted(outdir.iterdir())
+
+
+def best(f, reps):
+    return min(f() for _ in range(reps))
+
+
+def check(flag):
+    return "**yes**" if flag else "**no**"
+
+
+def filter_section(binary, path, reps):
+    data = np.asanyarray(nib.load(str(path)).dataobj)
+    ndi.gaussian_filter(data, 2)  # warm-up
+
+    def scipy_once():
+        t = time.perf_counter()
+        ndi.gaussian_filter(data, 2)
+        return time.perf_counter() - t
+    t_scipy = best(scipy_once, reps)
+    ours = {}
+    for t in (1, 2):
+        r = subprocess.run([binary, "bench-filter", str(path), "--threads", str(t), "--reps", str(max(reps, 7))],
+                           check=True, capture_output=True, text=True)
+        ours[t] = json.loads(r.stdout)["best_s"]
+    return [
+        "## Filter kernel (one float32 256×256×128 image in memory, σ = 2, best of runs)",
+        "",
+        "| | time | ratio | target |",
+        "|---|---:|---:|---|",
+        f"| scipy, 1 thread | {t_scipy * 1e3:.1f} ms | 1.0× | |",
+        f"| nismooth, 1 thread | {ours[1] * 1e3:.1f} ms | {t_scipy / ours[1]:.1f}× scipy | ≥ 10× scipy: "
+        f"{check(t_scipy / ours[1] >= 10)} |",
+        f"| nismooth, 2 threads | {ours[2] * 1e3:.1f} ms | {ours[1] / ours[2]:.2f}× 1 thread | ≥ 1.8×: "
+        f"{check(ours[1] / ours[2] >= 1.8)} |",
+        "",
+    ], {"scipy_s": t_scipy, "nismooth_1t_s": ours[1], "nismooth_2t_s": ours[2]}
+
+
+def e2e_section(binary, work, name, dtype, fmt, n, target):
+    indir = work / f"in-{name}"
+    paths = generate(binary, indir, n, dtype, fmt)
+    py1 = python_run(paths, work / f"py1-{name}", 1)
+    py2 = python_run(paths, work / f"py2-{name}", 2)
+    ns1, r1 = nismooth_run(binary, indir, work / f"ns1-{name}", 1)
+    ns2, r2 = nismooth_run(binary, indir, work / f"ns2-{name}", 2)
+    for p in paths[:2]:
+        ours = np.asanyarray(nib.load(str(work / f"ns1-{name}" / p.name)).dataobj)
+        theirs = np.asanyarray(nib.load(str(work / f"py1-{name}" / p.name)).dataobj)
+        assert np.array_equal(ours, theirs), f"{p.name}: outputs differ"
+    size = sum((work / f"ns1-{name}" / p.name).stat().st_size for p in paths) / sum(
+        (work / f"py1-{name}" / p.name).stat().st_size for p in paths)
+    s = r1["summary"]
+    per = lambda k: s[k] / n  # noqa: E731
+    lines = [
+        f"## End to end: {n} {dtype} images, {fmt} in and out",
+        "",
+        "| | Python | nismooth | images/s ratio | target |",
+        "|---|---:|---:|---:|---|",
+        f"| 1 core (Python serial; nismooth pinned to 1 core) | {py1:.2f} s | {ns1:.2f} s | **{py1 / ns1:.1f}×** | "
+        f"≥ {target}×: {check(py1 / ns1 >= target)} |",
+        f"| 2 cores (2 Python processes; nismooth --threads 2) | {py2:.2f} s | {ns2:.2f} s | **{py2 / ns2:.1f}×** | "
+        f"≥ {target}×: {check(py2 / ns2 >= target)} |",
+        "",
+        f"Per image on 1 core, nismooth's stages: read {per('read_s'):.3f} s, filter {per('filter_s'):.3f} s, "
+        f"write {per('write_s'):.3f} s (they overlap: their sum exceeds the wall time per image on 2 cores).",
+        f"Outputs equal the Python pipeline's (np.array_equal); total output size {100 * size:.1f}% of nibabel's"
+        + (f" (target ≤ 103%: {check(size <= 1.03)})." if fmt == "nii.gz" else "."),
+        "",
+    ]
+    return lines, {"python_1": py1, "python_2": py2, "nismooth_1": ns1, "nismooth_2": ns2, "size_ratio": size}
+
+
+def hidden_section(binary, work):
+    indir = work / "in-f32"
+    cores = 2
+    walls = {}
+    for sigma in ("2", "0"):
+        walls[sigma] = best(lambda: nismooth_run(binary, indir, work / f"sig{sigma}", cores,
+                                                 ["--sigma", sigma])[0], 2)
+    ratio = walls["2"] / walls["0"]
+    return [
+        "## The filter hidden under I/O (float32 .nii.gz set, 2 cores, best of 2)",
+        "",
+        f"σ = 2: {walls['2']:.2f} s; σ = 0 (a copy, as scipy does): {walls['0']:.2f} s; "
+        f"ratio **{ratio:.2f}** (target ≤ 1.15: {check(ratio <= 1.15)}).",
+        "",
+    ], {"sigma2_s": walls["2"], "sigma0_s": walls["0"], "ratio": ratio}
+
+
+def memory_section(binary, work, small_n, big_n):
+    small = work / "in-f32"
+    big = work / "in-mem"
+    generate(binary, big, big_n, "float32")
+    rss = {}
+    for label, d in ((str(small_n), small), (str(big_n), big)):
+        _, r = nismooth_run(binary, d, work / f"mem{label}", 2)
+        rss[label] = r["summary"]["peak_rss_bytes"] / 2**20
+    largest = 256 * 256 * 128 * 4 / 2**20
+    limit = 3 * largest + 64
+    return [
+        f"## Peak memory (float32 .nii.gz, 2 cores): {small_n} images vs {big_n}",
+        "",
+        f"Peak RSS (VmHWM): {rss[str(small_n)]:.0f} MiB with {small_n} images, "
+        f"{rss[str(big_n)]:.0f} MiB with {big_n}. "
+        f"Limit 3 × largest image ({largest:.0f} MiB) + 64 MiB = {limit:.0f} MiB: "
+        f"{check(max(rss.values()) <= limit)}; flat in the number of images: "
+        f"{check(rss[str(big_n)] <= rss[str(small_n)] * 1.05 + 2)}.",
+        "",
+    ], {f"rss_{small_n}_mib": rss[str(small_n)], f"rss_{big_n}_mib": rss[str(big_n)], "limit_mib": limit}
+
+
+def mpi_section(binary, work):
+    if not shutil.which("mpirun"):
+        return ["## MPI: skipped (no mpirun)", ""], {}
+    env_launch = ["mpirun", "--allow-run-as-root", "--bind-to", "core"]
+    indir = work / "in-mem"  # the large set: start-up (MPI init, planning) weighs little
+    one = best(lambda: nismooth_run(binary, indir, work / "mpi1", 1, launcher=env_launch + ["-n", "1"])[0], 2)
+    two = best(lambda: nismooth_run(binary, indir, work / "mpi2", 1, launcher=env_launch + ["-n", "2"])[0], 2)
+    return [
+        f"## Distributed memory ({len(list(indir.iterdir()))} float32 .nii.gz images; each rank bound to one core, "
+        "1 filter thread, best of 2)",
+        "",
+        f"`mpirun -n 1`: {one:.2f} s; `mpirun -n 2`: {two:.2f} s; speed-up **{one / two:.2f}×** "
+        f"(target ≥ 1.85: {check(one / two >= 1.85)}).",
+        "",
+    ], {"rank1_s": one, "rank2_s": two}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default="target/release/nismooth")
+    ap.add_argument("-n", type=int, default=8, help="images per end-to-end set")
+    ap.add_argument("--memory-images", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=5, help="repetitions of the filter timings")
+    ap.add_argument("--out", help="also write the report here (Markdown)")
+    ap.add_argument("--json", help="also write the raw figures here")
+    a = ap.parse_args()
+    binary = str(Path(a.binary).resolve())
+    work = Path(tempfile.mkdtemp(prefix="nismooth-bench-"))
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+               platform.machine())
+    lines = [
+        f"Machine: {cpu}, {os.cpu_count()} cores; {version}; Python {platform.python_version()}, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}, nibabel {nib.__version__}. "
+        f"Images: generated 256×256×128 phantoms (`nismooth generate --seed 42`).",
+        "",
+    ]
+    figures = {}
+    try:
+        for name, dtype, fmt, target in (("f32", "float32", "nii.gz", 6), ("i16", "int16", "nii.gz", 6),
+                                         ("nii", "float32", "nii", 20)):
+            sec, fig = e2e_section(binary, work, name, dtype, fmt, a.n, target)
+            lines += sec
+            figures[f"e2e_{name}"] = fig
+            print("\n".join(sec), flush=True)
+        for key, (sec, fig) in (
+            ("filter", filter_section(binary, sorted((work / "in-f32").iterdir())[0], a.reps)),
+            ("hidden", hidden_section(binary, work)),
+            ("memory", memory_section(binary, work, a.n, a.memory_images)),
+            ("mpi", mpi_section(binary, work)),
+        ):
+            lines += sec
+            figures[key] = fig
+            print("\n".join(sec), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = "\n".join(lines)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    if a.json:
+        Path(a.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
