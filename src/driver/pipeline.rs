@@ -92,6 +92,11 @@ impl Progress {
     }
 }
 
+/// The most images one process holds at once: one per stage, and the written
+/// image's buffer on its way back to the reader. Peak memory per process is
+/// flat once a process has this many images (docs/performance.md).
+pub const PIPELINE_IMAGES: usize = 4;
+
 /// Runs every task the source yields through the pipeline; one record per
 /// task, in the order they came. The source may be a list (static schedules)
 /// or ask root for the next image each time (dynamic).

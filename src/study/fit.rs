@@ -15,6 +15,7 @@
 use serde::Serialize;
 
 use super::StudyPoint;
+use crate::driver::pipeline::PIPELINE_IMAGES;
 
 /// Where the target runs.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -189,12 +190,20 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
     };
 
     // Memory per rank, from runs like the target's: one rank runs without
-    // MPI, several load the MPI library (about 10 MiB more per rank).
+    // MPI, several load the MPI library (about 10 MiB more per rank). A rank
+    // holds up to PIPELINE_IMAGES images at once, so only runs that gave
+    // every rank at least that many show the plateau (when the study has any).
+    let full = |p: &&StudyPoint| p.tasks.div_ceil(p.ranks) >= PIPELINE_IMAGES;
     let like: Vec<&StudyPoint> = {
         let same: Vec<&StudyPoint> = ok
             .iter()
             .filter(|p| (p.ranks > 1) == (target.ranks() > 1))
             .collect();
+        let same = if same.iter().any(full) {
+            same.into_iter().filter(full).collect()
+        } else {
+            same
+        };
         if same.is_empty() {
             ok.iter().collect()
         } else {
@@ -241,9 +250,14 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
         let g: Vec<&StudyPoint> = ok
             .iter()
             .filter(|p| p.ranks == f.ranks && p.threads == threads)
+            .filter(full)
             .collect();
-        let lo = g.iter().min_by_key(|p| p.tasks).unwrap();
-        let hi = g.iter().max_by_key(|p| p.tasks).unwrap();
+        let (Some(lo), Some(hi)) = (
+            g.iter().min_by_key(|p| p.tasks),
+            g.iter().max_by_key(|p| p.tasks),
+        ) else {
+            continue;
+        };
         if hi.tasks > lo.tasks {
             let per_byte = |p: &StudyPoint| {
                 p.peak_rss_max_bytes as f64 / predict_mem(p.largest_image_bytes as f64)
