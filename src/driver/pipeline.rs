@@ -107,20 +107,29 @@ pub fn process<'t>(
     rank: usize,
     progress: &mut Progress,
 ) -> Vec<ImageRecord> {
+    let all_failed = |tasks: &mut dyn Iterator<Item = &'t Task>, msg: &str| -> Vec<ImageRecord> {
+        tasks
+            .map(|t| {
+                let mut rec = blank(t, rank);
+                fail(&mut rec, &t.input, msg.to_string());
+                rec
+            })
+            .collect()
+    };
     let gzip = match Compressor::new(cfg.threads, cfg.compression_level) {
         Ok(gz) => gz,
         Err(e) => {
-            let msg = format!("cannot start compression threads: {e}");
-            return tasks
-                .map(|t| {
-                    let mut rec = blank(t, rank);
-                    fail(&mut rec, &t.input, msg.clone());
-                    rec
-                })
-                .collect();
+            let mut tasks = tasks;
+            return all_failed(
+                &mut tasks,
+                &format!("cannot start compression threads: {e}"),
+            );
         }
     };
-    let records = std::thread::scope(|s| {
+    // Records land here as the writer finishes them, so that they survive
+    // even if a stage thread dies outside the per-image guards.
+    let finished = std::sync::Mutex::new(Vec::new());
+    let outcome = std::thread::scope(|s| {
         let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
         let (read_tx, read_rx) = mpsc::sync_channel::<InFlight>(0);
         let (filtered_tx, filtered_rx) = mpsc::sync_channel::<InFlight>(0);
@@ -144,9 +153,9 @@ pub fn process<'t>(
                 }
             }
         });
-        let gzip = &gzip;
+        let (gzip, finished) = (&gzip, &finished);
         let writer = stage("write").spawn_scoped(s, move || {
-            let mut records = Vec::new();
+            let mut done = 0;
             for job in filtered_rx {
                 let task = job.task;
                 let mut spare = None;
@@ -155,28 +164,53 @@ pub fn process<'t>(
                 if let Some(v) = spare {
                     let _ = spare_tx.send(v);
                 }
-                progress.tick(records.len() + 1, &rec.input);
-                records.push(rec);
+                done += 1;
+                progress.tick(done, &rec.input);
+                if let Ok(mut f) = finished.lock() {
+                    f.push(rec);
+                }
             }
             progress.finish();
-            records
         });
         let (Ok(reader), Ok(filterer), Ok(writer)) = (reader, filterer, writer) else {
-            return Err("cannot start the pipeline's threads".to_string());
+            return Err(tasks);
         };
+        // The source is always drained, even if the reader has died: under
+        // the dynamic schedule root waits for every rank's last request.
+        let mut fed = Vec::new();
         for task in tasks {
-            if task_tx.send(task).is_err() {
-                break;
-            }
+            fed.push(task);
+            let _ = task_tx.send(task);
         }
         drop(task_tx);
-        let _ = reader.join();
-        let _ = filterer.join();
-        writer
-            .join()
-            .map_err(|_| "the writer thread died".to_string())
+        let _ = (reader.join(), filterer.join(), writer.join());
+        Ok(fed)
     });
-    records.unwrap_or_else(|e| panic!("nismooth pipeline: {e}"))
+    let fed = match outcome {
+        Ok(fed) => fed,
+        Err(mut tasks) => return all_failed(&mut tasks, "cannot start the pipeline's threads"),
+    };
+    // One record per task fed, in feeding order; a task whose record was
+    // lost with a dead stage thread is reported as failed, never dropped.
+    let mut by_index: std::collections::HashMap<usize, ImageRecord> = finished
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| (r.index, r))
+        .collect();
+    fed.into_iter()
+        .map(|t| {
+            by_index.remove(&t.index).unwrap_or_else(|| {
+                let mut rec = blank(t, rank);
+                fail(
+                    &mut rec,
+                    &t.input,
+                    "internal error: a pipeline thread died".into(),
+                );
+                rec
+            })
+        })
+        .collect()
 }
 
 /// An image on its way through the stages. `img` is `None` once it failed
