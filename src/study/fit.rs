@@ -402,6 +402,43 @@ mod tests {
     }
 
     #[test]
+    fn memory_ramps_until_the_pipeline_is_full_then_counts_as_flat() {
+        // A rank holds min(images, PIPELINE_IMAGES) images of 4 MB: memory
+        // rises over the first few images, then stays put.
+        let peak = |ranks: usize, tasks: usize| {
+            (10 << 20) + tasks.div_ceil(ranks).min(PIPELINE_IMAGES) as u64 * (4 << 20)
+        };
+        let mut pts = Vec::new();
+        for r in [1, 2] {
+            for n in [2, 4, 8, 16] {
+                pts.push(point(r, n, synthetic(r, n), peak(r, n)));
+            }
+        }
+        let e = estimate(
+            &pts,
+            Target {
+                tasks: 64,
+                nodes: 1,
+                ranks_per_node: 2,
+                threads: 1,
+                mean_voxels: None,
+                largest_image_bytes: None,
+            },
+        )
+        .unwrap();
+        assert!(
+            e.memory_flat,
+            "the ramp before the pipeline fills is not growth"
+        );
+        let full = peak(2, 64) as f64;
+        assert!(
+            (e.peak_rss_per_rank_bytes.value - full).abs() < 0.02 * full,
+            "{} vs {full}",
+            e.peak_rss_per_rank_bytes.value
+        );
+    }
+
+    #[test]
     fn recovers_a_known_machine_and_extrapolates_with_amdahl() {
         let mut pts = Vec::new();
         for r in [1, 2] {
