@@ -353,19 +353,22 @@ mod tests {
         ] {
             let header = b"a header of some bytes".to_vec();
             let data = sample(len);
-            let mut gz = Vec::new();
-            Compressor::new(threads, 1)
-                .unwrap()
-                .write(&mut gz, &header, &data, swap)
-                .unwrap();
-            let mut back = Vec::new();
-            decoder(&gz[..]).read_to_end(&mut back).unwrap();
-            let mut want = header.clone();
-            want.extend_from_slice(&swapped(&data, swap));
-            assert_eq!(back, want, "len {len} threads {threads} swap {swap}");
-            // One member: the trailer's size field is the whole payload.
-            let isize = u32::from_le_bytes(gz[gz.len() - 4..].try_into().unwrap());
-            assert_eq!(isize as usize, want.len());
+            for level in [0, 1, 6] {
+                let mut gz = Vec::new();
+                Compressor::new(threads, level)
+                    .unwrap()
+                    .write(&mut gz, &header, &data, swap)
+                    .unwrap();
+                let mut back = Vec::new();
+                decoder(&gz[..]).read_to_end(&mut back).unwrap();
+                let mut want = header.clone();
+                want.extend_from_slice(&swapped(&data, swap));
+                let what = format!("len {len} threads {threads} swap {swap} level {level}");
+                assert_eq!(back, want, "{what}");
+                // One member: the trailer's size field is the whole payload.
+                let isize = u32::from_le_bytes(gz[gz.len() - 4..].try_into().unwrap());
+                assert_eq!(isize as usize, want.len(), "{what}");
+            }
         }
     }
 
