@@ -220,7 +220,15 @@ unsafe fn pass<S: Sample, D: Sample>(
                 let next = cn * stride[c] + bn * width * stride[b];
                 geo.prefetch(s.0.add(next), width.min(n[b] - bn * width));
             }
-            group(&geo, sc, s.0.add(base), d.0.add(base), lanes, k, edge)
+            let job = Group {
+                geo: &geo,
+                src: s.0.add(base) as *const S,
+                dst: d.0.add(base),
+                lanes,
+                k,
+                edge,
+            };
+            group(job, sc)
         }
     };
     match reuse {
@@ -232,68 +240,54 @@ unsafe fn pass<S: Sample, D: Sample>(
     }
 }
 
-/// One group of lines: load, pad, convolve, store. The loads and stores
-/// convert between the image's dtype and f64; they are compiled once per
-/// instruction set so that those conversions use the widest vectors the CPU has.
-unsafe fn group<S: Sample, D: Sample>(
-    geo: &Geometry,
-    sc: &mut Scratch,
+/// One group of lines to filter: where they are and how.
+struct Group<'a, S, D> {
+    geo: &'a Geometry,
     src: *const S,
     dst: *mut D,
     lanes: usize,
-    k: &Kernel1d,
+    k: &'a Kernel1d,
     edge: Edge,
-) {
+}
+
+/// One group of lines: load, pad, convolve, store. The loads and stores
+/// convert between the image's dtype and f64; they are compiled once per
+/// instruction set so that those conversions use the widest vectors the CPU has.
+unsafe fn group<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return group_avx512(geo, sc, src, dst, lanes, k, edge);
+            return group_avx512(g, sc);
         }
         if std::arch::is_x86_feature_detected!("avx2") {
-            return group_avx2(geo, sc, src, dst, lanes, k, edge);
+            return group_avx2(g, sc);
         }
     }
-    group_body(geo, sc, src, dst, lanes, k, edge)
+    group_body(g, sc)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2")]
-unsafe fn group_avx512<S: Sample, D: Sample>(
-    geo: &Geometry,
-    sc: &mut Scratch,
-    src: *const S,
-    dst: *mut D,
-    lanes: usize,
-    k: &Kernel1d,
-    edge: Edge,
-) {
-    group_body(geo, sc, src, dst, lanes, k, edge)
+unsafe fn group_avx512<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
+    group_body(g, sc)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn group_avx2<S: Sample, D: Sample>(
-    geo: &Geometry,
-    sc: &mut Scratch,
-    src: *const S,
-    dst: *mut D,
-    lanes: usize,
-    k: &Kernel1d,
-    edge: Edge,
-) {
-    group_body(geo, sc, src, dst, lanes, k, edge)
+unsafe fn group_avx2<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
+    group_body(g, sc)
 }
 
 #[inline(always)]
-unsafe fn group_body<S: Sample, D: Sample>(
-    geo: &Geometry,
-    sc: &mut Scratch,
-    src: *const S,
-    dst: *mut D,
-    lanes: usize,
-    k: &Kernel1d,
-    edge: Edge,
-) {
+unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
+    let Group {
+        geo,
+        src,
+        dst,
+        lanes,
+        k,
+        edge,
+    } = g;
     let (r, len, width) = (k.radius(), geo.len, geo.width);
     let body = &mut sc.tile[r * width..(r + len) * width];
     geo.load(src, lanes, body, &mut sc.lines);
@@ -516,6 +510,7 @@ pub fn reference_voxels(input: &Voxels, shape: Shape, spec: &FilterSpec, out: DT
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::test_noise as noise;
     use crate::filter::ExpFlavour;
 
     fn spec(sigma: [f64; 3], mode: Mode) -> FilterSpec {
@@ -526,18 +521,6 @@ mod tests {
             cval: 7.5,
             exp: ExpFlavour::Libm,
         }
-    }
-
-    fn noise(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 200.0 - 50.0
-            })
-            .collect()
     }
 
     #[test]

@@ -81,3 +81,17 @@ pub trait Backend: Send {
         out: DType,
     ) -> Result<Voxels, FilterError>;
 }
+
+/// Deterministic noise in [-50, 150) for the backends' tests.
+#[cfg(test)]
+pub(crate) fn test_noise(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 200.0 - 50.0
+        })
+        .collect()
+}

@@ -329,18 +329,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2e3 - 500.0
-            })
-            .collect()
-    }
+    use crate::filter::test_noise as noise;
 
     #[test]
     fn vector_kernel_equals_the_definition_bit_for_bit() {

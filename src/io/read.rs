@@ -76,40 +76,47 @@ pub fn read_image_into(path: &Path, spare: Option<Voxels>) -> Result<Image, Read
     let file = File::open(path)?;
     let bytes_in = file.metadata()?.len();
     let mut input = BufReader::with_capacity(1 << 20, file);
-    let gz = gzip::is_gzip(input.fill_buf()?);
-    if gz {
-        let mut dec = gzip::decoder(input);
-        let mut head = vec![0u8; HEADER_LEN];
-        read_header_bytes(&mut dec, &mut head, true)?;
-        let info = parse_header(&head, true)?;
-        let limit = bytes_in.saturating_mul(MAX_INFLATE_RATIO);
-        if info.data_bytes() > limit {
-            return Err(ReadError::Truncated {
-                want: info.data_bytes(),
-                have: limit,
-            });
-        }
-        head.resize(info.vox_offset, 0);
-        dec.read_exact(&mut head[HEADER_LEN..])
-            .map_err(|e| gzip_error(e, "header extensions"))?;
-        let raw = read_voxels(&mut dec, &info, spare)?;
-        Ok(image(info, head, raw, bytes_in))
+    if gzip::is_gzip(input.fill_buf()?) {
+        read_stream(&mut gzip::decoder(input), true, bytes_in, spare)
     } else {
-        let mut head = vec![0u8; HEADER_LEN];
-        read_header_bytes(&mut input, &mut head, false)?;
-        let info = parse_header(&head, false)?;
-        let end = info.vox_offset as u64 + info.data_bytes();
-        if end > bytes_in {
-            return Err(ReadError::Truncated {
-                want: info.data_bytes(),
-                have: bytes_in.saturating_sub(info.vox_offset as u64),
-            });
-        }
-        head.resize(info.vox_offset, 0);
-        input.read_exact(&mut head[HEADER_LEN..])?;
-        let raw = read_voxels(&mut input, &info, spare)?;
-        Ok(image(info, head, raw, bytes_in))
+        read_stream(&mut input, false, bytes_in, spare)
     }
+}
+
+/// Header, extensions and voxels from `r` (the inflated stream when `gz`).
+/// A header that claims more data than the file can hold is refused before
+/// anything is allocated: a plain file must hold it, and deflate cannot
+/// expand more than MAX_INFLATE_RATIO-fold.
+fn read_stream(
+    r: &mut impl Read,
+    gz: bool,
+    bytes_in: u64,
+    spare: Option<Voxels>,
+) -> Result<Image, ReadError> {
+    let mut head = vec![0u8; HEADER_LEN];
+    read_header_bytes(r, &mut head, gz)?;
+    let info = parse_header(&head, gz)?;
+    let have = if gz {
+        bytes_in.saturating_mul(MAX_INFLATE_RATIO)
+    } else {
+        bytes_in.saturating_sub(info.vox_offset as u64)
+    };
+    if info.data_bytes() > have {
+        return Err(ReadError::Truncated {
+            want: info.data_bytes(),
+            have,
+        });
+    }
+    head.resize(info.vox_offset, 0);
+    r.read_exact(&mut head[HEADER_LEN..]).map_err(|e| {
+        if gz {
+            gzip_error(e, "header extensions")
+        } else {
+            ReadError::Io(e)
+        }
+    })?;
+    let raw = read_voxels(r, &info, spare)?;
+    Ok(image(info, head, raw, bytes_in))
 }
 
 fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, bytes_in: u64) -> Image {
