@@ -99,9 +99,14 @@ pub struct RunArgs {
     /// Write one CSV row per image (%j, %A, %a expand as for --report).
     #[arg(long)]
     pub csv: Option<String>,
-    /// Skip images whose output already exists.
+    /// Skip images whose output already exists (not checked; see --resume).
     #[arg(long)]
     pub skip_existing: bool,
+    /// Go on after a killed run: skip images whose output exists and is
+    /// complete (its journal line matches, or it reads back whole), redo the
+    /// rest, and remove the temp files the killed run left.
+    #[arg(long, conflicts_with = "skip_existing")]
+    pub resume: bool,
     /// Progress display: a bar on a terminal, log lines otherwise.
     #[arg(long, value_enum, default_value_t = ProgressChoice::Auto)]
     pub progress: ProgressChoice,

@@ -47,6 +47,7 @@ pub struct RunConfig {
     pub array_chunk: Option<usize>,
     pub backend: BackendChoice,
     pub skip_existing: bool,
+    pub resume: bool,
     #[serde(skip)]
     pub progress: ProgressChoice,
 }
@@ -191,6 +192,7 @@ impl RunConfig {
             }),
             exp: ExpFlavour::detect(),
             skip_existing: a.skip_existing,
+            resume: a.resume,
             progress: a.progress,
         })
     }

@@ -32,6 +32,13 @@ pub enum UsageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The output directory exists but a file cannot be written in it
+    /// (read-only file system, permissions, no space left).
+    #[error("output directory {path} is not writable: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Root refused the run (one of the refusals above, seen on root); every
     /// rank receives root's message and exits with the same code.
     #[error("{0}")]

@@ -10,6 +10,7 @@ use std::sync::mpsc::{channel, TryRecvError};
 use std::time::Duration;
 
 use super::comm::Comm;
+use super::journal::Durable;
 use super::pipeline::{self, Progress};
 use crate::config::RunConfig;
 use crate::filter::Backend;
@@ -22,6 +23,7 @@ pub fn root(
     tasks: &[Task],
     order: Vec<usize>,
     cfg: &RunConfig,
+    durable: &Durable,
     backend: &mut dyn Backend,
     progress: &mut Progress,
 ) -> Vec<ImageRecord> {
@@ -36,6 +38,7 @@ pub fn root(
             pipeline::process(
                 source.map(|i| &tasks[i]),
                 cfg,
+                durable,
                 backend,
                 0,
                 &mut Progress::Quiet,
@@ -100,8 +103,16 @@ pub fn worker(
     comm: &dyn Comm,
     tasks: &[Task],
     cfg: &RunConfig,
+    durable: &Durable,
     backend: &mut dyn Backend,
 ) -> Vec<ImageRecord> {
     let source = std::iter::from_fn(|| comm.request_task()).map(|i| &tasks[i]);
-    pipeline::process(source, cfg, backend, comm.rank(), &mut Progress::Quiet)
+    pipeline::process(
+        source,
+        cfg,
+        durable,
+        backend,
+        comm.rank(),
+        &mut Progress::Quiet,
+    )
 }

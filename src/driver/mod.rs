@@ -12,6 +12,7 @@
 
 pub mod comm;
 mod dynamic;
+pub mod journal;
 pub mod metrics;
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -35,7 +36,11 @@ use pipeline::Progress;
 /// What root decides and every rank receives.
 #[derive(Serialize, Deserialize)]
 enum PlanMsg {
-    Tasks(Vec<Task>),
+    /// The images, and the run's id (it names the journals).
+    Tasks {
+        tasks: Vec<Task>,
+        run: String,
+    },
     Refused(String),
 }
 
@@ -140,7 +145,16 @@ pub fn run(
                 } else {
                     vec![0; tasks.len()]
                 };
-                PlanMsg::Tasks(tasks)
+                if cfg.resume {
+                    let removed = plan::remove_stale_temps(&tasks, &cfg.outdir);
+                    if removed > 0 {
+                        log::info!("--resume: removed {removed} temp file(s) a killed run left");
+                    }
+                }
+                PlanMsg::Tasks {
+                    tasks,
+                    run: run_id(),
+                }
             }
             Err(e) => PlanMsg::Refused(e.to_string()),
         };
@@ -148,12 +162,17 @@ pub fn run(
     } else {
         Vec::new()
     };
-    let tasks = match serde_json::from_slice(&comm.broadcast(plan)).expect("plan deserialises") {
-        PlanMsg::Tasks(t) => t,
-        // Every rank leaves here, together, before any other collective.
-        PlanMsg::Refused(msg) => return Err(UsageError::Refused(msg)),
-    };
+    let (tasks, run) =
+        match serde_json::from_slice(&comm.broadcast(plan)).expect("plan deserialises") {
+            PlanMsg::Tasks { tasks, run } => (tasks, run),
+            // Every rank leaves here, together, before any other collective.
+            PlanMsg::Refused(msg) => return Err(UsageError::Refused(msg)),
+        };
 
+    let durable = journal::Durable {
+        run,
+        resume: cfg.resume.then(|| journal::Index::load(&cfg.outdir)),
+    };
     let verb = if cfg.schedule == Schedule::Dynamic {
         "handed out"
     } else {
@@ -170,9 +189,9 @@ pub fn run(
             );
             let mut progress = Progress::new(cfg.progress, tasks.len(), verb);
             let order = schedule::dynamic_order(&costs);
-            dynamic::root(comm, &tasks, order, cfg, backend, &mut progress)
+            dynamic::root(comm, &tasks, order, cfg, &durable, backend, &mut progress)
         } else {
-            dynamic::worker(comm, &tasks, cfg, backend)
+            dynamic::worker(comm, &tasks, cfg, &durable, backend)
         }
     } else {
         let parts = comm.is_root().then(|| {
@@ -204,6 +223,7 @@ pub fn run(
         let records = pipeline::process(
             mine.iter().map(|&i| &tasks[i]),
             cfg,
+            &durable,
             backend,
             rank,
             &mut progress,
@@ -245,6 +265,15 @@ pub fn run(
         wall_s,
         report,
     })
+}
+
+/// A run's id: when root started it, and root's pid (names the journals).
+fn run_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs}-{}", std::process::id())
 }
 
 fn totals(

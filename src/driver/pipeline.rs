@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::journal::{self, Durable, Index, Journal};
 use crate::cli::{ProgressChoice, Units};
 use crate::config::RunConfig;
 use crate::filter::Backend;
@@ -103,6 +104,7 @@ pub const PIPELINE_IMAGES: usize = 4;
 pub fn process<'t>(
     tasks: impl Iterator<Item = &'t Task>,
     cfg: &RunConfig,
+    durable: &Durable,
     backend: &mut dyn Backend,
     rank: usize,
     progress: &mut Progress,
@@ -127,8 +129,11 @@ pub fn process<'t>(
         }
     };
     // Records land here as the writer finishes them, so that they survive
-    // even if a stage thread dies outside the per-image guards.
+    // even if a stage thread dies outside the per-image guards; the journal
+    // keeps them on disk in case the whole process dies.
     let finished = std::sync::Mutex::new(Vec::new());
+    let mut journal = Journal::open(&cfg.outdir, &durable.run, rank);
+    let resume = durable.resume.as_ref();
     let outcome = std::thread::scope(|s| {
         let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
         let (read_tx, read_rx) = mpsc::sync_channel::<InFlight>(0);
@@ -139,7 +144,7 @@ pub fn process<'t>(
         let reader = stage("read").spawn_scoped(s, move || {
             for task in task_rx {
                 let spare = spare_rx.try_recv().ok();
-                let job = guarded(task, rank, || read(task, cfg, rank, spare));
+                let job = guarded(task, rank, || read(task, cfg, resume, rank, spare));
                 if read_tx.send(job).is_err() {
                     break;
                 }
@@ -161,6 +166,7 @@ pub fn process<'t>(
                 let mut spare = None;
                 let mut rec = guarded(task, rank, || write(job, gzip, &mut spare)).rec;
                 rec.finished_s = since_start();
+                journal.record(&rec, &task.output);
                 if let Some(v) = spare {
                     let _ = spare_tx.send(v);
                 }
@@ -264,6 +270,7 @@ fn blank(task: &Task, rank: usize) -> ImageRecord {
         finished_s: 0.0,
         status: Status::Ok,
         error: None,
+        note: None,
     }
 }
 
@@ -273,7 +280,13 @@ fn fail(rec: &mut ImageRecord, input: &Path, msg: String) {
     rec.error = Some(msg);
 }
 
-fn read<'t>(task: &'t Task, cfg: &RunConfig, rank: usize, spare: Option<Voxels>) -> InFlight<'t> {
+fn read<'t>(
+    task: &'t Task,
+    cfg: &RunConfig,
+    resume: Option<&Index>,
+    rank: usize,
+    spare: Option<Voxels>,
+) -> InFlight<'t> {
     let mut rec = blank(task, rank);
     let job = |rec, img| InFlight {
         task,
@@ -283,6 +296,12 @@ fn read<'t>(task: &'t Task, cfg: &RunConfig, rank: usize, spare: Option<Voxels>)
     };
     if cfg.skip_existing && io::exists_nonempty(&task.output) {
         rec.status = Status::Skipped;
+        rec.note = Some("output exists (--skip-existing)".into());
+        return job(rec, None);
+    }
+    if let Some(how) = resume.and_then(|index| journal::complete(task, index)) {
+        rec.status = Status::Skipped;
+        rec.note = Some(how.describe().into());
         return job(rec, None);
     }
     let t = Instant::now();

@@ -40,6 +40,31 @@ pub fn decoder<R: Read>(input: R) -> impl Read {
     isal::read::Decoder::new(input, isal::Codec::Gzip)
 }
 
+/// A gzip reading error in words (ISA-L's own are enum names).
+pub fn describe(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("IncorrectChecksum") {
+        "CRC-32 mismatch: the data is damaged".into()
+    } else if ["InvalidWrapper", "UnsupportedMethod"]
+        .iter()
+        .any(|k| text.contains(k))
+    {
+        "invalid gzip header".into()
+    } else if [
+        "Corrupt data",
+        "InvalidBlock",
+        "InvalidSymbol",
+        "InvalidLoopBack",
+    ]
+    .iter()
+    .any(|k| text.contains(k))
+    {
+        "invalid compressed data (damaged, or cut short)".into()
+    } else {
+        text
+    }
+}
+
 /// nibabel/zlib level (0..=9) to an ISA-L level (0..=3). zlib 1 (nibabel's
 /// default) maps to ISA-L 2: as fast as ISA-L 1 on image data, and it keeps
 /// int16 images within nibabel's size, which ISA-L 1 misses by about 2%.

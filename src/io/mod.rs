@@ -1,4 +1,4 @@
-//! NIfTI-1 read and atomic write, as nibabel sees the files.
+//! NIfTI-1 and NIfTI-2 read and atomic write, as nibabel sees the files.
 //!
 //! Reading keeps the input's header bytes (and extensions) verbatim so that the
 //! output can carry them unchanged except for the fields the filter changes
@@ -9,12 +9,17 @@
 //! complete, so a crash or an error never leaves a half-written output.
 
 pub mod gzip;
+pub mod header;
 mod read;
 mod write;
 
-pub use read::{read_header_info, read_image, read_image_into, HeaderInfo};
+pub use header::{HeaderInfo, Version};
+pub use read::{
+    pair_data_path, read_header_info, read_image, read_image_from_bytes, read_image_into,
+};
 pub use write::{
-    exists_nonempty, new_header, output_header, write_image, OutputFormat, WriteOptions,
+    exists_nonempty, is_temp_for, new_header, output_header, write_image, OutputFormat,
+    WriteOptions,
 };
 
 use std::path::PathBuf;
@@ -22,14 +27,13 @@ use std::path::PathBuf;
 use crate::filter::Shape;
 use crate::volume::{DType, Voxels};
 
-/// Size of a NIfTI-1 header; data may start after it plus 4 extension bytes.
-pub const HEADER_LEN: usize = 348;
-
 /// One image in memory: the header as read, and the voxels as nibabel sees them.
 #[derive(Debug)]
 pub struct Image {
-    /// Bytes 0..vox_offset of the input (header, extender, extensions).
+    /// Bytes 0..vox_offset of the input (header, extender, extensions); for
+    /// a `.hdr`/`.img` pair, already made the header of a single file.
     pub raw_header: Vec<u8>,
+    pub version: Version,
     pub big_endian: bool,
     pub shape: Shape,
     /// Voxel size along x, y, z (pixdim[1..=3]) in the header's units.
@@ -52,24 +56,31 @@ pub enum ReadError {
     /// The gzip stream is damaged or ends early.
     #[error("corrupt or truncated gzip stream: {0}")]
     Gzip(String),
-    /// Fewer bytes than a 348-byte header.
-    #[error("file too short for a NIfTI-1 header ({0} bytes)")]
+    /// Fewer bytes than the header that `sizeof_hdr` announces (348 or 540).
+    #[error("file too short for a NIfTI header ({0} bytes)")]
     TooShort(usize),
-    /// `sizeof_hdr` is not 348 in either byte order, or the magic is wrong.
-    #[error("not a NIfTI-1 file: {0}")]
+    /// `sizeof_hdr` is neither 348 nor 540 in either byte order, or the magic is wrong.
+    #[error("not a NIfTI file: {0}")]
     NotNifti(String),
-    /// A `.hdr`/`.img` pair (magic "ni1"), not yet supported.
-    #[error("two-file NIfTI (.hdr/.img, magic \"ni1\") is not supported; convert to .nii")]
-    PairNotSupported,
-    /// `dim` is inconsistent: dim[0] outside 1..=7, or a used dimension ≤ 0.
+    /// The `.img` beside a `.hdr` is missing or unreadable.
+    #[error("the data file {path} of this .hdr/.img pair cannot be read: {source}")]
+    MissingData {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `dim` is inconsistent: dim[0] outside 1..=7, a used dimension ≤ 0, or
+    /// more voxels than any file could hold.
     #[error("invalid dimensions: {0}")]
     BadDims(String),
     /// A datatype nismooth cannot filter (complex, RGB, float128, binary).
-    #[error("unsupported datatype code {0} (only real integer and float types can be smoothed)")]
-    UnsupportedType(i16),
-    /// `vox_offset` points inside the header or past the end of the data.
+    #[error("unsupported datatype {name} (code {code}): only real integer and float images can be smoothed")]
+    UnsupportedType { code: i16, name: &'static str },
+    /// `vox_offset` points inside the header, is not a whole number, or is absurd.
     #[error("invalid vox_offset {0}")]
-    BadOffset(f32),
+    BadOffset(f64),
+    /// `vox_offset` lies past the end of the file.
+    #[error("vox_offset {offset} is beyond the end of the file ({len} bytes)")]
+    OffsetBeyondEnd { offset: u64, len: u64 },
     /// The header promises more voxels than the file can hold.
     #[error("header claims {want} bytes of voxel data but the file holds only {have}")]
     Truncated { want: u64, have: u64 },

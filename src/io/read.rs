@@ -1,66 +1,66 @@
 //! Reading: header validation first, allocation only once the file can hold what it claims.
+//!
+//! A single file (`.nii`, `.nii.gz`) is streamed once: header, extensions,
+//! voxels. A `.hdr`/`.img` pair is read as its two files, and its header is
+//! turned into a single file's so that the output is an ordinary `.nii`.
+//! Compressed inputs may hold several gzip members (BGZF, `cat a.gz b.gz`):
+//! every member is inflated, in order.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{gzip, Image, ReadError, HEADER_LEN};
-use crate::filter::Shape;
-use crate::volume::{DType, Sample, VoxelVec, Voxels};
+use super::header::{self, HeaderInfo, Version};
+use super::{gzip, Image, ReadError};
+use crate::volume::{Sample, VoxelVec, Voxels};
 use crate::{with_dtype, with_voxels};
 
 /// Deflate cannot expand data by more than ~1032:1; a header that claims more
 /// voxels than that is lying, and is refused before anything is allocated.
 const MAX_INFLATE_RATIO: u64 = 1032;
 
-/// What planning needs to know of an image without reading its voxels.
-#[derive(Clone, Debug)]
-pub struct HeaderInfo {
-    pub shape: Shape,
-    pub stored: DType,
-    pub pixdim: [f32; 3],
-    pub vox_offset: usize,
-    pub big_endian: bool,
-    pub gz: bool,
-    /// (slope, inter) when nibabel would scale the data.
-    pub scaling: Option<(f64, f64)>,
+/// Extensions in a pair's `.hdr` beyond this are refused (real ones are a few KiB).
+const MAX_PAIR_EXTENSIONS: u64 = 64 << 20;
+
+/// For a `.hdr` or `.hdr.gz` name, the pair's data file: the `.img` (or
+/// `.img.gz`) beside it, the one that exists, preferring the header's own
+/// compression. `None` for any other name.
+pub fn pair_data_path(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let lower = name.to_lowercase();
+    let (stem, order) = if lower.ends_with(".hdr.gz") {
+        (&name[..name.len() - 7], [".img.gz", ".img"])
+    } else if lower.ends_with(".hdr") {
+        (&name[..name.len() - 4], [".img", ".img.gz"])
+    } else {
+        return None;
+    };
+    let candidates = order.map(|ext| path.with_file_name(format!("{stem}{ext}")));
+    let found = candidates.iter().find(|p| p.is_file()).cloned();
+    Some(found.unwrap_or_else(|| candidates[0].clone()))
 }
 
-impl HeaderInfo {
-    pub fn voxels(&self) -> u64 {
-        self.shape.len() as u64
+/// A file's bytes, inflated when they are gzip: (stream, gz).
+fn stream<'a>(mut input: impl BufRead + 'a) -> std::io::Result<(Box<dyn Read + 'a>, bool)> {
+    if gzip::is_gzip(input.fill_buf()?) {
+        Ok((Box::new(gzip::decoder(input)), true))
+    } else {
+        Ok((Box::new(input), false))
     }
-    pub fn data_bytes(&self) -> u64 {
-        self.voxels() * self.stored.size() as u64
-    }
-    /// The image's size in memory, as nismooth holds it (the presented dtype).
-    pub fn memory_bytes(&self) -> u64 {
-        self.voxels() * self.presented().size() as u64
-    }
-    /// The dtype nibabel presents: float64 when scaled.
-    pub fn presented(&self) -> DType {
-        if self.scaling.is_some() {
-            DType::F64
-        } else {
-            self.stored
-        }
-    }
+}
+
+/// Opens `path` for streaming: (stream, gz, length on disk).
+fn open(path: &Path) -> std::io::Result<(Box<dyn Read>, bool, u64)> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let (r, gz) = stream(BufReader::with_capacity(1 << 20, file))?;
+    Ok((r, gz, len))
 }
 
 /// Reads and validates only the header (cheap; used to plan and balance work).
 pub fn read_header_info(path: &Path) -> Result<HeaderInfo, ReadError> {
-    let mut file = BufReader::new(File::open(path)?);
-    let mut magic = [0u8; 2];
-    file.read_exact(&mut magic)?;
-    let mut chained = (&magic[..]).chain(file);
-    let gz = gzip::is_gzip(&magic);
-    let mut head = vec![0u8; HEADER_LEN];
-    if gz {
-        read_header_bytes(&mut gzip::decoder(chained), &mut head, true)?;
-    } else {
-        read_header_bytes(&mut chained, &mut head, false)?;
-    }
-    parse_header(&head, gz)
+    let (mut r, gz, _) = open(path)?;
+    Ok(read_header(&mut r, gz, pair_data_path(path).is_some())?.1)
 }
 
 /// Reads a whole image: header, extensions and voxels (scaled as nibabel does).
@@ -73,50 +73,113 @@ pub fn read_image(path: &Path) -> Result<Image, ReadError> {
 /// that a long run does not map and fault in fresh memory for every image).
 /// The file is streamed: its compressed bytes are never all in memory.
 pub fn read_image_into(path: &Path, spare: Option<Voxels>) -> Result<Image, ReadError> {
-    let file = File::open(path)?;
-    let bytes_in = file.metadata()?.len();
-    let mut input = BufReader::with_capacity(1 << 20, file);
-    if gzip::is_gzip(input.fill_buf()?) {
-        read_stream(&mut gzip::decoder(input), true, bytes_in, spare)
-    } else {
-        read_stream(&mut input, false, bytes_in, spare)
+    if let Some(data) = pair_data_path(path) {
+        return read_pair(path, &data, spare);
     }
+    let lower = path.to_string_lossy().to_lowercase();
+    if lower.ends_with(".img") || lower.ends_with(".img.gz") {
+        return Err(ReadError::NotNifti(
+            "an .img holds only the voxels of a .hdr/.img pair; name its .hdr".into(),
+        ));
+    }
+    let (mut r, gz, len) = open(path)?;
+    read_single(&mut r, gz, len, spare)
 }
 
-/// Header, extensions and voxels from `r` (the inflated stream when `gz`).
-/// A header that claims more data than the file can hold is refused before
-/// anything is allocated: a plain file must hold it, and deflate cannot
-/// expand more than MAX_INFLATE_RATIO-fold.
-fn read_stream(
-    r: &mut impl Read,
+/// A single-file image held in memory (the fuzz target's way in).
+pub fn read_image_from_bytes(bytes: &[u8]) -> Result<Image, ReadError> {
+    let (mut r, gz) = stream(bytes)?;
+    read_single(&mut r, gz, bytes.len() as u64, None)
+}
+
+/// Header, extensions and voxels of a single file from `r` (the inflated
+/// stream when `gz`; `len` bytes on disk). A header that claims more than the
+/// file can hold is refused before anything is allocated: a plain file must
+/// hold it, and deflate cannot expand more than MAX_INFLATE_RATIO-fold.
+fn read_single(
+    r: &mut dyn Read,
     gz: bool,
-    bytes_in: u64,
+    len: u64,
     spare: Option<Voxels>,
 ) -> Result<Image, ReadError> {
-    let mut head = vec![0u8; HEADER_LEN];
-    read_header_bytes(r, &mut head, gz)?;
-    let info = parse_header(&head, gz)?;
-    let have = if gz {
-        bytes_in.saturating_mul(MAX_INFLATE_RATIO)
-    } else {
-        bytes_in.saturating_sub(info.vox_offset as u64)
+    let (mut head, info) = read_header(r, gz, false)?;
+    check_room(&info, info.vox_offset as u64, len, gz)?;
+    let rest = info.vox_offset - head.len();
+    r.take(rest as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| stream_error(e, gz, "header extensions"))?;
+    if head.len() < info.vox_offset {
+        return Err(stream_error(eof(), gz, "header extensions"));
+    }
+    let raw = read_voxels(r, &info, spare)?;
+    Ok(image(info, head, raw, len))
+}
+
+/// A `.hdr`/`.img` pair: the header (and its extensions) from `hdr`, the
+/// voxels from `data` at vox_offset. The header kept for the output is that
+/// of a single file, with the data right after its extensions.
+fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, ReadError> {
+    let (mut r, gz, hdr_len) = open(hdr)?;
+    let (mut head, info) = read_header(&mut r, gz, true)?;
+    r.take(MAX_PAIR_EXTENSIONS + 1)
+        .read_to_end(&mut head)
+        .map_err(|e| stream_error(e, gz, "header extensions"))?;
+    if head.len() as u64 > MAX_PAIR_EXTENSIONS {
+        return Err(ReadError::NotNifti(format!(
+            "more than {MAX_PAIR_EXTENSIONS} bytes of extensions after the header"
+        )));
+    }
+    // Extensions need their 4-byte extender; without one, none follow.
+    let n = info.version.header_len();
+    if head.len() < n + 4 || head[n] == 0 {
+        head.truncate(n);
+        head.extend_from_slice(&[0; 4]);
+    }
+    let data_at = head.len().next_multiple_of(16);
+    head.resize(data_at, 0);
+    header::make_single(&mut head, info.version, info.big_endian, data_at);
+
+    let (mut r, data_gz, data_len) = open(data).map_err(|source| ReadError::MissingData {
+        path: data.to_path_buf(),
+        source,
+    })?;
+    let info = HeaderInfo {
+        gz: data_gz,
+        ..info
     };
-    if info.data_bytes() > have {
+    check_room(&info, info.vox_offset as u64, data_len, data_gz)?;
+    let skipped = std::io::copy(
+        &mut r.by_ref().take(info.vox_offset as u64),
+        &mut std::io::sink(),
+    )
+    .map_err(|e| stream_error(e, data_gz, "data file"))?;
+    if skipped < info.vox_offset as u64 {
+        return Err(stream_error(eof(), data_gz, "data file"));
+    }
+    let raw = read_voxels(&mut r, &info, spare)?;
+    Ok(image(info, head, raw, hdr_len + data_len))
+}
+
+/// Refuses a header whose data cannot fit in a file of `len` bytes.
+fn check_room(info: &HeaderInfo, offset: u64, len: u64, gz: bool) -> Result<(), ReadError> {
+    let want = info.data_bytes();
+    if gz {
+        let have = len.saturating_mul(MAX_INFLATE_RATIO);
+        if offset.saturating_add(want) > have {
+            return Err(ReadError::Truncated {
+                want,
+                have: have.saturating_sub(offset),
+            });
+        }
+    } else if offset > len {
+        return Err(ReadError::OffsetBeyondEnd { offset, len });
+    } else if want > len - offset {
         return Err(ReadError::Truncated {
-            want: info.data_bytes(),
-            have,
+            want,
+            have: len - offset,
         });
     }
-    head.resize(info.vox_offset, 0);
-    r.read_exact(&mut head[HEADER_LEN..]).map_err(|e| {
-        if gz {
-            gzip_error(e, "header extensions")
-        } else {
-            ReadError::Io(e)
-        }
-    })?;
-    let raw = read_voxels(r, &info, spare)?;
-    Ok(image(info, head, raw, bytes_in))
+    Ok(())
 }
 
 fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, bytes_in: u64) -> Image {
@@ -126,6 +189,7 @@ fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, bytes_in: u64) -> I
     };
     Image {
         raw_header,
+        version: info.version,
         big_endian: info.big_endian,
         shape: info.shape,
         pixdim: info.pixdim,
@@ -136,130 +200,54 @@ fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, bytes_in: u64) -> I
     }
 }
 
-fn read_header_bytes(r: &mut impl Read, head: &mut [u8], gz: bool) -> Result<(), ReadError> {
-    let mut got = 0;
-    while got < head.len() {
-        match r.read(&mut head[got..]) {
+/// Reads `sizeof_hdr`, then the rest of the header it announces, and parses it.
+fn read_header(r: &mut dyn Read, gz: bool, pair: bool) -> Result<(Vec<u8>, HeaderInfo), ReadError> {
+    let mut head = vec![0u8; 4];
+    fill(r, &mut head, 0, gz)?;
+    let (version, _) = Version::detect([head[0], head[1], head[2], head[3]])?;
+    head.resize(version.header_len(), 0);
+    fill(r, &mut head, 4, gz)?;
+    let info = header::parse(&head, gz, pair)?;
+    Ok((head, info))
+}
+
+/// Fills `buf[from..]`; a short file is `TooShort` with the bytes it had.
+fn fill(r: &mut dyn Read, buf: &mut [u8], from: usize, gz: bool) -> Result<(), ReadError> {
+    let mut got = from;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
             Ok(0) => return Err(ReadError::TooShort(got)),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if gz => return Err(ReadError::Gzip(e.to_string())),
+            Err(e) if gz => return Err(ReadError::Gzip(gzip::describe(&e))),
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
     Ok(())
 }
 
-fn gzip_error(e: std::io::Error, what: &str) -> ReadError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        ReadError::Gzip(format!("stream ends inside the {what}"))
-    } else {
-        ReadError::Gzip(e.to_string())
-    }
+fn eof() -> std::io::Error {
+    std::io::ErrorKind::UnexpectedEof.into()
 }
 
-fn i16_at(h: &[u8], off: usize, be: bool) -> i16 {
-    let b = [h[off], h[off + 1]];
-    if be {
-        i16::from_be_bytes(b)
-    } else {
-        i16::from_le_bytes(b)
-    }
-}
-
-fn i32_at(h: &[u8], off: usize, be: bool) -> i32 {
-    let b = [h[off], h[off + 1], h[off + 2], h[off + 3]];
-    if be {
-        i32::from_be_bytes(b)
-    } else {
-        i32::from_le_bytes(b)
-    }
-}
-
-/// Validates a 348-byte NIfTI-1 header and extracts what the pipeline needs.
-/// Field parsing goes through the `nifti` crate; the checks it leaves to its
-/// callers (sizeof_hdr, dims, datatype, offset, scaling) are made here.
-fn parse_header(head: &[u8], gz: bool) -> Result<HeaderInfo, ReadError> {
-    let big_endian = match (i32_at(head, 0, false), i32_at(head, 0, true)) {
-        (348, _) => false,
-        (_, 348) => true,
-        (540, _) | (_, 540) => {
-            return Err(ReadError::NotNifti(
-                "NIfTI-2 header (sizeof_hdr 540) is not supported yet".into(),
-            ))
+/// An error met while streaming `what`: a gzip error names the stream, a
+/// plain file's early end says what was missing.
+fn stream_error(e: std::io::Error, gz: bool, what: &str) -> ReadError {
+    match (gz, e.kind()) {
+        (true, std::io::ErrorKind::UnexpectedEof) => {
+            ReadError::Gzip(format!("stream ends inside the {what}"))
         }
-        (v, _) => {
-            return Err(ReadError::NotNifti(format!(
-                "sizeof_hdr is {v}, expected 348"
-            )))
-        }
-    };
-    if &head[344..348] == b"ni1\0" {
-        return Err(ReadError::PairNotSupported);
+        (true, _) => ReadError::Gzip(gzip::describe(&e)),
+        (false, std::io::ErrorKind::UnexpectedEof) => ReadError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("file ends inside the {what}"),
+        )),
+        (false, _) => ReadError::Io(e),
     }
-    if &head[344..348] != b"n+1\0" {
-        return Err(ReadError::NotNifti(format!(
-            "magic is {:?}, expected \"n+1\"",
-            String::from_utf8_lossy(&head[344..347])
-        )));
-    }
-    let h =
-        nifti::NiftiHeader::from_reader(head).map_err(|e| ReadError::NotNifti(e.to_string()))?;
-
-    let ndim = i16_at(head, 40, big_endian);
-    if !(1..=7).contains(&ndim) {
-        return Err(ReadError::BadDims(format!(
-            "dim[0] = {ndim}, expected 1..7"
-        )));
-    }
-    let ndim = ndim as usize;
-    let mut dims = [1usize; 7];
-    let mut total: u64 = 1;
-    for (i, d) in dims.iter_mut().enumerate().take(ndim) {
-        let v = i16_at(head, 42 + 2 * i, big_endian);
-        if v <= 0 {
-            return Err(ReadError::BadDims(format!("dim[{}] = {v}", i + 1)));
-        }
-        *d = v as usize;
-        total = total.saturating_mul(v as u64);
-    }
-    let stored =
-        DType::from_nifti_code(h.datatype).ok_or(ReadError::UnsupportedType(h.datatype))?;
-    let vox = h.vox_offset;
-    if !vox.is_finite() || vox < 352.0 || vox.fract() != 0.0 || vox > 1e9 {
-        return Err(ReadError::BadOffset(vox));
-    }
-    let scaling = if h.scl_slope == 0.0 || !h.scl_slope.is_finite() {
-        None
-    } else if !h.scl_inter.is_finite() {
-        return Err(ReadError::BadScaling);
-    } else if h.scl_slope == 1.0 && h.scl_inter == 0.0 {
-        None
-    } else {
-        Some((h.scl_slope as f64, h.scl_inter as f64))
-    };
-    let spatial = [dims[0], dims[1], dims[2]];
-    let volumes = dims[3..].iter().product();
-    if total > (usize::MAX / 8) as u64 {
-        return Err(ReadError::BadDims(format!("{total} voxels")));
-    }
-    Ok(HeaderInfo {
-        shape: Shape {
-            spatial,
-            spatial_ndim: ndim.min(3),
-            volumes,
-        },
-        stored,
-        pixdim: [h.pixdim[1], h.pixdim[2], h.pixdim[3]],
-        vox_offset: vox as usize,
-        big_endian,
-        gz,
-        scaling,
-    })
 }
 
 fn read_voxels(
-    r: &mut impl Read,
+    r: &mut dyn Read,
     info: &HeaderInfo,
     spare: Option<Voxels>,
 ) -> Result<Voxels, ReadError> {
@@ -268,7 +256,7 @@ fn read_voxels(
 }
 
 fn read_typed<T: Sample + VoxelVec>(
-    r: &mut impl Read,
+    r: &mut dyn Read,
     n: usize,
     big_endian: bool,
     gz: bool,
@@ -280,13 +268,7 @@ fn read_typed<T: Sample + VoxelVec>(
     v.truncate(n);
     v.resize(n, T::zeroed());
     r.read_exact(bytemuck::cast_slice_mut(&mut v))
-        .map_err(|e| {
-            if gz {
-                gzip_error(e, "voxel data")
-            } else {
-                ReadError::Io(e)
-            }
-        })?;
+        .map_err(|e| stream_error(e, gz, "voxel data"))?;
     if big_endian != cfg!(target_endian = "big") {
         v.iter_mut().for_each(|x| *x = x.swap_bytes());
     }
@@ -313,6 +295,7 @@ mod tests {
     use crate::cli::NoiseChoice;
     use crate::generate::{generate, PhantomSpec};
     use crate::io::OutputFormat;
+    use crate::volume::DType;
 
     #[test]
     fn header_only_read_agrees_with_the_full_read() {

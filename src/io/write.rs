@@ -5,6 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::header;
 use super::{gzip, Image, WriteError};
 use crate::volume::{DType, Voxels};
 use crate::with_voxels;
@@ -48,6 +49,16 @@ impl Drop for TempGuard {
     }
 }
 
+/// Whether `file_name` is a temp file of ours for an output named `dest_name`
+/// (one a killed run left behind).
+pub fn is_temp_for(file_name: &str, dest_name: &str) -> bool {
+    file_name
+        .strip_prefix('.')
+        .and_then(|r| r.strip_prefix(dest_name))
+        .and_then(|r| r.strip_prefix(".nismooth-"))
+        .is_some_and(|r| r.ends_with(".tmp"))
+}
+
 fn temp_path(dest: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = dest
@@ -62,20 +73,12 @@ fn temp_path(dest: &Path) -> PathBuf {
 /// reset to identity when the input was scaled on read (its values are now real).
 pub fn output_header(img: &Image, dtype: DType) -> Vec<u8> {
     let mut h = img.raw_header.clone();
-    let be = img.big_endian;
-    let put16 = |h: &mut Vec<u8>, off: usize, v: i16| {
-        let b = if be { v.to_be_bytes() } else { v.to_le_bytes() };
-        h[off..off + 2].copy_from_slice(&b);
-    };
-    let put32 = |h: &mut Vec<u8>, off: usize, v: f32| {
-        let b = if be { v.to_be_bytes() } else { v.to_le_bytes() };
-        h[off..off + 4].copy_from_slice(&b);
-    };
-    put16(&mut h, 70, dtype.nifti_code());
-    put16(&mut h, 72, (dtype.size() * 8) as i16);
+    let (v, be) = (img.version, img.big_endian);
+    header::put_i16(&mut h, v.datatype_at(), dtype.nifti_code(), be);
+    header::put_i16(&mut h, v.bitpix_at(), (dtype.size() * 8) as i16, be);
     if img.scaled {
-        put32(&mut h, 112, 1.0);
-        put32(&mut h, 116, 0.0);
+        header::put_float(&mut h, v.scl_at(), 1.0, v, be);
+        header::put_float(&mut h, v.scl_inter_at(), 0.0, v, be);
     }
     h
 }

@@ -22,12 +22,23 @@ pub struct Task {
     pub output: PathBuf,
 }
 
+/// The names nismooth reads: single files and the headers of pairs (an
+/// `.img` is found from its `.hdr`).
+const NIFTI_SUFFIXES: [&str; 4] = [".nii.gz", ".nii", ".hdr.gz", ".hdr"];
+
 pub fn is_nifti_name(p: &Path) -> bool {
+    nifti_suffix_len(p) > 0
+}
+
+fn nifti_suffix_len(p: &Path) -> usize {
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
+    NIFTI_SUFFIXES
+        .iter()
+        .find(|s| name.ends_with(*s))
+        .map_or(0, |s| s.len())
 }
 
 pub fn is_gz_name(p: &Path) -> bool {
@@ -36,7 +47,7 @@ pub fn is_gz_name(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Expands directories (their *.nii / *.nii.gz, sorted) and the list file.
+/// Expands directories (their *.nii, *.nii.gz and *.hdr[.gz], sorted) and the list file.
 /// Plain file arguments are kept as given, even if missing: a missing file is
 /// that image's error, reported with the others processed.
 pub fn discover(inputs: &[PathBuf], list: Option<&Path>) -> Result<Vec<PathBuf>, UsageError> {
@@ -81,14 +92,7 @@ pub fn output_path(input: &Path, outdir: &Path, format: Option<OutputFormat>) ->
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let lower = name.to_lowercase();
-    let stem_len = if lower.ends_with(".nii.gz") {
-        name.len() - 7
-    } else if lower.ends_with(".nii") {
-        name.len() - 4
-    } else {
-        name.len()
-    };
+    let stem_len = name.len() - nifti_suffix_len(input);
     let format = format.unwrap_or(if is_gz_name(input) {
         OutputFormat::NiiGz
     } else {
@@ -164,7 +168,59 @@ pub fn make_tasks(
         path: outdir.to_path_buf(),
         source,
     })?;
+    probe_writable(outdir)?;
     Ok(tasks)
+}
+
+/// Creates and removes a file in `outdir`, so that a read-only or full
+/// directory is one clear refusal up front rather than an error per image.
+fn probe_writable(outdir: &Path) -> Result<(), UsageError> {
+    let probe = outdir.join(format!(".nismooth-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"nismooth"))
+        .map_err(|source| {
+            let _ = std::fs::remove_file(&probe);
+            UsageError::NotWritable {
+                path: outdir.to_path_buf(),
+                source,
+            }
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Removes the temp files a killed run left for these tasks' outputs (only
+/// ours: `.NAME.nismooth-PID-N.tmp` for an output NAME of this plan).
+/// Returns how many went.
+pub fn remove_stale_temps(tasks: &[Task], outdir: &Path) -> usize {
+    let names: std::collections::HashSet<String> = tasks
+        .iter()
+        .filter_map(|t| t.output.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    let Ok(dir) = std::fs::read_dir(outdir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in dir.filter_map(Result::ok) {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(dest) = file
+            .strip_prefix('.')
+            .and_then(|r| r.split(".nismooth-").next())
+        else {
+            continue;
+        };
+        if names.contains(dest)
+            && crate::io::is_temp_for(&file, dest)
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -189,6 +245,15 @@ mod tests {
         assert_eq!(
             output_path(Path::new("x.NII"), o, Some(OutputFormat::NiiGz)),
             Path::new("/out/x.nii.gz")
+        );
+        // A pair becomes a single file.
+        assert_eq!(
+            output_path(Path::new("/a/p.hdr"), o, None),
+            Path::new("/out/p.nii")
+        );
+        assert_eq!(
+            output_path(Path::new("/a/p.HDR.gz"), o, None),
+            Path::new("/out/p.nii.gz")
         );
     }
 

@@ -128,6 +128,7 @@ mod tests {
             finished_s: 1.0,
             status,
             error: None,
+            note: None,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct ImageRecord {
     pub finished_s: f64,
     pub status: Status,
     pub error: Option<String>,
+    /// Why a skipped image was skipped (e.g. "output complete (journal)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What one process (rank) did and what it cost.

@@ -49,6 +49,15 @@ def save(path, data, affine=None, endianness="<", slope_inter=None):
     return path
 
 
+def outputs(d):
+    """The entries of an output directory, without nismooth's journal folder."""
+    return sorted(p for p in Path(d).iterdir() if p.name != ".nismooth")
+
+
+def names(d):
+    return [p.name for p in outputs(d)]
+
+
 def read_bytes(path):
     path = Path(path)
     data = path.read_bytes()

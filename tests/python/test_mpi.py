@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN
+from conftest import BIN, names, outputs
 
 MPIRUN = shutil.which("mpirun")
 pytestmark = pytest.mark.skipif(
@@ -102,8 +102,8 @@ def test_every_image_once_identical_outputs(dataset, tmp_path, ranks, schedule):
     owner = expected_owner(schedule, [i["voxels"] for i in r["images"]], ranks)
     if owner is not None:
         assert {i["index"]: i["rank"] for i in r["images"]} == owner
-    single = sorted((dataset / "single").iterdir())
-    assert sorted(p.name for p in out.iterdir()) == [p.name for p in single]
+    single = outputs(dataset / "single")
+    assert names(out) == [p.name for p in single]
     for s in single:
         assert (out / s.name).read_bytes() == s.read_bytes(), s.name
 
@@ -112,9 +112,9 @@ def test_every_image_once_identical_outputs(dataset, tmp_path, ranks, schedule):
 def test_corrupt_image_on_rank_1_neither_hangs_nor_stops_others(dataset, tmp_path, ranks, schedule):
     src = tmp_path / "in"
     shutil.copytree(dataset / "in", src)
-    names = sorted(p.name for p in src.iterdir())
+    inputs = names(src)
     # Index 1 belongs to rank 1 under cyclic; under block with 4 ranks, index 2 does.
-    bad = names[2] if schedule == "block" else names[1]
+    bad = inputs[2] if schedule == "block" else inputs[1]
     (src / bad).write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
     out, report = tmp_path / "out", tmp_path / "report.json"
     codes, proc = mpirun(ranks, ["run", src, "-o", out, "--schedule", schedule, "--threads", "1",
@@ -126,8 +126,8 @@ def test_corrupt_image_on_rank_1_neither_hangs_nor_stops_others(dataset, tmp_pat
     assert bad in failed[0]["error"] or "gzip" in failed[0]["error"].lower()
     if schedule != "dynamic":
         assert failed[0]["rank"] == 1
-    assert sum(i["status"] == "ok" for i in r["images"]) == len(names) - 1
-    assert sorted(p.name for p in out.iterdir()) == sorted(n for n in names if n != bad), "no temp files"
+    assert sum(i["status"] == "ok" for i in r["images"]) == len(inputs) - 1
+    assert names(out) == sorted(n for n in inputs if n != bad), "no temp files"
 
 
 def test_more_ranks_than_images(dataset, tmp_path):
@@ -177,3 +177,83 @@ def test_default_threads_share_the_node(dataset, tmp_path):
     want = max(1, os.cpu_count() // 2)
     assert [p["threads"] for p in r["processes"]] == [want, want]
     assert "ranks on the node" in r["config"]["threads_from"]
+
+
+def journal_lines(out, rank=None):
+    pattern = f"journal-*-rank{rank}.jsonl" if rank is not None else "journal-*.jsonl"
+    lines = []
+    for p in sorted((out / ".nismooth").glob(pattern)):
+        for text in p.read_text().splitlines():
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError:
+                pass  # a partial last line from a killed writer
+    return lines
+
+
+def test_kill_9_one_rank_then_resume_redoes_only_the_missing(tmp_path):
+    """kill -9 rank 1 in the middle of a 2-rank run: every output left is
+    whole, the journals keep the finished images' records, and `--resume`
+    (on another schedule) redoes exactly the images without a complete output,
+    including one cut short by hand, and trusts a touched one only after
+    reading it back."""
+    import signal
+    import time
+
+    src, out, single = tmp_path / "in", tmp_path / "out", tmp_path / "single"
+    gen = [BIN, "generate", "-o", src, "-n", "20", "--shape", "96,96,64", "--seed", "11"]
+    subprocess.run(list(map(str, gen)), check=True, capture_output=True)
+    common = ["--threads", "1", "--compression-level", "6", "--progress", "none"]
+    subprocess.run(list(map(str, [BIN, "run", src, "-o", single, *common])), check=True, capture_output=True, env=ENV)
+    all_names = names(single)
+
+    cmd = [MPIRUN, "-n", "2", "--oversubscribe", str(BIN), "run", str(src), "-o", str(out),
+           "--schedule", "cyclic", *common]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    victim = None
+    while time.time() < deadline:
+        lines = journal_lines(out, rank=1)
+        if sum(l["kind"] == "image" for l in lines) >= 2:
+            victim = next(l["pid"] for l in lines if l["kind"] == "start")
+            break
+        time.sleep(0.01)
+    assert victim is not None, "rank 1 never journaled two images"
+    os.kill(victim, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+
+    left = [n for n in names(out) if not n.startswith(".")]
+    print(f"killed rank 1 (pid {victim}): {len(left)} outputs whole, temp files {[n for n in names(out) if n.startswith('.')]}")
+    assert 0 < len(left) < len(all_names), f"killed mid-run: {len(left)} of {len(all_names)} written"
+    for n in left:
+        assert (out / n).read_bytes() == (single / n).read_bytes(), f"{n} is whole"
+    journaled = [l for l in journal_lines(out) if l["kind"] == "image"]
+    assert journaled and all(l["record"]["status"] == "ok" for l in journaled)
+    for l in journaled:
+        name = os.path.basename(l["record"]["output"])
+        assert name in left and l["stamp"]["bytes"] == (out / name).stat().st_size
+        assert l["record"]["filter_s"] > 0 and l["record"]["write_s"] > 0, "timing kept"
+
+    # One complete output touched (its journal stamp no longer matches: it
+    # must be read back before it is trusted), one cut short (must be redone).
+    touched, cut = left[0], left[-1]
+    os.utime(out / touched, ns=(1, 1))
+    data = (out / cut).read_bytes()
+    (out / cut).write_bytes(data[: len(data) // 2])
+    complete = set(left) - {cut}
+
+    report = tmp_path / "resume.json"
+    codes, proc = mpirun(2, ["run", src, "-o", out, "--resume", "--schedule", "dynamic", "--report", report, *common],
+                         tmp_path / "exits")
+    assert set(codes.values()) == {0}, proc.stderr
+    r = json.loads(report.read_text())
+    status = {os.path.basename(i["output"]): i for i in r["images"]}
+    assert {n for n, i in status.items() if i["status"] == "skipped"} == complete
+    assert {n for n, i in status.items() if i["status"] == "ok"} == set(all_names) - complete
+    assert "verified" in status[touched]["note"]
+    assert all("journal" in status[n]["note"] for n in complete - {touched})
+    assert {i["rank"] for i in r["images"] if i["status"] == "ok"} == {0, 1}, "both ranks redo work"
+    assert names(out) == all_names, "no temp files left"
+    for n in all_names:
+        assert (out / n).read_bytes() == (single / n).read_bytes(), n
