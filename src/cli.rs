@@ -65,9 +65,15 @@ pub struct RunArgs {
     /// Value outside the image for --mode constant.
     #[arg(long, default_value_t = 0.0)]
     pub cval: f64,
-    /// Output dtype: input (as nibabel presents the data), float32 or float64.
-    #[arg(long, value_enum, default_value_t = DtypeChoice::Input)]
-    pub dtype: DtypeChoice,
+    /// Output dtype: input (as nibabel presents the data), float32 or float64
+    /// [default: input; float32 with --compat fsl].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeChoice>,
+    /// Whose semantics to reproduce: scipy.ndimage.gaussian_filter (σ in
+    /// voxels unless --units mm), or `fslmaths -s` (σ in mm, edge
+    /// renormalisation instead of a boundary mode, single precision).
+    #[arg(long, value_enum, default_value_t = Compat::Scipy)]
+    pub compat: Compat,
     /// Filter threads per rank (default: SLURM_CPUS_PER_TASK when set, else the
     /// node's cores divided by the ranks on the node).
     #[arg(long)]
@@ -117,6 +123,13 @@ pub struct RunArgs {
 pub enum Units {
     Voxel,
     Mm,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compat {
+    Scipy,
+    Fsl,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{BackendChoice, DtypeChoice, FormatChoice, ProgressChoice, RunArgs, Units};
+use crate::cli::{
+    BackendChoice, Compat, DtypeChoice, FormatChoice, ProgressChoice, RunArgs, Units,
+};
 use crate::error::UsageError;
-use crate::filter::{ExpFlavour, FilterSpec, Mode};
+use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
 use crate::io::OutputFormat;
 use crate::plan::schedule::Schedule;
 use crate::slurm::{expand_pattern, ArraySlot, SlurmContext};
@@ -20,6 +22,8 @@ pub struct RunConfig {
     /// Sigma per axis in `units`.
     pub sigma: [f64; 3],
     pub units: Units,
+    /// scipy's semantics, or fslmaths -s (σ in mm).
+    pub compat: Compat,
     pub truncate: f64,
     pub mode: Mode,
     pub cval: f64,
@@ -126,6 +130,15 @@ impl RunConfig {
             return Err(UsageError::BadOption("--cval must be finite".into()));
         }
         let mode: Mode = a.mode.parse().map_err(UsageError::BadOption)?;
+        if a.compat == Compat::Fsl
+            && (mode != Mode::Reflect || a.truncate != 4.0 || a.cval != 0.0 || a.units == Units::Mm)
+        {
+            return Err(UsageError::BadOption(
+                "--compat fsl takes σ in mm and renormalises at the edges: \
+                 --mode, --truncate, --cval and --units do not apply"
+                    .into(),
+            ));
+        }
         let (threads, threads_from) = match a.threads {
             Some(0) => return Err(UsageError::BadOption("--threads must be ≥ 1".into())),
             Some(n) => (n, "--threads".into()),
@@ -173,14 +186,19 @@ impl RunConfig {
             list: a.list.clone(),
             outdir: a.output.clone(),
             sigma,
-            units: a.units,
+            units: if a.compat == Compat::Fsl {
+                Units::Mm
+            } else {
+                a.units
+            },
+            compat: a.compat,
             truncate: a.truncate,
             mode,
             cval: a.cval,
-            dtype: match a.dtype {
-                DtypeChoice::Input => None,
-                DtypeChoice::Float32 => Some(DType::F32),
-                DtypeChoice::Float64 => Some(DType::F64),
+            dtype: match (a.dtype, a.compat) {
+                (None, Compat::Scipy) | (Some(DtypeChoice::Input), _) => None,
+                (None, Compat::Fsl) | (Some(DtypeChoice::Float32), _) => Some(DType::F32),
+                (Some(DtypeChoice::Float64), _) => Some(DType::F64),
             },
             threads,
             threads_from,
@@ -197,11 +215,16 @@ impl RunConfig {
         })
     }
 
-    /// The filter for an image with voxel size `pixdim` (used only with `--units mm`).
+    /// The filter for an image with voxel size `pixdim` (used with `--units
+    /// mm`, and by FSL's semantics, whose σ stays in mm).
     pub fn filter_spec(&self, pixdim: [f32; 3]) -> FilterSpec {
-        let sigma = match self.units {
-            Units::Voxel => self.sigma,
-            Units::Mm => std::array::from_fn(|a| self.sigma[a] / pixdim[a].abs() as f64),
+        let sigma = match (self.compat, self.units) {
+            (Compat::Fsl, _) | (_, Units::Voxel) => self.sigma,
+            (_, Units::Mm) => std::array::from_fn(|a| self.sigma[a] / pixdim[a].abs() as f64),
+        };
+        let semantics = match self.compat {
+            Compat::Scipy => Semantics::Scipy,
+            Compat::Fsl => Semantics::Fsl { pixdim },
         };
         FilterSpec {
             sigma,
@@ -209,6 +232,7 @@ impl RunConfig {
             mode: self.mode,
             cval: self.cval,
             exp: self.exp,
+            semantics,
         }
     }
 }

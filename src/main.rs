@@ -369,7 +369,7 @@ fn weights(args: &WeightsArgs) -> anyhow::Result<u8> {
 /// `nismooth bench-filter`: the filter alone on one image already in memory,
 /// timed like scipy's call in scripts/bench.py. Prints one JSON object.
 fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
-    use nismooth::filter::{FilterSpec, Mode};
+    use nismooth::filter::{FilterSpec, Mode, Semantics};
     let img = nismooth::io::read_image(&args.input)
         .with_context(|| format!("{}", args.input.display()))?;
     let spec = FilterSpec {
@@ -378,6 +378,7 @@ fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
         mode: Mode::Reflect,
         cval: 0.0,
         exp: ExpFlavour::detect(),
+        semantics: Semantics::Scipy,
     };
     let mut backend = CpuBackend::new(args.threads)?;
     let dtype = img.voxels.dtype();

@@ -57,6 +57,11 @@ impl Backend for CpuBackend {
                 want: shape.len(),
             });
         }
+        if let super::Semantics::Fsl { pixdim } = spec.semantics {
+            return Ok(self
+                .pool
+                .install(|| super::fsl::smooth(&input, shape, spec.sigma, pixdim, spec.exp, out)));
+        }
         let kernels = spec.kernels(shape.spatial_ndim);
         let result = self
             .pool
@@ -520,6 +525,7 @@ mod tests {
             mode,
             cval: 7.5,
             exp: ExpFlavour::Libm,
+            semantics: crate::filter::Semantics::Scipy,
         }
     }
 

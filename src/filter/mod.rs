@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod extend;
+pub mod fsl;
 pub mod kernel;
 pub mod simd;
 
@@ -17,7 +18,8 @@ use crate::volume::{DType, Voxels};
 /// An axis with sigma at or below this is skipped, as in scipy.
 pub const SIGMA_EPS: f64 = 1e-15;
 
-/// What to compute for one image: sigma per spatial axis in voxels, and scipy's options.
+/// What to compute for one image: sigma per spatial axis (in voxels for
+/// scipy, in mm for FSL), and the options of the semantics chosen.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FilterSpec {
     pub sigma: [f64; 3],
@@ -25,6 +27,17 @@ pub struct FilterSpec {
     pub mode: Mode,
     pub cval: f64,
     pub exp: ExpFlavour,
+    pub semantics: Semantics,
+}
+
+/// Whose filter a spec describes.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Semantics {
+    /// `scipy.ndimage.gaussian_filter`: σ in voxels, f64, a boundary mode.
+    Scipy,
+    /// `fslmaths -s`: σ in mm over this voxel size, f32, edge renormalisation
+    /// (`fsl.rs`; truncate, mode and cval do not apply).
+    Fsl { pixdim: [f32; 3] },
 }
 
 impl FilterSpec {
