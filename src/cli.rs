@@ -232,7 +232,7 @@ pub struct EstimateArgs {
 pub enum ReportAction {
     /// Combine reports (e.g. one per array task) into one.
     Merge {
-        /// Reports to merge.
+        /// Reports to merge (JSON reports, or journals: OUTDIR/.nismooth/*.jsonl).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Where to write the merged JSON report.

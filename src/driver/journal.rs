@@ -155,6 +155,17 @@ impl Journal {
     }
 }
 
+/// The lines of one journal file; a line that does not parse (the partial
+/// last line of a killed writer) is skipped.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<Line>> {
+    let f = File::open(path)?;
+    Ok(BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
+}
+
 /// Every journal line in `outdir`'s journals (all runs, all ranks), in file
 /// order; lines that do not parse (a partial last line) are skipped.
 pub fn read_all(outdir: &Path) -> Vec<Line> {
@@ -168,9 +179,8 @@ pub fn read_all(outdir: &Path) -> Vec<Line> {
     files.sort();
     files
         .iter()
-        .filter_map(|p| File::open(p).ok())
-        .flat_map(|f| BufReader::new(f).lines().map_while(Result::ok))
-        .filter_map(|l| serde_json::from_str(&l).ok())
+        .filter_map(|p| read_file(p).ok())
+        .flatten()
         .collect()
 }
 

@@ -27,9 +27,7 @@ use crate::error::UsageError;
 use crate::filter::Backend;
 use crate::plan::schedule::{self, Schedule};
 use crate::plan::{self, Task};
-use crate::report::{
-    ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Summary, SCHEMA, SCHEMA_VERSION,
-};
+use crate::report::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status};
 use comm::{Comm, Single};
 use pipeline::Progress;
 
@@ -333,22 +331,10 @@ fn build_report(
     processes: Vec<ProcessTotals>,
     images: Vec<ImageRecord>,
 ) -> Report {
-    Report {
-        schema: SCHEMA.into(),
-        schema_version: SCHEMA_VERSION,
-        nismooth_version: env!("CARGO_PKG_VERSION").into(),
-        created_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        command,
-        backend: backend.into(),
-        config: serde_json::to_value(cfg).unwrap_or_default(),
-        parallel: None,
-        slurm: None,
-        array: None,
-        summary: Summary::from_parts(&processes, &images),
-        processes,
-        images,
-    }
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let config = serde_json::to_value(cfg).unwrap_or_default();
+    Report::new(created, command, backend, config, processes, images)
 }

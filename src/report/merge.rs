@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{ImageRecord, ParallelInfo, Report, Status, Summary, SCHEMA};
+use super::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Summary, SCHEMA};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -29,8 +29,12 @@ pub enum MergeError {
     Empty,
 }
 
-/// Reads one report file.
+/// Reads one report file, or one journal (`.jsonl`: the records a process
+/// left, killed or not), as a report of that one process.
 pub fn load(path: &Path) -> Result<Report, MergeError> {
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        return from_journal(path);
+    }
     let text = std::fs::read(path).map_err(|e| MergeError::Unreadable {
         path: path.to_path_buf(),
         cause: e.to_string(),
@@ -46,6 +50,61 @@ pub fn load(path: &Path) -> Result<Report, MergeError> {
         });
     }
     Ok(report)
+}
+
+/// A journal as a report: its images, and one process whose totals are
+/// summed from them (CPU time and memory are not journaled: zero).
+fn from_journal(path: &Path) -> Result<Report, MergeError> {
+    use crate::driver::journal::{read_file, Line};
+    let unreadable = |cause: String| MergeError::Unreadable {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let lines = read_file(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut process = ProcessTotals::default();
+    let mut images = Vec::new();
+    let mut created_unix = 0;
+    for line in lines {
+        match line {
+            Line::Start {
+                rank, host, unix, ..
+            } => {
+                (process.rank, process.host, created_unix) = (rank, host, unix);
+            }
+            Line::Image { record, .. } => images.push(*record),
+        }
+    }
+    if created_unix == 0 {
+        return Err(unreadable("not a nismooth journal (no start line)".into()));
+    }
+    let done: Vec<&ImageRecord> = images
+        .iter()
+        .filter(|r| r.status != Status::Skipped)
+        .collect();
+    process.images = done.len();
+    process.failed = done.iter().filter(|r| r.status == Status::Failed).count();
+    process.voxels = done.iter().map(|r| r.voxels).sum();
+    process.read_s = done.iter().map(|r| r.read_s).sum();
+    process.filter_s = done.iter().map(|r| r.filter_s).sum();
+    process.write_s = done.iter().map(|r| r.write_s).sum();
+    let first = images
+        .iter()
+        .map(|r| r.started_s)
+        .fold(f64::INFINITY, f64::min);
+    process.wall_s = images.iter().map(|r| r.finished_s).fold(0.0, f64::max);
+    process.busy_s = (process.wall_s - first).max(0.0);
+    process.idle_s = process.wall_s - process.busy_s;
+    process.threads = 1;
+    images.sort_by_key(|r| r.index);
+    let processes = vec![process];
+    Ok(Report::new(
+        created_unix,
+        vec![format!("journal {}", path.display())],
+        "unknown",
+        serde_json::Value::Null,
+        processes,
+        images,
+    ))
 }
 
 /// Merges reports read from `paths`, in the order given.
@@ -139,21 +198,7 @@ mod tests {
             wall_s: wall,
             ..Default::default()
         }];
-        Report {
-            schema: SCHEMA.into(),
-            schema_version: super::super::SCHEMA_VERSION,
-            nismooth_version: "test".into(),
-            created_unix: 1,
-            command: vec![],
-            backend: "cpu".into(),
-            config: serde_json::Value::Null,
-            parallel: None,
-            slurm: None,
-            array: None,
-            summary: Summary::from_parts(&processes, &images),
-            processes,
-            images,
-        }
+        Report::new(1, vec![], "cpu", serde_json::Value::Null, processes, images)
     }
 
     fn write(dir: &Path, name: &str, r: &Report) -> PathBuf {

@@ -151,6 +151,36 @@ pub struct Report {
     pub images: Vec<ImageRecord>,
 }
 
+impl Report {
+    /// A report of this nismooth version over `processes` and `images`, its
+    /// summary computed from them; parallel, Slurm and array facts are left
+    /// for the caller to fill in.
+    pub fn new(
+        created_unix: u64,
+        command: Vec<String>,
+        backend: &str,
+        config: serde_json::Value,
+        processes: Vec<ProcessTotals>,
+        images: Vec<ImageRecord>,
+    ) -> Report {
+        Report {
+            schema: SCHEMA.into(),
+            schema_version: SCHEMA_VERSION,
+            nismooth_version: env!("CARGO_PKG_VERSION").into(),
+            created_unix,
+            command,
+            backend: backend.into(),
+            config,
+            parallel: None,
+            slurm: None,
+            array: None,
+            summary: Summary::from_parts(&processes, &images),
+            processes,
+            images,
+        }
+    }
+}
+
 impl Summary {
     pub fn from_parts(processes: &[ProcessTotals], images: &[ImageRecord]) -> Summary {
         let count = |s| images.iter().filter(|r| r.status == s).count();

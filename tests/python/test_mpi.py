@@ -235,6 +235,18 @@ def test_kill_9_one_rank_then_resume_redoes_only_the_missing(tmp_path):
         assert name in left and l["stamp"]["bytes"] == (out / name).stat().st_size
         assert l["record"]["filter_s"] > 0 and l["record"]["write_s"] > 0, "timing kept"
 
+    # The killed run's records, recovered from its journals as one report.
+    merged = tmp_path / "killed.json"
+    journals = sorted((out / ".nismooth").glob("journal-*.jsonl"))
+    assert len(journals) == 2
+    subprocess.run([str(BIN), "report", "merge", *map(str, journals), "-o", str(merged)], check=True,
+                   capture_output=True)
+    k = json.loads(merged.read_text())
+    assert len(k["processes"]) == 2 and {p["rank"] for p in k["processes"]} == {0, 1}
+    assert sorted(os.path.basename(i["output"]) for i in k["images"]) == sorted(
+        os.path.basename(l["record"]["output"]) for l in journaled)
+    assert k["summary"]["ok"] == len(journaled) and k["summary"]["filter_s"] > 0
+
     # One complete output touched (its journal stamp no longer matches: it
     # must be read back before it is trusted), one cut short (must be redone).
     touched, cut = left[0], left[-1]
