@@ -144,6 +144,13 @@ impl Fields<'_> {
             _ => f64::from_le_bytes(self.bytes(off)),
         }
     }
+    /// vox_offset: an f32 in NIfTI-1, an i64 in NIfTI-2 (as f64 for one check).
+    fn float_or_int_offset(&self) -> f64 {
+        match self.version {
+            Version::Nifti1 => self.float(self.version.vox_offset_at()),
+            Version::Nifti2 => i64::from_le_bytes(self.bytes(self.version.vox_offset_at())) as f64,
+        }
+    }
 }
 
 /// Writes `v` at `off` as the version's float field, in the given byte order.
@@ -339,16 +346,6 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
         pair,
         scaling,
     })
-}
-
-impl Fields<'_> {
-    /// vox_offset: an f32 in NIfTI-1, an i64 in NIfTI-2 (as f64 for one check).
-    fn float_or_int_offset(&self) -> f64 {
-        match self.version {
-            Version::Nifti1 => self.float(self.version.vox_offset_at()),
-            Version::Nifti2 => i64::from_le_bytes(self.bytes(self.version.vox_offset_at())) as f64,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,7 @@ pub use read::{
     pair_data_path, read_header_info, read_image, read_image_from_bytes, read_image_into,
 };
 pub use write::{
-    exists_nonempty, is_temp_for, new_header, output_header, write_image, OutputFormat,
-    WriteOptions,
+    exists_nonempty, new_header, output_header, temp_owner, write_image, OutputFormat, WriteOptions,
 };
 
 use std::path::PathBuf;

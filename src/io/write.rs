@@ -49,14 +49,11 @@ impl Drop for TempGuard {
     }
 }
 
-/// Whether `file_name` is a temp file of ours for an output named `dest_name`
-/// (one a killed run left behind).
-pub fn is_temp_for(file_name: &str, dest_name: &str) -> bool {
-    file_name
-        .strip_prefix('.')
-        .and_then(|r| r.strip_prefix(dest_name))
-        .and_then(|r| r.strip_prefix(".nismooth-"))
-        .is_some_and(|r| r.ends_with(".tmp"))
+/// The output a temp file of ours (`.NAME.nismooth-PID-N.tmp`, as
+/// `temp_path` makes them) belongs to: NAME, or None for any other file.
+pub fn temp_owner(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    rest.rsplit_once(".nismooth-").map(|(name, _)| name)
 }
 
 fn temp_path(dest: &Path) -> PathBuf {

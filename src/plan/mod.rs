@@ -207,16 +207,8 @@ pub fn remove_stale_temps(tasks: &[Task], outdir: &Path) -> usize {
     let mut removed = 0;
     for entry in dir.filter_map(Result::ok) {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(dest) = file
-            .strip_prefix('.')
-            .and_then(|r| r.split(".nismooth-").next())
-        else {
-            continue;
-        };
-        if names.contains(dest)
-            && crate::io::is_temp_for(&file, dest)
-            && std::fs::remove_file(entry.path()).is_ok()
-        {
+        let ours = crate::io::temp_owner(&file).is_some_and(|dest| names.contains(dest));
+        if ours && std::fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }
