@@ -140,6 +140,16 @@ pub enum BackendChoice {
     Auto,
 }
 
+impl BackendChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Cuda => "cuda",
+            BackendChoice::Auto => "auto",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ReportArgs {
@@ -372,4 +382,10 @@ pub struct BenchFilterArgs {
     /// Also write the last result here (raw little-endian voxels) for checking.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// Boundary mode, as scipy.ndimage.
+    #[arg(long, default_value = "reflect")]
+    pub mode: String,
+    /// Filter backend: cpu, or cuda (whose kernels are also timed alone, by CUDA events).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
 }

@@ -6,12 +6,14 @@ use anyhow::Context;
 use clap::Parser;
 
 use nismooth::cli::{
-    BackendChoice, BenchFilterArgs, Cli, Command, GenerateArgs, ReportAction, ReportArgs, RunArgs,
-    SbatchArgs, WeightsArgs,
+    BackendChoice, BenchFilterArgs, Cli, Command, Compat, GenerateArgs, ReportAction, ReportArgs,
+    RunArgs, SbatchArgs, WeightsArgs,
 };
 use nismooth::config::RunConfig;
 use nismooth::driver;
-use nismooth::filter::{cpu::CpuBackend, Backend, ExpFlavour, Kernel1d};
+use nismooth::driver::comm::Comm;
+use nismooth::filter::cuda::{self, CudaBackend};
+use nismooth::filter::{cpu::CpuBackend, Backend, ExpFlavour, FilterError, Kernel1d};
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::io::OutputFormat;
 use nismooth::report::{self, Exporter};
@@ -105,7 +107,7 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let comm = driver::connect()?;
     init_logging(comm.rank(), comm.size());
     let cfg = RunConfig::from_args(args, comm.size(), comm.node_size())?;
-    let mut backend = backend(&cfg)?;
+    let mut backend = backend(&cfg, comm.as_ref())?;
     let command: Vec<String> = std::env::args().collect();
 
     let outcome = match driver::run(&cfg, comm.as_ref(), backend.as_mut(), command) {
@@ -131,20 +133,47 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// The filter backend `--backend` asks for.
-fn backend(cfg: &RunConfig) -> anyhow::Result<Box<dyn Backend>> {
-    match cfg.backend {
-        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(cfg.threads)?)),
-        BackendChoice::Cuda => anyhow::bail!("--backend cuda: {}", cuda_unavailable()),
-        BackendChoice::Auto => {
-            log::info!("backend auto: cpu ({})", cuda_unavailable());
-            Ok(Box::new(CpuBackend::new(cfg.threads)?))
-        }
+/// The filter backend `--backend` asks for, started on every rank. Ranks
+/// agree before going on: if one cannot start its backend (no GPU on its
+/// node, say), all stop together instead of leaving the others waiting in
+/// the first collective.
+fn backend(cfg: &RunConfig, comm: &dyn Comm) -> anyhow::Result<Box<dyn Backend>> {
+    let local = cuda::local_rank(comm.node_rank(), comm.size());
+    let mine = start_backend(cfg, local);
+    let failed = comm.sum_u64(mine.is_err() as u64);
+    match mine {
+        Err(e) => anyhow::bail!("--backend {}: {e}", cfg.backend.name()),
+        Ok(_) if failed > 0 => anyhow::bail!(
+            "--backend {}: {failed} other rank(s) could not start it",
+            cfg.backend.name()
+        ),
+        Ok(b) => Ok(b),
     }
 }
 
-fn cuda_unavailable() -> &'static str {
-    "nismooth was built without CUDA support (cargo feature `cuda`)"
+fn start_backend(cfg: &RunConfig, local_rank: usize) -> Result<Box<dyn Backend>, FilterError> {
+    let cpu =
+        || -> Result<Box<dyn Backend>, FilterError> { Ok(Box::new(CpuBackend::new(cfg.threads)?)) };
+    let gpu = || -> Result<Box<dyn Backend>, FilterError> {
+        let b = CudaBackend::new(cfg.threads, local_rank)?;
+        log::info!("backend cuda: {}", b.describe());
+        Ok(Box::new(b))
+    };
+    match cfg.backend {
+        BackendChoice::Cpu => cpu(),
+        BackendChoice::Cuda if cfg.compat == Compat::Fsl => Err(FilterError::Unavailable(
+            "--compat fsl runs on the CPU backend only (use --backend cpu or auto)".into(),
+        )),
+        BackendChoice::Cuda => gpu(),
+        BackendChoice::Auto if cfg.compat == Compat::Fsl => {
+            log::info!("backend auto: cpu (--compat fsl runs on the CPU)");
+            cpu()
+        }
+        BackendChoice::Auto => gpu().or_else(|e| {
+            log::info!("backend auto: cpu ({e})");
+            cpu()
+        }),
+    }
 }
 
 /// `nismooth report`: show reports, or merge them.
@@ -367,40 +396,66 @@ fn weights(args: &WeightsArgs) -> anyhow::Result<u8> {
 }
 
 /// `nismooth bench-filter`: the filter alone on one image already in memory,
-/// timed like scipy's call in scripts/bench.py. Prints one JSON object.
+/// timed like scipy's call in scripts/bench.py. Prints one JSON object; with
+/// `--backend cuda` also the passes' GPU time and the bandwidth they reach.
 fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
-    use nismooth::filter::{FilterSpec, Mode, Semantics};
+    use nismooth::filter::{FilterSpec, Semantics};
     let img = nismooth::io::read_image(&args.input)
         .with_context(|| format!("{}", args.input.display()))?;
     let spec = FilterSpec {
         sigma: nismooth::config::parse_sigma(&args.sigma)?,
         truncate: 4.0,
-        mode: Mode::Reflect,
+        mode: args.mode.parse().map_err(anyhow::Error::msg)?,
         cval: 0.0,
         exp: ExpFlavour::detect(),
         semantics: Semantics::Scipy,
     };
-    let mut backend = CpuBackend::new(args.threads)?;
+    let mut backend: Box<dyn Backend> = match args.backend {
+        BackendChoice::Cpu => Box::new(CpuBackend::new(args.threads)?),
+        _ => {
+            let b = CudaBackend::new(args.threads, cuda::local_rank(0, 1))?;
+            eprintln!("bench-filter: cuda on {}", b.describe());
+            Box::new(b)
+        }
+    };
     let dtype = img.voxels.dtype();
     let mut times = Vec::new();
+    let mut kernel = Vec::new();
     let mut last = None;
     for _ in 0..args.reps.max(1) {
         let input = img.voxels.clone();
         let t = std::time::Instant::now();
         let out = backend.smooth(input, img.shape, &spec, dtype)?;
         times.push(t.elapsed().as_secs_f64());
+        kernel.extend(backend.device_time_s());
         last = Some(out);
     }
     if let (Some(path), Some(out)) = (&args.dump, &last) {
         std::fs::write(path, out.as_bytes())?;
     }
     times.sort_by(f64::total_cmp);
-    let json = serde_json::json!({
-        "voxels": img.shape.len(),
-        "threads": backend.threads(),
+    kernel.sort_by(f64::total_cmp);
+    let voxels = img.shape.len();
+    let passes = spec
+        .kernels(img.shape.spatial_ndim)
+        .iter()
+        .flatten()
+        .count();
+    let mut json = serde_json::json!({
+        "backend": args.backend.name(),
+        "voxels": voxels,
+        "threads": args.threads,
         "best_s": times[0],
         "median_s": times[times.len() / 2],
     });
+    if let Some(&best) = kernel.first() {
+        // Each pass reads and writes the image once at best (the roofline).
+        let bytes = (passes * voxels * 2 * dtype.size()) as f64;
+        json["kernel_best_s"] = best.into();
+        json["kernel_median_s"] = kernel[kernel.len() / 2].into();
+        json["gvox_per_s"] = (voxels as f64 / best / 1e9).into();
+        json["effective_gb_per_s"] = (bytes / best / 1e9).into();
+    }
     println!("{json}");
     Ok(EXIT_OK)
 }

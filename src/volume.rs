@@ -437,6 +437,11 @@ impl Voxels {
         with_voxels!(self, v => bytemuck::cast_slice(v.as_slice()))
     }
 
+    /// The voxels as writable bytes in the machine's native byte order.
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        with_voxels!(self, v => bytemuck::cast_slice_mut(v.as_mut_slice()))
+    }
+
     /// A zeroed buffer of `n` voxels.
     pub fn zeros(dtype: DType, n: usize) -> Voxels {
         with_dtype!(dtype, T => T::wrap(vec![<T as bytemuck::Zeroable>::zeroed(); n]))

@@ -234,3 +234,76 @@ fn list_files_and_nii_outputs() {
         ["sub-0000_T1w.nii.gz", "sub-0002_T1w.nii.gz"]
     );
 }
+
+/// On a machine without a GPU (CI): `--backend cuda` is refused before any
+/// image is touched, with exit 2 and the reason; `--backend auto` says why it
+/// runs on the CPU, and does; `--compat fsl` is never sent to a GPU.
+#[test]
+fn cuda_is_refused_with_its_reason_and_auto_falls_back_to_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = generate(&tmp.path().join("in"), 2, &[]);
+    let out = tmp.path().join("out");
+    let cuda = nismooth(&["run", s(&inputs[0]), "-o", s(&out), "--backend", "cuda"]);
+    if cuda.status.success() {
+        eprintln!("skipped: this machine has a usable GPU (tests/python/test_cuda.py covers it)");
+        return;
+    }
+    let reason = if cfg!(feature = "cuda") {
+        "built with CUDA, but no CUDA driver was found"
+    } else {
+        "nismooth was built without CUDA support"
+    };
+    assert_eq!(cuda.status.code(), Some(2), "{}", stderr(&cuda));
+    assert!(
+        stderr(&cuda).contains(&format!("--backend cuda: {reason}")),
+        "{}",
+        stderr(&cuda)
+    );
+    assert!(
+        !out.exists() || outputs(&out).is_empty(),
+        "nothing may be written"
+    );
+
+    let report = tmp.path().join("report.json");
+    let auto = Command::new(env!("CARGO_BIN_EXE_nismooth"))
+        .args([
+            "run",
+            s(&inputs[0]),
+            s(&inputs[1]),
+            "-o",
+            s(&out),
+            "--progress",
+            "none",
+        ])
+        .args(["--backend", "auto", "--report", s(&report)])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    assert!(
+        stderr(&auto).contains(&format!("backend auto: cpu ({reason}")),
+        "{}",
+        stderr(&auto)
+    );
+    assert_eq!(outputs(&out).len(), 2);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["backend"], "cpu");
+
+    let fsl = nismooth(&[
+        "run",
+        s(&inputs[0]),
+        "-o",
+        s(&tmp.path().join("fsl")),
+        "--backend",
+        "cuda",
+        "--compat",
+        "fsl",
+    ]);
+    assert_eq!(fsl.status.code(), Some(2));
+    assert!(
+        stderr(&fsl).contains("--compat fsl runs on the CPU backend only"),
+        "{}",
+        stderr(&fsl)
+    );
+}

@@ -10,7 +10,7 @@ use clap::Parser;
 use nismooth::cli::{Cli, Command};
 use nismooth::config::RunConfig;
 use nismooth::driver::{self, comm::Single};
-use nismooth::filter::{cpu::CpuBackend, Backend, FilterError, FilterSpec, Shape};
+use nismooth::filter::{cpu::CpuBackend, Backend, FilterError, FilterSpec, Pending, Shape};
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::report::Status;
 use nismooth::volume::{DType, Voxels};
@@ -166,5 +166,126 @@ fn a_panic_in_the_filter_is_recorded_and_the_run_goes_on() {
             inputs.len() - 1,
             "no temp file left, the rest written"
         );
+    }
+}
+
+/// A backend that queues like a GPU: `depth` images submitted before the
+/// oldest is finished. Submit number 3 fails at once, finish number 5 panics;
+/// it remembers the order of finishes and the most images it held at once.
+struct Queued {
+    cpu: CpuBackend,
+    depth: usize,
+    held: std::collections::VecDeque<(u64, Result<Voxels, FilterError>)>,
+    submitted: u64,
+    finished: usize,
+    order: Vec<u64>,
+    most_held: usize,
+}
+
+impl Backend for Queued {
+    fn name(&self) -> &'static str {
+        "queued"
+    }
+    fn smooth(
+        &mut self,
+        v: Voxels,
+        sh: Shape,
+        sp: &FilterSpec,
+        o: DType,
+    ) -> Result<Voxels, FilterError> {
+        self.cpu.smooth(v, sh, sp, o)
+    }
+    fn depth(&self) -> usize {
+        self.depth
+    }
+    fn submit(&mut self, v: Voxels, sh: Shape, sp: &FilterSpec, o: DType) -> Pending {
+        self.submitted += 1;
+        if self.submitted == 3 {
+            return Pending::Done(Err(FilterError::Device("injected device error".into())));
+        }
+        let ticket = self.submitted;
+        let result = self.cpu.smooth(v, sh, sp, o);
+        self.held.push_back((ticket, result));
+        self.most_held = self.most_held.max(self.held.len());
+        Pending::Queued(ticket)
+    }
+    fn finish(&mut self, ticket: u64) -> Result<Voxels, FilterError> {
+        self.finished += 1;
+        self.order.push(ticket);
+        let (oldest, result) = self.held.pop_front().expect("something queued");
+        assert_eq!(oldest, ticket, "finished out of submission order");
+        if self.finished == 5 {
+            panic!("injected panic while finishing");
+        }
+        result
+    }
+}
+
+#[test]
+fn a_queueing_backend_keeps_depth_images_in_flight_and_order_and_errors_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = phantoms(&dir.path().join("in"), 8);
+    let reference = dir.path().join("cpu");
+    let cfg = config(&[s(&dir.path().join("in")), "-o", s(&reference)]);
+    driver::run(&cfg, &Single, &mut CpuBackend::new(1).unwrap(), vec![]).unwrap();
+
+    let out = dir.path().join("queued");
+    let cfg = config(&[
+        s(&dir.path().join("in")),
+        "-o",
+        s(&out),
+        "--schedule",
+        "block",
+    ]);
+    let mut backend = Queued {
+        cpu: CpuBackend::new(1).unwrap(),
+        depth: 3,
+        held: Default::default(),
+        submitted: 0,
+        finished: 0,
+        order: vec![],
+        most_held: 0,
+    };
+    let outcome = driver::run(&cfg, &Single, &mut backend, vec![]).unwrap();
+    assert_eq!(
+        backend.most_held, 3,
+        "the pipeline keeps `depth` images submitted"
+    );
+    assert_eq!(
+        backend.order,
+        vec![1, 2, 4, 5, 6, 7, 8],
+        "every queued image finished once, in order"
+    );
+    assert_eq!(outcome.failed, 2);
+    let report = outcome.report.unwrap();
+    assert_eq!(report.images.len(), inputs.len());
+    for (i, rec) in report.images.iter().enumerate() {
+        let name = Path::new(&rec.output).file_name().unwrap();
+        match i {
+            2 => assert!(rec
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("CUDA: injected device error")),
+            5 => assert!(rec
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("injected panic while finishing")),
+            _ => {
+                assert_eq!(rec.status, Status::Ok, "{i}");
+                let ours = std::fs::read(&rec.output).unwrap();
+                assert!(
+                    ours == std::fs::read(reference.join(name)).unwrap(),
+                    "image {i}"
+                );
+            }
+        }
+        if rec.status == Status::Failed {
+            assert!(
+                !Path::new(&rec.output).exists(),
+                "nothing written for a failed image"
+            );
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! pipeline goes on with the next one. Only the count of failures decides the
 //! exit code, later, at the top.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -25,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::journal::{self, Durable, Index, Journal};
 use crate::cli::{ProgressChoice, Units};
 use crate::config::RunConfig;
-use crate::filter::Backend;
+use crate::filter::{Backend, Pending};
 use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
@@ -151,12 +152,18 @@ pub fn process<'t>(
             }
         });
         let filterer = stage("filter").spawn_scoped(s, move || {
+            // A GPU backend keeps `depth` images submitted; the oldest is
+            // finished (waited for) only when the next one has been queued.
+            let depth = backend.depth().max(1);
+            let mut queued = VecDeque::with_capacity(depth);
             for job in read_rx {
-                let job = guarded(job.task, rank, || filter(job, cfg, backend));
-                if filtered_tx.send(job).is_err() {
-                    break;
+                queued.push_back(guarded(job.task, rank, || submit(job, cfg, backend)));
+                if queued.len() >= depth && !finish_oldest(&mut queued, backend, &filtered_tx, rank)
+                {
+                    return;
                 }
             }
+            while !queued.is_empty() && finish_oldest(&mut queued, backend, &filtered_tx, rank) {}
         });
         let (gzip, finished) = (&gzip, &finished);
         let writer = stage("write").spawn_scoped(s, move || {
@@ -226,6 +233,8 @@ struct InFlight<'t> {
     rec: ImageRecord,
     img: Option<Image>,
     out: DType,
+    /// Between the filter's submit and finish: the backend's handle.
+    pending: Option<Pending>,
 }
 
 /// Runs one stage for one image; a panic becomes that image's error.
@@ -243,6 +252,7 @@ fn guarded<'t>(task: &'t Task, rank: usize, stage: impl FnOnce() -> InFlight<'t>
             rec,
             img: None,
             out: DType::U8,
+            pending: None,
         }
     })
 }
@@ -293,6 +303,7 @@ fn read<'t>(
         rec,
         img,
         out: DType::U8,
+        pending: None,
     };
     if cfg.skip_existing && io::exists_nonempty(&task.output) {
         rec.status = Status::Skipped;
@@ -343,21 +354,55 @@ fn read<'t>(
         rec,
         img: Some(img),
         out,
+        pending: None,
     }
 }
 
-fn filter<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend) -> InFlight<'t> {
+/// Finishes the oldest queued image and passes it on to the writer; false
+/// once the writer is gone.
+fn finish_oldest<'t>(
+    queued: &mut VecDeque<InFlight<'t>>,
+    backend: &mut dyn Backend,
+    to_writer: &mpsc::SyncSender<InFlight<'t>>,
+    rank: usize,
+) -> bool {
+    let Some(job) = queued.pop_front() else {
+        return true;
+    };
+    let job = guarded(job.task, rank, || finish(job, backend));
+    to_writer.send(job).is_ok()
+}
+
+/// Hands the image's voxels to the backend; a synchronous backend is done
+/// at once, a GPU only queues the work (`finish` collects it).
+fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend) -> InFlight<'t> {
     let Some(img) = job.img.as_mut() else {
         return job;
     };
     let spec = cfg.filter_spec(img.pixdim);
     let t = Instant::now();
     let voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
-    let smoothed = backend.smooth(voxels, img.shape, &spec, job.out);
+    job.pending = Some(backend.submit(voxels, img.shape, &spec, job.out));
     job.rec.filter_s = t.elapsed().as_secs_f64();
-    match smoothed {
-        Ok(v) => img.voxels = v,
-        Err(e) => {
+    job
+}
+
+/// Waits for the image's smoothing. Its filter time is the time this thread
+/// spent on it, submitting and waiting.
+fn finish<'t>(mut job: InFlight<'t>, backend: &mut dyn Backend) -> InFlight<'t> {
+    let Some(pending) = job.pending.take() else {
+        return job;
+    };
+    let t = Instant::now();
+    let smoothed = match pending {
+        Pending::Done(result) => result,
+        Pending::Queued(ticket) => backend.finish(ticket),
+    };
+    job.rec.filter_s += t.elapsed().as_secs_f64();
+    match (smoothed, job.img.as_mut()) {
+        (Ok(v), Some(img)) => img.voxels = v,
+        (Ok(_), None) => {}
+        (Err(e), _) => {
             fail(&mut job.rec, &job.task.input, format!("filter failed: {e}"));
             job.img = None;
         }

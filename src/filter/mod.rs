@@ -1,10 +1,11 @@
 //! The Gaussian filter: what to compute (`FilterSpec`) and who computes it (`Backend`).
 //!
 //! The spec is backend-independent and carries scipy's exact semantics; the
-//! CPU backend implements it today and a CUDA backend will implement the same
-//! trait, so the pipeline and the bit-exactness tests never care which runs.
+//! CPU backend and the CUDA backend implement the same trait, so the pipeline
+//! and the bit-exactness tests never care which runs.
 
 pub mod cpu;
+pub mod cuda;
 pub mod extend;
 pub mod fsl;
 pub mod kernel;
@@ -77,9 +78,22 @@ pub enum FilterError {
     /// The voxel buffer does not hold shape's voxel count (a bug upstream, or a truncated read).
     #[error("voxel buffer holds {got} values but the shape needs {want}")]
     ShapeMismatch { got: usize, want: usize },
-    /// The backend cannot run here (e.g. built without CUDA, no device).
+    /// The backend cannot run here, or not this image (built without CUDA,
+    /// no driver or device, `--compat fsl` on the GPU).
     #[error("{0}")]
     Unavailable(String),
+    /// The GPU failed: an allocation (out of device memory), a copy, a launch,
+    /// or the kernel compile; the CUDA error is quoted.
+    #[error("CUDA: {0}")]
+    Device(String),
+}
+
+/// A smoothing handed to a backend that may still be running on a device.
+pub enum Pending {
+    /// Already finished (every synchronous backend).
+    Done(Result<Voxels, FilterError>),
+    /// Queued: `Backend::finish` with this ticket waits for it.
+    Queued(u64),
 }
 
 /// Something that smooths volumes. Takes the voxels by value so that it can
@@ -93,6 +107,33 @@ pub trait Backend: Send {
         spec: &FilterSpec,
         out: DType,
     ) -> Result<Voxels, FilterError>;
+
+    /// How many images the pipeline keeps submitted before it waits for the
+    /// oldest: 1 for a synchronous backend; 2 lets a GPU upload one image
+    /// while it filters another and downloads a third.
+    fn depth(&self) -> usize {
+        1
+    }
+
+    /// Starts smoothing one image; by default runs `smooth` to the end.
+    fn submit(&mut self, input: Voxels, shape: Shape, spec: &FilterSpec, out: DType) -> Pending {
+        Pending::Done(self.smooth(input, shape, spec, out))
+    }
+
+    /// The device time of the last finished image's passes, without copies,
+    /// where the backend can measure it (CUDA events); `None` on the CPU.
+    fn device_time_s(&self) -> Option<f64> {
+        None
+    }
+
+    /// Waits for a queued image. Tickets are finished in the order they were
+    /// submitted.
+    fn finish(&mut self, ticket: u64) -> Result<Voxels, FilterError> {
+        Err(FilterError::Unavailable(format!(
+            "ticket {ticket}: the {} backend queues nothing",
+            self.name()
+        )))
+    }
 }
 
 /// Deterministic noise in [-50, 150) for the backends' tests.
