@@ -2,7 +2,8 @@
 # Installs what nismooth needs to build and test on Debian/Ubuntu, only when missing:
 # ISA-L (gzip codec), OpenMPI with PMIx (rsmpi's bindgen needs libclang) and DejaVu
 # fonts (text in the study's PNG plots) from Debian,
-# and the Python references (numpy, scipy, nibabel, pytest) from PyPI.
+# the Python references (numpy, scipy, nibabel, pytest) from PyPI, and NVRTC
+# (CUDA's run-time compiler, no GPU needed) from PyPI for the cuda feature's tests.
 set -euo pipefail
 
 need_apt=()
@@ -23,4 +24,10 @@ if [ "${NISMOOTH_SKIP_PYTHON:-0}" != 1 ]; then
     echo "== pip install numpy scipy nibabel pytest"
     python3 -m pip install -q --disable-pip-version-check numpy scipy nibabel pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
   fi
+fi
+
+# NVRTC 13.0, to compile the CUDA kernels in tests/cuda_nvrtc.rs; ci/nvrtc-path.sh finds it.
+if [ "${NISMOOTH_SKIP_NVRTC:-0}" != 1 ] && ! bash "$(dirname "$0")/nvrtc-path.sh" >/dev/null 2>&1; then
+  echo "== pip install nvidia-cuda-nvrtc==13.0.*"
+  python3 -m pip install -q --disable-pip-version-check "nvidia-cuda-nvrtc==13.0.*" 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi

@@ -8,9 +8,11 @@ bash ci/install-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (default features: MPI; and without MPI)"
+echo "== cargo clippy (default features: MPI; without MPI; with CUDA; CUDA without MPI)"
 cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --all-targets --quiet --no-default-features -- -D warnings
+cargo clippy --all-targets --quiet --features cuda -- -D warnings
+cargo clippy --all-targets --quiet --no-default-features --features cuda -- -D warnings
 echo "== cargo build --release"
 cargo build --release --quiet
 echo "== cargo test"
@@ -18,6 +20,8 @@ cargo test --release --quiet
 echo "== pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'))"
 # MPI tests must run here, not skip: CI has mpirun.
 NISMOOTH_REQUIRE_MPI=1 NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/python
+# The GPU tests skip here (no GPU); collecting them keeps them importable and ready.
+python3 -m pytest -q tests/gpu
 
 # nismooth under a real Slurm: a one-node cluster, then two simulated nodes
 # (network namespaces). Starting daemons needs root; NISMOOTH_SKIP_SLURM=1 skips.
@@ -36,4 +40,10 @@ if [ "${NISMOOTH_SKIP_SLURM:-0}" != 1 ]; then
   done
   echo "== Slurm part: $((SECONDS - slurm_start)) s"
 fi
+# Last, because it rebuilds target/release/nismooth with the feature: the cuda
+# build on a machine without a GPU, with the kernels through the real NVRTC
+# (from PyPI), --backend cuda refused cleanly and auto falling back.
+echo "== cargo test --features cuda (no GPU here: NVRTC only)"
+NISMOOTH_REQUIRE_NVRTC=1 LD_LIBRARY_PATH="$(bash ci/nvrtc-path.sh):${LD_LIBRARY_PATH:-}" \
+  cargo test --release --quiet --features cuda
 echo "== all tests passed"

@@ -26,6 +26,19 @@ pub enum DType {
 }
 
 impl DType {
+    pub const ALL: [DType; 10] = [
+        DType::U8,
+        DType::I8,
+        DType::I16,
+        DType::U16,
+        DType::I32,
+        DType::U32,
+        DType::I64,
+        DType::U64,
+        DType::F32,
+        DType::F64,
+    ];
+
     pub fn size(self) -> usize {
         match self {
             DType::U8 | DType::I8 => 1,
@@ -72,20 +85,7 @@ impl DType {
     }
 
     pub fn from_nifti_code(code: i16) -> Option<DType> {
-        [
-            DType::U8,
-            DType::I8,
-            DType::I16,
-            DType::U16,
-            DType::I32,
-            DType::U32,
-            DType::I64,
-            DType::U64,
-            DType::F32,
-            DType::F64,
-        ]
-        .into_iter()
-        .find(|d| d.nifti_code() == code)
+        DType::ALL.into_iter().find(|d| d.nifti_code() == code)
     }
 }
 

@@ -16,18 +16,7 @@ use nismooth::filter::{Backend, ExpFlavour, FilterSpec, Mode, Semantics, Shape};
 use nismooth::volume::{DType, Sample, Voxels};
 use nismooth::with_dtype;
 
-const ALL: [DType; 10] = [
-    DType::U8,
-    DType::I8,
-    DType::I16,
-    DType::U16,
-    DType::I32,
-    DType::U32,
-    DType::I64,
-    DType::U64,
-    DType::F32,
-    DType::F64,
-];
+const ALL: [DType; 10] = DType::ALL;
 
 type HostPass = unsafe extern "C" fn(
     *const u8,

@@ -9,18 +9,7 @@
 use nismooth::filter::cuda::{self, compile_ptx};
 use nismooth::volume::DType;
 
-const ALL: [DType; 10] = [
-    DType::U8,
-    DType::I8,
-    DType::I16,
-    DType::U16,
-    DType::I32,
-    DType::U32,
-    DType::I64,
-    DType::U64,
-    DType::F32,
-    DType::F64,
-];
+const ALL: [DType; 10] = DType::ALL;
 
 /// Whether NVRTC can be loaded; when it cannot, the test says so and skips,
 /// unless the environment requires it.

@@ -5,8 +5,9 @@
 //! filtered, image i+1 is read and inflated and image i−1 is compressed and
 //! written. A channel of capacity 0 hands an image over only when the next
 //! stage takes it, so at most three images are in memory at once (one per
-//! stage), however many the run has; the writer hands each finished buffer
-//! back to the reader for the next image. Tasks are pulled on the calling
+//! stage; a GPU backend holds one more, `Backend::depth`), however many the
+//! run has; the writer hands each finished buffer back to the reader for the
+//! next image. Tasks are pulled on the calling
 //! thread, because for the dynamic schedule pulling one is an MPI call.
 //!
 //! Every image ends as a record, whatever happens to it: a bad file, a failed

@@ -154,6 +154,15 @@ def test_refusal_on_root_ends_every_rank_with_code_2(dataset, tmp_path):
     assert "holds input" in proc.stderr
 
 
+def test_a_backend_that_cannot_start_ends_every_rank_with_code_2(dataset, tmp_path):
+    # No GPU here: every rank fails to start CUDA, and the ranks agree (an
+    # allreduce) to stop together before the first collective of the run.
+    codes, proc = mpirun(3, ["run", dataset / "in", "-o", tmp_path / "out", "--backend", "cuda"], tmp_path / "exits")
+    assert set(codes.values()) == {2}, codes
+    assert proc.stderr.count("--backend cuda: ") == 3, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_singleton_mpi_runs_as_one_rank(dataset, tmp_path):
     """The MPI build, asked to initialise MPI without a launcher, is one rank."""
     out, report = tmp_path / "out", tmp_path / "r.json"

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig,
     PinnedHostSlice, PushKernelArg,
@@ -147,8 +148,10 @@ impl CudaBackend {
                     .map_err(device_error("creating a stream"))?,
                 started: timing_event(&ctx)?,
                 filtered: timing_event(&ctx)?,
+                // Blocking: the filter thread sleeps while it waits, rather
+                // than spinning on a core that the gzip threads need.
                 done: ctx
-                    .new_event(None)
+                    .new_event(Some(CUevent_flags::CU_EVENT_BLOCKING_SYNC))
                     .map_err(device_error("creating an event"))?,
                 input: None,
                 a: None,
@@ -332,7 +335,7 @@ impl CudaBackend {
 }
 
 fn timing_event(ctx: &Arc<CudaContext>) -> Result<CudaEvent, FilterError> {
-    ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+    ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
         .map_err(device_error("creating an event"))
 }
 
