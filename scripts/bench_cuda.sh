@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-.device/nismooth}
 export LD_LIBRARY_PATH="$(cd "$(dirname "$BIN")" && pwd):${LD_LIBRARY_PATH:-}"
+# NVRTC: the system's, else the one pip installed beside PyTorch or by ci/install-deps.sh.
+if ! ldconfig -p | grep -q 'libnvrtc\.so'; then
+  LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(bash ci/nvrtc-path.sh 2>/dev/null || true)"
+fi
 CORES=$(nproc)
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
