@@ -139,7 +139,7 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
 /// the first collective.
 fn backend(cfg: &RunConfig, comm: &dyn Comm) -> anyhow::Result<Box<dyn Backend>> {
     let local = cuda::local_rank(comm.node_rank(), comm.size());
-    let mine = start_backend(cfg, local);
+    let mine = start_backend(cfg, local, comm.node_size());
     let failed = comm.sum_u64(mine.is_err() as u64);
     match mine {
         Err(e) => anyhow::bail!("--backend {}: {e}", cfg.backend.name()),
@@ -151,11 +151,15 @@ fn backend(cfg: &RunConfig, comm: &dyn Comm) -> anyhow::Result<Box<dyn Backend>>
     }
 }
 
-fn start_backend(cfg: &RunConfig, local_rank: usize) -> Result<Box<dyn Backend>, FilterError> {
+fn start_backend(
+    cfg: &RunConfig,
+    local_rank: usize,
+    node_ranks: usize,
+) -> Result<Box<dyn Backend>, FilterError> {
     let cpu =
         || -> Result<Box<dyn Backend>, FilterError> { Ok(Box::new(CpuBackend::new(cfg.threads)?)) };
     let gpu = || -> Result<Box<dyn Backend>, FilterError> {
-        let b = CudaBackend::new(cfg.threads, local_rank)?;
+        let b = CudaBackend::new(cfg.threads, local_rank, node_ranks)?;
         log::info!("backend cuda: {}", b.describe());
         Ok(Box::new(b))
     };
@@ -413,7 +417,7 @@ fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
     let mut backend: Box<dyn Backend> = match args.backend {
         BackendChoice::Cpu => Box::new(CpuBackend::new(args.threads)?),
         _ => {
-            let b = CudaBackend::new(args.threads, cuda::local_rank(0, 1))?;
+            let b = CudaBackend::new(args.threads, cuda::local_rank(0, 1), 1)?;
             eprintln!("bench-filter: cuda on {}", b.describe());
             Box::new(b)
         }

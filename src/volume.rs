@@ -442,6 +442,14 @@ impl Voxels {
         with_voxels!(self, v => bytemuck::cast_slice_mut(v.as_mut_slice()))
     }
 
+    /// A copy of the voxels in `range` (e.g. some volumes of a 4-D image).
+    pub fn copy_range(&self, range: std::ops::Range<usize>) -> Voxels {
+        fn wrap<T: VoxelVec>(v: Vec<T>) -> Voxels {
+            T::wrap(v)
+        }
+        with_voxels!(self, v => wrap(v[range].to_vec()))
+    }
+
     /// A zeroed buffer of `n` voxels.
     pub fn zeros(dtype: DType, n: usize) -> Voxels {
         with_dtype!(dtype, T => T::wrap(vec![<T as bytemuck::Zeroable>::zeroed(); n]))

@@ -82,7 +82,7 @@ fn a_missing_driver_is_a_clear_error_not_a_panic() {
     }
     let err = cuda::probe().unwrap_err().to_string();
     assert!(err.contains("no CUDA driver was found"), "{err}");
-    let err = cuda::CudaBackend::new(1, 0)
+    let err = cuda::CudaBackend::new(1, 0, 1)
         .err()
         .expect("no backend without a driver");
     assert!(

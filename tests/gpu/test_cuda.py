@@ -158,3 +158,14 @@ def test_nan_and_inf_where_the_cpu_has_them(gpu, tmp_path):
     cpu, cuda = (read_nii(tmp_path / b / p.name) for b in ["cpu", "cuda"])
     assert np.isnan(cpu).any() and np.isinf(cpu).any()
     assert np.array_equal(cpu, cuda, equal_nan=True)
+
+
+def test_long_4d_images_in_batches_of_volumes(gpu, tmp_path):
+    # A slot budget of 3 volumes' worth forces 13 volumes through in 5 batches.
+    src = tmp_path / "in"
+    run("generate", "-o", src, "-n", "2", "--shape", "40,36,30,13", "--dtype", "int16", "--seed", 6, "--format", "nii")
+    run("run", src, "-o", tmp_path / "cpu", "--backend", "cpu", "--dtype", "float32", "--progress", "none")
+    per_volume = 40 * 36 * 30 * (2 + 2 * 4)
+    run("run", src, "-o", tmp_path / "cuda", "--backend", "cuda", "--dtype", "float32", "--progress", "none",
+        env={"NISMOOTH_CUDA_SLOT_BYTES": str(3 * per_volume)})
+    assert same_files(tmp_path / "cpu", tmp_path / "cuda") == 2

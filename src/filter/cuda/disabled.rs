@@ -18,7 +18,11 @@ pub struct CudaBackend {
 }
 
 impl CudaBackend {
-    pub fn new(_threads: usize, _local_rank: usize) -> Result<CudaBackend, FilterError> {
+    pub fn new(
+        _threads: usize,
+        _local_rank: usize,
+        _node_ranks: usize,
+    ) -> Result<CudaBackend, FilterError> {
         Err(FilterError::Unavailable(BUILT_WITHOUT.into()))
     }
 

@@ -20,7 +20,9 @@ use cudarc::driver::{
 use cudarc::nvrtc::{CompileError, CompileOptions};
 use rayon::prelude::*;
 
-use super::{defines, device_for, kernel_name, plan, Buf, Plan, BLOCK, KERNEL_SOURCE};
+use super::{
+    defines, device_for, kernel_name, plan, volumes_per_batch, Buf, Plan, BLOCK, KERNEL_SOURCE,
+};
 use crate::filter::{Backend, FilterError, FilterSpec, Pending, Shape};
 use crate::volume::{DType, Voxels};
 
@@ -127,11 +129,18 @@ pub struct CudaBackend {
     next_ticket: u64,
     description: String,
     last_kernel_s: Option<f64>,
+    /// Device bytes one slot may take; larger 4-D images go in batches of volumes.
+    slot_budget: usize,
 }
 
 impl CudaBackend {
     /// A context on this rank's device (`local_rank` modulo the devices).
-    pub fn new(threads: usize, local_rank: usize) -> Result<CudaBackend, FilterError> {
+    /// `node_ranks` processes on this node share its devices, and their memory.
+    pub fn new(
+        threads: usize,
+        local_rank: usize,
+        node_ranks: usize,
+    ) -> Result<CudaBackend, FilterError> {
         probe()?;
         let count = CudaContext::device_count().map_err(device_error("counting devices"))?;
         let ordinal = device_for(local_rank, count.max(1) as usize);
@@ -164,6 +173,8 @@ impl CudaBackend {
         let aux = ctx
             .new_stream()
             .map_err(device_error("creating a stream"))?;
+        let sharing = node_ranks.max(1).div_ceil(count.max(1) as usize);
+        let slot_budget = slot_budget(&ctx, sharing)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.clamp(1, 8))
             .thread_name(|i| format!("nismooth-cuda-copy-{i}"))
@@ -182,6 +193,7 @@ impl CudaBackend {
             pool,
             next_ticket: 0,
             last_kernel_s: None,
+            slot_budget,
         })
     }
 
@@ -339,6 +351,56 @@ fn timing_event(ctx: &Arc<CudaContext>) -> Result<CudaEvent, FilterError> {
         .map_err(device_error("creating an event"))
 }
 
+/// Device memory one slot may use: 40% of this process's share of the GPU
+/// (two slots: 80%), bounded by what is free now. NISMOOTH_CUDA_SLOT_BYTES
+/// overrides it (the GPU tests force small batches with it).
+fn slot_budget(ctx: &Arc<CudaContext>, sharing: usize) -> Result<usize, FilterError> {
+    if let Some(bytes) = std::env::var("NISMOOTH_CUDA_SLOT_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Ok(bytes);
+    }
+    let (free, total) = ctx
+        .mem_get_info()
+        .map_err(device_error("reading the device's memory"))?;
+    Ok((total / sharing.max(1)).min(free) / 5 * 2)
+}
+
+impl CudaBackend {
+    /// A 4-D image too large for one slot, `per` volumes at a time through a
+    /// free slot; each batch waits for the one before (a long run is many
+    /// batches, which keeps the GPU busy without the overlap).
+    fn smooth_in_batches(
+        &mut self,
+        input: Voxels,
+        shape: Shape,
+        spec: &FilterSpec,
+        out: DType,
+        per: usize,
+    ) -> Result<Voxels, FilterError> {
+        let volume = shape.volume_len();
+        let mut result = Voxels::zeros(out, shape.len());
+        let mut kernel_s = 0.0;
+        for first in (0..shape.volumes).step_by(per) {
+            let n = per.min(shape.volumes - first);
+            let batch = Shape {
+                volumes: n,
+                ..shape
+            };
+            let plan = plan(batch, spec, input.dtype(), out)?;
+            let part = input.copy_range(first * volume..(first + n) * volume);
+            let ticket = self.enqueue(part, &plan, out)?;
+            let done = self.finish(ticket)?;
+            kernel_s += self.last_kernel_s.unwrap_or(0.0);
+            let at = first * volume * out.size();
+            result.as_bytes_mut()[at..at + done.as_bytes().len()].copy_from_slice(done.as_bytes());
+        }
+        self.last_kernel_s = Some(kernel_s);
+        Ok(result)
+    }
+}
+
 /// Grows a device buffer to at least `bytes` (freeing the old one first, so
 /// that the peak is not old + new).
 fn fit_device(
@@ -445,6 +507,10 @@ impl Backend for CudaBackend {
         if plan.passes.is_empty() {
             // scipy copies the input into the output array when no axis is filtered.
             return Pending::Done(Ok(input.cast(out)));
+        }
+        let per = volumes_per_batch(shape, input.dtype(), out, self.slot_budget);
+        if per < shape.volumes {
+            return Pending::Done(self.smooth_in_batches(input, shape, spec, out, per));
         }
         match self.enqueue(input, &plan, out) {
             Ok(ticket) => Pending::Queued(ticket),

@@ -167,6 +167,21 @@ pub fn plan(
     })
 }
 
+/// Device bytes one image in flight takes: its upload, and two buffers in
+/// the output type.
+pub fn device_bytes(voxels: usize, input: DType, out: DType) -> usize {
+    voxels * (input.size() + 2 * out.size())
+}
+
+/// How many volumes of an image go to the GPU at once so that one slot stays
+/// within `budget` bytes: all of them when they fit, else as many as fit, at
+/// least one. A long 4-D run (fMRI) then never needs three times its size in
+/// device memory; volumes are independent, so batches change no voxel.
+pub fn volumes_per_batch(shape: Shape, input: DType, out: DType, budget: usize) -> usize {
+    let per_volume = device_bytes(shape.volume_len(), input, out).max(1);
+    (budget / per_volume).clamp(1, shape.volumes.max(1))
+}
+
 /// This process's rank among those on its node, from the launcher: the MPI
 /// shared-memory split when there are several ranks, else Slurm's or
 /// OpenMPI's local id (a job step of single processes), else 0.
@@ -280,6 +295,33 @@ mod tests {
         s.semantics = Semantics::Fsl { pixdim: [1.0; 3] };
         let err = plan(shape([8, 8, 8], 1), &s, DType::F32, DType::F32).unwrap_err();
         assert!(err.to_string().contains("--backend cpu"), "{err}");
+    }
+
+    #[test]
+    fn long_4d_images_go_in_batches_of_volumes_that_fit() {
+        let fmri = shape([96, 96, 60], 1200); // 553 k voxels a volume
+        let per_volume = 96 * 96 * 60 * (2 + 2 * 4); // int16 in, float32 out
+        assert_eq!(
+            device_bytes(96 * 96 * 60, DType::I16, DType::F32),
+            per_volume
+        );
+        assert_eq!(
+            volumes_per_batch(fmri, DType::I16, DType::F32, usize::MAX),
+            1200
+        );
+        assert_eq!(
+            volumes_per_batch(fmri, DType::I16, DType::F32, 100 * per_volume + 7),
+            100
+        );
+        assert_eq!(
+            volumes_per_batch(fmri, DType::I16, DType::F32, 10),
+            1,
+            "at least one"
+        );
+        assert_eq!(
+            volumes_per_batch(shape([4, 4, 4], 1), DType::F32, DType::F32, 0),
+            1
+        );
     }
 
     #[test]
