@@ -165,9 +165,9 @@ fn start_backend(
     };
     match cfg.backend {
         BackendChoice::Cpu => cpu(),
-        BackendChoice::Cuda if cfg.compat == Compat::Fsl => Err(FilterError::Unavailable(
-            "--compat fsl runs on the CPU backend only (use --backend cpu or auto)".into(),
-        )),
+        BackendChoice::Cuda if cfg.compat == Compat::Fsl => {
+            Err(FilterError::Unavailable(cuda::FSL_ON_CPU_ONLY.into()))
+        }
         BackendChoice::Cuda => gpu(),
         BackendChoice::Auto if cfg.compat == Compat::Fsl => {
             log::info!("backend auto: cpu (--compat fsl runs on the CPU)");
@@ -448,7 +448,7 @@ fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
     let mut json = serde_json::json!({
         "backend": args.backend.name(),
         "voxels": voxels,
-        "threads": args.threads,
+        "threads": args.threads.max(1),
         "best_s": times[0],
         "median_s": times[times.len() / 2],
     });

@@ -8,7 +8,7 @@ const BUILT_WITHOUT: &str =
     "nismooth was built without CUDA support (rebuild with `cargo build --release --features cuda`)";
 
 /// What `--backend auto` asks before it picks a GPU: here, always no.
-pub fn probe() -> Result<String, FilterError> {
+pub fn probe() -> Result<usize, FilterError> {
     Err(FilterError::Unavailable(BUILT_WITHOUT.into()))
 }
 

@@ -33,10 +33,10 @@ fn device_error(what: &str) -> impl Fn(DriverError) -> FilterError + '_ {
     move |e| FilterError::Device(format!("{what}: {e}"))
 }
 
-/// Whether this process can use a GPU: the driver library, NVRTC and at
-/// least one device. Checked before any other CUDA call, because cudarc
+/// How many GPUs this process can use, checking the driver library, NVRTC
+/// and the device count in turn. Checked before any other CUDA call, because cudarc
 /// panics when a library it needs cannot be loaded.
-pub fn probe() -> Result<String, FilterError> {
+pub fn probe() -> Result<usize, FilterError> {
     // SAFETY: both only try to dlopen the library under its usual names.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(FilterError::Unavailable(
@@ -60,7 +60,7 @@ pub fn probe() -> Result<String, FilterError> {
             "built with CUDA, but the driver reports no device".into(),
         ));
     }
-    Ok(format!("{count} CUDA device(s)"))
+    Ok(count as usize)
 }
 
 /// Compiles the kernel for one type pair to PTX; `arch` is e.g.
@@ -141,9 +141,8 @@ impl CudaBackend {
         local_rank: usize,
         node_ranks: usize,
     ) -> Result<CudaBackend, FilterError> {
-        probe()?;
-        let count = CudaContext::device_count().map_err(device_error("counting devices"))?;
-        let ordinal = device_for(local_rank, count.max(1) as usize);
+        let count = probe()?;
+        let ordinal = device_for(local_rank, count);
         let ctx = CudaContext::new(ordinal).map_err(device_error("creating a context"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let (major, minor) = ctx
@@ -173,7 +172,7 @@ impl CudaBackend {
         let aux = ctx
             .new_stream()
             .map_err(device_error("creating a stream"))?;
-        let sharing = node_ranks.max(1).div_ceil(count.max(1) as usize);
+        let sharing = node_ranks.max(1).div_ceil(count);
         let slot_budget = slot_budget(&ctx, sharing)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.clamp(1, 8))

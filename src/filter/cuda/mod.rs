@@ -21,6 +21,10 @@ mod disabled;
 #[cfg(not(feature = "cuda"))]
 pub use disabled::{probe, CudaBackend};
 
+/// Why `--compat fsl` never goes to a GPU, and what to do instead.
+pub const FSL_ON_CPU_ONLY: &str =
+    "--compat fsl runs on the CPU backend only (use --backend cpu or auto)";
+
 /// The kernels, compiled by NVRTC at run time (`kernels.cu` says how).
 pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
 
@@ -124,9 +128,7 @@ pub fn plan(
     out: DType,
 ) -> Result<Plan, FilterError> {
     if let Semantics::Fsl { .. } = spec.semantics {
-        return Err(FilterError::Unavailable(
-            "--compat fsl runs on the CPU backend only (use --backend cpu or auto)".into(),
-        ));
+        return Err(FilterError::Unavailable(FSL_ON_CPU_ONLY.into()));
     }
     let [n0, n1, n2] = shape.spatial;
     let slabs = n2 * shape.volumes;
