@@ -394,7 +394,11 @@ impl Geometry {
                 row[lanes..].fill(0.0);
             }
         } else {
-            // Lines are contiguous (axis 0): convert each line, then transpose.
+            // Lines are contiguous (axis 0): convert and transpose in registers.
+            #[cfg(target_arch = "x86_64")]
+            if simd::has_line_transposes() {
+                return simd::gather_lines(p, self.lane_step, lanes, self.len, rows);
+            }
             for (l, line) in lines.iter_mut().enumerate() {
                 if l < lanes {
                     let src = std::slice::from_raw_parts(p.add(l * self.lane_step), self.len);
@@ -423,6 +427,10 @@ impl Geometry {
                 D::from_f64_slice(dst, row);
             }
         } else {
+            #[cfg(target_arch = "x86_64")]
+            if simd::has_line_transposes() {
+                return simd::scatter_lines(rows, self.len, p, self.lane_step, lanes);
+            }
             simd::transpose_out(rows, self.len, lines);
             for (l, line) in lines.iter().enumerate().take(lanes) {
                 let dst = std::slice::from_raw_parts_mut(p.add(l * self.lane_step), self.len);

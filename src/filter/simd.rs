@@ -16,6 +16,8 @@
 //! Axis 0 (lines contiguous in memory) goes through 8×8 transposes in
 //! registers, so that every pass works on the same tile layout.
 
+use crate::volume::Sample;
+
 /// Tile widths are multiples of this (two AVX-512 or four AVX2 vectors), and
 /// axis 0's tiles are exactly this wide (the transposes work on 16 lines).
 pub const LANES: usize = 16;
@@ -91,10 +93,169 @@ pub fn transpose_out(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
     }
 }
 
+/// Whether `gather_lines`/`scatter_lines` run (AVX-512 F and VL).
+pub fn has_line_transposes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Converts `lanes` ≤ `LANES` contiguous lines of `len` samples (line `l`
+/// starts at `p + l·lane_step`) into tile rows: `rows[i·LANES + l]` =
+/// sample `i` of line `l`, zero for `l ≥ lanes`. The conversion and the 8×8
+/// transposes happen in registers, with no f64 copy of the lines in between.
+///
+/// # Safety
+/// `has_line_transposes()`; every line readable for `len` samples;
+/// `rows.len() ≥ len·LANES`.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn gather_lines<S: Sample>(
+    p: *const S,
+    lane_step: usize,
+    lanes: usize,
+    len: usize,
+    rows: &mut [f64],
+) {
+    assert!(rows.len() >= len * LANES && lanes <= LANES);
+    x86::gather_lines(p, lane_step, lanes, len, rows)
+}
+
+/// The inverse of `gather_lines`: stores tile rows back into the lines,
+/// converting to the lines' dtype (C-cast semantics, as `Sample::from_f64`).
+///
+/// # Safety
+/// As for `gather_lines`, with the lines writable.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn scatter_lines<D: Sample>(
+    rows: &[f64],
+    len: usize,
+    p: *mut D,
+    lane_step: usize,
+    lanes: usize,
+) {
+    assert!(rows.len() >= len * LANES && lanes <= LANES);
+    x86::scatter_lines(rows, len, p, lane_step, lanes)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::LANES;
+    use crate::volume::{DType, Sample};
     use std::arch::x86_64::*;
+
+    /// Eight samples of `S` from `p`, as f64.
+    #[inline(always)]
+    unsafe fn load8<S: Sample>(p: *const S) -> __m512d {
+        match S::DTYPE {
+            DType::F64 => _mm512_loadu_pd(p as *const f64),
+            DType::F32 => _mm512_cvtps_pd(_mm256_loadu_ps(p as *const f32)),
+            DType::I16 => {
+                _mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128(p as *const __m128i)))
+            }
+            DType::U8 => {
+                _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+            }
+            _ => {
+                let a: [f64; 8] = std::array::from_fn(|i| (*p.add(i)).to_f64());
+                _mm512_loadu_pd(a.as_ptr())
+            }
+        }
+    }
+
+    /// Stores eight f64 into `p` as `D`, with `D::from_f64`'s semantics:
+    /// `vcvtpd2ps` rounds as `as f32` does, and `vcvttpd2dq` gives
+    /// i32::MIN for NaN and out-of-range values as `cvtt32` does, then the
+    /// narrowing keeps the low bits as the C cast does.
+    #[inline(always)]
+    unsafe fn store8<D: Sample>(p: *mut D, v: __m512d) {
+        match D::DTYPE {
+            DType::F64 => _mm512_storeu_pd(p as *mut f64, v),
+            DType::F32 => _mm256_storeu_ps(p as *mut f32, _mm512_cvtpd_ps(v)),
+            DType::I16 => _mm_storeu_si128(
+                p as *mut __m128i,
+                _mm256_cvtepi32_epi16(_mm512_cvttpd_epi32(v)),
+            ),
+            DType::U8 => _mm_storel_epi64(
+                p as *mut __m128i,
+                _mm256_cvtepi32_epi8(_mm512_cvttpd_epi32(v)),
+            ),
+            _ => {
+                let mut a = [0.0; 8];
+                _mm512_storeu_pd(a.as_mut_ptr(), v);
+                D::from_f64_slice(std::slice::from_raw_parts_mut(p, 8), &a);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub unsafe fn gather_lines<S: Sample>(
+        p: *const S,
+        lane_step: usize,
+        lanes: usize,
+        len: usize,
+        rows: &mut [f64],
+    ) {
+        let full = len / 8 * 8;
+        let o = rows.as_mut_ptr();
+        for lb in (0..LANES).step_by(8) {
+            let live = lanes.saturating_sub(lb).min(8);
+            let line = |j: usize| p.add((lb + j) * lane_step);
+            for i in (0..full).step_by(8) {
+                let m: [__m512d; 8] = std::array::from_fn(|j| {
+                    if j < live {
+                        load8(line(j).add(i))
+                    } else {
+                        _mm512_setzero_pd()
+                    }
+                });
+                for (e, v) in transpose8(m).into_iter().enumerate() {
+                    _mm512_storeu_pd(o.add((i + e) * LANES + lb), v);
+                }
+            }
+            for i in full..len {
+                for j in 0..8 {
+                    let x = if j < live {
+                        (*line(j).add(i)).to_f64()
+                    } else {
+                        0.0
+                    };
+                    *o.add(i * LANES + lb + j) = x;
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub unsafe fn scatter_lines<D: Sample>(
+        rows: &[f64],
+        len: usize,
+        p: *mut D,
+        lane_step: usize,
+        lanes: usize,
+    ) {
+        let full = len / 8 * 8;
+        let t = rows.as_ptr();
+        for lb in (0..LANES).step_by(8) {
+            let live = lanes.saturating_sub(lb).min(8);
+            let line = |j: usize| p.add((lb + j) * lane_step);
+            for i in (0..full).step_by(8) {
+                let m: [__m512d; 8] =
+                    std::array::from_fn(|e| _mm512_loadu_pd(t.add((i + e) * LANES + lb)));
+                for (j, v) in transpose8(m).into_iter().enumerate().take(live) {
+                    store8(line(j).add(i), v);
+                }
+            }
+            for i in full..len {
+                for j in 0..live {
+                    *line(j).add(i) = D::from_f64(*t.add(i * LANES + lb + j));
+                }
+            }
+        }
+    }
 
     /// The few vector operations the kernel needs, for one register width.
     trait Vector: Copy {
@@ -174,10 +335,31 @@ mod x86 {
         convolve::<__m256d>(tile, out, width, w)
     }
 
-    /// Four output rows at a time; `lo[j]`/`hi[j]` hold rows `i+j+r∓k`.
+    /// Dispatches to a copy of the kernel compiled for the radius, so that
+    /// the loop over taps is unrolled: the weights stay in registers and the
+    /// sliding window is renamed at compile time instead of moved.
     #[inline(always)]
     unsafe fn convolve<V: Vector>(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
-        let r = w.len() - 1;
+        macro_rules! fixed {
+            ($($r:literal)*) => {
+                match w.len() - 1 {
+                    $($r => convolve_r::<V>(tile, out, width, w, $r),)*
+                    r => convolve_r::<V>(tile, out, width, w, r),
+                }
+            };
+        }
+        fixed!(1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    /// Four output rows at a time; `lo[j]`/`hi[j]` hold rows `i+j+r∓k`.
+    #[inline(always)]
+    unsafe fn convolve_r<V: Vector>(
+        tile: &[f64],
+        out: &mut [f64],
+        width: usize,
+        w: &[f64],
+        r: usize,
+    ) {
         let len = out.len() / width;
         // Opaque to the optimiser, or it would turn fma(a, 1, b) back into an add.
         let one = V::splat(std::hint::black_box(1.0));
@@ -333,7 +515,8 @@ mod tests {
 
     #[test]
     fn vector_kernel_equals_the_definition_bit_for_bit() {
-        for r in [1usize, 2, 3, 8, 13] {
+        // Every radius with its own unrolled copy, and one beyond them.
+        for r in 1usize..=13 {
             let w: Vec<f64> = (0..=r).map(|k| 1.0 / (1.0 + k as f64 * 0.37)).collect();
             for len in [1usize, 3, 4, 5, 8, 17, 64] {
                 for width in [LANES, 3 * LANES] {
@@ -347,6 +530,95 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Values that probe every conversion: fractions of both signs, NaN,
+    /// ±Inf, and values beyond each integer type's range.
+    fn awkward(n: usize) -> Vec<f64> {
+        let special = [
+            f64::NAN,
+            f64::INFINITY,
+            -f64::INFINITY,
+            1e10,
+            -1e10,
+            70000.5,
+            -0.7,
+        ];
+        noise(n, 9)
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                if i % 7 == 3 {
+                    special[i % special.len()]
+                } else {
+                    x * 3.0
+                }
+            })
+            .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>() {
+        if !has_line_transposes() {
+            return;
+        }
+        for (len, lanes, step) in [
+            (37usize, 16usize, 40usize),
+            (8, 5, 8),
+            (3, 16, 3),
+            (64, 11, 70),
+        ] {
+            let src: Vec<T> = awkward(step * LANES).into_iter().map(T::from_f64).collect();
+            let mut rows = vec![f64::NAN; len * LANES];
+            unsafe { gather_lines(src.as_ptr(), step, lanes, len, &mut rows) };
+            for i in 0..len {
+                for l in 0..LANES {
+                    let want = if l < lanes {
+                        src[l * step + i].to_f64()
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(
+                        rows[i * LANES + l].to_bits(),
+                        want.to_bits(),
+                        "{} gather",
+                        T::DTYPE
+                    );
+                }
+            }
+            // Scatter values that are not representable in T, over a copy.
+            let tile = awkward(len * LANES);
+            let mut dst = src.clone();
+            unsafe { scatter_lines(&tile, len, dst.as_mut_ptr(), step, lanes) };
+            let mut want = src.clone();
+            for l in 0..lanes {
+                for i in 0..len {
+                    want[l * step + i] = T::from_f64(tile[i * LANES + l]);
+                }
+            }
+            let bits = |v: &[T]| bytemuck::cast_slice::<T, u8>(v).to_vec();
+            assert_eq!(
+                bits(&dst),
+                bits(&want),
+                "{} scatter len {len} lanes {lanes}",
+                T::DTYPE
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn line_gathers_and_scatters_convert_like_the_scalar_casts() {
+        lines_round_trip::<u8>();
+        lines_round_trip::<i8>();
+        lines_round_trip::<i16>();
+        lines_round_trip::<u16>();
+        lines_round_trip::<i32>();
+        lines_round_trip::<u32>();
+        lines_round_trip::<i64>();
+        lines_round_trip::<u64>();
+        lines_round_trip::<f32>();
+        lines_round_trip::<f64>();
     }
 
     #[test]
