@@ -93,6 +93,28 @@ pub fn transpose_out(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
     }
 }
 
+/// `convolve` with every output converted and stored straight into row `i`
+/// of the destination (`p + i·step`, `width` lanes each), skipping the f64
+/// output tile. For groups whose lanes fill the tile; the caller has checked
+/// `has_line_transposes()` (the same AVX-512 F and VL).
+///
+/// # Safety
+/// Every destination row holds `width` writable samples that `tile` does not
+/// alias; `tile` holds `len + 2r` rows.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn convolve_store<D: Sample>(
+    tile: &[f64],
+    len: usize,
+    width: usize,
+    w: &[f64],
+    p: *mut D,
+    step: usize,
+) {
+    assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
+    assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
+    x86::convolve_store(tile, len, width, w, p, step)
+}
+
 /// Whether `gather_lines`/`scatter_lines` run (AVX-512 F and VL).
 pub fn has_line_transposes() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -191,6 +213,7 @@ mod x86 {
         }
     }
 
+    const PREFETCH: bool = true;
     #[target_feature(enable = "avx512f,avx512vl")]
     pub unsafe fn gather_lines<S: Sample>(
         p: *const S,
@@ -201,10 +224,22 @@ mod x86 {
     ) {
         let full = len / 8 * 8;
         let o = rows.as_mut_ptr();
+        // The next group's lines follow these in memory: fetch them a slice
+        // at a time while these convert, so they arrive before they are needed.
+        let block = LANES * lane_step * std::mem::size_of::<S>();
+        let steps = (2 * full / 8).max(1);
+        let per_step = block.div_ceil(steps).next_multiple_of(64);
+        let mut ahead = (p as *const i8).add(block);
         for lb in (0..LANES).step_by(8) {
             let live = lanes.saturating_sub(lb).min(8);
             let line = |j: usize| p.add((lb + j) * lane_step);
             for i in (0..full).step_by(8) {
+                if PREFETCH {
+                    for b in (0..per_step).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b));
+                    }
+                    ahead = ahead.wrapping_add(per_step);
+                }
                 let m: [__m512d; 8] = std::array::from_fn(|j| {
                     if j < live {
                         load8(line(j).add(i))
@@ -335,16 +370,48 @@ mod x86 {
         convolve::<__m256d>(tile, out, width, w)
     }
 
+    #[inline(always)]
+    unsafe fn convolve<V: Vector>(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+        let o = out.as_mut_ptr();
+        let len = out.len() / width;
+        convolve_fixed::<V>(tile, len, width, w, |i, c, v: V| {
+            v.store(o.add(i * width + c))
+        })
+    }
+
+    /// The kernel with each output vector converted and stored straight into
+    /// row `i` of the destination (`p + i·step`), instead of an f64 tile
+    /// that a second loop would read back.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub unsafe fn convolve_store<D: Sample>(
+        tile: &[f64],
+        len: usize,
+        width: usize,
+        w: &[f64],
+        p: *mut D,
+        step: usize,
+    ) {
+        convolve_fixed::<__m512d>(tile, len, width, w, |i, c, v| {
+            store8(p.add(i * step + c), v)
+        })
+    }
+
     /// Dispatches to a copy of the kernel compiled for the radius, so that
     /// the loop over taps is unrolled: the weights stay in registers and the
     /// sliding window is renamed at compile time instead of moved.
     #[inline(always)]
-    unsafe fn convolve<V: Vector>(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+    unsafe fn convolve_fixed<V: Vector>(
+        tile: &[f64],
+        len: usize,
+        width: usize,
+        w: &[f64],
+        emit: impl Fn(usize, usize, V),
+    ) {
         macro_rules! fixed {
             ($($r:literal)*) => {
                 match w.len() - 1 {
-                    $($r => convolve_r::<V>(tile, out, width, w, $r),)*
-                    r => convolve_r::<V>(tile, out, width, w, r),
+                    $($r => convolve_r::<V>(tile, len, width, w, $r, emit),)*
+                    r => convolve_r::<V>(tile, len, width, w, r, emit),
                 }
             };
         }
@@ -352,20 +419,20 @@ mod x86 {
     }
 
     /// Four output rows at a time; `lo[j]`/`hi[j]` hold rows `i+j+r∓k`.
+    /// `emit(i, c, v)` receives output row `i`, lanes `c..c + V::WIDTH`.
     #[inline(always)]
     unsafe fn convolve_r<V: Vector>(
         tile: &[f64],
-        out: &mut [f64],
+        len: usize,
         width: usize,
         w: &[f64],
         r: usize,
+        emit: impl Fn(usize, usize, V),
     ) {
-        let len = out.len() / width;
         // Opaque to the optimiser, or it would turn fma(a, 1, b) back into an add.
         let one = V::splat(std::hint::black_box(1.0));
         let w0 = V::splat(w[0]);
         let t = tile.as_ptr();
-        let o = out.as_mut_ptr();
         let row = |i: usize, c: usize| V::load(t.add(i * width + c));
         let mut i = 0;
         while i + 4 <= len {
@@ -402,8 +469,8 @@ mod x86 {
                         hi = [row(i + r + k, c), hi[0], hi[1], hi[2]];
                     }
                 }
-                for (j, aj) in a.iter().enumerate() {
-                    aj.store(o.add((i + j) * width + c));
+                for (j, &aj) in a.iter().enumerate() {
+                    emit(i + j, c, aj);
                 }
                 c += V::WIDTH;
             }
@@ -417,7 +484,7 @@ mod x86 {
                     let wk = V::splat(*w.get_unchecked(k));
                     a = a.add(row(i + r - k, c).add(row(i + r + k, c)).mul(wk));
                 }
-                a.store(o.add(i * width + c));
+                emit(i, c, a);
                 c += V::WIDTH;
             }
             i += 1;
