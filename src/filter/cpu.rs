@@ -129,8 +129,14 @@ unsafe fn smooth_volume<S: Sample, D: Sample>(
             .for_each_init(Scratch::default, move |sc, z| {
                 let (s, d) = (s, d);
                 let (sz, dz) = (s.0.add(z * slice), d.0.add(z * slice));
-                pass(sz, dz, [n[0], n[1], 1], 0, kx, edge, Some(sc));
-                pass(dz, dz, [n[0], n[1], 1], 1, ky, edge, Some(sc));
+                pass(sz, dz, [n[0], n[1], 1], 0, kx, edge, Some((sc, None)));
+                // While y filters this slice, bring the next slice's source
+                // into L2, where the next x pass will find it.
+                let next = (z + 1 < n[2]).then(|| Ahead {
+                    from: s.0.add((z + 1) * slice) as *const u8,
+                    bytes: slice * std::mem::size_of::<S>(),
+                });
+                pass(dz, dz, [n[0], n[1], 1], 1, ky, edge, Some((sc, next)));
             });
         if let Some(kz) = kz {
             pass(dst, dst, n, 2, kz, edge, None);
@@ -181,7 +187,7 @@ unsafe fn pass<S: Sample, D: Sample>(
     axis: usize,
     k: &Kernel1d,
     edge: Edge,
-    reuse: Option<&mut Scratch>,
+    reuse: Option<(&mut Scratch, Option<Ahead>)>,
 ) {
     let stride = [1, n[0], n[0] * n[1]];
     // The two other axes: `b` (the faster one) is spread across lanes.
@@ -238,10 +244,40 @@ unsafe fn pass<S: Sample, D: Sample>(
     };
     match reuse {
         None => (0..groups).into_par_iter().for_each_init(scratch, work),
-        Some(sc) => {
+        Some((sc, ahead)) => {
             sc.fit(len, r, width, axis);
-            (0..groups).for_each(|g| work(sc, g));
+            for g in 0..groups {
+                if let Some(a) = &ahead {
+                    a.part(g, groups);
+                }
+                work(sc, g);
+            }
         }
+    }
+}
+
+/// Memory to bring into L2 a part at a time, while a sequential pass runs.
+struct Ahead {
+    from: *const u8,
+    bytes: usize,
+}
+
+impl Ahead {
+    /// Prefetches part `i` of `n`.
+    #[inline(always)]
+    fn part(&self, i: usize, n: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            let per = self.bytes.div_ceil(n).next_multiple_of(64);
+            let end = ((i + 1) * per).min(self.bytes);
+            for off in (i * per..end).step_by(64) {
+                // SAFETY: a prefetch never faults; the address is inside `from`'s buffer.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(self.from.wrapping_add(off) as *const i8) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (i, n);
     }
 }
 
@@ -303,8 +339,9 @@ unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch)
     if geo.lane_step == 1 && lanes == width && simd::has_line_transposes() {
         return simd::convolve_store(&sc.tile, len, width, &k.half, dst, geo.step);
     }
-    simd::convolve(&sc.tile, &mut sc.out, width, &k.half);
-    geo.store(&sc.out, lanes, dst, &mut sc.lines);
+    let out = &mut sc.out[..len * width];
+    simd::convolve(&sc.tile, out, width, &k.half);
+    geo.store(out, lanes, dst, &mut sc.lines);
 }
 
 /// Lines per tile. Axis 0's lines are contiguous and go through 16-line
@@ -329,7 +366,7 @@ fn tile_width(axis: usize, lanes: usize) -> usize {
 }
 
 /// Per-thread buffers, reused for every group of lines the thread takes.
-/// Every element is written before it is read, so resizing never clears.
+/// Every element a pass reads it has written first, so growing never clears.
 #[derive(Default)]
 struct Scratch {
     /// `(len + 2r) × width` f64: the lines and their padding.
@@ -340,12 +377,21 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// Grows the buffers for a pass, never shrinks them: the fused x and y
+    /// passes alternate between tile shapes on every slice, and shrinking
+    /// would clear the difference again each time it grows back.
     fn fit(&mut self, len: usize, r: usize, width: usize, axis: usize) {
-        self.tile.resize((len + 2 * r) * width, 0.0);
-        self.out.resize(len * width, 0.0);
-        let lines = if axis == 0 { LANES } else { 0 };
-        self.lines.resize_with(lines, Vec::new);
-        self.lines.iter_mut().for_each(|l| l.resize(len, 0.0));
+        let grow = |v: &mut Vec<f64>, n: usize| {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+        };
+        grow(&mut self.tile, (len + 2 * r) * width);
+        grow(&mut self.out, len * width);
+        if axis == 0 {
+            self.lines.resize_with(LANES, Vec::new);
+            self.lines.iter_mut().for_each(|l| grow(l, len));
+        }
     }
 }
 
