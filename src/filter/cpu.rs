@@ -266,19 +266,24 @@ impl Ahead {
     /// Prefetches part `i` of `n`.
     #[inline(always)]
     fn part(&self, i: usize, n: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            let per = self.bytes.div_ceil(n).next_multiple_of(64);
-            let end = ((i + 1) * per).min(self.bytes);
-            for off in (i * per..end).step_by(64) {
-                // SAFETY: a prefetch never faults; the address is inside `from`'s buffer.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(self.from.wrapping_add(off) as *const i8) };
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (i, n);
+        let per = self.bytes.div_ceil(n).next_multiple_of(64);
+        let start = (i * per).min(self.bytes);
+        prefetch_l2(self.from.wrapping_add(start), per.min(self.bytes - start));
     }
+}
+
+/// Asks for `bytes` from `from` to be brought into L2. A prefetch never
+/// faults, so the range needs no checking; a no-op off x86-64.
+#[inline(always)]
+fn prefetch_l2(from: *const u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..bytes).step_by(64) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        // SAFETY: prefetching is a hint; it reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(from.wrapping_add(off) as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (from, bytes);
 }
 
 /// One group of lines to filter: where they are and how.
@@ -409,24 +414,15 @@ impl Geometry {
     /// converted into the tile, and not touched again until the store).
     #[inline(always)]
     unsafe fn prefetch<S>(&self, p: *const S, lanes: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            let size = std::mem::size_of::<S>();
-            let (runs, run_step, run_bytes) = if self.lane_step == 1 {
-                (self.len, self.step, lanes * size)
-            } else {
-                (lanes, self.lane_step, self.len * size)
-            };
-            for i in 0..runs {
-                let row = p.add(i * run_step) as *const i8;
-                for off in (0..run_bytes).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T1>(row.add(off));
-                }
-            }
+        let size = std::mem::size_of::<S>();
+        let (runs, run_step, run_bytes) = if self.lane_step == 1 {
+            (self.len, self.step, lanes * size)
+        } else {
+            (lanes, self.lane_step, self.len * size)
+        };
+        for i in 0..runs {
+            prefetch_l2(p.add(i * run_step) as *const u8, run_bytes);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (p, lanes);
     }
 
     #[inline(always)]

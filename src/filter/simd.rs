@@ -213,7 +213,6 @@ mod x86 {
         }
     }
 
-    const PREFETCH: bool = true;
     #[target_feature(enable = "avx512f,avx512vl")]
     pub unsafe fn gather_lines<S: Sample>(
         p: *const S,
@@ -234,12 +233,10 @@ mod x86 {
             let live = lanes.saturating_sub(lb).min(8);
             let line = |j: usize| p.add((lb + j) * lane_step);
             for i in (0..full).step_by(8) {
-                if PREFETCH {
-                    for b in (0..per_step).step_by(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b));
-                    }
-                    ahead = ahead.wrapping_add(per_step);
+                for b in (0..per_step).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b));
                 }
+                ahead = ahead.wrapping_add(per_step);
                 let m: [__m512d; 8] = std::array::from_fn(|j| {
                     if j < live {
                         load8(line(j).add(i))
