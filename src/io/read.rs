@@ -53,7 +53,7 @@ fn stream<'a>(mut input: impl BufRead + 'a) -> std::io::Result<(Box<dyn Read + '
 fn open(path: &Path) -> std::io::Result<(Box<dyn Read>, bool, u64)> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
-    let (r, gz) = stream(BufReader::with_capacity(1 << 20, file))?;
+    let (r, gz) = stream(BufReader::with_capacity(64 << 10, file))?;
     Ok((r, gz, len))
 }
 
