@@ -104,7 +104,9 @@ pub fn write_image(
         path: tmp.clone(),
         armed: true,
     };
-    let out = BufWriter::with_capacity(1 << 20, file);
+    // Small: it only gathers the header and the gzip framing. The voxels and
+    // the compressed chunks (each far larger) go straight to the file.
+    let out = BufWriter::with_capacity(64 << 10, file);
     let file = match opts.format {
         OutputFormat::Nii => {
             let mut w = out;
