@@ -44,7 +44,7 @@ const INFLATE_INPUT: usize = 1 << 20;
 /// into the caller's buffer (the image's voxels): no other copy is made.
 /// Every member is read, in order (BGZF, `cat a.gz b.gz`).
 pub fn decoder<R: Read>(input: R) -> Inflater<R> {
-    let parts = INFLATERS
+    let mut parts = INFLATERS
         .with_borrow_mut(Vec::pop)
         .unwrap_or_else(|| InflateParts {
             // SAFETY: an all-zero inflate_state is plain data (integers, arrays,
@@ -52,19 +52,17 @@ pub fn decoder<R: Read>(input: R) -> Inflater<R> {
             state: unsafe { Box::new(MaybeUninit::<sys::inflate_state>::zeroed().assume_init()) },
             input: vec![0; INFLATE_INPUT],
         });
-    let mut r = Inflater {
+    // SAFETY: a valid, exclusively owned inflate_state.
+    unsafe { sys::isal_inflate_init(&mut *parts.state) };
+    parts.state.crc_flag = sys::ISAL_GZIP;
+    Inflater {
         inner: input,
         parts: Some(parts),
         start: 0,
         end: 0,
         eof: false,
         stalls: 0,
-    };
-    let st = r.state();
-    // SAFETY: `st` is a valid, exclusively borrowed inflate_state.
-    unsafe { sys::isal_inflate_init(st) };
-    st.crc_flag = sys::ISAL_GZIP;
-    r
+    }
 }
 
 /// An inflate state (about 100 KiB) and its input buffer: kept per thread
@@ -90,12 +88,6 @@ pub struct Inflater<R> {
     /// Calls in a row that neither took input nor gave output: ISA-L can
     /// stall like that on some damaged headers instead of failing.
     stalls: u32,
-}
-
-impl<R> Inflater<R> {
-    fn state(&mut self) -> &mut sys::inflate_state {
-        &mut self.parts.as_mut().expect("inflater in use").state
-    }
 }
 
 impl<R> Drop for Inflater<R> {
@@ -150,20 +142,23 @@ impl<R: Read> Read for Inflater<R> {
             let avail = self.end - self.start;
             st.next_in = parts.input[self.start..].as_mut_ptr();
             st.avail_in = avail as u32;
+            let room = out.len().min(u32::MAX as usize);
             st.next_out = out.as_mut_ptr();
-            st.avail_out = out.len().min(u32::MAX as usize) as u32;
+            st.avail_out = room as u32;
             // SAFETY: next_in/next_out point into live buffers of at least
             // avail_in/avail_out bytes, which ISA-L does not keep past the call.
             let rc = unsafe { sys::isal_inflate(st) };
             let taken = avail - st.avail_in as usize;
-            let given = out.len().min(u32::MAX as usize) - st.avail_out as usize;
+            let given = room - st.avail_out as usize;
             (st.next_in, st.next_out) = (std::ptr::null_mut(), std::ptr::null_mut());
             self.start += taken;
             if rc < 0 {
                 return Err(inflate_error(rc));
             }
-            if given > 0 {
+            if taken > 0 || given > 0 {
                 self.stalls = 0;
+            }
+            if given > 0 {
                 return Ok(given);
             }
             let finished = st.block_state == sys::isal_block_state_ISAL_BLOCK_FINISH;
@@ -181,11 +176,6 @@ impl<R: Read> Read for Inflater<R> {
             }
         }
     }
-}
-
-/// A gzip reading error in words (the reader's errors already are).
-pub fn describe(e: &std::io::Error) -> String {
-    e.to_string()
 }
 
 /// nibabel/zlib level (0..=9) to an ISA-L level (0..=3). zlib 1 (nibabel's

@@ -219,7 +219,7 @@ fn fill(r: &mut dyn Read, buf: &mut [u8], from: usize, gz: bool) -> Result<(), R
             Ok(0) => return Err(ReadError::TooShort(got)),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if gz => return Err(ReadError::Gzip(gzip::describe(&e))),
+            Err(e) if gz => return Err(ReadError::Gzip(e.to_string())),
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
@@ -237,7 +237,7 @@ fn stream_error(e: std::io::Error, gz: bool, what: &str) -> ReadError {
         (true, std::io::ErrorKind::UnexpectedEof) => {
             ReadError::Gzip(format!("stream ends inside the {what}"))
         }
-        (true, _) => ReadError::Gzip(gzip::describe(&e)),
+        (true, _) => ReadError::Gzip(e.to_string()),
         (false, std::io::ErrorKind::UnexpectedEof) => ReadError::Io(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             format!("file ends inside the {what}"),
