@@ -8,6 +8,10 @@
 //! Groups of lines are disjoint, so passes run in place and in parallel over
 //! rayon's pool; the result of each pass is stored in the output dtype before
 //! the next pass reads it, exactly as scipy does.
+//!
+//! int16 and uint8 images, whose outputs are truncated to integers, take
+//! f32 tiles for the y and z passes: twice the lanes per vector, with each
+//! result checked against the f64 one's error bound (`simd::convolve_store_f32`).
 
 use std::sync::Arc;
 
@@ -335,9 +339,27 @@ unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch)
         edge,
     } = g;
     let (r, len, width) = (k.radius(), geo.len, geo.width);
+    #[cfg(target_arch = "x86_64")]
+    if geo.lane_step == 1 && lanes == width && single_precision_fits::<S, D>(k, edge) {
+        let rows = (len + 2 * r) * width;
+        if sc.tile32.len() < rows {
+            sc.tile32.resize(rows, 0.0);
+        }
+        if sc.flags.len() < len * width / 16 {
+            sc.flags.resize(len * width / 16, 0);
+        }
+        let body = &mut sc.tile32[r * width..(r + len) * width];
+        // A tile with a negative value goes the f64 way (the error bound
+        // needs every term ≥ 0); the source is untouched, so it reloads.
+        if geo.load_integers_f32(src, body) {
+            extend(&mut sc.tile32, width, r, len, edge.mode, edge.cval as f32);
+            let (t, f) = (&sc.tile32, &mut sc.flags);
+            return simd::convolve_store_f32(t, len, width, &k.half, dst, geo.step, f);
+        }
+    }
     let body = &mut sc.tile[r * width..(r + len) * width];
     geo.load(src, lanes, body, &mut sc.lines);
-    extend(&mut sc.tile, width, r, len, edge);
+    extend(&mut sc.tile, width, r, len, edge.mode, edge.cval);
     // Lanes contiguous and the tile full: the kernel stores the output dtype
     // itself (the tile holds a copy of the lines, so in place is safe).
     #[cfg(target_arch = "x86_64")]
@@ -347,6 +369,19 @@ unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch)
     let out = &mut sc.out[..len * width];
     simd::convolve(&sc.tile, out, width, &k.half);
     geo.store(out, lanes, dst, &mut sc.lines);
+}
+
+/// Whether a group may take `simd::convolve_store_f32`: int16 or uint8 in
+/// and out, weights it accepts, and any constant padding an integer in
+/// `0..2¹⁶` (so that every tile value is one); the CPU has AVX-512.
+fn single_precision_fits<S: Sample, D: Sample>(k: &Kernel1d, edge: Edge) -> bool {
+    let small_int = |d: DType| matches!(d, DType::I16 | DType::U8);
+    small_int(S::DTYPE)
+        && small_int(D::DTYPE)
+        && (0.0..65536.0).contains(&edge.cval)
+        && edge.cval.fract() == 0.0
+        && simd::f32_kernel_fits(&k.half)
+        && simd::has_line_transposes()
 }
 
 /// Lines per tile. Axis 0's lines are contiguous and go through 16-line
@@ -376,6 +411,10 @@ fn tile_width(axis: usize, lanes: usize) -> usize {
 struct Scratch {
     /// `(len + 2r) × width` f64: the lines and their padding.
     tile: Vec<f64>,
+    /// The same in f32, for integer images (`simd::convolve_store_f32`).
+    tile32: Vec<f32>,
+    /// One word per 16 outputs of `tile32`: the lanes left for f64 to decide.
+    flags: Vec<u16>,
     out: Vec<f64>,
     /// Axis 0 only: the group's lines in f64, on their way to or from the tile.
     lines: Vec<Vec<f64>>,
@@ -461,6 +500,33 @@ impl Geometry {
         }
     }
 
+    /// `load` for full tiles of int16 or uint8 lanes (`lane_step` 1), into
+    /// f32. Returns whether every value is ≥ 0.
+    #[inline(always)]
+    unsafe fn load_integers_f32<S: Sample>(&self, p: *const S, rows: &mut [f32]) -> bool {
+        let mut sign = 0i16;
+        for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
+            let at = p.add(i * self.step);
+            match S::DTYPE {
+                DType::I16 => {
+                    let src = std::slice::from_raw_parts(at as *const i16, self.width);
+                    for (x, &v) in row.iter_mut().zip(src) {
+                        *x = v as f32;
+                        sign |= v;
+                    }
+                }
+                DType::U8 => {
+                    let src = std::slice::from_raw_parts(at as *const u8, self.width);
+                    for (x, &v) in row.iter_mut().zip(src) {
+                        *x = v as f32;
+                    }
+                }
+                _ => unreachable!("f32 tiles hold int16 or uint8"),
+            }
+        }
+        sign >= 0
+    }
+
     #[inline(always)]
     unsafe fn store<D: Sample>(
         &self,
@@ -490,13 +556,13 @@ impl Geometry {
 
 /// Fills the `r` rows on each side of the line per boundary mode.
 #[inline(always)]
-fn extend(tile: &mut [f64], width: usize, r: usize, len: usize, edge: Edge) {
+fn extend<T: Copy>(tile: &mut [T], width: usize, r: usize, len: usize, mode: Mode, cval: T) {
     for i in 1..=r as isize {
         for pos in [-i, len as isize - 1 + i] {
             let to = (r as isize + pos) as usize * width;
-            match edge.mode.source(pos, len) {
+            match mode.source(pos, len) {
                 Some(j) => tile.copy_within((r + j) * width..(r + j + 1) * width, to),
-                None => tile[to..to + width].fill(edge.cval),
+                None => tile[to..to + width].fill(cval),
             }
         }
     }

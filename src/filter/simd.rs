@@ -15,6 +15,10 @@
 //!
 //! Axis 0 (lines contiguous in memory) goes through 8×8 transposes in
 //! registers, so that every pass works on the same tile layout.
+//!
+//! Integer outputs need only the f64 result's truncation. For them the same
+//! kernel also runs in f32, on twice the lanes, and proves each truncation
+//! from an error bound or recomputes it in f64 (`convolve_store_f32`).
 
 use crate::volume::Sample;
 
@@ -113,6 +117,64 @@ pub unsafe fn convolve_store<D: Sample>(
     assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
     assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
     x86::convolve_store(tile, len, width, w, p, step)
+}
+
+/// `convolve_store` for int16 and uint8 images, in f32 on 16 lanes instead of
+/// f64 on 8, and still bit-identical to scipy's f64 sequence.
+///
+/// An integer output only needs the f64 result's truncation, not the result
+/// itself. With the tile's values and the weights all ≥ 0 (and each pair sum
+/// exact in f32, as sums of 16-bit integers are), the f32 result `a` and
+/// scipy's f64 result `s` both lie within a relative `(r + 2)·2⁻²⁴` and
+/// `(r + 1)·2⁻⁵³` of the exact sum (each of the r + 1 terms passes through at
+/// most r + 1 roundings, plus the rounding of its weight to f32). So `s` lies
+/// in `[a·lo, a·hi]` (`f32_error_factors`, two units of margin for their own
+/// roundings). Where both ends truncate to the same integer, `s` truncates
+/// to it as well, and that is stored; where they do not (a result within
+/// about 10⁻⁶ relative of an integer), those 16 outputs are recomputed by
+/// scipy's f64 sequence from the same tile.
+///
+/// # Safety
+/// As for `convolve_store`; `D` is int16 or uint8; every tile value is an
+/// integer in `0..2¹⁶`; `f32_kernel_fits(w)`.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn convolve_store_f32<D: Sample>(
+    tile: &[f32],
+    len: usize,
+    width: usize,
+    w: &[f64],
+    p: *mut D,
+    step: usize,
+    flags: &mut [u16],
+) {
+    assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
+    assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
+    assert!(flags.len() >= len * width / 16);
+    assert!(f32_kernel_fits(w));
+    x86::convolve_store_f32(tile, len, width, w, p, step, flags)
+}
+
+/// Whether `convolve_store_f32`'s error bound holds for these weights: all
+/// ≥ 0, each zero or a normal number once rounded to f32 (so that no product
+/// of an integer with a weight underflows), and few enough that the bound's
+/// second-order terms stay far below one unit.
+pub fn f32_kernel_fits(w: &[f64]) -> bool {
+    w.len() <= 1024
+        && w.iter().all(|&x| {
+            let f = x as f32;
+            x >= 0.0 && (f == 0.0 || f >= f32::MIN_POSITIVE) && x.is_finite()
+        })
+}
+
+/// The factors `(lo, hi)` that widen an f32 result of a radius-`r` kernel into
+/// an interval holding scipy's f64 result: `1 ∓ (r + 5)·2⁻²⁴`, exact in f32
+/// (`hi` rounded up to the 2⁻²³ grid above 1).
+fn f32_error_factors(r: usize) -> (f32, f32) {
+    let units = (r + 5) as f64;
+    let lo = 1.0 - units * 2f64.powi(-24);
+    let hi = 1.0 + (units / 2.0).ceil() * 2f64.powi(-23);
+    debug_assert!(lo as f32 as f64 == lo && hi as f32 as f64 == hi);
+    (lo as f32, hi as f32)
 }
 
 /// Whether `gather_lines`/`scatter_lines` run (AVX-512 F and VL).
@@ -291,9 +353,12 @@ mod x86 {
 
     /// The few vector operations the kernel needs, for one register width.
     trait Vector: Copy {
+        /// The lane type: f64, or f32 for the checked single-precision kernel.
+        type E: Copy;
         const WIDTH: usize;
-        unsafe fn load(p: *const f64) -> Self;
-        unsafe fn store(self, p: *mut f64);
+        unsafe fn load(p: *const Self::E) -> Self;
+        unsafe fn store(self, p: *mut Self::E);
+        /// All lanes `x`, rounded to nearest if the lanes are f32.
         unsafe fn splat(x: f64) -> Self;
         unsafe fn add(self, o: Self) -> Self;
         unsafe fn mul(self, o: Self) -> Self;
@@ -301,61 +366,73 @@ mod x86 {
         unsafe fn add_fma(self, o: Self, one: Self) -> Self;
     }
 
-    impl Vector for __m512d {
-        const WIDTH: usize = 8;
-        #[inline(always)]
-        unsafe fn load(p: *const f64) -> Self {
-            _mm512_loadu_pd(p)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f64) {
-            _mm512_storeu_pd(p, self)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f64) -> Self {
-            _mm512_set1_pd(x)
-        }
-        #[inline(always)]
-        unsafe fn add(self, o: Self) -> Self {
-            _mm512_add_pd(self, o)
-        }
-        #[inline(always)]
-        unsafe fn mul(self, o: Self) -> Self {
-            _mm512_mul_pd(self, o)
-        }
-        #[inline(always)]
-        unsafe fn add_fma(self, o: Self, one: Self) -> Self {
-            _mm512_fmadd_pd(self, one, o)
-        }
+    /// One `Vector` per register type; only the intrinsics' names differ.
+    macro_rules! vector {
+        ($v:ty, $e:ty, $width:literal, $load:ident, $store:ident, $set1:ident,
+         $add:ident, $mul:ident, $fmadd:ident) => {
+            impl Vector for $v {
+                type E = $e;
+                const WIDTH: usize = $width;
+                #[inline(always)]
+                unsafe fn load(p: *const $e) -> Self {
+                    $load(p)
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut $e) {
+                    $store(p, self)
+                }
+                #[inline(always)]
+                unsafe fn splat(x: f64) -> Self {
+                    $set1(x as $e)
+                }
+                #[inline(always)]
+                unsafe fn add(self, o: Self) -> Self {
+                    $add(self, o)
+                }
+                #[inline(always)]
+                unsafe fn mul(self, o: Self) -> Self {
+                    $mul(self, o)
+                }
+                #[inline(always)]
+                unsafe fn add_fma(self, o: Self, one: Self) -> Self {
+                    $fmadd(self, one, o)
+                }
+            }
+        };
     }
-
-    impl Vector for __m256d {
-        const WIDTH: usize = 4;
-        #[inline(always)]
-        unsafe fn load(p: *const f64) -> Self {
-            _mm256_loadu_pd(p)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f64) {
-            _mm256_storeu_pd(p, self)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f64) -> Self {
-            _mm256_set1_pd(x)
-        }
-        #[inline(always)]
-        unsafe fn add(self, o: Self) -> Self {
-            _mm256_add_pd(self, o)
-        }
-        #[inline(always)]
-        unsafe fn mul(self, o: Self) -> Self {
-            _mm256_mul_pd(self, o)
-        }
-        #[inline(always)]
-        unsafe fn add_fma(self, o: Self, one: Self) -> Self {
-            _mm256_fmadd_pd(self, one, o)
-        }
-    }
+    vector!(
+        __m512d,
+        f64,
+        8,
+        _mm512_loadu_pd,
+        _mm512_storeu_pd,
+        _mm512_set1_pd,
+        _mm512_add_pd,
+        _mm512_mul_pd,
+        _mm512_fmadd_pd
+    );
+    vector!(
+        __m256d,
+        f64,
+        4,
+        _mm256_loadu_pd,
+        _mm256_storeu_pd,
+        _mm256_set1_pd,
+        _mm256_add_pd,
+        _mm256_mul_pd,
+        _mm256_fmadd_pd
+    );
+    vector!(
+        __m512,
+        f32,
+        16,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_set1_ps,
+        _mm512_add_ps,
+        _mm512_mul_ps,
+        _mm512_fmadd_ps
+    );
 
     #[target_feature(enable = "avx512f")]
     pub unsafe fn convolve_avx512(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
@@ -368,7 +445,7 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn convolve<V: Vector>(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+    unsafe fn convolve<V: Vector<E = f64>>(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
         let o = out.as_mut_ptr();
         let len = out.len() / width;
         convolve_fixed::<V>(tile, len, width, w, |i, c, v: V| {
@@ -393,12 +470,82 @@ mod x86 {
         })
     }
 
+    /// `convolve_store` for integer images, computed in f32 on 16 lanes and
+    /// checked (see the public wrapper for the argument). Every vector is
+    /// stored as the truncation of its interval's top, and flagged where the
+    /// interval's ends truncate differently; flagged vectors are recomputed
+    /// afterwards. A branch inside the kernel's loop cost more (measured)
+    /// than the fix-ups, which touch well under 1% of vectors on MRI-like data.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub unsafe fn convolve_store_f32<D: Sample>(
+        tile: &[f32],
+        len: usize,
+        width: usize,
+        w: &[f64],
+        p: *mut D,
+        step: usize,
+        flags: &mut [u16],
+    ) {
+        let (lo, hi) = super::f32_error_factors(w.len() - 1);
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let per_row = width / 16;
+        let flags = &mut flags[..len * per_row];
+        let f = flags.as_mut_ptr();
+        convolve_fixed::<__m512>(tile, len, width, w, |i, c, a| {
+            let below = _mm512_cvttps_epi32(_mm512_mul_ps(a, lo));
+            let above = _mm512_cvttps_epi32(_mm512_mul_ps(a, hi));
+            *f.add(i * per_row + c / 16) = _mm512_cmpneq_epi32_mask(below, above);
+            store16(p.add(i * step + c), above)
+        });
+        for (n, _) in flags.iter().enumerate().filter(|(_, &m)| m != 0) {
+            let (i, c) = (n / per_row, n % per_row * 16);
+            convolve_exact(tile, i, c, width, w, p.add(i * step + c))
+        }
+    }
+
+    /// Sixteen truncated values into `p` as `D` (int16 or uint8), keeping
+    /// the low bits as the C cast does.
+    #[inline(always)]
+    unsafe fn store16<D: Sample>(p: *mut D, v: __m512i) {
+        match D::DTYPE {
+            DType::I16 => _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtepi32_epi16(v)),
+            DType::U8 => _mm_storeu_si128(p as *mut __m128i, _mm512_cvtepi32_epi8(v)),
+            _ => unreachable!("the f32 kernel stores int16 or uint8 only"),
+        }
+    }
+
+    /// Output row `i`, lanes `c..c + 16`, by scipy's f64 sequence: the rare
+    /// vector whose f32 result lies too near an integer to decide.
+    #[cold]
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512vl")]
+    unsafe fn convolve_exact<D: Sample>(
+        tile: &[f32],
+        i: usize,
+        c: usize,
+        width: usize,
+        w: &[f64],
+        p: *mut D,
+    ) {
+        let r = w.len() - 1;
+        let t = tile.as_ptr();
+        for h in [0, 8] {
+            let x = |row: usize| _mm512_cvtps_pd(_mm256_loadu_ps(t.add(row * width + c + h)));
+            let mut acc = _mm512_mul_pd(x(i + r), _mm512_set1_pd(w[0]));
+            for k in (1..=r).rev() {
+                let pair = _mm512_add_pd(x(i + r - k), x(i + r + k));
+                acc = _mm512_add_pd(acc, _mm512_mul_pd(pair, _mm512_set1_pd(w[k])));
+            }
+            store8(p.add(h), acc);
+        }
+    }
+
     /// Dispatches to a copy of the kernel compiled for the radius, so that
     /// the loop over taps is unrolled: the weights stay in registers and the
     /// sliding window is renamed at compile time instead of moved.
     #[inline(always)]
     unsafe fn convolve_fixed<V: Vector>(
-        tile: &[f64],
+        tile: &[V::E],
         len: usize,
         width: usize,
         w: &[f64],
@@ -419,7 +566,7 @@ mod x86 {
     /// `emit(i, c, v)` receives output row `i`, lanes `c..c + V::WIDTH`.
     #[inline(always)]
     unsafe fn convolve_r<V: Vector>(
-        tile: &[f64],
+        tile: &[V::E],
         len: usize,
         width: usize,
         w: &[f64],
@@ -594,6 +741,89 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Integer tiles whose results land on and next to integers: constant
+    /// lanes (where scipy's f64 sum falls on or just below the value),
+    /// linear ramps (which a symmetric kernel reproduces), steps between 0
+    /// and the top of the range, and noise.
+    fn integer_tile(rows: usize, width: usize, top: f64, seed: u64) -> Vec<f64> {
+        let n = noise(rows * width, seed);
+        (0..rows * width)
+            .map(|at| {
+                let (i, l) = (at / width, at % width);
+                match l % 4 {
+                    0 => ((l * 997 + 3) as f64 % (top + 1.0)).floor(),
+                    1 => ((i * (l + 1)) as f64 * 7.0) % (top + 1.0),
+                    2 if (i / 5 + l) % 2 == 0 => top,
+                    2 => 0.0,
+                    _ => ((n[at] + 50.0) / 200.0 * top).floor(),
+                }
+            })
+            .collect()
+    }
+
+    /// The f32 kernel stores exactly what scipy's f64 sequence truncates to,
+    /// for real Gaussian weights (unrolled radii and the generic one), on
+    /// tiles where a plain f32 truncation is wrong somewhere.
+    #[cfg(target_arch = "x86_64")]
+    fn f32_kernel_case<D: Sample + PartialEq + std::fmt::Debug>(top: f64) {
+        use crate::filter::{ExpFlavour, Kernel1d};
+        if !has_line_transposes() {
+            return;
+        }
+        let mut plain_f32_wrong = 0;
+        for sigma in [0.4, 1.0, 2.0, 2.9, 5.0] {
+            let w = Kernel1d::gaussian(sigma, 4.0, ExpFlavour::Libm).half;
+            let r = w.len() - 1;
+            assert!(f32_kernel_fits(&w));
+            for (len, width) in [(1usize, LANES), (7, 4 * LANES), (40, 2 * LANES)] {
+                let tile = integer_tile(len + 2 * r, width, top, (r * 31 + len) as u64);
+                let mut exact = vec![0.0; len * width];
+                convolve_scalar(&tile, &mut exact, width, &w);
+                let want: Vec<D> = exact.iter().map(|&x| D::from_f64(x)).collect();
+
+                let tile32: Vec<f32> = tile.iter().map(|&x| x as f32).collect();
+                let mut got = vec![D::from_f64(0.0); len * width];
+                let mut flags = vec![0u16; len * width / 16];
+                unsafe {
+                    convolve_store_f32(&tile32, len, width, &w, got.as_mut_ptr(), width, &mut flags)
+                };
+                assert_eq!(got, want, "sigma {sigma} len {len} width {width}");
+
+                // The same sequence in f32, truncated unchecked.
+                let w32: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+                for (o, &e) in exact.iter().enumerate() {
+                    let (i, l) = (o / width, o % width);
+                    let at = |row: usize| tile32[row * width + l];
+                    let mut acc = at(i + r) * w32[0];
+                    for k in (1..=r).rev() {
+                        acc += (at(i + r - k) + at(i + r + k)) * w32[k];
+                    }
+                    plain_f32_wrong += usize::from(acc.trunc() as f64 != e.trunc());
+                }
+            }
+        }
+        assert!(
+            plain_f32_wrong > 0,
+            "the tiles never catch an unchecked f32 kernel"
+        );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f32_kernel_truncates_like_the_f64_sequence() {
+        f32_kernel_case::<i16>(32767.0);
+        f32_kernel_case::<u8>(255.0);
+    }
+
+    #[test]
+    fn f32_kernel_refuses_weights_its_bound_does_not_cover() {
+        assert!(f32_kernel_fits(&[0.5, 0.25]));
+        assert!(!f32_kernel_fits(&[0.5, -0.25]));
+        assert!(!f32_kernel_fits(&[1.0, 1e-40]));
+        assert!(!f32_kernel_fits(&[1.0, f64::NAN]));
+        assert!(!f32_kernel_fits(&vec![0.001; 1025]));
     }
 
     /// Values that probe every conversion: fractions of both signs, NaN,

@@ -65,6 +65,43 @@ def test_bit_exact_every_mode_dtype_shape(tmp_path, small_set, mode, sigma):
         assert_same_header(p, o)
 
 
+def structured_integers(shape, dtype, seed):
+    """Integer images whose smoothed values land on and next to integers, where
+    nismooth's f32 kernel for integer images must hand over to f64: constant
+    blocks (some at the top of the range), linear ramps (which a symmetric
+    kernel reproduces), hard steps, and noise; int16 also gets a negative
+    corner, whose tiles must take the f64 way."""
+    info = np.iinfo(dtype)
+    top = min(int(info.max), 32767)
+    rng = np.random.default_rng(seed)
+    x, y, z = np.indices(shape)
+    img = rng.integers(0, top, size=shape, endpoint=True)
+    band = (x // 8 + z // 10) % 5
+    img[band == 0] = top
+    img[band == 1] = (3 * x + 5 * y + 7 * z)[band == 1] % (top + 1)
+    img[band == 2] = 1000 % (top + 1)
+    img[band == 3] = np.where((y // 3) % 2 == 0, top, 0)[band == 3]
+    if info.min < 0:
+        img[:12, :10, :6] = -rng.integers(0, 20000, size=(12, 10, 6))
+    return img.astype(dtype)
+
+
+@pytest.mark.parametrize("mode,cval", [("reflect", 0), ("nearest", 0), ("mirror", 0), ("wrap", 0),
+                                       ("constant", 0), ("constant", 7), ("constant", 5.5)])
+@pytest.mark.parametrize("sigma", ["2", "0.7,3,5"])
+def test_integer_images_on_and_beside_integers(tmp_path, mode, cval, sigma):
+    # x = 64 and 80: full 64-lane tiles (the f32 kernel) and a 16-lane remainder.
+    (tmp_path / "in").mkdir()
+    paths = [save(tmp_path / "in" / f"{dtype}_{shape[0]}.nii", structured_integers(shape, dtype, i))
+             for i, (dtype, shape) in enumerate((d, s) for d in ["int16", "uint8"]
+                                                for s in [(64, 48, 40), (80, 33, 20)])]
+    nismooth("run", tmp_path / "in", "-o", tmp_path / "out", "--sigma", sigma, "--mode", mode,
+             "--cval", str(cval))
+    s = [float(v) for v in sigma.split(",")]
+    for p in paths:
+        assert_exact(tmp_path / "out" / p.name, scipy_ref(p, s if len(s) > 1 else s[0], mode=mode, cval=cval))
+
+
 def test_truncate_and_a_kernel_longer_than_every_axis(tmp_path, small_set):
     d, paths = small_set
     nismooth("run", d, "-o", tmp_path / "o", "--sigma", "6", "--truncate", "2.5", "--mode", "mirror")
