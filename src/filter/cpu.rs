@@ -339,22 +339,28 @@ unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch)
         edge,
     } = g;
     let (r, len, width) = (k.radius(), geo.len, geo.width);
+    // Integer images: f32 tiles, unless a tile holds a negative value (the
+    // error bound needs every term ≥ 0); the source is untouched, so the
+    // f64 way below reloads it.
     #[cfg(target_arch = "x86_64")]
-    if geo.lane_step == 1 && lanes == width && single_precision_fits::<S, D>(k, edge) {
-        let rows = (len + 2 * r) * width;
-        if sc.tile32.len() < rows {
-            sc.tile32.resize(rows, 0.0);
-        }
-        if sc.flags.len() < len * width / 16 {
-            sc.flags.resize(len * width / 16, 0);
-        }
+    if (geo.lane_step != 1 || lanes == width) && single_precision_fits::<S, D>(k, edge) {
+        sc.fit32(len, r, width);
         let body = &mut sc.tile32[r * width..(r + len) * width];
-        // A tile with a negative value goes the f64 way (the error bound
-        // needs every term ≥ 0); the source is untouched, so it reloads.
-        if geo.load_integers_f32(src, body) {
+        let all_positive = if geo.lane_step == 1 {
+            geo.load_integers_f32(src, body)
+        } else {
+            simd::gather_lines_f32(src, geo.lane_step, lanes, len, body)
+        };
+        if all_positive {
             extend(&mut sc.tile32, width, r, len, edge.mode, edge.cval as f32);
             let (t, f) = (&sc.tile32, &mut sc.flags);
-            return simd::convolve_store_f32(t, len, width, &k.half, dst, geo.step, f);
+            if geo.lane_step == 1 {
+                return simd::convolve_store_f32(t, len, width, &k.half, dst, geo.step, f);
+            }
+            // Axis 0: truncated int32 rows, then transposed into the lines.
+            let out = sc.out32.as_mut_ptr();
+            simd::convolve_store_f32(t, len, width, &k.half, out, width, f);
+            return simd::scatter_lines_i32(&sc.out32, len, dst, geo.lane_step, lanes);
         }
     }
     let body = &mut sc.tile[r * width..(r + len) * width];
@@ -415,6 +421,8 @@ struct Scratch {
     tile32: Vec<f32>,
     /// One word per 16 outputs of `tile32`: the lanes left for f64 to decide.
     flags: Vec<u16>,
+    /// Axis 0's truncated outputs, on their way into the lines.
+    out32: Vec<i32>,
     out: Vec<f64>,
     /// Axis 0 only: the group's lines in f64, on their way to or from the tile.
     lines: Vec<Vec<f64>>,
@@ -436,6 +444,20 @@ impl Scratch {
             self.lines.resize_with(LANES, Vec::new);
             self.lines.iter_mut().for_each(|l| grow(l, len));
         }
+    }
+}
+
+impl Scratch {
+    /// Grows the f32 kernel's buffers for a group, never shrinks them.
+    fn fit32(&mut self, len: usize, r: usize, width: usize) {
+        fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+            if v.len() < n {
+                v.resize(n, T::default());
+            }
+        }
+        grow(&mut self.tile32, (len + 2 * r) * width);
+        grow(&mut self.flags, len * width / 16);
+        grow(&mut self.out32, len * width);
     }
 }
 

@@ -135,8 +135,9 @@ pub unsafe fn convolve_store<D: Sample>(
 /// scipy's f64 sequence from the same tile.
 ///
 /// # Safety
-/// As for `convolve_store`; `D` is int16 or uint8; every tile value is an
-/// integer in `0..2¹⁶`; `f32_kernel_fits(w)`.
+/// As for `convolve_store`; `D` is int16 or uint8 (or int32, for rows that
+/// `scatter_lines_i32` narrows later); every tile value is an integer in
+/// `0..2¹⁶`; `f32_kernel_fits(w)`.
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn convolve_store_f32<D: Sample>(
     tile: &[f32],
@@ -152,6 +153,42 @@ pub unsafe fn convolve_store_f32<D: Sample>(
     assert!(flags.len() >= len * width / 16);
     assert!(f32_kernel_fits(w));
     x86::convolve_store_f32(tile, len, width, w, p, step, flags)
+}
+
+/// `gather_lines` into an f32 tile, for int16 and uint8 lines (exact in
+/// f32), through 16×16 transposes. Returns whether every value is ≥ 0, which
+/// `convolve_store_f32` needs.
+///
+/// # Safety
+/// As for `gather_lines`; `S` is int16 or uint8.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn gather_lines_f32<S: Sample>(
+    p: *const S,
+    lane_step: usize,
+    lanes: usize,
+    len: usize,
+    rows: &mut [f32],
+) -> bool {
+    assert!(rows.len() >= len * LANES && lanes <= LANES);
+    x86::gather_lines_f32(p, lane_step, lanes, len, rows)
+}
+
+/// `scatter_lines` for the x pass of the f32 kernel: its outputs come as
+/// int32 rows (`convolve_store_f32` into `D = i32`), already truncated,
+/// and are narrowed into int16 or uint8 lines keeping the low bits.
+///
+/// # Safety
+/// As for `scatter_lines`; `D` is int16 or uint8.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn scatter_lines_i32<D: Sample>(
+    rows: &[i32],
+    len: usize,
+    p: *mut D,
+    lane_step: usize,
+    lanes: usize,
+) {
+    assert!(rows.len() >= len * LANES && lanes <= LANES);
+    x86::scatter_lines_i32(rows, len, p, lane_step, lanes)
 }
 
 /// Whether `convolve_store_f32`'s error bound holds for these weights: all
@@ -504,13 +541,14 @@ mod x86 {
     }
 
     /// Sixteen truncated values into `p` as `D` (int16 or uint8), keeping
-    /// the low bits as the C cast does.
+    /// the low bits as the C cast does; int32 as they are.
     #[inline(always)]
     unsafe fn store16<D: Sample>(p: *mut D, v: __m512i) {
         match D::DTYPE {
+            DType::I32 => _mm512_storeu_si512(p as *mut __m512i, v),
             DType::I16 => _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtepi32_epi16(v)),
             DType::U8 => _mm_storeu_si128(p as *mut __m128i, _mm512_cvtepi32_epi8(v)),
-            _ => unreachable!("the f32 kernel stores int16 or uint8 only"),
+            _ => unreachable!("the f32 kernel stores int16, uint8 or int32 only"),
         }
     }
 
@@ -635,6 +673,127 @@ mod x86 {
         }
     }
 
+    /// Sixteen int16 or uint8 samples from `p`, widened to int32.
+    #[inline(always)]
+    unsafe fn load16<S: Sample>(p: *const S) -> __m512i {
+        match S::DTYPE {
+            DType::I16 => _mm512_cvtepi16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+            DType::U8 => _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i)),
+            _ => unreachable!("f32 tiles hold int16 or uint8"),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub unsafe fn gather_lines_f32<S: Sample>(
+        p: *const S,
+        lane_step: usize,
+        lanes: usize,
+        len: usize,
+        rows: &mut [f32],
+    ) -> bool {
+        let full = len / 16 * 16;
+        let o = rows.as_mut_ptr();
+        let line = |j: usize| p.add(j * lane_step);
+        // As in gather_lines: fetch the next group's lines while these convert.
+        let block = LANES * lane_step * std::mem::size_of::<S>();
+        let per_step = block.div_ceil((full / 16).max(1)).next_multiple_of(64);
+        let mut ahead = (p as *const i8).add(block);
+        let mut sign = _mm512_setzero_si512();
+        for i in (0..full).step_by(16) {
+            for b in (0..per_step).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b));
+            }
+            ahead = ahead.wrapping_add(per_step);
+            let mut m = [_mm512_setzero_ps(); 16];
+            for (j, m) in m.iter_mut().enumerate().take(lanes) {
+                let v = load16(line(j).add(i));
+                sign = _mm512_or_si512(sign, v);
+                *m = _mm512_cvtepi32_ps(v);
+            }
+            for (e, v) in transpose16(m).into_iter().enumerate() {
+                _mm512_storeu_ps(o.add((i + e) * LANES), v);
+            }
+        }
+        let mut negative = _mm512_cmplt_epi32_mask(sign, _mm512_setzero_si512()) != 0;
+        for i in full..len {
+            for j in 0..LANES {
+                let x = if j < lanes {
+                    (*line(j).add(i)).to_f64()
+                } else {
+                    0.0
+                };
+                negative |= x < 0.0;
+                *o.add(i * LANES + j) = x as f32;
+            }
+        }
+        !negative
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub unsafe fn scatter_lines_i32<D: Sample>(
+        rows: &[i32],
+        len: usize,
+        p: *mut D,
+        lane_step: usize,
+        lanes: usize,
+    ) {
+        let full = len / 16 * 16;
+        let t = rows.as_ptr();
+        let line = |j: usize| p.add(j * lane_step);
+        for i in (0..full).step_by(16) {
+            let mut m = [_mm512_setzero_ps(); 16];
+            for (e, m) in m.iter_mut().enumerate() {
+                *m = _mm512_castsi512_ps(_mm512_loadu_si512(t.add((i + e) * LANES) as *const _));
+            }
+            for (j, v) in transpose16(m).into_iter().enumerate().take(lanes) {
+                store16(line(j).add(i), _mm512_castps_si512(v));
+            }
+        }
+        for i in full..len {
+            for j in 0..lanes {
+                // An int32 from a truncation narrows like the C cast of it.
+                *line(j).add(i) = D::from_f64(f64::from(*t.add(i * LANES + j)));
+            }
+        }
+    }
+
+    /// 16×16 transpose of 32-bit lanes in registers: `m[j][e]` becomes `m[e][j]`.
+    /// Plain loops, not `array::from_fn`: its closures would not inherit
+    /// the caller's target features, and every shuffle would become a call.
+    #[inline(always)]
+    unsafe fn transpose16(m: [__m512; 16]) -> [__m512; 16] {
+        let mut a = [_mm512_setzero_ps(); 16];
+        // a[2p], a[2p+1]: rows 2p and 2p+1 interleaved (low, high pairs).
+        for p in (0..16).step_by(2) {
+            a[p] = _mm512_unpacklo_ps(m[p], m[p + 1]);
+            a[p + 1] = _mm512_unpackhi_ps(m[p], m[p + 1]);
+        }
+        // b[4g + q], 128-bit lane k: column 4k + q of rows 4g..4g + 4.
+        let mut b = [_mm512_setzero_ps(); 16];
+        let pd = _mm512_castps_pd;
+        for g in (0..16).step_by(4) {
+            let (a0, a1, a2, a3) = (pd(a[g]), pd(a[g + 1]), pd(a[g + 2]), pd(a[g + 3]));
+            b[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+            b[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+            b[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+            b[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+        }
+        // c[8h + 4s + q]: columns 4s + q and 8 + 4s + q of rows 8h..8h + 8.
+        let mut c = [_mm512_setzero_ps(); 16];
+        for h in [0, 8] {
+            for q in 0..4 {
+                c[h + q] = _mm512_shuffle_f32x4::<0x88>(b[h + q], b[h + 4 + q]);
+                c[h + 4 + q] = _mm512_shuffle_f32x4::<0xdd>(b[h + q], b[h + 4 + q]);
+            }
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for j in 0..8 {
+            out[j] = _mm512_shuffle_f32x4::<0x88>(c[j], c[8 + j]);
+            out[8 + j] = _mm512_shuffle_f32x4::<0xdd>(c[j], c[8 + j]);
+        }
+        out
+    }
+
     /// 8×8 transpose of f64 in registers: `m[j][e]` becomes `m[e][j]`.
     #[inline(always)]
     unsafe fn transpose8(m: [__m512d; 8]) -> [__m512d; 8] {
@@ -723,6 +882,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::filter::test_noise as noise;
+    use crate::volume::DType;
 
     #[test]
     fn vector_kernel_equals_the_definition_bit_for_bit() {
@@ -815,6 +975,72 @@ mod tests {
     fn f32_kernel_truncates_like_the_f64_sequence() {
         f32_kernel_case::<i16>(32767.0);
         f32_kernel_case::<u8>(255.0);
+    }
+
+    /// The f32 gathers convert and transpose like the definition, and report
+    /// a negative value wherever it is (vector part or tail); the int32
+    /// scatter narrows like the C cast.
+    #[cfg(target_arch = "x86_64")]
+    fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
+        if !has_line_transposes() {
+            return;
+        }
+        for (len, lanes, step) in [
+            (37usize, 16usize, 40usize),
+            (16, 5, 16),
+            (3, 16, 3),
+            (64, 11, 70),
+        ] {
+            let src: Vec<T> = integer_tile(step, LANES, top, len as u64)
+                .into_iter()
+                .map(T::from_f64)
+                .collect();
+            let mut rows = vec![f32::NAN; len * LANES];
+            assert!(unsafe { gather_lines_f32(src.as_ptr(), step, lanes, len, &mut rows) });
+            for i in 0..len {
+                for l in 0..LANES {
+                    let want = if l < lanes {
+                        src[l * step + i].to_f64()
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(rows[i * LANES + l] as f64, want, "{} gather", T::DTYPE);
+                }
+            }
+            if T::DTYPE == DType::I16 {
+                // One negative sample, early (in a transposed block) or last (in the tail).
+                for at in [1, len - 1] {
+                    let mut neg = src.clone();
+                    neg[(lanes - 1) * step + at] = T::from_f64(-3.0);
+                    let ok = unsafe { gather_lines_f32(neg.as_ptr(), step, lanes, len, &mut rows) };
+                    assert!(!ok, "a negative sample at {at} of {len} went unnoticed");
+                }
+            }
+            // Int32 rows beyond T's range (and i32::MIN, what a NaN truncates to).
+            let tile: Vec<i32> = (0..len * LANES)
+                .map(|n| match n % 5 {
+                    0 => i32::MIN,
+                    1 => 70000 + n as i32,
+                    _ => n as i32 * 37 - 900,
+                })
+                .collect();
+            let mut dst = src.clone();
+            unsafe { scatter_lines_i32(&tile, len, dst.as_mut_ptr(), step, lanes) };
+            let mut want = src.clone();
+            for l in 0..lanes {
+                for i in 0..len {
+                    want[l * step + i] = T::from_f64(f64::from(tile[i * LANES + l]));
+                }
+            }
+            assert_eq!(dst, want, "{} scatter len {len} lanes {lanes}", T::DTYPE);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f32_line_gathers_and_int32_scatters_are_exact() {
+        f32_lines_round_trip::<i16>(32767.0);
+        f32_lines_round_trip::<u8>(255.0);
     }
 
     #[test]
