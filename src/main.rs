@@ -447,6 +447,8 @@ fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
         .count();
     let mut json = serde_json::json!({
         "backend": args.backend.name(),
+        // The CPU backend's vector code (NISMOOTH_SIMD caps it).
+        "simd": format!("{:?}", nismooth::filter::simd::level()).to_lowercase(),
         "voxels": voxels,
         "threads": args.threads.max(1),
         "best_s": times[0],

@@ -304,16 +304,13 @@ struct Group<'a, S, D> {
 /// convert between the image's dtype and f64; they are compiled once per
 /// instruction set so that those conversions use the widest vectors the CPU has.
 unsafe fn group<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return group_avx512(g, sc);
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return group_avx2(g, sc);
-        }
+    match simd::level() {
+        #[cfg(target_arch = "x86_64")]
+        simd::Level::Avx512 => group_avx512(g, sc),
+        #[cfg(target_arch = "x86_64")]
+        simd::Level::Avx2 => group_avx2(g, sc),
+        _ => group_body(g, sc),
     }
-    group_body(g, sc)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -32,19 +32,58 @@ pub const LANES: usize = 16;
 pub fn convolve(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
     assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
     assert!(tile.len() >= out.len() + 2 * (w.len() - 1) * width);
+    match level() {
+        // SAFETY: `level` checked the features; the assert bounds every row read.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::convolve_avx512(tile, out, width, w) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::convolve_avx2(tile, out, width, w) },
+        _ => convolve_scalar(tile, out, width, w),
+    }
+}
+
+/// Which vector code the filter runs, widest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Scalar,
+    /// AVX2 and FMA (Zen 2 and 3, Haswell to Coffee Lake): f64 kernels only.
+    Avx2,
+    /// AVX-512 F and VL: also the in-register transposes and the f32 kernel.
+    Avx512,
+}
+
+/// What this CPU has, capped by `NISMOOTH_SIMD` (`avx2` or `scalar`), so that
+/// the narrower paths can be tested and timed on an AVX-512 machine. Every
+/// level gives the same bits.
+pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("NISMOOTH_SIMD").ok().as_deref() {
+            None | Some("" | "avx512") => Level::Avx512,
+            Some("avx2") => Level::Avx2,
+            Some("scalar") => Level::Scalar,
+            Some(other) => {
+                log::warn!("NISMOOTH_SIMD={other:?} ignored (avx512, avx2 or scalar)");
+                Level::Avx512
+            }
+        };
+        detect().min(cap)
+    })
+}
+
+fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was detected; the assert bounds every row read.
-            return unsafe { x86::convolve_avx512(tile, out, width, w) };
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") {
+            return Level::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { x86::convolve_avx2(tile, out, width, w) };
+        if has!("avx2") && has!("fma") {
+            return Level::Avx2;
         }
     }
-    convolve_scalar(tile, out, width, w)
+    Level::Scalar
 }
 
 /// The definition, one output at a time (also the fallback on other CPUs).
@@ -67,11 +106,9 @@ pub fn convolve_scalar(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
 pub fn transpose_in(lines: &[Vec<f64>], len: usize, rows: &mut [f64]) {
     assert!(lines.len() == LANES && rows.len() >= len * LANES);
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: feature detected; the assert bounds every access.
-            return unsafe { x86::transpose_in_avx512(lines, len, rows) };
-        }
+    if level() == Level::Avx512 {
+        // SAFETY: feature detected; the assert bounds every access.
+        return unsafe { x86::transpose_in_avx512(lines, len, rows) };
     }
     for (i, row) in rows.chunks_exact_mut(LANES).enumerate().take(len) {
         for (x, line) in row.iter_mut().zip(lines) {
@@ -84,11 +121,9 @@ pub fn transpose_in(lines: &[Vec<f64>], len: usize, rows: &mut [f64]) {
 pub fn transpose_out(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
     assert!(lines.len() == LANES && rows.len() >= len * LANES);
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: as above.
-            return unsafe { x86::transpose_out_avx512(rows, len, lines) };
-        }
+    if level() == Level::Avx512 {
+        // SAFETY: as above.
+        return unsafe { x86::transpose_out_avx512(rows, len, lines) };
     }
     for (l, line) in lines.iter_mut().enumerate() {
         for (i, x) in line.iter_mut().enumerate().take(len) {
@@ -216,13 +251,7 @@ fn f32_error_factors(r: usize) -> (f32, f32) {
 
 /// Whether `gather_lines`/`scatter_lines` run (AVX-512 F and VL).
 pub fn has_line_transposes() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    level() == Level::Avx512
 }
 
 /// Converts `lanes` ≤ `LANES` contiguous lines of `len` samples (line `l`

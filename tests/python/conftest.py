@@ -12,9 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("NISMOOTH_BIN", ROOT / "target" / "release" / "nismooth"))
 
 
-def nismooth(*args, expect=0):
-    """Runs nismooth; asserts its exit code; returns the CompletedProcess."""
-    proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True)
+def nismooth(*args, expect=0, env=None):
+    """Runs nismooth (with `env` added to the environment); asserts its exit
+    code; returns the CompletedProcess."""
+    full_env = None if env is None else {**os.environ, **env}
+    proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True, env=full_env)
     assert proc.returncode == expect, (
         f"exit {proc.returncode} (expected {expect})\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     )

@@ -102,6 +102,27 @@ def test_integer_images_on_and_beside_integers(tmp_path, mode, cval, sigma):
         assert_exact(tmp_path / "out" / p.name, scipy_ref(p, s if len(s) > 1 else s[0], mode=mode, cval=cval))
 
 
+@pytest.mark.parametrize("simd", ["avx2", "scalar"])
+def test_narrower_vector_code_gives_the_same_bits(tmp_path, small_set, simd):
+    # CI's CPU has AVX-512; NISMOOTH_SIMD caps the filter at the code that
+    # AVX2-only CPUs (Zen 2/3, Haswell to Coffee Lake) or others run.
+    d, paths = small_set
+    probe = nismooth("bench-filter", paths[0], "--reps", "1", env={"NISMOOTH_SIMD": simd})
+    assert json.loads(probe.stdout)["simd"] == simd, "NISMOOTH_SIMD did not cap the vector code"
+    ints = tmp_path / "ints"
+    ints.mkdir()
+    paths = paths + [save(ints / f"s_{dt}.nii", structured_integers((64, 33, 20), dt, 1)) for dt in ["int16", "uint8"]]
+    for src in (d, ints):
+        for mode, sigma in (("reflect", "2"), ("constant", "0.7,3,5")):
+            out = tmp_path / f"out-{src.name}-{mode}"
+            nismooth("run", src, "-o", out, "--sigma", sigma, "--mode", mode, "--cval", "7", "--threads", "2",
+                     env={"NISMOOTH_SIMD": simd})
+            s = [float(v) for v in sigma.split(",")]
+            for p in paths:
+                if p.parent == src:
+                    assert_exact(out / p.name, scipy_ref(p, s if len(s) > 1 else s[0], mode=mode, cval=7))
+
+
 def test_truncate_and_a_kernel_longer_than_every_axis(tmp_path, small_set):
     d, paths = small_set
     nismooth("run", d, "-o", tmp_path / "o", "--sigma", "6", "--truncate", "2.5", "--mode", "mirror")
