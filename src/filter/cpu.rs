@@ -384,7 +384,7 @@ fn single_precision_fits<S: Sample, D: Sample>(k: &Kernel1d, edge: Edge) -> bool
         && (0.0..65536.0).contains(&edge.cval)
         && edge.cval.fract() == 0.0
         && simd::f32_kernel_fits(&k.half)
-        && simd::has_line_transposes()
+        && simd::has_f32_kernel()
 }
 
 /// Lines per tile. Axis 0's lines are contiguous and go through 16-line

@@ -135,7 +135,7 @@ pub fn transpose_out(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
 /// `convolve` with every output converted and stored straight into row `i`
 /// of the destination (`p + i·step`, `width` lanes each), skipping the f64
 /// output tile. For groups whose lanes fill the tile; the caller has checked
-/// `has_line_transposes()` (the same AVX-512 F and VL).
+/// `has_line_transposes()`.
 ///
 /// # Safety
 /// Every destination row holds `width` writable samples that `tile` does not
@@ -151,7 +151,11 @@ pub unsafe fn convolve_store<D: Sample>(
 ) {
     assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
     assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
-    x86::convolve_store(tile, len, width, w, p, step)
+    match level() {
+        Level::Avx512 => x86::convolve_store_avx512(tile, len, width, w, p, step),
+        Level::Avx2 => x86::convolve_store_avx2(tile, len, width, w, p, step),
+        Level::Scalar => unreachable!("convolve_store needs has_line_transposes()"),
+    }
 }
 
 /// `convolve_store` for int16 and uint8 images, in f32 on 16 lanes instead of
@@ -249,8 +253,14 @@ fn f32_error_factors(r: usize) -> (f32, f32) {
     (lo as f32, hi as f32)
 }
 
-/// Whether `gather_lines`/`scatter_lines` run (AVX-512 F and VL).
+/// Whether `gather_lines`, `scatter_lines` and `convolve_store` run (AVX2 and
+/// FMA, or AVX-512 F and VL).
 pub fn has_line_transposes() -> bool {
+    level() >= Level::Avx2
+}
+
+/// Whether `convolve_store_f32` and its line gathers run (AVX-512 F and VL).
+pub fn has_f32_kernel() -> bool {
     level() == Level::Avx512
 }
 
@@ -271,7 +281,11 @@ pub unsafe fn gather_lines<S: Sample>(
     rows: &mut [f64],
 ) {
     assert!(rows.len() >= len * LANES && lanes <= LANES);
-    x86::gather_lines(p, lane_step, lanes, len, rows)
+    match level() {
+        Level::Avx512 => x86::gather_lines_avx512(p, lane_step, lanes, len, rows),
+        Level::Avx2 => x86::gather_lines_avx2(p, lane_step, lanes, len, rows),
+        Level::Scalar => unreachable!("gather_lines needs has_line_transposes()"),
+    }
 }
 
 /// The inverse of `gather_lines`: stores tile rows back into the lines,
@@ -288,7 +302,11 @@ pub unsafe fn scatter_lines<D: Sample>(
     lanes: usize,
 ) {
     assert!(rows.len() >= len * LANES && lanes <= LANES);
-    x86::scatter_lines(rows, len, p, lane_step, lanes)
+    match level() {
+        Level::Avx512 => x86::scatter_lines_avx512(rows, len, p, lane_step, lanes),
+        Level::Avx2 => x86::scatter_lines_avx2(rows, len, p, lane_step, lanes),
+        Level::Scalar => unreachable!("scatter_lines needs has_line_transposes()"),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -309,10 +327,7 @@ mod x86 {
             DType::U8 => {
                 _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)))
             }
-            _ => {
-                let a: [f64; 8] = std::array::from_fn(|i| (*p.add(i)).to_f64());
-                _mm512_loadu_pd(a.as_ptr())
-            }
+            _ => load_scalar(p),
         }
     }
 
@@ -333,51 +348,177 @@ mod x86 {
                 p as *mut __m128i,
                 _mm256_cvtepi32_epi8(_mm512_cvttpd_epi32(v)),
             ),
-            _ => {
-                let mut a = [0.0; 8];
-                _mm512_storeu_pd(a.as_mut_ptr(), v);
-                D::from_f64_slice(std::slice::from_raw_parts_mut(p, 8), &a);
+            _ => store_scalar(p, v),
+        }
+    }
+
+    /// `load8`/`load4` for the dtypes without a vector conversion.
+    #[inline(always)]
+    unsafe fn load_scalar<S: Sample, V: Vector<E = f64>>(p: *const S) -> V {
+        let mut a = [0.0; 8];
+        for (i, x) in a.iter_mut().enumerate().take(V::WIDTH) {
+            *x = (*p.add(i)).to_f64();
+        }
+        V::load(a.as_ptr())
+    }
+
+    /// `store8`/`store4` for the dtypes without a vector conversion.
+    #[inline(always)]
+    unsafe fn store_scalar<D: Sample, V: Vector<E = f64>>(p: *mut D, v: V) {
+        let mut a = [0.0; 8];
+        v.store(a.as_mut_ptr());
+        D::from_f64_slice(std::slice::from_raw_parts_mut(p, V::WIDTH), &a[..V::WIDTH]);
+    }
+
+    /// Four samples of `S` from `p`, as f64 (AVX2).
+    #[inline(always)]
+    unsafe fn load4<S: Sample>(p: *const S) -> __m256d {
+        match S::DTYPE {
+            DType::F64 => _mm256_loadu_pd(p as *const f64),
+            DType::F32 => _mm256_cvtps_pd(_mm_loadu_ps(p as *const f32)),
+            DType::I16 => _mm256_cvtepi32_pd(_mm_cvtepi16_epi32(_mm_loadl_epi64(p as *const _))),
+            DType::U8 => _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(
+                std::ptr::read_unaligned(p as *const i32),
+            ))),
+            _ => load_scalar(p),
+        }
+    }
+
+    /// Four f64 into `p` as `D`, as `store8` (AVX2): `vcvttpd2dq` gives
+    /// i32::MIN for NaN and out-of-range values, then a byte shuffle keeps
+    /// the low bits, as the C cast does.
+    #[inline(always)]
+    unsafe fn store4<D: Sample>(p: *mut D, v: __m256d) {
+        match D::DTYPE {
+            DType::F64 => _mm256_storeu_pd(p as *mut f64, v),
+            DType::F32 => _mm_storeu_ps(p as *mut f32, _mm256_cvtpd_ps(v)),
+            DType::I16 => {
+                let low = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+                let x = _mm_shuffle_epi8(_mm256_cvttpd_epi32(v), low);
+                _mm_storel_epi64(p as *mut __m128i, x)
             }
+            DType::U8 => {
+                let low =
+                    _mm_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+                let x = _mm_shuffle_epi8(_mm256_cvttpd_epi32(v), low);
+                std::ptr::write_unaligned(p as *mut i32, _mm_cvtsi128_si32(x))
+            }
+            _ => store_scalar(p, v),
+        }
+    }
+
+    /// 4×4 transpose of f64 in registers: `m[j][e]` becomes `m[e][j]`.
+    #[inline(always)]
+    unsafe fn transpose4(m: &mut [__m256d; 8]) {
+        let t0 = _mm256_unpacklo_pd(m[0], m[1]);
+        let t1 = _mm256_unpackhi_pd(m[0], m[1]);
+        let t2 = _mm256_unpacklo_pd(m[2], m[3]);
+        let t3 = _mm256_unpackhi_pd(m[2], m[3]);
+        m[0] = _mm256_permute2f128_pd::<0x20>(t0, t2);
+        m[1] = _mm256_permute2f128_pd::<0x20>(t1, t3);
+        m[2] = _mm256_permute2f128_pd::<0x31>(t0, t2);
+        m[3] = _mm256_permute2f128_pd::<0x31>(t1, t3);
+    }
+
+    /// What the line gathers and scatters, and `convolve_store`, need of a
+    /// register width beyond the kernel's arithmetic.
+    trait Lines: Vector<E = f64> {
+        /// `WIDTH` samples of `S` from `p`, as f64.
+        unsafe fn load_as<S: Sample>(p: *const S) -> Self;
+        /// `WIDTH` f64 into `p` as `D`, with `D::from_f64`'s semantics.
+        unsafe fn store_as<D: Sample>(self, p: *mut D);
+        /// Transposes the leading `WIDTH × WIDTH` block of `m` in registers.
+        unsafe fn transpose(m: &mut [Self; 8]);
+    }
+
+    impl Lines for __m512d {
+        #[inline(always)]
+        unsafe fn load_as<S: Sample>(p: *const S) -> Self {
+            load8(p)
+        }
+        #[inline(always)]
+        unsafe fn store_as<D: Sample>(self, p: *mut D) {
+            store8(p, self)
+        }
+        #[inline(always)]
+        unsafe fn transpose(m: &mut [Self; 8]) {
+            *m = transpose8(*m)
+        }
+    }
+
+    impl Lines for __m256d {
+        #[inline(always)]
+        unsafe fn load_as<S: Sample>(p: *const S) -> Self {
+            load4(p)
+        }
+        #[inline(always)]
+        unsafe fn store_as<D: Sample>(self, p: *mut D) {
+            store4(p, self)
+        }
+        #[inline(always)]
+        unsafe fn transpose(m: &mut [Self; 8]) {
+            transpose4(m)
         }
     }
 
     #[target_feature(enable = "avx512f,avx512vl")]
-    pub unsafe fn gather_lines<S: Sample>(
+    pub unsafe fn gather_lines_avx512<S: Sample>(
         p: *const S,
         lane_step: usize,
         lanes: usize,
         len: usize,
         rows: &mut [f64],
     ) {
-        let full = len / 8 * 8;
+        gather_lines::<__m512d, S>(p, lane_step, lanes, len, rows)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gather_lines_avx2<S: Sample>(
+        p: *const S,
+        lane_step: usize,
+        lanes: usize,
+        len: usize,
+        rows: &mut [f64],
+    ) {
+        gather_lines::<__m256d, S>(p, lane_step, lanes, len, rows)
+    }
+
+    #[inline(always)]
+    unsafe fn gather_lines<V: Lines, S: Sample>(
+        p: *const S,
+        lane_step: usize,
+        lanes: usize,
+        len: usize,
+        rows: &mut [f64],
+    ) {
+        let n = V::WIDTH;
+        let full = len / n * n;
         let o = rows.as_mut_ptr();
         // The next group's lines follow these in memory: fetch them a slice
         // at a time while these convert, so they arrive before they are needed.
         let block = LANES * lane_step * std::mem::size_of::<S>();
-        let steps = (2 * full / 8).max(1);
+        let steps = (LANES / n * full / n).max(1);
         let per_step = block.div_ceil(steps).next_multiple_of(64);
         let mut ahead = (p as *const i8).add(block);
-        for lb in (0..LANES).step_by(8) {
-            let live = lanes.saturating_sub(lb).min(8);
+        for lb in (0..LANES).step_by(n) {
+            let live = lanes.saturating_sub(lb).min(n);
             let line = |j: usize| p.add((lb + j) * lane_step);
-            for i in (0..full).step_by(8) {
+            for i in (0..full).step_by(n) {
                 for b in (0..per_step).step_by(64) {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b));
                 }
                 ahead = ahead.wrapping_add(per_step);
-                let m: [__m512d; 8] = std::array::from_fn(|j| {
-                    if j < live {
-                        load8(line(j).add(i))
-                    } else {
-                        _mm512_setzero_pd()
-                    }
-                });
-                for (e, v) in transpose8(m).into_iter().enumerate() {
-                    _mm512_storeu_pd(o.add((i + e) * LANES + lb), v);
+                let mut m = [V::splat(0.0); 8];
+                for (j, m) in m.iter_mut().enumerate().take(live) {
+                    *m = V::load_as(line(j).add(i));
+                }
+                V::transpose(&mut m);
+                for (e, v) in m.into_iter().enumerate().take(n) {
+                    v.store(o.add((i + e) * LANES + lb));
                 }
             }
             for i in full..len {
-                for j in 0..8 {
+                for j in 0..n {
                     let x = if j < live {
                         (*line(j).add(i)).to_f64()
                     } else {
@@ -390,23 +531,49 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512vl")]
-    pub unsafe fn scatter_lines<D: Sample>(
+    pub unsafe fn scatter_lines_avx512<D: Sample>(
         rows: &[f64],
         len: usize,
         p: *mut D,
         lane_step: usize,
         lanes: usize,
     ) {
-        let full = len / 8 * 8;
+        scatter_lines::<__m512d, D>(rows, len, p, lane_step, lanes)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn scatter_lines_avx2<D: Sample>(
+        rows: &[f64],
+        len: usize,
+        p: *mut D,
+        lane_step: usize,
+        lanes: usize,
+    ) {
+        scatter_lines::<__m256d, D>(rows, len, p, lane_step, lanes)
+    }
+
+    #[inline(always)]
+    unsafe fn scatter_lines<V: Lines, D: Sample>(
+        rows: &[f64],
+        len: usize,
+        p: *mut D,
+        lane_step: usize,
+        lanes: usize,
+    ) {
+        let n = V::WIDTH;
+        let full = len / n * n;
         let t = rows.as_ptr();
-        for lb in (0..LANES).step_by(8) {
-            let live = lanes.saturating_sub(lb).min(8);
+        for lb in (0..LANES).step_by(n) {
+            let live = lanes.saturating_sub(lb).min(n);
             let line = |j: usize| p.add((lb + j) * lane_step);
-            for i in (0..full).step_by(8) {
-                let m: [__m512d; 8] =
-                    std::array::from_fn(|e| _mm512_loadu_pd(t.add((i + e) * LANES + lb)));
-                for (j, v) in transpose8(m).into_iter().enumerate().take(live) {
-                    store8(line(j).add(i), v);
+            for i in (0..full).step_by(n) {
+                let mut m = [V::splat(0.0); 8];
+                for (e, m) in m.iter_mut().enumerate().take(n) {
+                    *m = V::load(t.add((i + e) * LANES + lb));
+                }
+                V::transpose(&mut m);
+                for (j, v) in m.into_iter().enumerate().take(live) {
+                    v.store_as(line(j).add(i));
                 }
             }
             for i in full..len {
@@ -523,7 +690,7 @@ mod x86 {
     /// row `i` of the destination (`p + i·step`), instead of an f64 tile
     /// that a second loop would read back.
     #[target_feature(enable = "avx512f,avx512vl")]
-    pub unsafe fn convolve_store<D: Sample>(
+    pub unsafe fn convolve_store_avx512<D: Sample>(
         tile: &[f64],
         len: usize,
         width: usize,
@@ -532,7 +699,21 @@ mod x86 {
         step: usize,
     ) {
         convolve_fixed::<__m512d>(tile, len, width, w, |i, c, v| {
-            store8(p.add(i * step + c), v)
+            v.store_as(p.add(i * step + c))
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn convolve_store_avx2<D: Sample>(
+        tile: &[f64],
+        len: usize,
+        width: usize,
+        w: &[f64],
+        p: *mut D,
+        step: usize,
+    ) {
+        convolve_fixed::<__m256d>(tile, len, width, w, |i, c, v| {
+            v.store_as(p.add(i * step + c))
         })
     }
 
@@ -958,7 +1139,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn f32_kernel_case<D: Sample + PartialEq + std::fmt::Debug>(top: f64) {
         use crate::filter::{ExpFlavour, Kernel1d};
-        if !has_line_transposes() {
+        if !has_f32_kernel() {
             return;
         }
         let mut plain_f32_wrong = 0;
@@ -1011,7 +1192,7 @@ mod tests {
     /// scatter narrows like the C cast.
     #[cfg(target_arch = "x86_64")]
     fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
-        if !has_line_transposes() {
+        if !has_f32_kernel() {
             return;
         }
         for (len, lanes, step) in [
@@ -1108,9 +1289,36 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     fn lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>() {
-        if !has_line_transposes() {
-            return;
+        type Gather<T> = unsafe fn(*const T, usize, usize, usize, &mut [f64]);
+        type Scatter<T> = unsafe fn(&[f64], usize, *mut T, usize, usize);
+        use std::arch::is_x86_feature_detected as has;
+        // Each width this CPU can run, whatever NISMOOTH_SIMD says.
+        let mut widths: Vec<(&str, Gather<T>, Scatter<T>)> = Vec::new();
+        if has!("avx512f") && has!("avx512vl") {
+            widths.push((
+                "avx512",
+                x86::gather_lines_avx512::<T>,
+                x86::scatter_lines_avx512::<T>,
+            ));
         }
+        if has!("avx2") && has!("fma") {
+            widths.push((
+                "avx2",
+                x86::gather_lines_avx2::<T>,
+                x86::scatter_lines_avx2::<T>,
+            ));
+        }
+        for (width, gather_lines, scatter_lines) in widths {
+            lines_round_trip_with(width, gather_lines, scatter_lines);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn lines_round_trip_with<T: Sample + PartialEq + std::fmt::Debug>(
+        width: &str,
+        gather_lines: unsafe fn(*const T, usize, usize, usize, &mut [f64]),
+        scatter_lines: unsafe fn(&[f64], usize, *mut T, usize, usize),
+    ) {
         for (len, lanes, step) in [
             (37usize, 16usize, 40usize),
             (8, 5, 8),
@@ -1130,7 +1338,7 @@ mod tests {
                     assert_eq!(
                         rows[i * LANES + l].to_bits(),
                         want.to_bits(),
-                        "{} gather",
+                        "{} gather ({width})",
                         T::DTYPE
                     );
                 }
@@ -1149,7 +1357,7 @@ mod tests {
             assert_eq!(
                 bits(&dst),
                 bits(&want),
-                "{} scatter len {len} lanes {lanes}",
+                "{} scatter len {len} lanes {lanes} ({width})",
                 T::DTYPE
             );
         }
