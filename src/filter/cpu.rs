@@ -10,8 +10,8 @@
 //! the next pass reads it, exactly as scipy does.
 //!
 //! int16 and uint8 images, whose outputs are truncated to integers, take
-//! f32 tiles for the y and z passes: twice the lanes per vector, with each
-//! result checked against the f64 one's error bound (`simd::convolve_store_f32`).
+//! f32 tiles in every pass: twice the lanes per vector, with each truncation
+//! proved from an error bound or recomputed in f64 (`simd::convolve_store_f32`).
 
 use std::sync::Arc;
 
@@ -343,12 +343,12 @@ unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch)
     if (geo.lane_step != 1 || lanes == width) && single_precision_fits::<S, D>(k, edge) {
         sc.fit32(len, r, width);
         let body = &mut sc.tile32[r * width..(r + len) * width];
-        let all_positive = if geo.lane_step == 1 {
+        let non_negative = if geo.lane_step == 1 {
             geo.load_integers_f32(src, body)
         } else {
             simd::gather_lines_f32(src, geo.lane_step, lanes, len, body)
         };
-        if all_positive {
+        if non_negative {
             extend(&mut sc.tile32, width, r, len, edge.mode, edge.cval as f32);
             let (t, f) = (&sc.tile32, &mut sc.flags);
             if geo.lane_step == 1 {
