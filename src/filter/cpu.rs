@@ -430,11 +430,6 @@ impl Scratch {
     /// passes alternate between tile shapes on every slice, and shrinking
     /// would clear the difference again each time it grows back.
     fn fit(&mut self, len: usize, r: usize, width: usize, axis: usize) {
-        let grow = |v: &mut Vec<f64>, n: usize| {
-            if v.len() < n {
-                v.resize(n, 0.0);
-            }
-        };
         grow(&mut self.tile, (len + 2 * r) * width);
         grow(&mut self.out, len * width);
         if axis == 0 {
@@ -442,19 +437,19 @@ impl Scratch {
             self.lines.iter_mut().for_each(|l| grow(l, len));
         }
     }
-}
 
-impl Scratch {
-    /// Grows the f32 kernel's buffers for a group, never shrinks them.
+    /// The same for the f32 kernel's buffers, for one group.
     fn fit32(&mut self, len: usize, r: usize, width: usize) {
-        fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-        }
         grow(&mut self.tile32, (len + 2 * r) * width);
         grow(&mut self.flags, len * width / 16);
         grow(&mut self.out32, len * width);
+    }
+}
+
+/// Lengthens `v` to at least `n` (new elements are overwritten before use).
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
     }
 }
 

@@ -461,28 +461,6 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512vl")]
-    pub unsafe fn gather_lines_avx512<S: Sample>(
-        p: *const S,
-        lane_step: usize,
-        lanes: usize,
-        len: usize,
-        rows: &mut [f64],
-    ) {
-        gather_lines::<__m512d, S>(p, lane_step, lanes, len, rows)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gather_lines_avx2<S: Sample>(
-        p: *const S,
-        lane_step: usize,
-        lanes: usize,
-        len: usize,
-        rows: &mut [f64],
-    ) {
-        gather_lines::<__m256d, S>(p, lane_step, lanes, len, rows)
-    }
-
     #[inline(always)]
     unsafe fn gather_lines<V: Lines, S: Sample>(
         p: *const S,
@@ -528,28 +506,6 @@ mod x86 {
                 }
             }
         }
-    }
-
-    #[target_feature(enable = "avx512f,avx512vl")]
-    pub unsafe fn scatter_lines_avx512<D: Sample>(
-        rows: &[f64],
-        len: usize,
-        p: *mut D,
-        lane_step: usize,
-        lanes: usize,
-    ) {
-        scatter_lines::<__m512d, D>(rows, len, p, lane_step, lanes)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scatter_lines_avx2<D: Sample>(
-        rows: &[f64],
-        len: usize,
-        p: *mut D,
-        lane_step: usize,
-        lanes: usize,
-    ) {
-        scatter_lines::<__m256d, D>(rows, len, p, lane_step, lanes)
     }
 
     #[inline(always)]
@@ -689,8 +645,8 @@ mod x86 {
     /// The kernel with each output vector converted and stored straight into
     /// row `i` of the destination (`p + i·step`), instead of an f64 tile
     /// that a second loop would read back.
-    #[target_feature(enable = "avx512f,avx512vl")]
-    pub unsafe fn convolve_store_avx512<D: Sample>(
+    #[inline(always)]
+    unsafe fn convolve_store<V: Lines, D: Sample>(
         tile: &[f64],
         len: usize,
         width: usize,
@@ -698,24 +654,31 @@ mod x86 {
         p: *mut D,
         step: usize,
     ) {
-        convolve_fixed::<__m512d>(tile, len, width, w, |i, c, v| {
+        convolve_fixed::<V>(tile, len, width, w, |i, c, v| {
             v.store_as(p.add(i * step + c))
         })
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn convolve_store_avx2<D: Sample>(
-        tile: &[f64],
-        len: usize,
-        width: usize,
-        w: &[f64],
-        p: *mut D,
-        step: usize,
-    ) {
-        convolve_fixed::<__m256d>(tile, len, width, w, |i, c, v| {
-            v.store_as(p.add(i * step + c))
-        })
+    /// The AVX-512 and AVX2 entry points of a function written once over the
+    /// register width (`Lines`), each compiled with its own features.
+    macro_rules! per_width {
+        ($avx512:ident, $avx2:ident = $generic:ident<$t:ident>($($arg:ident: $ty:ty),*)) => {
+            #[target_feature(enable = "avx512f,avx512vl")]
+            pub unsafe fn $avx512<$t: Sample>($($arg: $ty),*) {
+                $generic::<__m512d, $t>($($arg),*)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn $avx2<$t: Sample>($($arg: $ty),*) {
+                $generic::<__m256d, $t>($($arg),*)
+            }
+        };
     }
+    per_width!(gather_lines_avx512, gather_lines_avx2 = gather_lines<S>(
+        p: *const S, lane_step: usize, lanes: usize, len: usize, rows: &mut [f64]));
+    per_width!(scatter_lines_avx512, scatter_lines_avx2 = scatter_lines<D>(
+        rows: &[f64], len: usize, p: *mut D, lane_step: usize, lanes: usize));
+    per_width!(convolve_store_avx512, convolve_store_avx2 = convolve_store<D>(
+        tile: &[f64], len: usize, width: usize, w: &[f64], p: *mut D, step: usize));
 
     /// `convolve_store` for integer images, computed in f32 on 16 lanes and
     /// checked (see the public wrapper for the argument). Every vector is
