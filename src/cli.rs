@@ -78,6 +78,12 @@ pub struct RunArgs {
     /// node's cores divided by the ranks on the node).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Images read and inflated at once per rank (default: 2 when the rank
+    /// has 2 or more threads, else 1). Each reader holds one more image in
+    /// memory; inflating one image cannot be split, so with many threads per
+    /// rank more readers keep the cores busy.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub readers: Option<u64>,
     /// How images are shared among MPI ranks.
     #[arg(long, value_enum, default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,

@@ -32,6 +32,8 @@ pub struct RunConfig {
     pub threads: usize,
     /// Where the thread count came from (flag, SLURM_CPUS_PER_TASK, cores).
     pub threads_from: String,
+    /// Reader threads: images read and inflated at once.
+    pub readers: usize,
     /// How images are shared among ranks.
     pub schedule: Schedule,
     pub compression_level: u32,
@@ -109,6 +111,16 @@ pub fn default_threads(node_ranks: usize) -> (usize, String) {
         share,
         format!("{online} cores / {node_ranks} ranks on the node"),
     )
+}
+
+/// Readers per rank when `--readers` is not given. Inflating an image is one
+/// thread's work, and on two cores it takes about as long as filtering and
+/// compressing it on both: a second reader keeps both cores busy at the
+/// start of a run and whenever inflating is the slowest stage
+/// (docs/performance.md: 8 float32 `.nii.gz` on 2 cores 5.7% faster,
+/// for one more image in memory).
+pub fn default_readers(threads: usize) -> usize {
+    threads.clamp(1, 2)
 }
 
 impl RunConfig {
@@ -200,6 +212,7 @@ impl RunConfig {
                 (None, Compat::Fsl) | (Some(DtypeChoice::Float32), _) => Some(DType::F32),
                 (Some(DtypeChoice::Float64), _) => Some(DType::F64),
             },
+            readers: a.readers.map_or(default_readers(threads), |n| n as usize),
             threads,
             threads_from,
             schedule: a.schedule,

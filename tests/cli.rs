@@ -89,6 +89,7 @@ fn refusals_exit_2_and_touch_nothing() {
         &["--sigma", "1,2"][..],
         &["--mode", "grid"],
         &["--threads", "0"],
+        &["--readers", "0"],
         &["--compression-level", "12"],
     ] {
         let mut args = vec!["run", s(&inp), "-o", s(&o3)];

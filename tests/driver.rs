@@ -4,41 +4,15 @@
 //! the filter becomes that image's recorded error (static and dynamic paths).
 //! The multi-rank paths run under mpirun in tests/python/test_mpi.py.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::Parser;
-use nismooth::cli::{Cli, Command};
-use nismooth::config::RunConfig;
 use nismooth::driver::{self, comm::Single};
 use nismooth::filter::{cpu::CpuBackend, Backend, FilterError, FilterSpec, Pending, Shape};
-use nismooth::generate::{self, PhantomSpec};
 use nismooth::report::Status;
 use nismooth::volume::{DType, Voxels};
 
-fn config(args: &[&str]) -> RunConfig {
-    let mut argv = vec!["nismooth", "run", "--progress", "none"];
-    argv.extend_from_slice(args);
-    match Cli::parse_from(argv).command {
-        Command::Run(a) => RunConfig::from_args(&a, 1, 1).expect("valid options"),
-        _ => unreachable!(),
-    }
-}
-
-fn phantoms(dir: &Path, n: usize) -> Vec<PathBuf> {
-    let spec = PhantomSpec {
-        shape: vec![14, 12, 9],
-        dtype: DType::F32,
-        seed: 11,
-        vary_size: true,
-        noise: nismooth::cli::NoiseChoice::Rician,
-        format: nismooth::io::OutputFormat::NiiGz,
-    };
-    generate::generate(dir, n, &spec).expect("phantoms")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{config, phantoms, s};
 
 #[test]
 fn every_schedule_processes_each_image_once_with_identical_outputs() {
@@ -230,12 +204,15 @@ fn a_queueing_backend_keeps_depth_images_in_flight_and_order_and_errors_per_imag
     driver::run(&cfg, &Single, &mut CpuBackend::new(1).unwrap(), vec![]).unwrap();
 
     let out = dir.path().join("queued");
+    // One reader, so that the third image submitted is the third listed.
     let cfg = config(&[
         s(&dir.path().join("in")),
         "-o",
         s(&out),
         "--schedule",
         "block",
+        "--readers",
+        "1",
     ]);
     let mut backend = Queued {
         cpu: CpuBackend::new(1).unwrap(),

@@ -205,12 +205,13 @@ pub fn run(
             .map(|i| i as usize)
             .collect();
         log::info!(
-            "{}: rank {rank} of {size} has {} of {} images ({:?} schedule), {} thread(s), backend {}",
+            "{}: rank {rank} of {size} has {} of {} images ({:?} schedule), {} thread(s), {} reader(s), backend {}",
             comm.describe(),
             mine.len(),
             tasks.len(),
             cfg.schedule,
             cfg.threads,
+            cfg.readers,
             backend.name()
         );
         let mut progress = if comm.is_root() {

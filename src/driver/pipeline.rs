@@ -1,14 +1,15 @@
 //! One process's pipeline: read → filter → write for each of its images,
 //! overlapped.
 //!
-//! Three threads pass images along rendezvous channels: while image i is
-//! filtered, image i+1 is read and inflated and image i−1 is compressed and
-//! written. A channel of capacity 0 hands an image over only when the next
-//! stage takes it, so at most three images are in memory at once (one per
-//! stage; a GPU backend holds one more, `Backend::depth`), however many the
-//! run has; the writer hands each finished buffer back to the reader for the
-//! next image. Tasks are pulled on the calling
-//! thread, because for the dynamic schedule pulling one is an MPI call.
+//! The stages' threads pass images along rendezvous channels: while image i
+//! is filtered, image i+1 is read and inflated and image i−1 is compressed
+//! and written. Inflating one image cannot be split among threads, so a rank
+//! with spare cores runs more than one reader (`RunConfig::readers`), each on
+//! its own image. A channel of capacity 0 hands an image over only when the
+//! next stage takes it, so a rank holds a fixed number of images however many
+//! the run has (`pipeline_images`); the writer hands each finished buffer back
+//! to the readers for the next image. Tasks are pulled on the calling thread,
+//! because for the dynamic schedule pulling one is an MPI call.
 //!
 //! Every image ends as a record, whatever happens to it: a bad file, a failed
 //! write, even a panic inside a stage become that image's error, and the
@@ -19,7 +20,7 @@ use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -95,10 +96,14 @@ impl Progress {
     }
 }
 
-/// The most images one process holds at once: one per stage, and the written
-/// image's buffer on its way back to the reader. Peak memory per process is
-/// flat once a process has this many images (docs/performance.md).
-pub const PIPELINE_IMAGES: usize = 4;
+/// The most images one process with `readers` readers holds at once: one
+/// per reader, one being filtered, one being written, and the written
+/// image's buffer on its way back to a reader (a GPU backend holds
+/// `Backend::depth` − 1 more). Peak memory per process is flat once a
+/// process has this many images (docs/performance.md).
+pub fn pipeline_images(readers: usize) -> usize {
+    readers.max(1) + 3
+}
 
 /// Runs every task the source yields through the pipeline; one record per
 /// task, in the order they came. The source may be a list (static schedules)
@@ -133,25 +138,39 @@ pub fn process<'t>(
     // Records land here as the writer finishes them, so that they survive
     // even if a stage thread dies outside the per-image guards; the journal
     // keeps them on disk in case the whole process dies.
-    let finished = std::sync::Mutex::new(Vec::new());
+    let finished = Mutex::new(Vec::new());
     let mut journal = Journal::open(&cfg.outdir, &durable.run, rank);
     let resume = durable.resume.as_ref();
+    // The readers share the task queue and the spare buffers.
+    let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
+    let (spare_tx, spare_rx) = mpsc::channel::<Voxels>();
+    let (task_rx, spare_rx) = (Mutex::new(task_rx), Mutex::new(spare_rx));
     let outcome = std::thread::scope(|s| {
-        let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
         let (read_tx, read_rx) = mpsc::sync_channel::<InFlight>(0);
         let (filtered_tx, filtered_rx) = mpsc::sync_channel::<InFlight>(0);
-        let (spare_tx, spare_rx) = mpsc::channel::<Voxels>();
         let stage = |name: &str| std::thread::Builder::new().name(format!("nismooth-{name}"));
 
-        let reader = stage("read").spawn_scoped(s, move || {
-            for task in task_rx {
-                let spare = spare_rx.try_recv().ok();
-                let job = guarded(task, rank, || read(task, cfg, resume, rank, spare));
-                if read_tx.send(job).is_err() {
-                    break;
-                }
-            }
-        });
+        let (task_rx, spare_rx) = (&task_rx, &spare_rx);
+        let readers: Vec<_> = (0..cfg.readers.max(1))
+            .map(|i| {
+                let read_tx = read_tx.clone();
+                stage(&format!("read-{i}")).spawn_scoped(s, move || loop {
+                    // The lock is held only while waiting for a task, never
+                    // while reading one.
+                    let next = task_rx
+                        .lock()
+                        .map_err(drop)
+                        .and_then(|rx| rx.recv().map_err(drop));
+                    let Ok(task) = next else { break };
+                    let spare = spare_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
+                    let job = guarded(task, rank, || read(task, cfg, resume, rank, spare));
+                    if read_tx.send(job).is_err() {
+                        break;
+                    }
+                })
+            })
+            .collect();
+        drop(read_tx);
         let filterer = stage("filter").spawn_scoped(s, move || {
             // A GPU backend keeps `depth` images submitted; the oldest is
             // finished (waited for) only when the next one has been queued.
@@ -186,7 +205,10 @@ pub fn process<'t>(
             }
             progress.finish();
         });
-        let (Ok(reader), Ok(filterer), Ok(writer)) = (reader, filterer, writer) else {
+        let readers: Result<Vec<_>, _> = readers.into_iter().collect();
+        let (Ok(readers), Ok(filterer), Ok(writer)) = (readers, filterer, writer) else {
+            // Readers that did start see the queue closed and end.
+            drop(task_tx);
             return Err(tasks);
         };
         // The source is always drained, even if the reader has died: under
@@ -197,7 +219,10 @@ pub fn process<'t>(
             let _ = task_tx.send(task);
         }
         drop(task_tx);
-        let _ = (reader.join(), filterer.join(), writer.join());
+        for reader in readers {
+            let _ = reader.join();
+        }
+        let _ = (filterer.join(), writer.join());
         Ok(fed)
     });
     let fed = match outcome {

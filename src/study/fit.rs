@@ -15,7 +15,8 @@
 use serde::Serialize;
 
 use super::StudyPoint;
-use crate::driver::pipeline::PIPELINE_IMAGES;
+use crate::config::default_readers;
+use crate::driver::pipeline::pipeline_images;
 
 /// Where the target runs.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -191,9 +192,10 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
 
     // Memory per rank, from runs like the target's: one rank runs without
     // MPI, several load the MPI library (about 10 MiB more per rank). A rank
-    // holds up to PIPELINE_IMAGES images at once, so only runs that gave
+    // holds up to `pipeline_images` images at once, so only runs that gave
     // every rank at least that many show the plateau (when the study has any).
-    let full = |p: &&StudyPoint| p.tasks.div_ceil(p.ranks) >= PIPELINE_IMAGES;
+    let full =
+        |p: &&StudyPoint| p.tasks.div_ceil(p.ranks) >= pipeline_images(default_readers(p.threads));
     let like: Vec<&StudyPoint> = {
         let same: Vec<&StudyPoint> = ok
             .iter()
@@ -403,10 +405,11 @@ mod tests {
 
     #[test]
     fn memory_ramps_until_the_pipeline_is_full_then_counts_as_flat() {
-        // A rank holds min(images, PIPELINE_IMAGES) images of 4 MB: memory
+        // A rank holds min(images, pipeline_images) images of 4 MB: memory
         // rises over the first few images, then stays put.
         let peak = |ranks: usize, tasks: usize| {
-            (10 << 20) + tasks.div_ceil(ranks).min(PIPELINE_IMAGES) as u64 * (4 << 20)
+            let most = pipeline_images(default_readers(1));
+            (10 << 20) + tasks.div_ceil(ranks).min(most) as u64 * (4 << 20)
         };
         let mut pts = Vec::new();
         for r in [1, 2] {
