@@ -268,7 +268,7 @@ fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
             mib: parse_mib(m).map_err(anyhow::Error::msg)?,
         },
         (None, None) => {
-            let per_rank = default_rank_memory_mib(&args.run_args, &mut notes);
+            let per_rank = default_rank_memory_mib(&args.run_args, args.cpus_per_task, &mut notes);
             match args.model {
                 Model::Mpi | Model::Hybrid | Model::Gpu => Memory::PerCpu {
                     mib: round_up(
@@ -316,20 +316,28 @@ fn round_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
 
-/// Memory per rank from the largest input image: nismooth holds one image
-/// (as float64 at most) plus working buffers, measured flat at about 2× the
-/// decompressed image + 40 MiB; the request asks 3× + 64 MiB, then 1.5× margin.
-fn default_rank_memory_mib(run_args: &[String], notes: &mut Vec<String>) -> u64 {
+/// Memory per rank from the largest input image. A rank's pipeline holds
+/// one image per reader plus those being filtered and written; measured
+/// flat at (readers + 1) × the decompressed image + about 48 MiB
+/// (docs/performance.md). The request asks (readers + 2) × + 64 MiB, then a
+/// 1.5× margin.
+fn default_rank_memory_mib(run_args: &[String], threads: usize, notes: &mut Vec<String>) -> u64 {
     let argv = ["nismooth", "run"]
         .into_iter()
         .map(String::from)
         .chain(run_args.iter().cloned());
-    let largest = Cli::try_parse_from(argv)
+    let run = Cli::try_parse_from(argv)
         .ok()
         .and_then(|cli| match cli.command {
-            Command::Run(a) => nismooth::plan::discover(&a.inputs, a.list.as_deref()).ok(),
+            Command::Run(a) => Some(a),
             _ => None,
-        })
+        });
+    let readers = run
+        .as_ref()
+        .and_then(|a| a.readers.map(|n| n as usize))
+        .unwrap_or_else(|| nismooth::config::default_readers(threads));
+    let largest = run
+        .and_then(|a| nismooth::plan::discover(&a.inputs, a.list.as_deref()).ok())
         .and_then(|inputs| {
             inputs
                 .iter()
@@ -339,9 +347,10 @@ fn default_rank_memory_mib(run_args: &[String], notes: &mut Vec<String>) -> u64 
         });
     match largest {
         Some(bytes) => {
-            let mib = (3 * bytes).div_ceil(1 << 20) + 64;
+            let images = readers as u64 + 2;
+            let mib = (images * bytes).div_ceil(1 << 20) + 64;
             notes.push(format!(
-                "Memory: largest input image {:.1} MiB decompressed; per rank 3× that + 64 MiB = {mib} MiB, requested with a 1.5× margin.",
+                "Memory: largest input image {:.1} MiB decompressed; per rank with {readers} reader(s) {images}× that + 64 MiB = {mib} MiB, requested with a 1.5× margin.",
                 bytes as f64 / (1 << 20) as f64
             ));
             mib * 3 / 2

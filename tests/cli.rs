@@ -308,3 +308,50 @@ fn cuda_is_refused_with_its_reason_and_auto_falls_back_to_the_cpu() {
         stderr(&fsl)
     );
 }
+
+#[test]
+fn sbatch_asks_memory_for_each_reader() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    // One 32 MiB float32 image.
+    let g = nismooth(&[
+        "generate",
+        "-o",
+        s(&inp),
+        "-n",
+        "1",
+        "--shape",
+        "256,256,128",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let out = t.path().join("out");
+    let mem = |cpus: &str, readers: Option<&str>| {
+        let mut args = vec!["sbatch", "--model", "threads", "--cpus-per-task", cpus];
+        args.extend(["--", s(&inp), "-o", s(&out)]);
+        if let Some(r) = readers {
+            args.extend(["--readers", r]);
+        }
+        let o = nismooth(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let line = |p: &str| {
+            text.lines()
+                .find(|l| l.contains(p))
+                .unwrap_or("")
+                .to_string()
+        };
+        (line("#SBATCH --mem="), line("reader(s)"))
+    };
+    // (readers + 2) × 32 MiB + 64 MiB, × 1.5, rounded up to 256 MiB.
+    for (cpus, readers, want, note) in [
+        ("1", None, "--mem=256M", "1 reader(s) 3×"),
+        ("2", None, "--mem=512M", "2 reader(s) 4×"),
+        ("2", Some("1"), "--mem=256M", "1 reader(s) 3×"),
+        ("1", Some("9"), "--mem=768M", "9 reader(s) 11×"),
+    ] {
+        let (m, n) = mem(cpus, readers);
+        assert!(m.ends_with(want), "{cpus} cpus, {readers:?}: {m}");
+        assert!(n.contains(note), "{n}");
+    }
+    assert!(!out.exists(), "sbatch runs nothing");
+}
