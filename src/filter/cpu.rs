@@ -10,8 +10,9 @@
 //! the next pass reads it, exactly as scipy does.
 //!
 //! int16 and uint8 images, whose outputs are truncated to integers, take
-//! f32 tiles in every pass: twice the lanes per vector, with each truncation
-//! proved from an error bound or recomputed in f64 (`simd::convolve_store_f32`).
+//! f32 tiles in every pass (the x pass only with AVX-512): twice the lanes
+//! per vector, with each truncation proved from an error bound or recomputed
+//! in f64 (`simd::convolve_store_f32`).
 
 use std::sync::Arc;
 
@@ -338,9 +339,16 @@ unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch)
     let (r, len, width) = (k.radius(), geo.len, geo.width);
     // Integer images: f32 tiles, unless a tile holds a negative value (the
     // error bound needs every term ≥ 0); the source is untouched, so the
-    // f64 way below reloads it.
+    // f64 way below reloads it. The x pass needs the f32 line transposes;
+    // the other passes store whole rows of lanes into the image.
     #[cfg(target_arch = "x86_64")]
-    if (geo.lane_step != 1 || lanes == width) && single_precision_fits::<S, D>(k, edge) {
+    let f32_tile = if geo.lane_step == 1 {
+        lanes == width
+    } else {
+        simd::has_f32_line_transposes()
+    };
+    #[cfg(target_arch = "x86_64")]
+    if f32_tile && single_precision_fits::<S, D>(k, edge) {
         sc.fit32(len, r, width);
         let body = &mut sc.tile32[r * width..(r + len) * width];
         let non_negative = if geo.lane_step == 1 {
@@ -376,7 +384,7 @@ unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch)
 
 /// Whether a group may take `simd::convolve_store_f32`: int16 or uint8 in
 /// and out, weights it accepts, and any constant padding an integer in
-/// `0..2¹⁶` (so that every tile value is one); the CPU has AVX-512.
+/// `0..2¹⁶` (so that every tile value is one); the CPU has AVX2 or AVX-512.
 fn single_precision_fits<S: Sample, D: Sample>(k: &Kernel1d, edge: Edge) -> bool {
     let small_int = |d: DType| matches!(d, DType::I16 | DType::U8);
     small_int(S::DTYPE)
@@ -416,7 +424,8 @@ struct Scratch {
     tile: Vec<f64>,
     /// The same in f32, for integer images (`simd::convolve_store_f32`).
     tile32: Vec<f32>,
-    /// One word per 16 outputs of `tile32`: the lanes left for f64 to decide.
+    /// One word per vector (16 or 8 outputs) of `tile32`: the lanes left for
+    /// f64 to decide.
     flags: Vec<u16>,
     /// Axis 0's truncated outputs, on their way into the lines.
     out32: Vec<i32>,
@@ -441,7 +450,7 @@ impl Scratch {
     /// The same for the f32 kernel's buffers, for one group.
     fn fit32(&mut self, len: usize, r: usize, width: usize) {
         grow(&mut self.tile32, (len + 2 * r) * width);
-        grow(&mut self.flags, len * width / 16);
+        grow(&mut self.flags, len * width / 8);
         grow(&mut self.out32, len * width);
     }
 }

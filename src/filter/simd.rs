@@ -47,9 +47,10 @@ pub fn convolve(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Scalar,
-    /// AVX2 and FMA (Zen 2 and 3, Haswell to Coffee Lake): f64 kernels only.
+    /// AVX2 and FMA (Zen 2 and 3, Haswell to Coffee Lake): the in-register
+    /// transposes, and the f32 kernel for the y and z passes.
     Avx2,
-    /// AVX-512 F and VL: also the in-register transposes and the f32 kernel.
+    /// AVX-512 F and VL: also the f32 kernel's x pass (16×16 transposes).
     Avx512,
 }
 
@@ -170,8 +171,8 @@ pub unsafe fn convolve_store<D: Sample>(
 /// in `[a·lo, a·hi]` (`f32_error_factors`, two units of margin for their own
 /// roundings). Where both ends truncate to the same integer, `s` truncates
 /// to it as well, and that is stored; where they do not (a result within
-/// about 10⁻⁶ relative of an integer), those 16 outputs are recomputed by
-/// scipy's f64 sequence from the same tile.
+/// about 10⁻⁶ relative of an integer), that vector's outputs (16, or 8 with
+/// AVX2) are recomputed by scipy's f64 sequence from the same tile.
 ///
 /// # Safety
 /// As for `convolve_store`; `D` is int16 or uint8 (or int32, for rows that
@@ -189,9 +190,13 @@ pub unsafe fn convolve_store_f32<D: Sample>(
 ) {
     assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
     assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
-    assert!(flags.len() >= len * width / 16);
+    assert!(flags.len() >= len * width / 8);
     assert!(f32_kernel_fits(w));
-    x86::convolve_store_f32(tile, len, width, w, p, step, flags)
+    match level() {
+        Level::Avx512 => x86::convolve_store_f32(tile, len, width, w, p, step, flags),
+        Level::Avx2 => x86::convolve_store_f32_avx2(tile, len, width, w, p, step, flags),
+        Level::Scalar => unreachable!("convolve_store_f32 needs has_f32_kernel()"),
+    }
 }
 
 /// `gather_lines` into an f32 tile, for int16 and uint8 lines (exact in
@@ -259,8 +264,15 @@ pub fn has_line_transposes() -> bool {
     level() >= Level::Avx2
 }
 
-/// Whether `convolve_store_f32` and its line gathers run (AVX-512 F and VL).
+/// Whether `convolve_store_f32` runs (AVX2 and FMA on 8 lanes, or AVX-512
+/// on 16).
 pub fn has_f32_kernel() -> bool {
+    level() >= Level::Avx2
+}
+
+/// Whether `gather_lines_f32` and `scatter_lines_i32` run, which take the
+/// f32 kernel to the x pass (AVX-512 F and VL).
+pub fn has_f32_line_transposes() -> bool {
     level() == Level::Avx512
 }
 
@@ -612,6 +624,17 @@ mod x86 {
         _mm256_fmadd_pd
     );
     vector!(
+        __m256,
+        f32,
+        8,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_set1_ps,
+        _mm256_add_ps,
+        _mm256_mul_ps,
+        _mm256_fmadd_ps
+    );
+    vector!(
         __m512,
         f32,
         16,
@@ -661,15 +684,23 @@ mod x86 {
 
     /// The AVX-512 and AVX2 entry points of a function written once over the
     /// register width (`Lines`), each compiled with its own features.
+    /// `f32` first: over `Checked`, on f32 registers.
     macro_rules! per_width {
+        (f32 $avx512:ident, $avx2:ident = $generic:ident<$t:ident>($($arg:ident: $ty:ty),*)) => {
+            per_width!(@ __m512, __m256; $avx512, $avx2 = $generic<$t>($($arg: $ty),*));
+        };
         ($avx512:ident, $avx2:ident = $generic:ident<$t:ident>($($arg:ident: $ty:ty),*)) => {
+            per_width!(@ __m512d, __m256d; $avx512, $avx2 = $generic<$t>($($arg: $ty),*));
+        };
+        (@ $wide:ty, $narrow:ty;
+         $avx512:ident, $avx2:ident = $generic:ident<$t:ident>($($arg:ident: $ty:ty),*)) => {
             #[target_feature(enable = "avx512f,avx512vl")]
             pub unsafe fn $avx512<$t: Sample>($($arg: $ty),*) {
-                $generic::<__m512d, $t>($($arg),*)
+                $generic::<$wide, $t>($($arg),*)
             }
             #[target_feature(enable = "avx2,fma")]
             pub unsafe fn $avx2<$t: Sample>($($arg: $ty),*) {
-                $generic::<__m256d, $t>($($arg),*)
+                $generic::<$narrow, $t>($($arg),*)
             }
         };
     }
@@ -680,14 +711,19 @@ mod x86 {
     per_width!(convolve_store_avx512, convolve_store_avx2 = convolve_store<D>(
         tile: &[f64], len: usize, width: usize, w: &[f64], p: *mut D, step: usize));
 
-    /// `convolve_store` for integer images, computed in f32 on 16 lanes and
-    /// checked (see the public wrapper for the argument). Every vector is
-    /// stored as the truncation of its interval's top, and flagged where the
-    /// interval's ends truncate differently; flagged vectors are recomputed
-    /// afterwards. A branch inside the kernel's loop cost more (measured)
-    /// than the fix-ups, which touch well under 1% of vectors on MRI-like data.
-    #[target_feature(enable = "avx512f,avx512vl")]
-    pub unsafe fn convolve_store_f32<D: Sample>(
+    per_width!(f32 convolve_store_f32, convolve_store_f32_avx2 = convolve_store_checked<D>(
+        tile: &[f32], len: usize, width: usize, w: &[f64], p: *mut D, step: usize,
+        flags: &mut [u16]));
+
+    /// `convolve_store` for integer images, computed in f32 (16 lanes with
+    /// AVX-512, 8 with AVX2) and checked (see the public wrapper for the
+    /// argument). Every vector is stored as the truncation of its interval's
+    /// top, and flagged where the interval's ends truncate differently;
+    /// flagged vectors are recomputed afterwards. A branch inside the
+    /// kernel's loop cost more (measured) than the fix-ups, which touch well
+    /// under 1% of vectors on MRI-like data.
+    #[inline(always)]
+    unsafe fn convolve_store_checked<V: Checked, D: Sample>(
         tile: &[f32],
         len: usize,
         width: usize,
@@ -697,19 +733,130 @@ mod x86 {
         flags: &mut [u16],
     ) {
         let (lo, hi) = super::f32_error_factors(w.len() - 1);
-        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let per_row = width / 16;
+        // Both factors are f32 values, so the splat is exact.
+        let (lo, hi) = (V::splat(lo as f64), V::splat(hi as f64));
+        let per_row = width / V::WIDTH;
         let flags = &mut flags[..len * per_row];
         let f = flags.as_mut_ptr();
-        convolve_fixed::<__m512>(tile, len, width, w, |i, c, a| {
-            let below = _mm512_cvttps_epi32(_mm512_mul_ps(a, lo));
-            let above = _mm512_cvttps_epi32(_mm512_mul_ps(a, hi));
-            *f.add(i * per_row + c / 16) = _mm512_cmpneq_epi32_mask(below, above);
-            store16(p.add(i * step + c), above)
+        convolve_fixed::<V>(tile, len, width, w, |i, c, a| {
+            *f.add(i * per_row + c / V::WIDTH) = a.store_checked(lo, hi, p.add(i * step + c));
         });
         for (n, _) in flags.iter().enumerate().filter(|(_, &m)| m != 0) {
-            let (i, c) = (n / per_row, n % per_row * 16);
-            convolve_exact(tile, i, c, width, w, p.add(i * step + c))
+            let (i, c) = (n / per_row, n % per_row * V::WIDTH);
+            V::recompute(tile, i, c, width, w, p.add(i * step + c))
+        }
+    }
+
+    /// One register width of the checked f32 kernel.
+    trait Checked: Vector<E = f32> {
+        /// Stores the truncation of `self·hi` into `p` as `D`; nonzero where
+        /// the truncation of `self·lo` differs (the lanes f64 must decide).
+        unsafe fn store_checked<D: Sample>(self, lo: Self, hi: Self, p: *mut D) -> u16;
+        /// Output row `i`, lanes `c..c + WIDTH`, by scipy's f64 sequence.
+        unsafe fn recompute<D: Sample>(
+            tile: &[f32],
+            i: usize,
+            c: usize,
+            width: usize,
+            w: &[f64],
+            p: *mut D,
+        );
+    }
+
+    impl Checked for __m512 {
+        #[inline(always)]
+        unsafe fn store_checked<D: Sample>(self, lo: Self, hi: Self, p: *mut D) -> u16 {
+            let below = _mm512_cvttps_epi32(_mm512_mul_ps(self, lo));
+            let above = _mm512_cvttps_epi32(_mm512_mul_ps(self, hi));
+            store16(p, above);
+            _mm512_cmpneq_epi32_mask(below, above)
+        }
+        #[inline(always)]
+        unsafe fn recompute<D: Sample>(
+            tile: &[f32],
+            i: usize,
+            c: usize,
+            width: usize,
+            w: &[f64],
+            p: *mut D,
+        ) {
+            convolve_exact(tile, i, c, width, w, p)
+        }
+    }
+
+    impl Checked for __m256 {
+        #[inline(always)]
+        unsafe fn store_checked<D: Sample>(self, lo: Self, hi: Self, p: *mut D) -> u16 {
+            let below = _mm256_cvttps_epi32(_mm256_mul_ps(self, lo));
+            let above = _mm256_cvttps_epi32(_mm256_mul_ps(self, hi));
+            store8_i32(p, above);
+            let same = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(below, above)));
+            (same ^ 0xff) as u16
+        }
+        /// Lane by lane: rare enough that 256-bit f64 code would not pay.
+        #[inline(always)]
+        unsafe fn recompute<D: Sample>(
+            tile: &[f32],
+            i: usize,
+            c: usize,
+            width: usize,
+            w: &[f64],
+            p: *mut D,
+        ) {
+            convolve_exact_lanes(tile, i, c..c + 8, width, w, p)
+        }
+    }
+
+    /// Eight truncated values into `p` as `D`, as `store16` (AVX2): a byte
+    /// shuffle keeps each value's low bytes, as the C cast does.
+    #[inline(always)]
+    unsafe fn store8_i32<D: Sample>(p: *mut D, v: __m256i) {
+        match D::DTYPE {
+            DType::I32 => _mm256_storeu_si256(p as *mut __m256i, v),
+            DType::I16 => {
+                #[rustfmt::skip]
+                let low = _mm256_setr_epi8(
+                    0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                    0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                );
+                // Each half's 8 bytes, then the halves' low quadwords together.
+                let x = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(v, low));
+                _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(x))
+            }
+            DType::U8 => {
+                #[rustfmt::skip]
+                let low = _mm256_setr_epi8(
+                    0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                    0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                );
+                let x = _mm256_shuffle_epi8(v, low);
+                let x = _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+                _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(x))
+            }
+            _ => unreachable!("the f32 kernel stores int16, uint8 or int32 only"),
+        }
+    }
+
+    /// Output row `i`, `lanes` of the tile, by scipy's f64 sequence in
+    /// scalar arithmetic (Rust never contracts it), stored from `p` on.
+    #[cold]
+    #[inline(never)]
+    unsafe fn convolve_exact_lanes<D: Sample>(
+        tile: &[f32],
+        i: usize,
+        lanes: std::ops::Range<usize>,
+        width: usize,
+        w: &[f64],
+        p: *mut D,
+    ) {
+        let r = w.len() - 1;
+        for (o, l) in lanes.enumerate() {
+            let x = |row: usize| tile[row * width + l] as f64;
+            let mut acc = x(i + r) * w[0];
+            for k in (1..=r).rev() {
+                acc += (x(i + r - k) + x(i + r + k)) * w[k];
+            }
+            *p.add(o) = D::from_f64(acc);
         }
     }
 
@@ -1118,11 +1265,18 @@ mod tests {
 
                 let tile32: Vec<f32> = tile.iter().map(|&x| x as f32).collect();
                 let mut got = vec![D::from_f64(0.0); len * width];
-                let mut flags = vec![0u16; len * width / 16];
+                let mut flags = vec![0u16; len * width / 8];
                 unsafe {
                     convolve_store_f32(&tile32, len, width, &w, got.as_mut_ptr(), width, &mut flags)
                 };
                 assert_eq!(got, want, "sigma {sigma} len {len} width {width}");
+                if std::is_x86_feature_detected!("avx512f") {
+                    // This CPU runs the 16-lane kernel above; the 8-lane one too.
+                    let mut got8 = vec![D::from_f64(0.0); len * width];
+                    let (out, f) = (got8.as_mut_ptr(), &mut flags);
+                    unsafe { x86::convolve_store_f32_avx2(&tile32, len, width, &w, out, width, f) };
+                    assert_eq!(got8, want, "AVX2: sigma {sigma} len {len} width {width}");
+                }
 
                 // The same sequence in f32, truncated unchecked.
                 let w32: Vec<f32> = w.iter().map(|&x| x as f32).collect();
@@ -1155,7 +1309,7 @@ mod tests {
     /// scatter narrows like the C cast.
     #[cfg(target_arch = "x86_64")]
     fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
-        if !has_f32_kernel() {
+        if !has_f32_line_transposes() {
             return;
         }
         for (len, lanes, step) in [
