@@ -89,17 +89,23 @@ fn detect() -> Level {
 
 /// The definition, one output at a time (also the fallback on other CPUs).
 pub fn convolve_scalar(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
-    let r = w.len() - 1;
     for (i, o) in out.chunks_exact_mut(width).enumerate() {
-        let at = |row: usize, l: usize| tile[row * width + l];
         for (l, o) in o.iter_mut().enumerate() {
-            let mut acc = at(i + r, l) * w[0];
-            for k in (1..=r).rev() {
-                acc += (at(i + r - k, l) + at(i + r + k, l)) * w[k];
-            }
-            *o = acc;
+            *o = scipy_sum(|row| tile[(i + row) * width + l], w);
         }
     }
+}
+
+/// scipy's sequence for one output, in scalar f64 (Rust never contracts
+/// it): `x(j)` is row `j` of the output's window, `0..=2r`, centre `r`.
+#[inline(always)]
+fn scipy_sum(x: impl Fn(usize) -> f64, w: &[f64]) -> f64 {
+    let r = w.len() - 1;
+    let mut acc = x(r) * w[0];
+    for k in (1..=r).rev() {
+        acc += (x(r - k) + x(r + k)) * w[k];
+    }
+    acc
 }
 
 /// Copies `LANES` lines (each at least `len` long) into a tile `LANES` wide:
@@ -405,18 +411,27 @@ mod x86 {
             DType::F64 => _mm256_storeu_pd(p as *mut f64, v),
             DType::F32 => _mm_storeu_ps(p as *mut f32, _mm256_cvtpd_ps(v)),
             DType::I16 => {
-                let low = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
-                let x = _mm_shuffle_epi8(_mm256_cvttpd_epi32(v), low);
+                let x = low_bytes::<D>(_mm256_cvttpd_epi32(v));
                 _mm_storel_epi64(p as *mut __m128i, x)
             }
             DType::U8 => {
-                let low =
-                    _mm_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-                let x = _mm_shuffle_epi8(_mm256_cvttpd_epi32(v), low);
+                let x = low_bytes::<D>(_mm256_cvttpd_epi32(v));
                 std::ptr::write_unaligned(p as *mut i32, _mm_cvtsi128_si32(x))
             }
             _ => store_scalar(p, v),
         }
+    }
+
+    /// The low bytes of four int32 that the C cast keeps for `D` (two for
+    /// int16, one for uint8), packed at the bottom: AVX2 has no truncating
+    /// narrow, so a byte shuffle does it.
+    #[inline(always)]
+    unsafe fn low_bytes<D: Sample>(x: __m128i) -> __m128i {
+        let keep = match D::DTYPE {
+            DType::I16 => _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1),
+            _ => _mm_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+        };
+        _mm_shuffle_epi8(x, keep)
     }
 
     /// 4×4 transpose of f64 in registers: `m[j][e]` becomes `m[e][j]`.
@@ -813,25 +828,15 @@ mod x86 {
     unsafe fn store8_i32<D: Sample>(p: *mut D, v: __m256i) {
         match D::DTYPE {
             DType::I32 => _mm256_storeu_si256(p as *mut __m256i, v),
-            DType::I16 => {
-                #[rustfmt::skip]
-                let low = _mm256_setr_epi8(
-                    0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
-                    0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
-                );
-                // Each half's 8 bytes, then the halves' low quadwords together.
-                let x = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(v, low));
-                _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(x))
-            }
-            DType::U8 => {
-                #[rustfmt::skip]
-                let low = _mm256_setr_epi8(
-                    0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                    0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                );
-                let x = _mm256_shuffle_epi8(v, low);
-                let x = _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
-                _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(x))
+            DType::I16 | DType::U8 => {
+                // Each half's low bytes, then the two halves side by side.
+                let lo = low_bytes::<D>(_mm256_castsi256_si128(v));
+                let hi = low_bytes::<D>(_mm256_extracti128_si256::<1>(v));
+                if D::DTYPE == DType::I16 {
+                    _mm_storeu_si128(p as *mut __m128i, _mm_unpacklo_epi64(lo, hi))
+                } else {
+                    _mm_storel_epi64(p as *mut __m128i, _mm_unpacklo_epi32(lo, hi))
+                }
             }
             _ => unreachable!("the f32 kernel stores int16, uint8 or int32 only"),
         }
@@ -849,14 +854,9 @@ mod x86 {
         w: &[f64],
         p: *mut D,
     ) {
-        let r = w.len() - 1;
         for (o, l) in lanes.enumerate() {
-            let x = |row: usize| tile[row * width + l] as f64;
-            let mut acc = x(i + r) * w[0];
-            for k in (1..=r).rev() {
-                acc += (x(i + r - k) + x(i + r + k)) * w[k];
-            }
-            *p.add(o) = D::from_f64(acc);
+            let sum = super::scipy_sum(|row| tile[(i + row) * width + l] as f64, w);
+            *p.add(o) = D::from_f64(sum);
         }
     }
 
@@ -1253,12 +1253,29 @@ mod tests {
             return;
         }
         let mut plain_f32_wrong = 0;
+        // Vectors stored as the kernel computed them, not recomputed in f64,
+        // by the 16- and 8-lane kernels: the stores themselves are tested.
+        let mut unflagged = [0, 0];
         for sigma in [0.4, 1.0, 2.0, 2.9, 5.0] {
             let w = Kernel1d::gaussian(sigma, 4.0, ExpFlavour::Libm).half;
             let r = w.len() - 1;
             assert!(f32_kernel_fits(&w));
-            for (len, width) in [(1usize, LANES), (7, 4 * LANES), (40, 2 * LANES)] {
-                let tile = integer_tile(len + 2 * r, width, top, (r * 31 + len) as u64);
+            let shapes = [(1usize, LANES), (7, 4 * LANES), (40, 2 * LANES)];
+            // Tiles built to land on integers (whose vectors are all flagged),
+            // and noise alone (mostly not).
+            let tiles = shapes.into_iter().flat_map(|(len, width)| {
+                let rows = len + 2 * r;
+                let seed = (r * 31 + len) as u64;
+                let noise = noise(rows * width, seed + 1)
+                    .into_iter()
+                    .map(|x| ((x + 50.0) / 200.0 * top).clamp(0.0, top).floor())
+                    .collect();
+                [
+                    (len, width, integer_tile(rows, width, top, seed)),
+                    (len, width, noise),
+                ]
+            });
+            for (len, width, tile) in tiles {
                 let mut exact = vec![0.0; len * width];
                 convolve_scalar(&tile, &mut exact, width, &w);
                 let want: Vec<D> = exact.iter().map(|&x| D::from_f64(x)).collect();
@@ -1270,12 +1287,17 @@ mod tests {
                     convolve_store_f32(&tile32, len, width, &w, got.as_mut_ptr(), width, &mut flags)
                 };
                 assert_eq!(got, want, "sigma {sigma} len {len} width {width}");
+                let vectors = len * width / if level() == Level::Avx512 { 16 } else { 8 };
+                unflagged[0] += flags[..vectors].iter().filter(|&&m| m == 0).count();
                 if std::is_x86_feature_detected!("avx512f") {
                     // This CPU runs the 16-lane kernel above; the 8-lane one too.
                     let mut got8 = vec![D::from_f64(0.0); len * width];
                     let (out, f) = (got8.as_mut_ptr(), &mut flags);
                     unsafe { x86::convolve_store_f32_avx2(&tile32, len, width, &w, out, width, f) };
                     assert_eq!(got8, want, "AVX2: sigma {sigma} len {len} width {width}");
+                    unflagged[1] += flags.iter().filter(|&&m| m == 0).count();
+                } else {
+                    unflagged[1] = unflagged[0];
                 }
 
                 // The same sequence in f32, truncated unchecked.
@@ -1294,6 +1316,10 @@ mod tests {
         assert!(
             plain_f32_wrong > 0,
             "the tiles never catch an unchecked f32 kernel"
+        );
+        assert!(
+            unflagged.iter().all(|&n| n > 0),
+            "every vector recomputed: {unflagged:?}"
         );
     }
 
