@@ -123,6 +123,12 @@ pub fn default_readers(threads: usize) -> usize {
     threads.clamp(1, 2)
 }
 
+/// The readers a run with these options gets when it has `threads` threads:
+/// `--readers`, else the default.
+pub fn readers(a: &RunArgs, threads: usize) -> usize {
+    a.readers.map_or(default_readers(threads), |n| n as usize)
+}
+
 impl RunConfig {
     /// `ranks`: processes in the run; `node_ranks`: how many share this node
     /// (for the default threads).
@@ -212,7 +218,7 @@ impl RunConfig {
                 (None, Compat::Fsl) | (Some(DtypeChoice::Float32), _) => Some(DType::F32),
                 (Some(DtypeChoice::Float64), _) => Some(DType::F64),
             },
-            readers: a.readers.map_or(default_readers(threads), |n| n as usize),
+            readers: readers(a, threads),
             threads,
             threads_from,
             schedule: a.schedule,

@@ -332,10 +332,11 @@ fn default_rank_memory_mib(run_args: &[String], threads: usize, notes: &mut Vec<
             Command::Run(a) => Some(a),
             _ => None,
         });
-    let readers = run
-        .as_ref()
-        .and_then(|a| a.readers.map(|n| n as usize))
-        .unwrap_or_else(|| nismooth::config::default_readers(threads));
+    // The run's own --threads, if it sets one, decides the default readers.
+    let readers = match &run {
+        Some(a) => nismooth::config::readers(a, a.threads.unwrap_or(threads)),
+        None => nismooth::config::default_readers(threads),
+    };
     let largest = run
         .and_then(|a| nismooth::plan::discover(&a.inputs, a.list.as_deref()).ok())
         .and_then(|inputs| {

@@ -325,12 +325,10 @@ fn sbatch_asks_memory_for_each_reader() {
     ]);
     assert!(g.status.success(), "{}", stderr(&g));
     let out = t.path().join("out");
-    let mem = |cpus: &str, readers: Option<&str>| {
+    let mem = |cpus: &str, run: &str| {
         let mut args = vec!["sbatch", "--model", "threads", "--cpus-per-task", cpus];
         args.extend(["--", s(&inp), "-o", s(&out)]);
-        if let Some(r) = readers {
-            args.extend(["--readers", r]);
-        }
+        args.extend(run.split_whitespace());
         let o = nismooth(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let text = String::from_utf8(o.stdout).unwrap();
@@ -343,14 +341,17 @@ fn sbatch_asks_memory_for_each_reader() {
         (line("#SBATCH --mem="), line("reader(s)"))
     };
     // (readers + 2) × 32 MiB + 64 MiB, × 1.5, rounded up to 256 MiB.
-    for (cpus, readers, want, note) in [
-        ("1", None, "--mem=256M", "1 reader(s) 3×"),
-        ("2", None, "--mem=512M", "2 reader(s) 4×"),
-        ("2", Some("1"), "--mem=256M", "1 reader(s) 3×"),
-        ("1", Some("9"), "--mem=768M", "9 reader(s) 11×"),
+    // The run's own --threads, when it sets one, decides the default readers.
+    for (cpus, run, want, note) in [
+        ("1", "", "--mem=256M", "1 reader(s) 3×"),
+        ("2", "", "--mem=512M", "2 reader(s) 4×"),
+        ("2", "--readers 1", "--mem=256M", "1 reader(s) 3×"),
+        ("1", "--readers 9", "--mem=768M", "9 reader(s) 11×"),
+        ("1", "--threads 4", "--mem=512M", "2 reader(s) 4×"),
+        ("4", "--threads 1", "--mem=256M", "1 reader(s) 3×"),
     ] {
-        let (m, n) = mem(cpus, readers);
-        assert!(m.ends_with(want), "{cpus} cpus, {readers:?}: {m}");
+        let (m, n) = mem(cpus, run);
+        assert!(m.ends_with(want), "{cpus} cpus, run {run:?}: {m}");
         assert!(n.contains(note), "{n}");
     }
     assert!(!out.exists(), "sbatch runs nothing");
