@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what nismooth needs to build and test on Debian/Ubuntu, only when missing:
 # ISA-L (gzip codec), OpenMPI with PMIx (rsmpi's bindgen needs libclang) and DejaVu
-# fonts (text in the study's PNG plots) from Debian,
+# fonts (text in the study's PNG plots) and strace (the durability test
+# watches fsync and rename) from Debian,
 # the Python references (numpy, scipy, nibabel, pytest) from PyPI, and NVRTC
 # (CUDA's run-time compiler, no GPU needed) from PyPI for the cuda feature's tests.
 set -euo pipefail
 
 need_apt=()
-for pkg in libisal-dev libopenmpi-dev openmpi-bin libclang-dev libpmix-dev fonts-dejavu-core; do
+for pkg in libisal-dev libopenmpi-dev openmpi-bin libclang-dev libpmix-dev fonts-dejavu-core strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)

@@ -62,8 +62,8 @@ pub struct RunArgs {
     /// Boundary mode, as scipy.ndimage.
     #[arg(long, default_value = "reflect")]
     pub mode: String,
-    /// Value outside the image for --mode constant.
-    #[arg(long, default_value_t = 0.0)]
+    /// Value outside the image for --mode constant (negative values may follow a space: --cval -7.5).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub cval: f64,
     /// Output dtype: input (as nibabel presents the data), float32 or float64
     /// [default: input; float32 with --compat fsl].

@@ -193,7 +193,7 @@ impl RunConfig {
             p.as_deref()
                 .map(|p| PathBuf::from(expand_pattern(p, slurm.as_ref())))
         };
-        Ok(RunConfig {
+        let cfg = RunConfig {
             report: expand(&a.report),
             csv: expand(&a.csv),
             array,
@@ -231,6 +231,31 @@ impl RunConfig {
             skip_existing: a.skip_existing,
             resume: a.resume,
             progress: a.progress,
+        };
+        // Options alone can ask for a kernel no image needs; refuse it before
+        // any work (per image, `filter_spec` meets a tighter bound).
+        cfg.filter_spec([1.0; 3]).check_radius(
+            3,
+            crate::filter::MAX_RADIUS,
+            " (from the options; --units mm counted at 1 mm voxels)",
+        )?;
+        Ok(cfg)
+    }
+
+    /// What determines an output's bytes, by option name: recorded in the
+    /// journal, so that `--resume` never skips an output made otherwise.
+    pub fn output_settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sigma": self.sigma,
+            "units": self.units,
+            "compat": self.compat,
+            "truncate": self.truncate,
+            "mode": self.mode,
+            "cval": self.cval,
+            "dtype": self.dtype.map_or("input".to_string(), |d| d.to_string()),
+            "format": self.format.map_or("as input", |f| f.extension()),
+            "compression-level": self.compression_level,
+            "exp": self.exp,
         })
     }
 

@@ -39,6 +39,23 @@ pub enum UsageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A `--report`/`--csv` file that would land on an input, an output, the
+    /// other report, or in a folder that is missing or not writable.
+    #[error("{flag} {path}: refused, {why}")]
+    Report {
+        flag: String,
+        path: PathBuf,
+        why: String,
+    },
+    /// Another run holds the output directory.
+    #[error(transparent)]
+    Locked(#[from] crate::plan::lock::LockError),
+    /// `--resume` over outputs made with other settings.
+    #[error("--resume: {0}")]
+    Resume(String),
+    /// A kernel longer than nismooth computes (the filter would be a constant long before).
+    #[error(transparent)]
+    Kernel(#[from] crate::filter::KernelError),
     /// Root refused the run (one of the refusals above, seen on root); every
     /// rank receives root's message and exits with the same code.
     #[error("{0}")]

@@ -113,7 +113,10 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let outcome = match driver::run(&cfg, comm.as_ref(), backend.as_mut(), command) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("nismooth: refused: {e}");
+            // Every rank has the refusal; one line says it.
+            if comm.is_root() {
+                eprintln!("nismooth: refused: {e}");
+            }
             return Ok(EXIT_USAGE);
         }
     };

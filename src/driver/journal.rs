@@ -4,12 +4,14 @@
 //! Reports are gathered to root only at the end, so a run killed halfway
 //! (a node lost, `scancel`, the time limit) would lose every timing record.
 //! The journal keeps them on disk, beside the outputs, in
-//! `OUTDIR/.nismooth/journal-RUN-rankR.jsonl`. It also lets `--resume` trust
-//! an existing output without reading it again: a journal line records the
-//! output's size and modification time as written, and an output whose
-//! stamp still matches is the one nismooth wrote whole. Any other existing
-//! output is verified by reading it completely (gzip CRC included) before it
-//! is skipped.
+//! `OUTDIR/.nismooth/journal-RUN-rankR.jsonl`. It is also what `--resume`
+//! trusts, and nothing else: each run's first line records the settings
+//! that determine an output (every filter and format option), each image's
+//! line the output's size and modification time as written and the input's
+//! identity (size, mtime, a CRC of its header). An existing output is
+//! skipped only when a journal line vouches for it on all three counts; an
+//! output the journals do not vouch for is made again, and outputs made
+//! with other settings are refused with the setting named.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +21,8 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::UsageError;
+use crate::io::InputId;
 use crate::plan::Task;
 use crate::report::{ImageRecord, Status};
 
@@ -30,6 +34,8 @@ pub const DIR: &str = ".nismooth";
 pub struct Durable {
     pub run: String,
     pub resume: Option<Index>,
+    /// What determines an output (`RunConfig::output_settings`).
+    pub settings: serde_json::Value,
 }
 
 /// One line of a journal.
@@ -44,12 +50,19 @@ pub enum Line {
         pid: u32,
         host: String,
         unix: u64,
+        /// The settings that determine every output of this run (absent in
+        /// journals of older versions, whose outputs `--resume` then remakes).
+        #[serde(default)]
+        settings: Option<serde_json::Value>,
     },
     /// A finished image (written, failed or skipped) and, when written, the
     /// stamp of its output.
     Image {
         run: String,
         stamp: Option<Stamp>,
+        /// The input as it was read.
+        #[serde(default)]
+        input: Option<InputId>,
         record: Box<ImageRecord>,
     },
 }
@@ -91,7 +104,7 @@ pub fn path(outdir: &Path, run: &str, rank: usize) -> PathBuf {
 }
 
 impl Journal {
-    pub fn open(outdir: &Path, run: &str, rank: usize) -> Journal {
+    pub fn open(outdir: &Path, run: &str, rank: usize, settings: &serde_json::Value) -> Journal {
         let p = path(outdir, run, rank);
         let opened = std::fs::create_dir_all(outdir.join(DIR))
             .and_then(|_| OpenOptions::new().create(true).append(true).open(&p));
@@ -107,10 +120,8 @@ impl Journal {
                     rank,
                     pid: std::process::id(),
                     host: super::metrics::hostname(),
-                    unix: std::time::SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
+                    unix: super::metrics::unix_now(),
+                    settings: Some(settings.clone()),
                 });
             }
             Err(e) => log::warn!(
@@ -131,20 +142,23 @@ impl Journal {
 
     /// Appends a finished image. One `write` per line on an O_APPEND file,
     /// so a kill leaves at most one partial last line, which readers skip.
-    pub fn record(&mut self, rec: &ImageRecord, output: &Path) {
+    pub fn record(&mut self, rec: &ImageRecord, output: &Path, input: Option<InputId>) {
         let stamp = (rec.status == Status::Ok)
             .then(|| Stamp::of(output))
             .flatten();
         self.append(&Line::Image {
             run: self.run.clone(),
             stamp,
+            input,
             record: Box::new(rec.clone()),
         });
     }
 
     fn append(&mut self, line: &Line) {
         let Some(f) = self.file.as_mut() else { return };
-        let mut text = serde_json::to_vec(line).expect("journal line serialises");
+        let Ok(mut text) = serde_json::to_vec(line) else {
+            return;
+        };
         text.push(b'\n');
         if let Err(e) = f.write_all(&text) {
             log::warn!(
@@ -184,55 +198,108 @@ pub fn read_all(outdir: &Path) -> Vec<Line> {
         .collect()
 }
 
-/// Outputs that journals say were written whole: file name → stamp.
-pub struct Index(HashMap<String, Stamp>);
+/// What the journals say of each output they vouch for.
+struct Entry {
+    stamp: Stamp,
+    run: String,
+    input: Option<InputId>,
+}
+
+/// Outputs that journals say were written whole (file name → the latest
+/// line), and each run's settings.
+pub struct Index {
+    outputs: HashMap<String, Entry>,
+    settings: HashMap<String, serde_json::Value>,
+}
 
 impl Index {
     pub fn load(outdir: &Path) -> Index {
-        let mut map = HashMap::new();
+        let (mut outputs, mut settings) = (HashMap::new(), HashMap::new());
         for line in read_all(outdir) {
-            if let Line::Image {
-                stamp: Some(stamp),
-                record,
-                ..
-            } = line
-            {
-                if let Some(name) = Path::new(&record.output).file_name() {
-                    map.insert(name.to_string_lossy().into_owned(), stamp);
+            match line {
+                Line::Start {
+                    run,
+                    settings: Some(s),
+                    ..
+                } => {
+                    settings.insert(run, s);
                 }
+                Line::Image {
+                    run,
+                    stamp: Some(stamp),
+                    input,
+                    record,
+                } => {
+                    if let Some(name) = Path::new(&record.output).file_name() {
+                        let name = name.to_string_lossy().into_owned();
+                        outputs.insert(name, Entry { stamp, run, input });
+                    }
+                }
+                _ => {}
             }
         }
-        Index(map)
+        Index { outputs, settings }
+    }
+
+    /// The journal entry that vouches for `task`'s output as it is on disk now.
+    fn vouching(&self, task: &Task) -> Option<&Entry> {
+        let stamp = Stamp::of(&task.output)?;
+        let name = task.output.file_name()?.to_string_lossy();
+        self.outputs.get(name.as_ref()).filter(|e| e.stamp == stamp)
+    }
+
+    /// Refuses `--resume` when outputs on disk were made with settings other
+    /// than `now`'s, naming the first setting that differs.
+    pub fn check_settings(
+        &self,
+        tasks: &[Task],
+        now: &serde_json::Value,
+        outdir: &Path,
+    ) -> Result<(), UsageError> {
+        let mut differing = tasks.iter().filter_map(|t| {
+            let then = self.settings.get(&self.vouching(t)?.run)?;
+            first_difference(then, now).map(|d| (t, d))
+        });
+        let Some((task, (key, then, asked))) = differing.next() else {
+            return Ok(());
+        };
+        let more = differing.count();
+        Err(UsageError::Resume(format!(
+            "{} in {} was made with {key} {then}, and this run asks for {key} {asked}{}. \
+             Run without --resume to remake the outputs, or write them to another folder",
+            task.output
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy(),
+            outdir.display(),
+            if more > 0 {
+                format!(" ({more} other output(s) too)")
+            } else {
+                String::new()
+            }
+        )))
     }
 }
 
-/// How `--resume` knows that an output is complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Complete {
-    /// A journal line holds the output's current size and mtime.
-    Journal,
-    /// No journal line matched: the output was read back in full (header,
-    /// every voxel, gzip CRC) and has the input's shape.
-    Verified,
+/// The first setting whose value differs: (name, then, now).
+fn first_difference(
+    then: &serde_json::Value,
+    now: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    let (then, now) = (then.as_object()?, now.as_object()?);
+    now.iter().find_map(|(k, v)| {
+        let old = then.get(k).unwrap_or(&serde_json::Value::Null);
+        (old != v).then(|| (k.clone(), old.to_string(), v.to_string()))
+    })
 }
 
-impl Complete {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Complete::Journal => "output complete (journal)",
-            Complete::Verified => "output complete (verified by reading it)",
-        }
-    }
-}
-
-/// Whether `task`'s output exists and is complete; None if it must be made.
-pub fn complete(task: &Task, index: &Index) -> Option<Complete> {
-    let stamp = Stamp::of(&task.output)?;
-    let name = task.output.file_name()?.to_string_lossy();
-    if index.0.get(name.as_ref()) == Some(&stamp) {
-        return Some(Complete::Journal);
-    }
-    let want = crate::io::read_header_info(&task.input).ok()?;
-    let got = crate::io::read_image(&task.output).ok()?;
-    (got.shape == want.shape).then_some(Complete::Verified)
+/// Whether `task`'s output may be skipped: a journal line vouches for the
+/// output as it is now (size and mtime), for the run's settings, and for the
+/// input as it is now. Settings that differ were refused when planning.
+pub fn complete(task: &Task, index: &Index, settings: &serde_json::Value) -> bool {
+    let Some(entry) = index.vouching(task) else {
+        return false;
+    };
+    let same_settings = index.settings.get(&entry.run) == Some(settings);
+    same_settings && entry.input.is_some() && entry.input == crate::io::input_id(&task.input).ok()
 }

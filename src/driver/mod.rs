@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod mpi;
 pub mod pipeline;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,58 @@ pub struct Outcome {
     pub wall_s: f64,
     /// The full report, on root only.
     pub report: Option<Report>,
+    /// Root's lock on OUTDIR, held until the caller has written the reports.
+    pub lock: Option<plan::lock::Lock>,
+}
+
+/// What root decides before any rank starts.
+struct Planned {
+    tasks: Vec<Task>,
+    costs: Vec<u64>,
+    lock: plan::lock::Lock,
+}
+
+/// Discovery, every refusal, the lock on OUTDIR, `--resume`'s checks and
+/// the costs the schedule needs: root's work before the broadcast.
+fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
+    let inputs = plan::discover(&cfg.inputs, cfg.list.as_deref())?;
+    let reports: Vec<(&'static str, &std::path::Path)> =
+        [("--report", &cfg.report), ("--csv", &cfg.csv)]
+            .into_iter()
+            .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+            .collect();
+    let all = plan::make_tasks(inputs, &cfg.outdir, cfg.format, &reports)?;
+    let tasks = match cfg.array {
+        Some(slot) => array_share(all, slot, cfg.array_chunk),
+        None => all,
+    };
+    let lock = plan::lock::acquire(&cfg.outdir, cfg.array)?;
+    if cfg.resume {
+        let index = journal::Index::load(&cfg.outdir);
+        index.check_settings(&tasks, &cfg.output_settings(), &cfg.outdir)?;
+        // The lock proves that no live run of this share writes here: every
+        // temp file of these outputs is a dead run's.
+        let removed = plan::remove_stale_temps(&tasks, &cfg.outdir);
+        if removed > 0 {
+            log::info!("--resume: removed {removed} temp file(s) a killed run left");
+        }
+    }
+    let costs = if cfg.schedule.needs_costs() {
+        plan::costs(&tasks, cfg.threads.max(4))
+    } else {
+        vec![0; tasks.len()]
+    };
+    Ok(Planned { tasks, costs, lock })
+}
+
+/// A test hook: `NISMOOTH_INJECT_PANIC=STAGE:RANK` panics on that rank at
+/// that stage (`plan`, `gather`), to prove that no rank is left waiting.
+fn inject_panic(stage: &str, rank: usize) {
+    if let Ok(v) = std::env::var("NISMOOTH_INJECT_PANIC") {
+        if v == format!("{stage}:{rank}") {
+            panic!("injected panic ({v})");
+        }
+    }
 }
 
 /// This array task's images (global indices kept, so merged reports line up).
@@ -89,6 +141,7 @@ pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
     if mpi::launched() {
         let world = mpi::Mpi::init()
             .ok_or_else(|| UsageError::BadOption("MPI was already initialised".into()))?;
+        world.abort_world_on_panic();
         if !world.threading_ok() {
             log::warn!("the MPI library gave MPI_THREAD_SINGLE; nismooth calls MPI from one thread only, so it goes on");
         }
@@ -127,49 +180,47 @@ pub fn run(
     let start = metrics::process_start();
     let (rank, size) = (comm.rank(), comm.size());
 
-    // Root plans; the others wait in the broadcast.
+    // Root plans; the others wait in the broadcast. A panic on any rank
+    // before or inside it ends the whole world (`mpi::abort_world_on_panic`).
+    inject_panic("plan", rank);
     let mut costs = Vec::new();
+    let mut lock = None;
     let plan = if comm.is_root() {
-        let planned = plan::discover(&cfg.inputs, cfg.list.as_deref())
-            .and_then(|inputs| plan::make_tasks(inputs, &cfg.outdir, cfg.format));
-        let msg = match planned {
-            Ok(all) => {
-                let tasks = match cfg.array {
-                    Some(slot) => array_share(all, slot, cfg.array_chunk),
-                    None => all,
-                };
-                costs = if cfg.schedule.needs_costs() {
-                    plan::costs(&tasks, cfg.threads.max(4))
-                } else {
-                    vec![0; tasks.len()]
-                };
-                if cfg.resume {
-                    let removed = plan::remove_stale_temps(&tasks, &cfg.outdir);
-                    if removed > 0 {
-                        log::info!("--resume: removed {removed} temp file(s) a killed run left");
-                    }
-                }
+        let msg = match plan_on_root(cfg) {
+            Ok(planned) => {
+                costs = planned.costs;
+                lock = Some(planned.lock);
                 PlanMsg::Tasks {
-                    tasks,
+                    tasks: planned.tasks,
                     run: run_id(),
                 }
             }
             Err(e) => PlanMsg::Refused(e.to_string()),
         };
-        serde_json::to_vec(&msg).expect("plan serialises")
+        serde_json::to_vec(&msg).unwrap_or_else(|e| {
+            let refused = PlanMsg::Refused(format!("internal error: the plan cannot be sent: {e}"));
+            serde_json::to_vec(&refused).unwrap_or_default()
+        })
     } else {
         Vec::new()
     };
-    let (tasks, run) =
-        match serde_json::from_slice(&comm.broadcast(plan)).expect("plan deserialises") {
-            PlanMsg::Tasks { tasks, run } => (tasks, run),
-            // Every rank leaves here, together, before any other collective.
-            PlanMsg::Refused(msg) => return Err(UsageError::Refused(msg)),
-        };
+    // Every rank receives the same bytes, so every rank decodes them the
+    // same way: all go on, or all leave here, together, before any other collective.
+    let (tasks, run) = match serde_json::from_slice(&comm.broadcast(plan)) {
+        Ok(PlanMsg::Tasks { tasks, run }) => (tasks, run),
+        Ok(PlanMsg::Refused(msg)) => return Err(UsageError::Refused(msg)),
+        Err(e) => {
+            return Err(UsageError::Refused(format!(
+                "internal error: the plan cannot be read: {e}"
+            )))
+        }
+    };
 
+    let settings = cfg.output_settings();
     let durable = journal::Durable {
         run,
         resume: cfg.resume.then(|| journal::Index::load(&cfg.outdir)),
+        settings,
     };
     let verb = if cfg.schedule == Schedule::Dynamic {
         "handed out"
@@ -234,7 +285,8 @@ pub fn run(
     let totals = totals(&records, comm, cfg, start);
     let failed_here = totals.failed as u64;
     let wall_here = totals.wall_s;
-    let payload = serde_json::to_vec(&RankResult { totals, records }).expect("records serialise");
+    let payload = serde_json::to_vec(&RankResult { totals, records }).unwrap_or_default();
+    inject_panic("gather", rank);
     let gathered = comm.gather(payload);
     let failed = comm.sum_u64(failed_here);
     let wall_s = comm.max_f64(wall_here);
@@ -243,9 +295,15 @@ pub fn run(
         let mut processes = Vec::new();
         let mut images = Vec::new();
         for p in parts {
-            let r: RankResult = serde_json::from_slice(&p).expect("rank result deserialises");
-            processes.push(r.totals);
-            images.extend(r.records);
+            match serde_json::from_slice::<RankResult>(&p) {
+                Ok(r) => {
+                    processes.push(r.totals);
+                    images.extend(r.records);
+                }
+                Err(e) => {
+                    log::error!("a rank's records could not be read ({e}); the report lacks them")
+                }
+            }
         }
         images.sort_by_key(|r| r.index);
         let mut report = build_report(cfg, backend.name(), command, processes, images);
@@ -263,16 +321,13 @@ pub fn run(
         failed,
         wall_s,
         report,
+        lock,
     })
 }
 
 /// A run's id: when root started it, and root's pid (names the journals).
 fn run_id() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("{secs}-{}", std::process::id())
+    format!("{}-{}", metrics::unix_now(), std::process::id())
 }
 
 fn totals(
@@ -332,10 +387,7 @@ fn build_report(
     processes: Vec<ProcessTotals>,
     images: Vec<ImageRecord>,
 ) -> Report {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let created = metrics::unix_now();
     let config = serde_json::to_value(cfg).unwrap_or_default();
     Report::new(created, command, backend, config, processes, images)
 }

@@ -67,6 +67,28 @@ impl Mpi {
         })
     }
 
+    /// Makes a panic on this process's main thread (the one that calls MPI:
+    /// planning, collectives, gathering) end every rank at once with
+    /// `MPI_Abort`, after the usual message. Otherwise the other ranks would
+    /// wait in the next collective forever. Panics on the pipeline's threads
+    /// are caught per image and become that image's error; they pass through.
+    pub fn abort_world_on_panic(&self) {
+        if self.size() < 2 {
+            return;
+        }
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            if std::thread::current().name() == Some("main") {
+                eprintln!(
+                    "nismooth: a panic on rank {}'s main thread: aborting every rank",
+                    SimpleCommunicator::world().rank()
+                );
+                SimpleCommunicator::world().abort(101);
+            }
+        }));
+    }
+
     /// Whether the library gave the threading level nismooth asked for.
     pub fn threading_ok(&self) -> bool {
         !matches!(self.threading, Threading::Single)

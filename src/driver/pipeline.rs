@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::journal::{self, Durable, Index, Journal};
+use super::journal::{self, Durable, Journal};
 use crate::cli::{ProgressChoice, Units};
 use crate::config::RunConfig;
-use crate::filter::{Backend, Pending};
+use crate::filter::{Backend, FilterSpec, Pending, RADIUS_PER_AXIS};
 use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
@@ -105,6 +105,16 @@ pub fn pipeline_images(readers: usize) -> usize {
     readers.max(1) + 3
 }
 
+/// Renames into OUTDIR are made durable by a sync of the folder every this
+/// many images and at the end (each output's data is synced before its rename).
+const DIR_SYNC_EVERY: usize = 32;
+
+fn sync_outdir(outdir: &Path) {
+    if let Err(e) = io::sync_dir(outdir) {
+        log::warn!("cannot sync {} to disk: {e}", outdir.display());
+    }
+}
+
 /// Runs every task the source yields through the pipeline; one record per
 /// task, in the order they came. The source may be a list (static schedules)
 /// or ask root for the next image each time (dynamic).
@@ -139,8 +149,7 @@ pub fn process<'t>(
     // even if a stage thread dies outside the per-image guards; the journal
     // keeps them on disk in case the whole process dies.
     let finished = Mutex::new(Vec::new());
-    let mut journal = Journal::open(&cfg.outdir, &durable.run, rank);
-    let resume = durable.resume.as_ref();
+    let mut journal = Journal::open(&cfg.outdir, &durable.run, rank, &durable.settings);
     // The readers share the task queue and the spare buffers.
     let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
     let (spare_tx, spare_rx) = mpsc::channel::<Voxels>();
@@ -163,7 +172,7 @@ pub fn process<'t>(
                         .and_then(|rx| rx.recv().map_err(drop));
                     let Ok(task) = next else { break };
                     let spare = spare_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
-                    let job = guarded(task, rank, || read(task, cfg, resume, rank, spare));
+                    let job = guarded(task, rank, || read(task, cfg, durable, rank, spare));
                     if read_tx.send(job).is_err() {
                         break;
                     }
@@ -191,18 +200,23 @@ pub fn process<'t>(
             for job in filtered_rx {
                 let task = job.task;
                 let mut spare = None;
+                let input = job.img.as_ref().map(|img| img.id);
                 let mut rec = guarded(task, rank, || write(job, gzip, &mut spare)).rec;
                 rec.finished_s = since_start();
-                journal.record(&rec, &task.output);
+                journal.record(&rec, &task.output, input);
                 if let Some(v) = spare {
                     let _ = spare_tx.send(v);
                 }
                 done += 1;
+                if done % DIR_SYNC_EVERY == 0 {
+                    sync_outdir(&cfg.outdir);
+                }
                 progress.tick(done, &rec.input);
                 if let Ok(mut f) = finished.lock() {
                     f.push(rec);
                 }
             }
+            sync_outdir(&cfg.outdir);
             progress.finish();
         });
         let readers: Result<Vec<_>, _> = readers.into_iter().collect();
@@ -319,7 +333,7 @@ fn fail(rec: &mut ImageRecord, input: &Path, msg: String) {
 fn read<'t>(
     task: &'t Task,
     cfg: &RunConfig,
-    resume: Option<&Index>,
+    durable: &Durable,
     rank: usize,
     spare: Option<Voxels>,
 ) -> InFlight<'t> {
@@ -336,9 +350,10 @@ fn read<'t>(
         rec.note = Some("output exists (--skip-existing)".into());
         return job(rec, None);
     }
-    if let Some(how) = resume.and_then(|index| journal::complete(task, index)) {
+    let vouched = durable.resume.as_ref();
+    if vouched.is_some_and(|index| journal::complete(task, index, &durable.settings)) {
         rec.status = Status::Skipped;
-        rec.note = Some(how.describe().into());
+        rec.note = Some("output complete (journal: same settings, same input)".into());
         return job(rec, None);
     }
     let t = Instant::now();
@@ -351,6 +366,13 @@ fn read<'t>(
             return job(rec, None);
         }
     };
+    if img.dropped_extensions {
+        log::warn!(
+            "{}: its header extensions have invalid sizes; the output is written without them",
+            task.input.display()
+        );
+        rec.note = Some("invalid header extensions dropped".into());
+    }
     rec.bytes_in = img.bytes_in;
     rec.voxels = img.shape.len() as u64;
     rec.shape = img.shape.spatial[..img.shape.spatial_ndim].to_vec();
@@ -374,6 +396,17 @@ fn read<'t>(
             fail(&mut rec, &task.input, msg);
             return job(rec, None);
         }
+    }
+    let ndim = img.shape.spatial_ndim;
+    let longest = img.shape.spatial[..ndim].iter().copied().max().unwrap_or(1);
+    let bounded = cfg.filter_spec(img.pixdim).check_radius(
+        ndim,
+        FilterSpec::image_bound(longest),
+        &format!(" ({RADIUS_PER_AXIS}× this image's longest axis, {longest} voxels)"),
+    );
+    if let Err(e) = bounded {
+        fail(&mut rec, &task.input, e.to_string());
+        return job(rec, None);
     }
     InFlight {
         task,

@@ -41,7 +41,84 @@ pub enum Semantics {
     Fsl { pixdim: [f32; 3] },
 }
 
+/// The longest kernel radius, in voxels, that options may ask for: four
+/// times the longest axis NIfTI-1 can describe. Per image the bound is
+/// tighter (`FilterSpec::check_radius`).
+pub const MAX_RADIUS: f64 = 4.0 * 32768.0;
+
+/// Per image, a radius is refused beyond this many times the image's longest
+/// axis (and `MIN_RADIUS_BOUND`): well before that, every output voxel is
+/// the image's mean and the filter only burns time and memory.
+pub const RADIUS_PER_AXIS: usize = 4;
+pub const MIN_RADIUS_BOUND: usize = 256;
+
+/// A kernel too long to compute, named with where its length came from.
+#[derive(Debug, thiserror::Error)]
+#[error("kernel radius {} voxels along axis {axis} (σ {} voxels × truncate {}) is beyond the bound of {bound} voxels{why}", short(*.radius), short(*.sigma), short(*.truncate))]
+pub struct KernelError {
+    pub axis: usize,
+    pub radius: f64,
+    pub sigma: f64,
+    pub truncate: f64,
+    pub bound: f64,
+    pub why: String,
+}
+
+/// A number as people write it, in scientific notation only when it is huge or tiny.
+fn short(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+/// The radius scipy gives σ and truncate, as a float (`int(truncate·σ + 0.5)`
+/// before the cast): a huge or non-finite value is caught before any allocation.
+pub fn radius_f64(sigma: f64, truncate: f64) -> f64 {
+    (truncate * sigma + 0.5).floor()
+}
+
 impl FilterSpec {
+    /// Refuses a kernel longer than `bound` voxels on any axis of the first
+    /// `spatial_ndim`, before anything is allocated.
+    pub fn check_radius(
+        &self,
+        spatial_ndim: usize,
+        bound: f64,
+        why: &str,
+    ) -> Result<(), KernelError> {
+        let truncate = match self.semantics {
+            Semantics::Scipy => self.truncate,
+            Semantics::Fsl { .. } => 4.0,
+        };
+        for a in 0..spatial_ndim.min(3) {
+            let sigma = match self.semantics {
+                Semantics::Scipy => self.sigma[a],
+                Semantics::Fsl { pixdim } => self.sigma[a] / pixdim[a].abs() as f64,
+            };
+            let radius = radius_f64(sigma, truncate);
+            // NaN is beyond every bound too.
+            let within = radius.is_finite() && radius <= bound;
+            if sigma > SIGMA_EPS && !within {
+                return Err(KernelError {
+                    axis: a + 1,
+                    radius,
+                    sigma,
+                    truncate,
+                    bound,
+                    why: why.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-image bound for an image whose longest spatial axis is `longest`.
+    pub fn image_bound(longest: usize) -> f64 {
+        (RADIUS_PER_AXIS * longest).max(MIN_RADIUS_BOUND) as f64
+    }
+
     /// The kernel of each spatial axis, `None` for skipped axes (σ ≤ 1e-15 or
     /// beyond the image's spatial dimensionality).
     pub fn kernels(&self, spatial_ndim: usize) -> [Option<Kernel1d>; 3] {

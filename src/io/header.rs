@@ -190,6 +190,32 @@ pub fn put_vox_offset(h: &mut [u8], v: usize, version: Version, big_endian: bool
     }
 }
 
+/// Drops a chain of extensions that readers cannot follow (a size that is
+/// not a positive multiple of 16, or runs past the voxels): copied as is,
+/// it would make an output that nibabel refuses. Clears the extender's flag
+/// byte, so the bytes stay as padding. Returns whether it dropped them.
+pub fn drop_bad_extensions(head: &mut [u8], version: Version, big_endian: bool) -> bool {
+    let start = version.header_len() + 4;
+    if head.len() < start || head[start - 4] == 0 {
+        return false;
+    }
+    let mut off = start;
+    while off + 8 <= head.len() {
+        let raw = [head[off], head[off + 1], head[off + 2], head[off + 3]];
+        let esize = if big_endian {
+            i32::from_be_bytes(raw)
+        } else {
+            i32::from_le_bytes(raw)
+        } as i64;
+        if esize < 16 || esize % 16 != 0 || off as i64 + esize > head.len() as i64 {
+            head[start - 4] = 0;
+            return true;
+        }
+        off += esize as usize;
+    }
+    false
+}
+
 /// Turns a pair's header into a single file's: the magic, and data right
 /// after the header and its extensions (`data_at`, a multiple of 16).
 pub fn make_single(h: &mut [u8], version: Version, big_endian: bool, data_at: usize) {
@@ -276,8 +302,9 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
                 "no NIfTI magic: an Analyze 7.5 header, which has no reliable orientation; convert it to NIfTI".into(),
             ),
             _ => ReadError::NotNifti(format!(
-                "magic is {text:?}, expected {:?}",
-                String::from_utf8_lossy(&version.magic(pair)[..3])
+                "magic is \"{}\", expected \"{}\"",
+                magic.escape_ascii(),
+                version.magic(pair).escape_ascii()
             )),
         });
     }
@@ -301,7 +328,11 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
     }
     // Far beyond any file, and it keeps every later size computation in range.
     if total > (1u64 << 48) {
-        return Err(ReadError::BadDims(format!("{total} voxels")));
+        let dims: Vec<String> = dims[..ndim as usize].iter().map(usize::to_string).collect();
+        return Err(ReadError::BadDims(format!(
+            "{} is more than 2^48 voxels",
+            dims.join("×")
+        )));
     }
     let code = f.i16(version.datatype_at());
     let stored = DType::from_nifti_code(code).ok_or(ReadError::UnsupportedType {

@@ -15,10 +15,12 @@ mod write;
 
 pub use header::{HeaderInfo, Version};
 pub use read::{
-    pair_data_path, read_header_info, read_image, read_image_from_bytes, read_image_into,
+    input_id, open_regular, pair_data_path, read_header_info, read_image, read_image_from_bytes,
+    read_image_into,
 };
 pub use write::{
-    exists_nonempty, new_header, output_header, temp_owner, write_image, OutputFormat, WriteOptions,
+    exists_nonempty, new_header, output_header, sync_dir, temp_owner, write_file_atomic,
+    write_image, OutputFormat, WriteOptions,
 };
 
 use std::path::PathBuf;
@@ -44,11 +46,47 @@ pub struct Image {
     pub voxels: Voxels,
     /// Bytes read from disk (compressed size for .nii.gz).
     pub bytes_in: u64,
+    /// What the input was when read (for `--resume`).
+    pub id: InputId,
+    /// The input's extensions could not be followed and are not copied.
+    pub dropped_extensions: bool,
+}
+
+/// Size and modification time of a file as it was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    pub bytes: u64,
+    pub mtime_ns: u64,
+}
+
+/// What identifies an input's content, for `--resume`: the file's (and a
+/// pair's data file's) size and mtime, and a CRC-32 of its header bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputId {
+    pub file: Source,
+    pub data: Option<Source>,
+    pub header_crc: u32,
+}
+
+impl InputId {
+    pub fn new(file: Source, data: Option<Source>, header: &[u8]) -> InputId {
+        InputId {
+            file,
+            data,
+            header_crc: gzip::crc32(header),
+        }
+    }
 }
 
 /// Why an image could not be read. Each message names the cause; the caller adds the path.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// A symlink whose target does not exist (an annexed file not fetched, say).
+    #[error("broken symlink: its target {} does not exist", .0.display())]
+    BrokenLink(PathBuf),
+    /// Not a regular file: reading a FIFO or a device would block or never end.
+    #[error("not a regular file ({0}); only regular files are read")]
+    NotRegular(&'static str),
     /// The file could not be opened or read (missing, permissions, I/O error).
     #[error("cannot read file: {0}")]
     Io(#[from] std::io::Error),

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::header::{self, HeaderInfo, Version};
-use super::{gzip, Image, ReadError};
+use super::{gzip, Image, InputId, ReadError, Source};
 use crate::volume::{Sample, VoxelVec, Voxels};
 use crate::{with_dtype, with_voxels};
 
@@ -49,12 +49,57 @@ fn stream<'a>(mut input: impl BufRead + 'a) -> std::io::Result<(Box<dyn Read + '
     }
 }
 
-/// Opens `path` for streaming: (stream, gz, length on disk).
-fn open(path: &Path) -> std::io::Result<(Box<dyn Read>, bool, u64)> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
+/// Opens `path` for streaming: (stream, gz, its size and mtime).
+fn open(path: &Path) -> Result<(Box<dyn Read>, bool, Source), ReadError> {
+    let (file, source) = open_regular(path)?;
     let (r, gz) = stream(BufReader::with_capacity(64 << 10, file))?;
-    Ok((r, gz, len))
+    Ok((r, gz, source))
+}
+
+/// Opens a regular file, and nothing else: a FIFO would block the reader
+/// (and planning) forever, a device would stream without end. The open
+/// itself does not block (O_NONBLOCK, which regular files ignore); the
+/// type is checked on the opened file, so nothing can swap it in between.
+pub fn open_regular(path: &Path) -> Result<(File, Source), ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match std::fs::symlink_metadata(path) {
+            Ok(m) if e.kind() == std::io::ErrorKind::NotFound && m.is_symlink() => {
+                let to = std::fs::read_link(path).unwrap_or_default();
+                ReadError::BrokenLink(to)
+            }
+            _ => ReadError::Io(e),
+        })?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(ReadError::NotRegular(what));
+    }
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    Ok((
+        file,
+        Source {
+            bytes: meta.len(),
+            mtime_ns,
+        },
+    ))
 }
 
 /// Reads and validates only the header (cheap; used to plan and balance work).
@@ -82,14 +127,18 @@ pub fn read_image_into(path: &Path, spare: Option<Voxels>) -> Result<Image, Read
             "an .img holds only the voxels of a .hdr/.img pair; name its .hdr".into(),
         ));
     }
-    let (mut r, gz, len) = open(path)?;
-    read_single(&mut r, gz, len, spare)
+    let (mut r, gz, source) = open(path)?;
+    read_single(&mut r, gz, source, spare)
 }
 
 /// A single-file image held in memory (the fuzz target's way in).
 pub fn read_image_from_bytes(bytes: &[u8]) -> Result<Image, ReadError> {
     let (mut r, gz) = stream(bytes)?;
-    read_single(&mut r, gz, bytes.len() as u64, None)
+    let source = Source {
+        bytes: bytes.len() as u64,
+        mtime_ns: 0,
+    };
+    read_single(&mut r, gz, source, None)
 }
 
 /// Header, extensions and voxels of a single file from `r` (the inflated
@@ -99,9 +148,24 @@ pub fn read_image_from_bytes(bytes: &[u8]) -> Result<Image, ReadError> {
 fn read_single(
     r: &mut dyn Read,
     gz: bool,
-    len: u64,
+    source: Source,
     spare: Option<Voxels>,
 ) -> Result<Image, ReadError> {
+    let (mut head, info) = read_head(r, gz, source.bytes)?;
+    let raw = read_voxels(r, &info, spare)?;
+    if gz {
+        read_to_end_of_stream(r)?;
+    }
+    let id = InputId::new(source, None, &head);
+    let dropped = header::drop_bad_extensions(&mut head, info.version, info.big_endian);
+    let mut img = image(info, head, raw, source);
+    img.id = id;
+    img.dropped_extensions = dropped;
+    Ok(img)
+}
+
+/// The header and extensions of a single file (bytes 0..vox_offset).
+fn read_head(r: &mut dyn Read, gz: bool, len: u64) -> Result<(Vec<u8>, HeaderInfo), ReadError> {
     let (mut head, info) = read_header(r, gz, false)?;
     check_room(&info, info.vox_offset as u64, len, gz)?;
     let rest = info.vox_offset - head.len();
@@ -111,16 +175,43 @@ fn read_single(
     if head.len() < info.vox_offset {
         return Err(stream_error(eof(), gz, "header extensions"));
     }
-    let raw = read_voxels(r, &info, spare)?;
-    Ok(image(info, head, raw, len))
+    Ok((head, info))
+}
+
+/// What identifies an input for `--resume`: its size and mtime, and a
+/// CRC-32 of its header and extensions (as read, inflated). Reads only the
+/// header, so checking a skipped image costs one small read.
+pub fn input_id(path: &Path) -> Result<super::InputId, ReadError> {
+    let data = pair_data_path(path);
+    let (mut r, gz, source) = open(path)?;
+    let head = match &data {
+        Some(_) => read_header(&mut r, gz, true)?.0,
+        None => read_head(&mut r, gz, source.bytes)?.0,
+    };
+    let data_source = match data {
+        Some(d) => Some(open_regular(&d)?.1),
+        None => None,
+    };
+    Ok(super::InputId::new(source, data_source, &head))
+}
+
+/// Reads a gzip stream past the voxels to its end, so that every member's
+/// CRC-32 and length (its 8-byte trailer) are checked: a file cut inside its
+/// trailer still holds every voxel, and must fail as gzip and Python do.
+fn read_to_end_of_stream(r: &mut dyn Read) -> Result<(), ReadError> {
+    std::io::copy(r, &mut std::io::sink())
+        .map(drop)
+        .map_err(|e| stream_error(e, true, "gzip trailer"))
 }
 
 /// A `.hdr`/`.img` pair: the header (and its extensions) from `hdr`, the
 /// voxels from `data` at vox_offset. The header kept for the output is that
 /// of a single file, with the data right after its extensions.
 fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, ReadError> {
-    let (mut r, gz, hdr_len) = open(hdr)?;
+    let (mut r, gz, hdr_source) = open(hdr)?;
     let (mut head, info) = read_header(&mut r, gz, true)?;
+    // The header as on disk, before it becomes a single file's.
+    let header_crc = gzip::crc32(&head);
     r.take(MAX_PAIR_EXTENSIONS + 1)
         .read_to_end(&mut head)
         .map_err(|e| stream_error(e, gz, "header extensions"))?;
@@ -139,10 +230,14 @@ fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, Re
     head.resize(data_at, 0);
     header::make_single(&mut head, info.version, info.big_endian, data_at);
 
-    let (mut r, data_gz, data_len) = open(data).map_err(|source| ReadError::MissingData {
+    let (mut r, data_gz, data_source) = open(data).map_err(|e| ReadError::MissingData {
         path: data.to_path_buf(),
-        source,
+        source: match e {
+            ReadError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        },
     })?;
+    let data_len = data_source.bytes;
     let info = HeaderInfo {
         gz: data_gz,
         ..info
@@ -157,7 +252,17 @@ fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, Re
         return Err(stream_error(eof(), data_gz, "data file"));
     }
     let raw = read_voxels(&mut r, &info, spare)?;
-    Ok(image(info, head, raw, hdr_len + data_len))
+    if data_gz {
+        read_to_end_of_stream(&mut r)?;
+    }
+    let mut img = image(info, head, raw, hdr_source);
+    img.bytes_in += data_len;
+    img.id = InputId {
+        file: hdr_source,
+        data: Some(data_source),
+        header_crc,
+    };
+    Ok(img)
 }
 
 /// Refuses a header whose data cannot fit in a file of `len` bytes.
@@ -182,7 +287,8 @@ fn check_room(info: &HeaderInfo, offset: u64, len: u64, gz: bool) -> Result<(), 
     Ok(())
 }
 
-fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, bytes_in: u64) -> Image {
+fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, source: Source) -> Image {
+    let id = InputId::new(source, None, &raw_header);
     let voxels = match info.scaling {
         Some((slope, inter)) => apply_scaling(&raw, slope, inter),
         None => raw,
@@ -196,7 +302,9 @@ fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, bytes_in: u64) -> I
         stored: info.stored,
         scaled: info.scaling.is_some(),
         voxels,
-        bytes_in,
+        bytes_in: source.bytes,
+        id,
+        dropped_extensions: false,
     }
 }
 

@@ -127,6 +127,10 @@ pub fn write_image(
         }
     };
     let bytes = file.metadata().map_err(io_err)?.len();
+    // On disk before the name points at it: after a node crash, the name
+    // holds either the old file or the whole new one, never a hole.
+    // (The folder's entry is synced in batches: `sync_dir`.)
+    file.sync_data().map_err(io_err)?;
     drop(file);
     std::fs::rename(&tmp, dest).map_err(io_err)?;
     guard.armed = false;
@@ -155,10 +159,42 @@ fn write_payload(
 
 /// Whether `path` could be a complete file of ours: used by `--skip-existing`.
 pub fn exists_nonempty(path: &Path) -> bool {
-    File::open(path)
-        .and_then(|f| f.metadata())
+    // metadata, not open: opening a FIFO at the output's name would block.
+    std::fs::metadata(path)
         .map(|m| m.is_file() && m.len() > 0)
         .unwrap_or(false)
+}
+
+/// Makes the renames done in `dir` durable (fsync of the folder itself).
+/// Batched by callers: one call covers every rename before it.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `dest` as `write_image` writes an image: a fresh temp
+/// file beside it, synced, renamed into place, the folder synced. Errors name `dest`.
+pub fn write_file_atomic(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let tmp = temp_path(dest);
+    let io_err = |source| WriteError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let mut guard = TempGuard {
+        path: tmp.clone(),
+        armed: true,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io_err)?;
+    file.write_all(bytes).map_err(io_err)?;
+    file.sync_data().map_err(io_err)?;
+    drop(file);
+    std::fs::rename(&tmp, dest).map_err(io_err)?;
+    guard.armed = false;
+    let folder = dest.parent().filter(|p| !p.as_os_str().is_empty());
+    sync_dir(folder.unwrap_or(Path::new("."))).map_err(io_err)
 }
 
 /// A fresh little-endian NIfTI-1 single-file header (352 bytes with the

@@ -5,6 +5,8 @@
 //! two inputs writing the same output) happen here, before any image is read,
 //! so a bad command line costs nothing and never touches a file.
 
+pub mod identity;
+pub mod lock;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -12,14 +14,46 @@ use std::path::{Path, PathBuf};
 
 use crate::error::UsageError;
 use crate::io::OutputFormat;
+use identity::{FileId, Place};
 
 /// One image to process.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// Position in the discovered list (stable across ranks and runs).
     pub index: usize,
+    /// File names are bytes on Unix, not always UTF-8: they travel as bytes.
+    #[serde(with = "bytes_path")]
     pub input: PathBuf,
+    #[serde(with = "bytes_path")]
     pub output: PathBuf,
+}
+
+/// Serialises a path as a string when it is UTF-8, else as its bytes, so
+/// that any name the file system allows crosses the broadcast intact.
+mod bytes_path {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match p.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_bytes(p.as_os_str().as_bytes()),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Bytes(Vec<u8>),
+        }
+        Ok(match <Form as serde::Deserialize>::deserialize(d)? {
+            Form::Text(t) => PathBuf::from(t),
+            Form::Bytes(b) => PathBuf::from(OsString::from_vec(b)),
+        })
+    }
 }
 
 /// The names nismooth reads: single files and the headers of pairs (an
@@ -49,36 +83,19 @@ pub fn is_gz_name(p: &Path) -> bool {
 
 /// Expands directories (their *.nii, *.nii.gz and *.hdr[.gz], sorted) and the list file.
 /// Plain file arguments are kept as given, even if missing: a missing file is
-/// that image's error, reported with the others processed.
+/// that image's error, reported with the others processed. In a folder, a
+/// NIfTI name that is not a regular file (a broken symlink, say an annexed
+/// file not fetched) is kept too, to fail as an image; everything else that
+/// is not a NIfTI file is skipped, and the log says how many of each.
 pub fn discover(inputs: &[PathBuf], list: Option<&Path>) -> Result<Vec<PathBuf>, UsageError> {
     let mut out = Vec::new();
     let mut named: Vec<PathBuf> = inputs.to_vec();
     if let Some(list) = list {
-        let text = std::fs::read_to_string(list).map_err(|source| UsageError::Unreadable {
-            path: list.to_path_buf(),
-            source,
-        })?;
-        let base = list.parent().unwrap_or(Path::new(""));
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if !line.is_empty() {
-                let p = PathBuf::from(line);
-                named.push(if p.is_relative() { base.join(p) } else { p });
-            }
-        }
+        named.extend(read_list(list)?);
     }
     for p in named {
         if p.is_dir() {
-            let rd = std::fs::read_dir(&p).map_err(|source| UsageError::Unreadable {
-                path: p.clone(),
-                source,
-            })?;
-            let mut found: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file() && is_nifti_name(f))
-                .collect();
-            found.sort();
-            out.extend(found);
+            out.extend(scan_folder(&p)?);
         } else {
             out.push(p);
         }
@@ -86,19 +103,76 @@ pub fn discover(inputs: &[PathBuf], list: Option<&Path>) -> Result<Vec<PathBuf>,
     Ok(out)
 }
 
+/// A list file's paths: one a line, relative to the list's folder; a line
+/// whose first non-blank character is `#` is a comment (a `#` inside a file
+/// name is part of the name).
+fn read_list(list: &Path) -> Result<Vec<PathBuf>, UsageError> {
+    let text = std::fs::read(list).map_err(|source| UsageError::Unreadable {
+        path: list.to_path_buf(),
+        source,
+    })?;
+    let base = list.parent().unwrap_or(Path::new(""));
+    Ok(text
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).trim_ascii())
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .map(|l| {
+            let p = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(l));
+            if p.is_relative() {
+                base.join(p)
+            } else {
+                p
+            }
+        })
+        .collect())
+}
+
+/// A folder's NIfTI entries, sorted; what was left out is counted in the log.
+fn scan_folder(dir: &Path) -> Result<Vec<PathBuf>, UsageError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| UsageError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (mut found, mut folders, mut special, mut other) = (Vec::new(), 0, 0, 0);
+    for entry in rd.filter_map(Result::ok) {
+        let path = entry.path();
+        let nifti = is_nifti_name(&path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && nifti => found.push(path),
+            Ok(m) if m.is_dir() => folders += 1,
+            Ok(m) if !m.is_file() => {
+                // Rare, and never expected in a data folder: each is named.
+                log::info!("skipped {}: not a regular file", path.display());
+                special += 1;
+            }
+            Err(_) if nifti => found.push(path), // broken symlink: the image's error
+            _ => other += 1,
+        }
+    }
+    let _ = other; // Other files (notes, sidecars) are expected in a data folder.
+    if folders + special > 0 {
+        log::info!(
+            "{}: skipped {folders} subfolder(s) and {special} special file(s) (FIFOs, sockets, devices)",
+            dir.display()
+        );
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// The output path of `input`: its file name in `outdir`, with the extension of `format`.
 pub fn output_path(input: &Path, outdir: &Path, format: Option<OutputFormat>) -> PathBuf {
-    let name = input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem_len = name.len() - nifti_suffix_len(input);
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = input.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+    let stem = &name[..name.len() - nifti_suffix_len(input)];
     let format = format.unwrap_or(if is_gz_name(input) {
         OutputFormat::NiiGz
     } else {
         OutputFormat::Nii
     });
-    outdir.join(format!("{}{}", &name[..stem_len], format.extension()))
+    let mut out = stem.to_vec();
+    out.extend_from_slice(format.extension().as_bytes());
+    outdir.join(std::ffi::OsString::from_vec(out))
 }
 
 /// Each task's cost for the schedules: its voxel count from the header, read
@@ -122,28 +196,48 @@ pub fn costs(tasks: &[Task], workers: usize) -> Vec<u64> {
     costs
 }
 
-fn canonical_dir(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+/// The folders an input's bytes live in: the one it is named in, and where
+/// its symlink (and a pair's `.img`) really points.
+fn input_folders(input: &Path) -> Vec<FileId> {
+    let folder = |p: &Path| {
+        p.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    };
+    let mut files = vec![input.to_path_buf()];
+    files.extend(crate::io::pair_data_path(input));
+    let mut ids = Vec::new();
+    for f in files {
+        ids.extend(FileId::of(&folder(&f)));
+        if let Ok(real) = std::fs::canonicalize(&f) {
+            ids.extend(FileId::of(&folder(&real)));
+        }
+    }
+    ids
 }
 
-/// Builds the task list and applies every refusal. Creates `outdir`.
+/// The report files a run will write (`--report`, `--csv`), named by their flag.
+pub type ReportFiles<'a> = [(&'static str, &'a Path)];
+
+/// Builds the task list and applies every refusal. Creates `outdir`, and
+/// removes again what it created when a later refusal stops the run.
 pub fn make_tasks(
     inputs: Vec<PathBuf>,
     outdir: &Path,
     format: Option<OutputFormat>,
+    reports: &ReportFiles,
 ) -> Result<Vec<Task>, UsageError> {
     if inputs.is_empty() {
         return Err(UsageError::NoInputs);
     }
-    let out_canon = canonical_dir(outdir);
+    // OUTDIR as it will be once created: compared by identity with the
+    // folder of every input (as named, and through symlinks).
+    let out_id = FileId::of(&identity::resolve_future(outdir));
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     let mut tasks = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {
-        let parent = input
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if canonical_dir(parent) == out_canon {
+        if out_id.is_some() && input_folders(&input).contains(&out_id.unwrap()) {
             return Err(UsageError::OutdirHoldsInput {
                 outdir: outdir.to_path_buf(),
                 input,
@@ -164,12 +258,82 @@ pub fn make_tasks(
             output,
         });
     }
+    let created = create_outdir(outdir)?;
+    let checked = probe_writable(outdir).and_then(|()| check_reports(reports, &tasks));
+    if let (Err(_), Some(top)) = (&checked, created) {
+        // Only empty folders go: what we made, from OUTDIR up to the top one.
+        for folder in outdir.ancestors() {
+            let _ = std::fs::remove_dir(folder);
+            if folder == top {
+                break;
+            }
+        }
+    }
+    checked.map(|()| tasks)
+}
+
+/// Creates `outdir` and its missing parents; returns the topmost folder it
+/// created (None when it existed), so that a refusal can take it back.
+fn create_outdir(outdir: &Path) -> Result<Option<PathBuf>, UsageError> {
+    let top = outdir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+        .last()
+        .map(Path::to_path_buf);
     std::fs::create_dir_all(outdir).map_err(|source| UsageError::Outdir {
         path: outdir.to_path_buf(),
         source,
     })?;
-    probe_writable(outdir)?;
-    Ok(tasks)
+    Ok(top)
+}
+
+/// Each report must land in an existing, writable folder, and on no input,
+/// no output of this run and no other report.
+fn check_reports(reports: &ReportFiles, tasks: &[Task]) -> Result<(), UsageError> {
+    let refuse = |flag: &str, path: &Path, why: String| UsageError::Report {
+        flag: flag.to_string(),
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut places: Vec<(&str, Place)> = Vec::new();
+    for &(flag, path) in reports {
+        let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(f) => f.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        if !folder.is_dir() {
+            return Err(refuse(
+                flag,
+                path,
+                format!("its folder {} does not exist", folder.display()),
+            ));
+        }
+        probe_writable(&folder).map_err(|e| refuse(flag, path, e.to_string()))?;
+        let place = Place::of(path);
+        if let Some((other, _)) = places.iter().find(|(_, p)| p.same(&place)) {
+            return Err(refuse(flag, path, format!("it is also the {other} file")));
+        }
+        for t in tasks {
+            let input = Place::of(&t.input);
+            let real = Place::target_of(&t.input);
+            if place.same(&input) || real.is_some_and(|r| place.same(&r)) {
+                return Err(refuse(
+                    flag,
+                    path,
+                    format!("it is input {}", t.input.display()),
+                ));
+            }
+            if place.same(&Place::of(&t.output)) {
+                return Err(refuse(
+                    flag,
+                    path,
+                    format!("it is the output of {}", t.input.display()),
+                ));
+            }
+        }
+        places.push((flag, place));
+    }
+    Ok(())
 }
 
 /// Creates and removes a file in `outdir`, so that a read-only or full
@@ -257,15 +421,16 @@ mod tests {
         std::fs::create_dir_all(&a).unwrap();
         std::fs::create_dir_all(&b).unwrap();
         assert!(matches!(
-            make_tasks(vec![], &b, None),
+            make_tasks(vec![], &b, None, &[]),
             Err(UsageError::NoInputs)
         ));
-        let r = make_tasks(vec![a.join("x.nii")], &a, None);
+        let r = make_tasks(vec![a.join("x.nii")], &a, None, &[]);
         assert!(matches!(r, Err(UsageError::OutdirHoldsInput { .. })));
         let r = make_tasks(
             vec![a.join("x.nii"), b.join("x.nii")],
             &dir.path().join("o"),
             None,
+            &[],
         );
         assert!(matches!(r, Err(UsageError::DuplicateOutput { .. })));
         // x.nii and x.nii.gz collide once the format is forced.
@@ -273,6 +438,7 @@ mod tests {
             vec![a.join("x.nii"), b.join("x.nii.gz")],
             &dir.path().join("o"),
             Some(OutputFormat::NiiGz),
+            &[],
         );
         assert!(matches!(r, Err(UsageError::DuplicateOutput { .. })));
         assert!(
@@ -294,7 +460,11 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.nii", "b.nii.gz", "c.nii"]);
         let list = dir.path().join("list.txt");
-        std::fs::write(&list, "# header\na.nii\n\n  c.nii  # trailing\n").unwrap();
+        std::fs::write(
+            &list,
+            "# header\na.nii\n\n  c.nii  \n  # indented comment\n",
+        )
+        .unwrap();
         let found = discover(&[], Some(&list)).unwrap();
         assert_eq!(
             found,

@@ -247,10 +247,7 @@ pub fn export_to(
     report: &Report,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
     let text = exporter.render(report)?;
-    let tmp = path.with_extension("nismooth-tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::io::write_file_atomic(path, text.as_bytes())?;
     Ok(())
 }

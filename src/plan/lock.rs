@@ -1,0 +1,247 @@
+//! One run at a time in an output folder: a lock file with its holder's name.
+//!
+//! Two runs writing one OUTDIR do the same images twice, and a `--resume`
+//! would take the live run's temp files for a killed run's and delete them.
+//! Root takes `OUTDIR/.nismooth/lock` for the run's whole life. It is made
+//! the way that works on NFS and Lustre, where `flock` may not: the holder's
+//! record (host, pid, start) is written to a file of its own, which is then
+//! hard-linked to the lock's name, and `link` fails if the name exists. A
+//! lock is stale only when its owner is provably gone: it was taken on this
+//! host and its process no longer exists (or is another process with the
+//! same pid). A lock from another host is never broken: the message names
+//! the holder and the file to remove by hand.
+//!
+//! Job-array tasks share one OUTDIR and write disjoint shares, so a task
+//! locks its share (`lock-task-P-of-N`); a whole-list run conflicts with
+//! every lock, a share with the whole-list lock and its own.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::driver::journal::DIR;
+use crate::slurm::ArraySlot;
+
+/// Who holds a lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (/proc/PID/stat),
+    /// which tells a reused pid from the holder.
+    pub start_ticks: Option<u64>,
+    pub since_unix: u64,
+    pub slurm_job: Option<String>,
+}
+
+impl Holder {
+    fn me() -> Holder {
+        let pid = std::process::id();
+        Holder {
+            host: crate::driver::metrics::hostname(),
+            pid,
+            start_ticks: start_ticks(pid),
+            since_unix: crate::driver::metrics::unix_now(),
+            slurm_job: std::env::var("SLURM_JOB_ID").ok(),
+        }
+    }
+
+    /// Whether this holder is provably gone: same host, and no process with
+    /// its pid and start time.
+    fn gone(&self) -> bool {
+        self.host == crate::driver::metrics::hostname()
+            && (start_ticks(self.pid).is_none() || start_ticks(self.pid) != self.start_ticks)
+    }
+
+    fn describe(&self) -> String {
+        let job = self
+            .slurm_job
+            .as_deref()
+            .map(|j| format!(", Slurm job {j}"))
+            .unwrap_or_default();
+        format!(
+            "pid {} on host {}{job}, since unix time {}",
+            self.pid, self.host, self.since_unix
+        )
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started. None when no such
+/// process, or when it is a zombie (dead, not yet reaped: in a container
+/// whose first process does not reap, a killed run stays one).
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Why the folder could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("output directory {outdir} is locked by another nismooth run ({holder}; lock file {file}). Wait for it to end; if it is gone (another host, a crashed node), remove {file}")]
+    Held {
+        outdir: PathBuf,
+        holder: String,
+        file: PathBuf,
+    },
+    #[error("cannot lock output directory {outdir} ({file}): {source}")]
+    Io {
+        outdir: PathBuf,
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A held lock; dropping it removes the lock file.
+#[derive(Debug)]
+pub struct Lock {
+    file: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+fn name(share: Option<ArraySlot>) -> String {
+    match share {
+        None => "lock".into(),
+        Some(s) => format!("lock-task-{}-of-{}", s.position, s.count),
+    }
+}
+
+/// Takes the lock of `outdir` for a whole-list run (`share` None) or one array task's share.
+pub fn acquire(outdir: &Path, share: Option<ArraySlot>) -> Result<Lock, LockError> {
+    let dir = outdir.join(DIR);
+    let mine = dir.join(name(share));
+    let io = |file: &Path| {
+        let (outdir, file) = (outdir.to_path_buf(), file.to_path_buf());
+        move |source| LockError::Io {
+            outdir,
+            file,
+            source,
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    check_conflicts(outdir, &dir, share)?;
+    let me = Holder::me();
+    let record = dir.join(format!(".lock-{}-{}", me.host, me.pid));
+    std::fs::write(&record, serde_json::to_vec(&me).unwrap_or_default()).map_err(io(&record))?;
+    let linked = std::fs::hard_link(&record, &mine);
+    let _ = std::fs::remove_file(&record);
+    match linked {
+        Ok(()) => Ok(Lock { file: mine }),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Taken between our check and our link: its holder is alive.
+            Err(held(outdir, &mine))
+        }
+        Err(e) => Err(io(&mine)(e)),
+    }
+}
+
+/// Refuses while a conflicting lock's holder may be alive; removes the
+/// conflicting locks whose holders are provably gone.
+fn check_conflicts(outdir: &Path, dir: &Path, share: Option<ArraySlot>) -> Result<(), LockError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LockError::Io {
+        outdir: outdir.to_path_buf(),
+        file: dir.to_path_buf(),
+        source,
+    })?;
+    let mine = name(share);
+    for e in entries.filter_map(Result::ok) {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let conflicts = match share {
+            None => n == "lock" || n.starts_with("lock-task-"),
+            Some(_) => n == "lock" || n == mine,
+        };
+        if !conflicts {
+            continue;
+        }
+        let holder = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
+        match holder {
+            Some(h) if h.gone() => {
+                log::warn!(
+                    "removing the stale lock {} (its run, {}, is gone)",
+                    e.path().display(),
+                    h.describe()
+                );
+                let _ = std::fs::remove_file(e.path());
+            }
+            _ => return Err(held(outdir, &e.path())),
+        }
+    }
+    Ok(())
+}
+
+fn held(outdir: &Path, file: &Path) -> LockError {
+    let holder = std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+        .map_or_else(|| "holder unreadable".to_string(), |h| h.describe());
+    LockError::Held {
+        outdir: outdir.to_path_buf(),
+        holder,
+        file: file.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_is_refused_and_a_dead_holder_is_stale() {
+        let d = tempfile::tempdir().unwrap();
+        let first = acquire(d.path(), None).unwrap();
+        let e = acquire(d.path(), None).unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        let slot = |position| {
+            Some(ArraySlot {
+                task_id: position as u64,
+                position,
+                count: 4,
+            })
+        };
+        assert!(
+            acquire(d.path(), slot(1)).is_err(),
+            "a share under a whole-list run"
+        );
+        drop(first);
+        let one = acquire(d.path(), slot(1)).unwrap();
+        let _two = acquire(d.path(), slot(2)).expect("array tasks share the folder");
+        assert!(acquire(d.path(), slot(1)).is_err());
+        assert!(
+            acquire(d.path(), None).is_err(),
+            "a whole-list run over a share"
+        );
+        drop(one);
+        // A holder on this host whose process is gone.
+        let dead = Holder {
+            pid: u32::MAX - 1,
+            start_ticks: Some(1),
+            ..Holder::me()
+        };
+        let file = d.path().join(DIR).join("lock-task-1-of-4");
+        std::fs::write(&file, serde_json::to_vec(&dead).unwrap()).unwrap();
+        let _again = acquire(d.path(), slot(1)).expect("a dead holder's lock is stale");
+        // Another host's lock is never broken.
+        let other = Holder {
+            host: "elsewhere".into(),
+            ..dead
+        };
+        std::fs::write(
+            d.path().join(DIR).join("lock-task-3-of-4"),
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .unwrap();
+        let e = acquire(d.path(), slot(3)).unwrap_err().to_string();
+        assert!(e.contains("elsewhere"), "{e}");
+    }
+}
