@@ -213,6 +213,36 @@ def mpi_section(binary, work):
     ], {"rank1_s": one, "rank2_s": two}
 
 
+def baseline_section(binary, baseline, work, n, reps):
+    """This build against another (`--baseline`), on the end-to-end sets and on 300 tiny
+    images (where a per-file cost such as fsync shows most): interleaved runs, best of each."""
+    sets = [("float32 .nii.gz", "f32", "float32", "nii.gz", "256,256,128", n),
+            ("int16 .nii.gz", "i16", "int16", "nii.gz", "256,256,128", n),
+            ("float32 .nii", "nii", "float32", "nii", "256,256,128", n),
+            ("300 tiny int16 .nii.gz (8³)", "tiny", "int16", "nii.gz", "8,8,8", 300)]
+    lines = [f"## This build against a baseline build (best of {reps} interleaved runs)", "",
+             f"Baseline: `{baseline}` ({subprocess.run([baseline, '--version'], capture_output=True, text=True).stdout.strip()}).",
+             "", "| images | cores | baseline | this build | this / baseline | this build, `--no-sync` | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    figures = {}
+    for label, key, dtype, fmt, shape, count in sets:
+        indir = work / f"in-{key}"
+        if not indir.exists():
+            generate(binary, indir, count, dtype, fmt, shape)
+        for cores in (1, 2):
+            times = {"base": [], "ours": [], "nosync": []}
+            for _ in range(reps):
+                times["base"].append(nismooth_run(baseline, indir, work / f"base-{key}", cores)[0])
+                times["ours"].append(nismooth_run(binary, indir, work / f"ours-{key}", cores)[0])
+                times["nosync"].append(nismooth_run(binary, indir, work / f"nosync-{key}", cores,
+                                                    extra=["--no-sync"])[0])
+            b, o, u = min(times["base"]), min(times["ours"]), min(times["nosync"])
+            lines.append(f"| {label} | {cores} | {b:.3f} s | {o:.3f} s | **{o / b:.3f}** | {u:.3f} s | **{u / b:.3f}** |")
+            figures[f"{key}_{cores}"] = {"baseline": b, "ours": o, "ours_no_sync": u, "ratio": o / b,
+                                         "ratio_no_sync": u / b}
+    return lines + [""], figures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default="target/release/nismooth")
@@ -222,6 +252,8 @@ def main():
     ap.add_argument("--e2e-reps", type=int, default=2, help="repetitions of every end-to-end run")
     ap.add_argument("--out", help="also write the report here (Markdown)")
     ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--baseline", help="another nismooth binary to compare this build with, side by side")
+    ap.add_argument("--baseline-only", action="store_true", help="with --baseline: run only that comparison")
     a = ap.parse_args()
     binary = str(Path(a.binary).resolve())
     work = Path(tempfile.mkdtemp(prefix="nismooth-bench-"))
@@ -236,13 +268,18 @@ def main():
     ]
     figures = {}
     try:
-        for name, dtype, fmt, target in (("f32", "float32", "nii.gz", 6), ("i16", "int16", "nii.gz", 6),
-                                         ("nii", "float32", "nii", 20)):
+        if a.baseline:
+            sec, figures["baseline"] = baseline_section(binary, str(Path(a.baseline).resolve()), work, a.n,
+                                                        a.e2e_reps)
+            lines += sec
+            print("\n".join(sec), flush=True)
+        for name, dtype, fmt, target in ([] if a.baseline_only else (("f32", "float32", "nii.gz", 6), ("i16", "int16", "nii.gz", 6),
+                                         ("nii", "float32", "nii", 20))):
             sec, fig = e2e_section(binary, work, name, dtype, fmt, a.n, target, a.e2e_reps)
             lines += sec
             figures[f"e2e_{name}"] = fig
             print("\n".join(sec), flush=True)
-        for key, (sec, fig) in (
+        for key, (sec, fig) in () if a.baseline_only else (
             ("filter", filter_section(binary, sorted((work / "in-f32").iterdir())[0],
                                       sorted((work / "in-i16").iterdir())[0], a.reps)),
             ("hidden", hidden_section(binary, work)),

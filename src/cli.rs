@@ -115,10 +115,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub skip_existing: bool,
     /// Go on after a killed run: skip images whose output exists and is
-    /// complete (its journal line matches, or it reads back whole), redo the
-    /// rest, and remove the temp files the killed run left.
+    /// complete (a journal line vouches for it: same settings, same input,
+    /// the file as written), redo the rest, and remove the temp files the
+    /// killed run left. Refused if the outputs were made with other settings.
     #[arg(long, conflicts_with = "skip_existing")]
     pub resume: bool,
+    /// Do not sync outputs to disk before renaming them: still atomic against
+    /// a kill, not against a node crash; saves the disk's write time
+    /// (docs/reliability.md) on scratch data.
+    #[arg(long)]
+    pub no_sync: bool,
     /// Progress display: a bar on a terminal, log lines otherwise.
     #[arg(long, value_enum, default_value_t = ProgressChoice::Auto)]
     pub progress: ProgressChoice,

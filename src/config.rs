@@ -54,6 +54,8 @@ pub struct RunConfig {
     pub backend: BackendChoice,
     pub skip_existing: bool,
     pub resume: bool,
+    /// Sync each output's data before its rename, and the folder after.
+    pub sync: bool,
     #[serde(skip)]
     pub progress: ProgressChoice,
 }
@@ -230,6 +232,7 @@ impl RunConfig {
             exp: ExpFlavour::detect(),
             skip_existing: a.skip_existing,
             resume: a.resume,
+            sync: !a.no_sync,
             progress: a.progress,
         };
         // Options alone can ask for a kernel no image needs; refuse it before

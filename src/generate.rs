@@ -156,6 +156,7 @@ pub fn generate(dir: &Path, count: usize, spec: &PhantomSpec) -> anyhow::Result<
             WriteOptions {
                 format: spec.format,
                 gzip: &gz,
+                durable: true,
             },
         )
         .with_context(|| format!("cannot write phantom {}", path.display()))?;

@@ -105,14 +105,45 @@ pub fn pipeline_images(readers: usize) -> usize {
     readers.max(1) + 3
 }
 
-/// Renames into OUTDIR are made durable by a sync of the folder every this
-/// many images and at the end (each output's data is synced before its rename).
-const DIR_SYNC_EVERY: usize = 32;
+/// Outputs written but not yet in place, at most: each holds an open file
+/// (no voxels), so the writer runs ahead of the disk by this much.
+const COMMIT_QUEUE: usize = 64;
 
-fn sync_outdir(outdir: &Path) {
-    if let Err(e) = io::sync_dir(outdir) {
-        log::warn!("cannot sync {} to disk: {e}", outdir.display());
+/// A written output on its way to its name, with its record.
+struct Committing<'t> {
+    task: &'t Task,
+    rec: ImageRecord,
+    staged: Option<io::Staged>,
+    input: Option<io::InputId>,
+}
+
+/// The next outputs to put in place: waits for one, then takes whatever
+/// else is already waiting. While the disk is slower than the pipeline the
+/// batches grow by themselves, and one sync covers more files.
+fn next_batch<'t>(rx: &mpsc::Receiver<Committing<'t>>) -> Option<Vec<Committing<'t>>> {
+    let mut batch = vec![rx.recv().ok()?];
+    batch.extend(rx.try_iter().take(COMMIT_QUEUE - 1));
+    Some(batch)
+}
+
+/// Syncs and renames a batch (`io::commit_batch`); each record gets its
+/// output's size, or the error that stopped it.
+fn commit(mut batch: Vec<Committing<'_>>, sync: bool) -> Vec<Committing<'_>> {
+    let written: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].staged.is_some())
+        .collect();
+    let staged = written
+        .iter()
+        .filter_map(|&i| batch[i].staged.take())
+        .collect();
+    for (i, result) in written.into_iter().zip(io::commit_batch(staged, sync)) {
+        let c = &mut batch[i];
+        match result {
+            Ok(bytes) => c.rec.bytes_out = bytes,
+            Err(e) => fail(&mut c.rec, &c.task.input, e.to_string()),
+        }
     }
+    batch
 }
 
 /// Runs every task the source yields through the pipeline; one record per
@@ -194,33 +225,48 @@ pub fn process<'t>(
             }
             while !queued.is_empty() && finish_oldest(&mut queued, backend, &filtered_tx, rank) {}
         });
-        let (gzip, finished) = (&gzip, &finished);
+        let (commit_tx, commit_rx) = mpsc::sync_channel::<Committing>(COMMIT_QUEUE);
+        let gzip = &gzip;
         let writer = stage("write").spawn_scoped(s, move || {
-            let mut done = 0;
             for job in filtered_rx {
                 let task = job.task;
                 let mut spare = None;
                 let input = job.img.as_ref().map(|img| img.id);
-                let mut rec = guarded(task, rank, || write(job, gzip, &mut spare)).rec;
-                rec.finished_s = since_start();
-                journal.record(&rec, &task.output, input);
+                let job = guarded(task, rank, || write(job, gzip, cfg.sync, &mut spare));
                 if let Some(v) = spare {
                     let _ = spare_tx.send(v);
                 }
-                done += 1;
-                if done % DIR_SYNC_EVERY == 0 {
-                    sync_outdir(&cfg.outdir);
-                }
-                progress.tick(done, &rec.input);
-                if let Ok(mut f) = finished.lock() {
-                    f.push(rec);
+                let next = Committing {
+                    task,
+                    rec: job.rec,
+                    staged: job.staged,
+                    input,
+                };
+                if commit_tx.send(next).is_err() {
+                    break;
                 }
             }
-            sync_outdir(&cfg.outdir);
+        });
+        let finished = &finished;
+        let committer = stage("commit").spawn_scoped(s, move || {
+            let mut done = 0;
+            while let Some(batch) = next_batch(&commit_rx) {
+                for mut c in commit(batch, cfg.sync) {
+                    c.rec.finished_s = since_start();
+                    journal.record(&c.rec, &c.task.output, c.input);
+                    done += 1;
+                    progress.tick(done, &c.rec.input);
+                    if let Ok(mut f) = finished.lock() {
+                        f.push(c.rec);
+                    }
+                }
+            }
             progress.finish();
         });
         let readers: Result<Vec<_>, _> = readers.into_iter().collect();
-        let (Ok(readers), Ok(filterer), Ok(writer)) = (readers, filterer, writer) else {
+        let (Ok(readers), Ok(filterer), Ok(writer), Ok(committer)) =
+            (readers, filterer, writer, committer)
+        else {
             // Readers that did start see the queue closed and end.
             drop(task_tx);
             return Err(tasks);
@@ -236,7 +282,7 @@ pub fn process<'t>(
         for reader in readers {
             let _ = reader.join();
         }
-        let _ = (filterer.join(), writer.join());
+        let _ = (filterer.join(), writer.join(), committer.join());
         Ok(fed)
     });
     let fed = match outcome {
@@ -275,6 +321,8 @@ struct InFlight<'t> {
     out: DType,
     /// Between the filter's submit and finish: the backend's handle.
     pending: Option<Pending>,
+    /// Written to its temp file, waiting for the committer.
+    staged: Option<io::Staged>,
 }
 
 /// Runs one stage for one image; a panic becomes that image's error.
@@ -293,6 +341,7 @@ fn guarded<'t>(task: &'t Task, rank: usize, stage: impl FnOnce() -> InFlight<'t>
             img: None,
             out: DType::U8,
             pending: None,
+            staged: None,
         }
     })
 }
@@ -344,6 +393,7 @@ fn read<'t>(
         img,
         out: DType::U8,
         pending: None,
+        staged: None,
     };
     if cfg.skip_existing && io::exists_nonempty(&task.output) {
         rec.status = Status::Skipped;
@@ -414,6 +464,7 @@ fn read<'t>(
         img: Some(img),
         out,
         pending: None,
+        staged: None,
     }
 }
 
@@ -469,8 +520,14 @@ fn finish<'t>(mut job: InFlight<'t>, backend: &mut dyn Backend) -> InFlight<'t> 
     job
 }
 
-/// Writes the smoothed image; its buffer goes to `spare` for the next read.
-fn write<'t>(mut job: InFlight<'t>, gzip: &Compressor, spare: &mut Option<Voxels>) -> InFlight<'t> {
+/// Writes the smoothed image to its temp file (the committer puts it in
+/// place); its buffer goes to `spare` for the next read.
+fn write<'t>(
+    mut job: InFlight<'t>,
+    gzip: &Compressor,
+    durable: bool,
+    spare: &mut Option<Voxels>,
+) -> InFlight<'t> {
     let Some(img) = job.img.take() else {
         return job;
     };
@@ -481,16 +538,20 @@ fn write<'t>(mut job: InFlight<'t>, gzip: &Compressor, spare: &mut Option<Voxels
     } else {
         OutputFormat::Nii
     };
-    let written = io::write_image(
+    let staged = io::stage_image(
         &job.task.output,
         &header,
         img.big_endian,
         &img.voxels,
-        WriteOptions { format, gzip },
+        WriteOptions {
+            format,
+            gzip,
+            durable,
+        },
     );
     job.rec.write_s = t.elapsed().as_secs_f64();
-    match written {
-        Ok(bytes) => job.rec.bytes_out = bytes,
+    match staged {
+        Ok(st) => job.staged = Some(st),
         Err(e) => fail(&mut job.rec, &job.task.input, e.to_string()),
     }
     *spare = Some(img.voxels);

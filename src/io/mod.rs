@@ -19,8 +19,8 @@ pub use read::{
     read_image_into,
 };
 pub use write::{
-    exists_nonempty, new_header, output_header, sync_dir, temp_owner, write_file_atomic,
-    write_image, OutputFormat, WriteOptions,
+    commit_batch, exists_nonempty, new_header, output_header, stage_image, sync_dir, temp_owner,
+    write_file_atomic, write_image, OutputFormat, Staged, WriteOptions,
 };
 
 use std::path::PathBuf;

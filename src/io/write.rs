@@ -33,7 +33,13 @@ pub struct WriteOptions<'a> {
     pub format: OutputFormat,
     /// Compresses `.nii.gz` outputs (its level and its threads).
     pub gzip: &'a gzip::Compressor,
+    /// The output will be synced before its rename: start writing large
+    /// ones to disk at once (small ones wait for their batch's one sync).
+    pub durable: bool,
 }
+
+/// Outputs from this size on are sent to the disk as soon as they are written.
+const EARLY_WRITEBACK: u64 = 4 << 20;
 
 /// Removes the temp file unless the write completed and was renamed.
 struct TempGuard {
@@ -80,9 +86,10 @@ pub fn output_header(img: &Image, dtype: DType) -> Vec<u8> {
     h
 }
 
-/// Writes `header` + `voxels` to `dest` atomically; returns the bytes written.
-/// Never follows a symlink onto an existing file: the temp file is created
-/// fresh (O_EXCL) and `rename` replaces the directory entry, not its target.
+/// Writes `header` + `voxels` to `dest` atomically and durably; returns the
+/// bytes written. Never follows a symlink onto an existing file: the temp
+/// file is created fresh (O_EXCL) and `rename` replaces the directory
+/// entry, not its target.
 pub fn write_image(
     dest: &Path,
     header: &[u8],
@@ -90,6 +97,30 @@ pub fn write_image(
     voxels: &Voxels,
     opts: WriteOptions<'_>,
 ) -> Result<u64, WriteError> {
+    let staged = stage_image(dest, header, big_endian, voxels, opts)?;
+    staged.sync()?;
+    staged.commit()
+}
+
+/// A whole output in its temp file, not yet under its name. Dropped
+/// without `commit`, the temp file goes.
+pub struct Staged {
+    file: File,
+    dest: PathBuf,
+    bytes: u64,
+    guard: TempGuard,
+}
+
+/// Writes the output to a fresh temp file beside `dest` and asks the kernel
+/// to start writing it to disk (without waiting), so that the `sync` that
+/// must precede the rename finds little left to do.
+pub fn stage_image(
+    dest: &Path,
+    header: &[u8],
+    big_endian: bool,
+    voxels: &Voxels,
+    opts: WriteOptions<'_>,
+) -> Result<Staged, WriteError> {
     let tmp = temp_path(dest);
     let io_err = |source| WriteError::Io {
         path: dest.to_path_buf(),
@@ -100,21 +131,16 @@ pub fn write_image(
         .create_new(true)
         .open(&tmp)
         .map_err(io_err)?;
-    let mut guard = TempGuard {
-        path: tmp.clone(),
+    let guard = TempGuard {
+        path: tmp,
         armed: true,
     };
     // Small: it only gathers the header and the gzip framing. The voxels and
     // the compressed chunks (each far larger) go straight to the file.
-    let out = BufWriter::with_capacity(64 << 10, file);
-    let file = match opts.format {
-        OutputFormat::Nii => {
-            let mut w = out;
-            write_payload(&mut w, header, big_endian, voxels).map_err(io_err)?;
-            w.into_inner().map_err(|e| io_err(e.into_error()))?
-        }
+    let mut w = BufWriter::with_capacity(64 << 10, file);
+    match opts.format {
+        OutputFormat::Nii => write_payload(&mut w, header, big_endian, voxels).map_err(io_err)?,
         OutputFormat::NiiGz => {
-            let mut w = out;
             let swap = if big_endian == cfg!(target_endian = "big") {
                 1
             } else {
@@ -123,18 +149,97 @@ pub fn write_image(
             opts.gzip
                 .write(&mut w, header, voxels.as_bytes(), swap)
                 .map_err(io_err)?;
-            w.into_inner().map_err(|e| io_err(e.into_error()))?
         }
-    };
+    }
+    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
     let bytes = file.metadata().map_err(io_err)?.len();
-    // On disk before the name points at it: after a node crash, the name
-    // holds either the old file or the whole new one, never a hole.
-    // (The folder's entry is synced in batches: `sync_dir`.)
-    file.sync_data().map_err(io_err)?;
-    drop(file);
-    std::fs::rename(&tmp, dest).map_err(io_err)?;
-    guard.armed = false;
-    Ok(bytes)
+    if opts.durable && bytes >= EARLY_WRITEBACK {
+        start_writeback(&file);
+    }
+    Ok(Staged {
+        file,
+        dest: dest.to_path_buf(),
+        bytes,
+        guard,
+    })
+}
+
+/// Starts writing a file's dirty pages to disk without waiting for them.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a valid open file descriptor; the call only schedules I/O.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+impl Staged {
+    fn io_err(&self, source: std::io::Error) -> WriteError {
+        WriteError::Io {
+            path: self.dest.clone(),
+            source,
+        }
+    }
+
+    /// Waits until the file's data is on disk.
+    pub fn sync(&self) -> Result<(), WriteError> {
+        self.file.sync_data().map_err(|e| self.io_err(e))
+    }
+
+    /// Puts the file under its name; returns its size. Call after its data
+    /// is on disk (`sync`, or `commit_batch`): then, after a node crash, the
+    /// name holds the old file or the whole new one, never a hole.
+    pub fn commit(mut self) -> Result<u64, WriteError> {
+        std::fs::rename(&self.guard.path, &self.dest).map_err(|e| self.io_err(e))?;
+        self.guard.armed = false;
+        Ok(self.bytes)
+    }
+}
+
+/// Puts a batch of outputs (all in one folder) in place durably: their
+/// data on disk, then the renames, then one sync of the folder. A batch of
+/// several is synced with one `syncfs` (on ext4, a journal commit per file
+/// costs more than the writing of a small one); if that fails, file by file,
+/// so that each error lands on its own output.
+/// With `sync` false, only renames (atomic against a kill, not a crash).
+pub fn commit_batch(batch: Vec<Staged>, sync: bool) -> Vec<Result<u64, WriteError>> {
+    let all_synced = !sync || (batch.len() >= SYNCFS_BATCH && syncfs(&batch[0].file));
+    let results: Vec<_> = batch
+        .into_iter()
+        .map(|st| {
+            if !all_synced {
+                st.sync()?;
+            }
+            let folder = st.dest.parent().map(Path::to_path_buf);
+            st.commit().map(|bytes| (bytes, folder))
+        })
+        .collect();
+    let folder = results.iter().find_map(|r| r.as_ref().ok()?.1.clone());
+    if let Some(folder) = folder.filter(|f| sync && !f.as_os_str().is_empty()) {
+        if let Err(e) = sync_dir(&folder) {
+            log::warn!("cannot sync {} to disk: {e}", folder.display());
+        }
+    }
+    results.into_iter().map(|r| r.map(|(b, _)| b)).collect()
+}
+
+/// Batches at least this long are synced with one `syncfs`.
+const SYNCFS_BATCH: usize = 4;
+
+/// Syncs the whole file system `file` lives on; false if that failed.
+fn syncfs(file: &File) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open file descriptor.
+        unsafe { libc::syncfs(file.as_raw_fd()) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        false
+    }
 }
 
 fn write_payload(
