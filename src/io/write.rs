@@ -121,20 +121,11 @@ pub fn stage_image(
     voxels: &Voxels,
     opts: WriteOptions<'_>,
 ) -> Result<Staged, WriteError> {
-    let tmp = temp_path(dest);
     let io_err = |source| WriteError::Io {
         path: dest.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(io_err)?;
-    let guard = TempGuard {
-        path: tmp,
-        armed: true,
-    };
+    let (file, guard) = create_temp(dest).map_err(io_err)?;
     // Small: it only gathers the header and the gzip framing. The voxels and
     // the compressed chunks (each far larger) go straight to the file.
     let mut w = BufWriter::with_capacity(64 << 10, file);
@@ -162,6 +153,17 @@ pub fn stage_image(
         bytes,
         guard,
     })
+}
+
+/// A fresh temp file beside `dest` (O_EXCL: never an existing file, never
+/// through a symlink), removed by its guard unless committed.
+fn create_temp(dest: &Path) -> std::io::Result<(File, TempGuard)> {
+    let path = temp_path(dest);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((file, TempGuard { path, armed: true }))
 }
 
 /// Starts writing a file's dirty pages to disk without waiting for them.
@@ -279,25 +281,20 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Writes `bytes` to `dest` as `write_image` writes an image: a fresh temp
 /// file beside it, synced, renamed into place, the folder synced. Errors name `dest`.
 pub fn write_file_atomic(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let tmp = temp_path(dest);
     let io_err = |source| WriteError::Io {
         path: dest.to_path_buf(),
         source,
     };
-    let mut guard = TempGuard {
-        path: tmp.clone(),
-        armed: true,
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(io_err)?;
+    let (mut file, guard) = create_temp(dest).map_err(io_err)?;
     file.write_all(bytes).map_err(io_err)?;
-    file.sync_data().map_err(io_err)?;
-    drop(file);
-    std::fs::rename(&tmp, dest).map_err(io_err)?;
-    guard.armed = false;
+    let staged = Staged {
+        file,
+        dest: dest.to_path_buf(),
+        bytes: bytes.len() as u64,
+        guard,
+    };
+    staged.sync()?;
+    staged.commit()?;
     let folder = dest.parent().filter(|p| !p.as_os_str().is_empty());
     sync_dir(folder.unwrap_or(Path::new("."))).map_err(io_err)
 }

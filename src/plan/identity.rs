@@ -81,12 +81,6 @@ impl Place {
         }
     }
 
-    /// The place of the file a symlink `path` points to (itself when it is
-    /// no symlink); None when it cannot be resolved.
-    pub fn target_of(path: &Path) -> Option<Place> {
-        std::fs::canonicalize(path).ok().map(|p| Place::of(&p))
-    }
-
     /// Whether two places are one file: the same file, or the same name in the same folder.
     pub fn same(&self, other: &Place) -> bool {
         (self.file.is_some() && self.file == other.file)

@@ -49,8 +49,9 @@ impl Holder {
     /// Whether this holder is provably gone: same host, and no process with
     /// its pid and start time.
     fn gone(&self) -> bool {
+        let now = start_ticks(self.pid);
         self.host == crate::driver::metrics::hostname()
-            && (start_ticks(self.pid).is_none() || start_ticks(self.pid) != self.start_ticks)
+            && (now.is_none() || now != self.start_ticks)
     }
 
     fn describe(&self) -> String {
