@@ -12,6 +12,7 @@ pub mod generate;
 pub mod io;
 pub mod plan;
 pub mod report;
+pub mod resources;
 pub mod slurm;
 pub mod study;
 pub mod volume;

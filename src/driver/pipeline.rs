@@ -117,12 +117,25 @@ struct Committing<'t> {
     input: Option<io::InputId>,
 }
 
-/// The next outputs to put in place: waits for one, then takes whatever
-/// else is already waiting. While the disk is slower than the pipeline the
-/// batches grow by themselves, and one sync covers more files.
-fn next_batch<'t>(rx: &mpsc::Receiver<Committing<'t>>) -> Option<Vec<Committing<'t>>> {
+/// How long the committer waits for more outputs before it syncs a batch
+/// (when syncing): small images then share one journal commit instead of
+/// paying one each. Outputs appear this much later; the run's end does not
+/// wait for it (the channel closes).
+const COMMIT_WINDOW: Duration = Duration::from_millis(25);
+
+/// The next outputs to put in place: waits for one, then for whatever else
+/// comes within the window (none without `sync`). While the disk is slower
+/// than the pipeline the batches grow by themselves, and one sync covers
+/// more files.
+fn next_batch<'t>(rx: &mpsc::Receiver<Committing<'t>>, sync: bool) -> Option<Vec<Committing<'t>>> {
     let mut batch = vec![rx.recv().ok()?];
-    batch.extend(rx.try_iter().take(COMMIT_QUEUE - 1));
+    let deadline = Instant::now() + if sync { COMMIT_WINDOW } else { Duration::ZERO };
+    while batch.len() < COMMIT_QUEUE {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
     Some(batch)
 }
 
@@ -250,7 +263,7 @@ pub fn process<'t>(
         let finished = &finished;
         let committer = stage("commit").spawn_scoped(s, move || {
             let mut done = 0;
-            while let Some(batch) = next_batch(&commit_rx) {
+            while let Some(batch) = next_batch(&commit_rx, cfg.sync) {
                 for mut c in commit(batch, cfg.sync) {
                     c.rec.finished_s = since_start();
                     journal.record(&c.rec, &c.task.output, c.input);

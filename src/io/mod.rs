@@ -121,6 +121,19 @@ pub enum ReadError {
     /// The header promises more voxels than the file can hold.
     #[error("header claims {want} bytes of voxel data but the file holds only {have}")]
     Truncated { want: u64, have: u64 },
+    /// The image would take more memory than this process may still take.
+    #[error(
+        "needs about {} MiB in memory{}, more than the {} MiB left under {limit}",
+        .need >> 20,
+        if *.scaled { " (scaled voxels are held as float64)" } else { "" },
+        .room >> 20
+    )]
+    NoRoom {
+        need: u64,
+        room: u64,
+        limit: &'static str,
+        scaled: bool,
+    },
     /// scl_slope is valid but scl_inter is not finite (nibabel refuses these too).
     #[error("valid scl_slope but non-finite scl_inter")]
     BadScaling,

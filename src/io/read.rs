@@ -168,6 +168,7 @@ fn read_single(
 fn read_head(r: &mut dyn Read, gz: bool, len: u64) -> Result<(Vec<u8>, HeaderInfo), ReadError> {
     let (mut head, info) = read_header(r, gz, false)?;
     check_room(&info, info.vox_offset as u64, len, gz)?;
+    check_memory(&info)?;
     let rest = info.vox_offset - head.len();
     r.take(rest as u64)
         .read_to_end(&mut head)
@@ -243,6 +244,7 @@ fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, Re
         ..info
     };
     check_room(&info, info.vox_offset as u64, data_len, data_gz)?;
+    check_memory(&info)?;
     let skipped = std::io::copy(
         &mut r.by_ref().take(info.vox_offset as u64),
         &mut std::io::sink(),
@@ -285,6 +287,34 @@ fn check_room(info: &HeaderInfo, offset: u64, len: u64, gz: bool) -> Result<(), 
         });
     }
     Ok(())
+}
+
+/// Images needing less than this are not checked against the memory room:
+/// reading the limits costs more than such an image could ever matter.
+const CHECK_MEMORY_FROM: u64 = 64 << 20;
+
+/// Refuses an image that would take more memory than this process may still
+/// take (its cgroup, `ulimit -v`, the node), before anything is allocated:
+/// otherwise the allocation ends the process and every other image with it.
+/// The need is the peak of reading: the voxels as stored and, for a scaled
+/// image, as held (float64). Filtering at the default dtype works in place.
+fn check_memory(info: &HeaderInfo) -> Result<(), ReadError> {
+    let need = match info.scaling {
+        Some(_) => info.data_bytes().saturating_add(info.memory_bytes()),
+        None => info.data_bytes(),
+    };
+    if need < CHECK_MEMORY_FROM {
+        return Ok(());
+    }
+    match crate::resources::memory_room() {
+        Some(room) if need > room.bytes => Err(ReadError::NoRoom {
+            need,
+            room: room.bytes,
+            limit: room.limit,
+            scaled: info.scaling.is_some(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, source: Source) -> Image {

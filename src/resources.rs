@@ -1,0 +1,142 @@
+//! How much memory this process may still take, from every limit that can
+//! end it: the cgroup it runs in (Slurm's `task/cgroup`, v1 or v2), its
+//! address-space rlimit (`ulimit -v`) and the node's available memory.
+//!
+//! Why: an image whose header claims more voxels than fit would otherwise be
+//! allocated anyway, and the process dies for it (an abort on `ulimit -v`,
+//! the OOM killer in a cgroup), taking every other image of the run with it.
+//! Asking first turns that into one image's error. The answer is a snapshot:
+//! other images in flight may take their share after it is read.
+
+use std::fs;
+use std::path::PathBuf;
+
+/// The memory this process may still take, and the limit that sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    pub bytes: u64,
+    pub limit: &'static str,
+}
+
+/// The tightest of the limits that apply now; `None` when none can be read.
+pub fn memory_room() -> Option<Room> {
+    [cgroup_room(), rlimit_room(), available_room()]
+        .into_iter()
+        .flatten()
+        .min_by_key(|r| r.bytes)
+}
+
+/// `MemAvailable` from /proc/meminfo: what the node can give without swapping.
+fn available_room() -> Option<Room> {
+    let bytes = proc_kib(&fs::read_to_string("/proc/meminfo").ok()?, "MemAvailable:")?;
+    Some(Room {
+        bytes,
+        limit: "the node's available memory",
+    })
+}
+
+/// RLIMIT_AS less the address space already mapped (`VmSize`).
+fn rlimit_room() -> Option<Room> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid, exclusive pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let used = proc_kib(&fs::read_to_string("/proc/self/status").ok()?, "VmSize:")?;
+    Some(Room {
+        bytes: lim.rlim_cur.saturating_sub(used),
+        limit: "the address-space limit (ulimit -v)",
+    })
+}
+
+/// The memory cgroup's limit less its usage: v2 `memory.max`/`memory.current`,
+/// or v1 `memory.limit_in_bytes`/`memory.usage_in_bytes`.
+fn cgroup_room() -> Option<Room> {
+    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let (limit, usage) = cgroup_files(&cgroups)?;
+    let limit: u64 = fs::read_to_string(limit).ok()?.trim().parse().ok()?;
+    let usage: u64 = fs::read_to_string(usage).ok()?.trim().parse().ok()?;
+    // v1 reports "no limit" as a huge page-rounded number.
+    (limit < 1 << 60).then(|| Room {
+        bytes: limit.saturating_sub(usage),
+        limit: "the memory cgroup's limit",
+    })
+}
+
+/// The limit and usage files of this process's memory cgroup, from the lines
+/// of /proc/self/cgroup: `N:memory:/path` (v1) first, else `0::/path` (v2).
+fn cgroup_files(cgroups: &str) -> Option<(PathBuf, PathBuf)> {
+    let path_of = |l: &str| {
+        l.splitn(3, ':')
+            .nth(2)
+            .map(|p| p.trim_start_matches('/').to_owned())
+    };
+    let v1 = cgroups.lines().find(|l| {
+        l.split(':')
+            .nth(1)
+            .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+    });
+    if let Some(path) = v1.and_then(path_of) {
+        let dir = PathBuf::from("/sys/fs/cgroup/memory").join(path);
+        return Some((
+            dir.join("memory.limit_in_bytes"),
+            dir.join("memory.usage_in_bytes"),
+        ));
+    }
+    let path = cgroups
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .and_then(path_of)?;
+    let dir = PathBuf::from("/sys/fs/cgroup").join(path);
+    Some((dir.join("memory.max"), dir.join("memory.current")))
+}
+
+/// A `Key:   123 kB` line of a /proc file, in bytes.
+fn proc_kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_proc_lines() {
+        let text = "MemTotal:       24000000 kB\nMemAvailable:    1000 kB\n";
+        assert_eq!(proc_kib(text, "MemAvailable:"), Some(1000 * 1024));
+        assert_eq!(proc_kib(text, "VmSize:"), None);
+    }
+
+    #[test]
+    fn finds_v1_before_v2() {
+        let both = "12:memory:/slurm/uid_0/job_7\n0::/user.slice\n";
+        let (limit, _) = cgroup_files(both).unwrap();
+        assert_eq!(
+            limit,
+            PathBuf::from("/sys/fs/cgroup/memory/slurm/uid_0/job_7/memory.limit_in_bytes")
+        );
+        let (limit, usage) = cgroup_files("0::/a/b\n").unwrap();
+        assert_eq!(limit, PathBuf::from("/sys/fs/cgroup/a/b/memory.max"));
+        assert_eq!(usage, PathBuf::from("/sys/fs/cgroup/a/b/memory.current"));
+        let (limit, _) = cgroup_files("4:cpu,memory:/x\n").unwrap();
+        assert!(limit.starts_with("/sys/fs/cgroup/memory/x"));
+    }
+
+    #[test]
+    fn this_process_has_some_room() {
+        let room = memory_room().expect("/proc/meminfo at least");
+        assert!(room.bytes > 0, "{room:?}");
+    }
+}
