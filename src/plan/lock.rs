@@ -129,14 +129,21 @@ pub fn acquire(outdir: &Path, share: Option<ArraySlot>) -> Result<Lock, LockErro
         }
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    check_conflicts(outdir, &dir, share)?;
+    check_conflicts(outdir, &dir, share, None)?;
     let me = Holder::me();
     let record = dir.join(format!(".lock-{}-{}", me.host, me.pid));
     std::fs::write(&record, serde_json::to_vec(&me).unwrap_or_default()).map_err(io(&record))?;
     let linked = std::fs::hard_link(&record, &mine);
     let _ = std::fs::remove_file(&record);
     match linked {
-        Ok(()) => Ok(Lock { file: mine }),
+        Ok(()) => {
+            let lock = Lock { file: mine };
+            // A conflicting run may have checked before our link and linked
+            // its own since: whichever links second sees the first here, so
+            // two overlapping runs never both go on (at worst both refuse).
+            check_conflicts(outdir, &dir, share, Some(&lock.file))?;
+            Ok(lock)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             // Taken between our check and our link: its holder is alive.
             Err(held(outdir, &mine))
@@ -145,22 +152,37 @@ pub fn acquire(outdir: &Path, share: Option<ArraySlot>) -> Result<Lock, LockErro
     }
 }
 
+/// Whether the lock file `n` guards images that a run of `share` would
+/// write: a whole-list run conflicts with every lock; an array task with a
+/// whole-list run, with its own share, and with any share of an array of
+/// another size (whose shares overlap its own).
+fn conflicts(n: &str, share: Option<ArraySlot>) -> bool {
+    match share {
+        None => n == "lock" || n.starts_with("lock-task-"),
+        Some(s) => {
+            n == "lock"
+                || n == name(share)
+                || n.starts_with("lock-task-") && !n.ends_with(&format!("-of-{}", s.count))
+        }
+    }
+}
+
 /// Refuses while a conflicting lock's holder may be alive; removes the
-/// conflicting locks whose holders are provably gone.
-fn check_conflicts(outdir: &Path, dir: &Path, share: Option<ArraySlot>) -> Result<(), LockError> {
+/// conflicting locks whose holders are provably gone. `ours` is skipped.
+fn check_conflicts(
+    outdir: &Path,
+    dir: &Path,
+    share: Option<ArraySlot>,
+    ours: Option<&Path>,
+) -> Result<(), LockError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LockError::Io {
         outdir: outdir.to_path_buf(),
         file: dir.to_path_buf(),
         source,
     })?;
-    let mine = name(share);
     for e in entries.filter_map(Result::ok) {
         let n = e.file_name().to_string_lossy().into_owned();
-        let conflicts = match share {
-            None => n == "lock" || n.starts_with("lock-task-"),
-            Some(_) => n == "lock" || n == mine,
-        };
-        if !conflicts {
+        if !conflicts(&n, share) || ours.is_some_and(|o| o == e.path()) {
             continue;
         }
         let holder = std::fs::read(e.path())
@@ -244,5 +266,25 @@ mod tests {
         .unwrap();
         let e = acquire(d.path(), slot(3)).unwrap_err().to_string();
         assert!(e.contains("elsewhere"), "{e}");
+    }
+
+    #[test]
+    fn arrays_of_another_size_overlap_and_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let slot = |position, count| {
+            Some(ArraySlot {
+                task_id: position as u64,
+                position,
+                count,
+            })
+        };
+        let _four = acquire(d.path(), slot(0, 4)).unwrap();
+        let e = acquire(d.path(), slot(5, 8)).unwrap_err().to_string();
+        assert!(e.contains("lock-task-0-of-4"), "{e}");
+        assert!(
+            acquire(d.path(), slot(1, 14)).is_err(),
+            "-of-14 is not -of-4"
+        );
+        let _same_size = acquire(d.path(), slot(3, 4)).expect("same geometry, other share");
     }
 }
