@@ -2,8 +2,14 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::choice::{Choice, UnknownChoice};
+
+pub use crate::config::ProgressChoice;
+pub use crate::filter::{BackendChoice, Compat, Units};
+pub use crate::generate::NoiseChoice;
 pub use crate::plan::schedule::Schedule;
 pub use crate::slurm::script::Model;
 
@@ -54,7 +60,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "2")]
     pub sigma: String,
     /// Units of sigma: voxels (as scipy), or mm (divided by the voxel size, pixdim).
-    #[arg(long, value_enum, default_value_t = Units::Voxel)]
+    #[arg(long, value_parser = choice::<Units>(), default_value_t = Units::Voxel)]
     pub units: Units,
     /// Kernel radius in sigmas: radius = int(truncate * sigma + 0.5).
     #[arg(long, default_value_t = 4.0)]
@@ -72,7 +78,7 @@ pub struct RunArgs {
     /// Whose semantics to reproduce: scipy.ndimage.gaussian_filter (σ in
     /// voxels unless --units mm), or `fslmaths -s` (σ in mm, edge
     /// renormalisation instead of a boundary mode, single precision).
-    #[arg(long, value_enum, default_value_t = Compat::Scipy)]
+    #[arg(long, value_parser = choice::<Compat>(), default_value_t = Compat::Scipy)]
     pub compat: Compat,
     /// Filter threads per rank (default: SLURM_CPUS_PER_TASK when set, else the
     /// node's cores divided by the ranks on the node).
@@ -85,7 +91,7 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub readers: Option<u64>,
     /// How images are shared among MPI ranks.
-    #[arg(long, value_enum, default_value_t = Schedule::Balanced)]
+    #[arg(long, value_parser = choice::<Schedule>(), default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,
     /// Take this Slurm array task's share of the list (automatic when
     /// SLURM_ARRAY_TASK_ID is set and there is one process; with this flag
@@ -96,7 +102,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub array_chunk: Option<u64>,
     /// Filter backend: cpu, cuda, or auto (the GPU when a CUDA driver and device are present).
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    #[arg(long, value_parser = choice::<BackendChoice>(), default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     /// gzip level 0..9 for .nii.gz outputs (1 is what nibabel writes).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
@@ -126,40 +132,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_sync: bool,
     /// Progress display: a bar on a terminal, log lines otherwise.
-    #[arg(long, value_enum, default_value_t = ProgressChoice::Auto)]
+    #[arg(long, value_parser = choice::<ProgressChoice>(), default_value_t = ProgressChoice::Auto)]
     pub progress: ProgressChoice,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Units {
-    Voxel,
-    Mm,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compat {
-    Scipy,
-    Fsl,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendChoice {
-    Cpu,
-    Cuda,
-    Auto,
-}
-
-impl BackendChoice {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendChoice::Cpu => "cpu",
-            BackendChoice::Cuda => "cuda",
-            BackendChoice::Auto => "auto",
-        }
-    }
 }
 
 #[derive(Args, Debug)]
@@ -185,9 +159,9 @@ pub struct StudyArgs {
     /// Image counts to try; each point uses the first N images of the data set.
     #[arg(long, default_value = "1,4,8,16", value_delimiter = ',')]
     pub tasks: Vec<usize>,
-    #[arg(long, value_enum, default_value_t = Schedule::Balanced)]
+    #[arg(long, value_parser = choice::<Schedule>(), default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,
-    #[arg(long, value_enum, default_value_t = crate::study::Launcher::Auto)]
+    #[arg(long, value_parser = choice::<crate::study::Launcher>(), default_value_t = crate::study::Launcher::Auto)]
     pub launcher: crate::study::Launcher,
     /// Repetitions of every point (interleaved).
     #[arg(long, default_value_t = 1)]
@@ -269,7 +243,7 @@ pub enum ReportAction {
 #[derive(Args, Debug)]
 pub struct SbatchArgs {
     /// The parallel model.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<Model>())]
     pub model: Model,
     #[arg(long, default_value = "nismooth")]
     pub job_name: String,
@@ -329,14 +303,6 @@ pub enum FormatChoice {
     NiiGz,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProgressChoice {
-    Auto,
-    Bar,
-    Log,
-    None,
-}
-
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Output directory.
@@ -358,17 +324,11 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub vary_size: bool,
     /// Noise model.
-    #[arg(long, value_enum, default_value_t = NoiseChoice::Rician)]
+    #[arg(long, value_parser = choice::<NoiseChoice>(), default_value_t = NoiseChoice::Rician)]
     pub noise: NoiseChoice,
     /// Output container.
     #[arg(long, value_enum, default_value_t = FormatChoice::NiiGz)]
     pub format: FormatChoice,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum NoiseChoice {
-    Rician,
-    Gaussian,
 }
 
 #[derive(Args, Debug)]
@@ -398,6 +358,20 @@ pub struct BenchFilterArgs {
     #[arg(long, default_value = "reflect")]
     pub mode: String,
     /// Filter backend: cpu, or cuda (whose kernels are also timed alone, by CUDA events).
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    #[arg(long, value_parser = choice::<BackendChoice>(), default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,
+}
+
+/// A library `Choice` as clap's possible values (names and help), parsed
+/// back into the enum.
+fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|&(_, name, help)| {
+        let value = PossibleValue::new(name);
+        if help.is_empty() {
+            value
+        } else {
+            value.help(help)
+        }
+    }))
+    .try_map(|s| T::parse(&s).map_err(|e: UnknownChoice| e.to_string()))
 }

@@ -2,15 +2,30 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{
-    BackendChoice, Compat, DtypeChoice, FormatChoice, ProgressChoice, RunArgs, Units,
-};
+use crate::choice::named_choices;
+use crate::cli::{DtypeChoice, FormatChoice, RunArgs};
 use crate::error::UsageError;
+use crate::filter::{BackendChoice, Compat, Units};
 use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
 use crate::io::OutputFormat;
 use crate::plan::schedule::Schedule;
 use crate::slurm::{expand_pattern, ArraySlot, SlurmContext};
 use crate::volume::DType;
+
+/// How a run shows its progress.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ProgressChoice {
+    Auto,
+    Bar,
+    Log,
+    None,
+}
+named_choices!(ProgressChoice {
+    Auto => "auto": "a bar on a terminal, log lines otherwise",
+    Bar => "bar",
+    Log => "log",
+    None => "none",
+});
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunConfig {

@@ -8,10 +8,17 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::cli::NoiseChoice;
 use crate::io::{self, OutputFormat, WriteOptions};
 use crate::volume::{DType, Sample, VoxelVec, Voxels};
 use crate::with_dtype;
+
+/// The noise added to the phantoms.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NoiseChoice {
+    Rician,
+    Gaussian,
+}
+crate::choice::named_choices!(NoiseChoice { Rician => "rician", Gaussian => "gaussian" });
 
 pub struct PhantomSpec {
     pub shape: Vec<usize>,

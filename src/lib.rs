@@ -3,6 +3,7 @@
 //! The flow follows the data: `plan` turns what the user named into tasks,
 //! `driver` shares them over processes (`driver::comm`) and runs each through
 //! `io` → `filter` → `io`, and `report` exports what was measured.
+pub mod choice;
 pub mod cli;
 pub mod config;
 pub mod driver;

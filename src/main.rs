@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+use nismooth::choice::Choice;
 use nismooth::cli::{
     BackendChoice, BenchFilterArgs, Cli, Command, Compat, GenerateArgs, ReportAction, ReportArgs,
     RunArgs, SbatchArgs, WeightsArgs,

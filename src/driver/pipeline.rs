@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::journal::{self, Durable, Journal};
-use crate::cli::{ProgressChoice, Units};
-use crate::config::RunConfig;
+use crate::config::{ProgressChoice, RunConfig};
+use crate::filter::Units;
 use crate::filter::{Backend, FilterSpec, Pending, RADIUS_PER_AXIS};
 use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};

@@ -14,7 +14,36 @@ pub mod simd;
 pub use extend::Mode;
 pub use kernel::{ExpFlavour, Kernel1d};
 
+use crate::choice::named_choices;
 use crate::volume::{DType, Voxels};
+
+/// What sigma is measured in.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Units {
+    Voxel,
+    Mm,
+}
+named_choices!(Units { Voxel => "voxel", Mm => "mm" });
+
+/// Whose semantics to reproduce: scipy.ndimage.gaussian_filter, or fslmaths -s.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compat {
+    Scipy,
+    Fsl,
+}
+named_choices!(Compat { Scipy => "scipy", Fsl => "fsl" });
+
+/// Which filter backend a run asks for; `Auto` takes CUDA where it works.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Cpu,
+    Cuda,
+    Auto,
+}
+named_choices!(BackendChoice { Cpu => "cpu", Cuda => "cuda", Auto => "auto" });
 
 /// An axis with sigma at or below this is skipped, as in scipy.
 pub const SIGMA_EPS: f64 = 1e-15;

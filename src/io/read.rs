@@ -430,7 +430,7 @@ fn apply_scaling(raw: &Voxels, slope: f64, inter: f64) -> Voxels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::NoiseChoice;
+    use crate::generate::NoiseChoice;
     use crate::generate::{generate, PhantomSpec};
     use crate::io::OutputFormat;
     use crate::volume::DType;

@@ -10,9 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-#[derive(
-    Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// Contiguous chunks, sizes differing by at most one image.
@@ -24,6 +22,13 @@ pub enum Schedule {
     /// Rank 0 hands the next image to whichever rank asks.
     Dynamic,
 }
+
+crate::choice::named_choices!(Schedule {
+    Block => "block": "Contiguous chunks, sizes differing by at most one image",
+    Cyclic => "cyclic": "Round-robin: image i to rank i mod P",
+    Balanced => "balanced": "Longest processing time first by voxel count (the default)",
+    Dynamic => "dynamic": "Rank 0 hands the next image to whichever rank asks",
+});
 
 impl Schedule {
     /// Whether the schedule needs each image's size (its header read up front).

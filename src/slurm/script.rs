@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Model {
     /// One task, one CPU.
@@ -27,6 +27,15 @@ pub enum Model {
     /// MPI ranks across nodes, several threads each.
     Hybrid,
 }
+
+crate::choice::named_choices!(Model {
+    Serial => "serial": "One task, one CPU",
+    Threads => "threads": "One task, several filter threads (shared memory)",
+    Mpi => "mpi": "MPI ranks across nodes, one CPU each (distributed memory)",
+    Array => "array": "A job array: independent single-task jobs, each taking its share of the list",
+    Gpu => "gpu": "One MPI rank per GPU, the filter on the GPU",
+    Hybrid => "hybrid": "MPI ranks across nodes, several threads each",
+});
 
 /// Memory request: per node (`--mem`) or per allocated CPU (`--mem-per-cpu`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

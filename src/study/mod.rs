@@ -23,7 +23,7 @@ use crate::report::{Report, Status};
 
 pub const STUDY_SCHEMA: &str = "nismooth-study";
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Launcher {
     /// srun inside a Slurm allocation, else mpirun; none for one rank.
@@ -32,6 +32,13 @@ pub enum Launcher {
     Mpirun,
     Srun,
 }
+
+crate::choice::named_choices!(Launcher {
+    Auto => "auto": "srun inside a Slurm allocation, else mpirun; none for one rank",
+    None => "none",
+    Mpirun => "mpirun",
+    Srun => "srun",
+});
 
 /// What to sweep and on what.
 #[derive(Clone, Debug, Serialize, Deserialize)]
