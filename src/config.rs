@@ -1,15 +1,16 @@
-//! Parsed arguments → a validated `RunConfig`, the one place option rules live.
+//! `RunConfig`: a run's settings as plain data, with the rules that tie them
+//! together (`check`). The command line (`app::run`) fills it in from its
+//! options; tests and other callers start from `RunConfig::new`.
 
 use std::path::PathBuf;
 
 use crate::choice::named_choices;
-use crate::cli::{DtypeChoice, FormatChoice, RunArgs};
 use crate::error::UsageError;
 use crate::filter::{BackendChoice, Compat, Units};
 use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
 use crate::io::OutputFormat;
 use crate::plan::schedule::Schedule;
-use crate::slurm::{expand_pattern, ArraySlot, SlurmContext};
+use crate::slurm::{ArraySlot, SlurmContext};
 use crate::volume::DType;
 
 /// How a run shows its progress.
@@ -140,124 +141,74 @@ pub fn default_readers(threads: usize) -> usize {
     threads.clamp(1, 2)
 }
 
-/// The readers a run with these options gets when it has `threads` threads:
-/// `--readers`, else the default.
-pub fn readers(a: &RunArgs, threads: usize) -> usize {
-    a.readers.map_or(default_readers(threads), |n| n as usize)
-}
-
 impl RunConfig {
-    /// `ranks`: processes in the run; `node_ranks`: how many share this node
-    /// (for the default threads).
-    pub fn from_args(
-        a: &RunArgs,
-        ranks: usize,
-        node_ranks: usize,
-    ) -> Result<RunConfig, UsageError> {
-        let sigma = parse_sigma(&a.sigma)?;
-        if !a.truncate.is_finite() || a.truncate < 0.0 {
-            return Err(UsageError::BadOption(format!(
-                "--truncate {}: must be finite and ≥ 0",
-                a.truncate
-            )));
-        }
-        if !a.cval.is_finite() {
-            return Err(UsageError::BadOption("--cval must be finite".into()));
-        }
-        let mode: Mode = a.mode.parse().map_err(UsageError::BadOption)?;
-        if a.compat == Compat::Fsl
-            && (mode != Mode::Reflect || a.truncate != 4.0 || a.cval != 0.0 || a.units == Units::Mm)
-        {
-            return Err(UsageError::BadOption(
-                "--compat fsl takes σ in mm and renormalises at the edges: \
-                 --mode, --truncate, --cval and --units do not apply"
-                    .into(),
-            ));
-        }
-        let (threads, threads_from) = match a.threads {
-            Some(0) => return Err(UsageError::BadOption("--threads must be ≥ 1".into())),
-            Some(n) => (n, "--threads".into()),
-            None => default_threads(node_ranks),
-        };
-        let slurm = SlurmContext::from_env();
-        let slot = match &slurm {
-            Some(c) => c.array_slot()?,
-            None => None,
-        };
-        let array = if a.array {
-            Some(slot.ok_or_else(|| {
-                UsageError::BadOption(
-                    "--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)".into(),
-                )
-            })?)
-        } else if ranks == 1 {
-            slot
-        } else {
-            if let Some(s) = slot {
-                log::warn!(
-                    "array task {} runs {ranks} MPI ranks without --array: this task processes the whole list",
-                    s.task_id
-                );
-            }
-            None
-        };
-        if a.array_chunk.is_some() && array.is_none() {
-            return Err(UsageError::BadOption(
-                "--array-chunk needs a job array (SLURM_ARRAY_TASK_ID)".into(),
-            ));
-        }
-        let expand = |p: &Option<String>| {
-            p.as_deref()
-                .map(|p| PathBuf::from(expand_pattern(p, slurm.as_ref())))
-        };
-        let cfg = RunConfig {
-            report: expand(&a.report),
-            csv: expand(&a.csv),
-            array,
-            array_chunk: a.array_chunk.map(|k| k as usize),
-            backend: a.backend,
-            slurm,
-            inputs: a.inputs.clone(),
-            list: a.list.clone(),
-            outdir: a.output.clone(),
-            sigma,
-            units: if a.compat == Compat::Fsl {
-                Units::Mm
-            } else {
-                a.units
-            },
-            compat: a.compat,
-            truncate: a.truncate,
-            mode,
-            cval: a.cval,
-            dtype: match (a.dtype, a.compat) {
-                (None, Compat::Scipy) | (Some(DtypeChoice::Input), _) => None,
-                (None, Compat::Fsl) | (Some(DtypeChoice::Float32), _) => Some(DType::F32),
-                (Some(DtypeChoice::Float64), _) => Some(DType::F64),
-            },
-            readers: readers(a, threads),
-            threads,
-            threads_from,
-            schedule: a.schedule,
-            compression_level: a.compression_level,
-            format: a.format.map(|f| match f {
-                FormatChoice::Nii => OutputFormat::Nii,
-                FormatChoice::NiiGz => OutputFormat::NiiGz,
-            }),
+    /// The defaults of `nismooth run INPUTS -o OUTDIR` on one thread, with
+    /// no Slurm context: sigma 2 voxels, scipy's semantics, reflect.
+    pub fn new(inputs: Vec<PathBuf>, outdir: PathBuf) -> RunConfig {
+        RunConfig {
+            inputs,
+            list: None,
+            outdir,
+            sigma: [2.0; 3],
+            units: Units::Voxel,
+            compat: Compat::Scipy,
+            truncate: 4.0,
+            mode: Mode::Reflect,
+            cval: 0.0,
+            dtype: None,
+            threads: 1,
+            threads_from: "--threads".into(),
+            readers: default_readers(1),
+            schedule: Schedule::Balanced,
+            compression_level: 1,
+            format: None,
             exp: ExpFlavour::detect(),
-            skip_existing: a.skip_existing,
-            resume: a.resume,
-            sync: !a.no_sync,
-            progress: a.progress,
-        };
-        // Options alone can ask for a kernel no image needs; refuse it before
-        // any work (per image, `filter_spec` meets a tighter bound).
-        cfg.filter_spec([1.0; 3]).check_radius(
+            report: None,
+            csv: None,
+            slurm: None,
+            array: None,
+            array_chunk: None,
+            backend: BackendChoice::Auto,
+            skip_existing: false,
+            resume: false,
+            sync: true,
+            progress: ProgressChoice::Auto,
+        }
+    }
+
+    /// The rules between settings, checked before any work: finite values,
+    /// what `--compat fsl` excludes, a kernel that options alone make too
+    /// large (per image, `filter_spec` meets a tighter bound).
+    pub fn check(&self) -> Result<(), UsageError> {
+        let bad = |m: String| Err(UsageError::BadOption(m));
+        if !self.truncate.is_finite() || self.truncate < 0.0 {
+            return bad(format!(
+                "--truncate {}: must be finite and ≥ 0",
+                self.truncate
+            ));
+        }
+        if !self.cval.is_finite() {
+            return bad("--cval must be finite".into());
+        }
+        if self.threads == 0 {
+            return bad("--threads must be ≥ 1".into());
+        }
+        if self.compat == Compat::Fsl
+            && (self.mode != Mode::Reflect || self.truncate != 4.0 || self.cval != 0.0)
+        {
+            return bad("--compat fsl takes σ in mm and renormalises at the edges: \
+                 --mode, --truncate and --cval do not apply"
+                .into());
+        }
+        if self.array_chunk.is_some() && self.array.is_none() {
+            return bad("--array-chunk needs a job array (SLURM_ARRAY_TASK_ID)".into());
+        }
+        self.filter_spec([1.0; 3]).check_radius(
             3,
             crate::filter::MAX_RADIUS,
             " (from the options; --units mm counted at 1 mm voxels)",
         )?;
-        Ok(cfg)
+        Ok(())
     }
 
     /// What determines an output's bytes, by option name: recorded in the

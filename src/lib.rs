@@ -4,7 +4,6 @@
 //! `driver` shares them over processes (`driver::comm`) and runs each through
 //! `io` → `filter` → `io`, and `report` exports what was measured.
 pub mod choice;
-pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod error;

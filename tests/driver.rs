@@ -6,13 +6,14 @@
 
 use std::path::Path;
 
+use nismooth::config::RunConfig;
 use nismooth::driver::{self, comm::Single};
 use nismooth::filter::{cpu::CpuBackend, Backend, FilterError, FilterSpec, Pending, Shape};
 use nismooth::report::Status;
 use nismooth::volume::{DType, Voxels};
 
 mod common;
-use common::{config, phantoms, s};
+use common::{config, phantoms};
 
 #[test]
 fn every_schedule_processes_each_image_once_with_identical_outputs() {
@@ -21,15 +22,11 @@ fn every_schedule_processes_each_image_once_with_identical_outputs() {
     let mut first: Option<Vec<Vec<u8>>> = None;
     for schedule in ["block", "cyclic", "balanced", "dynamic"] {
         let out = dir.path().join(schedule);
-        let cfg = config(&[
-            s(&dir.path().join("in")),
-            "-o",
-            s(&out),
-            "--threads",
-            "1",
-            "--schedule",
-            schedule,
-        ]);
+        let cfg = RunConfig {
+            threads: 1,
+            schedule: schedule.parse().unwrap(),
+            ..config(&dir.path().join("in"), &out)
+        };
         let mut backend = CpuBackend::new(1).unwrap();
         let outcome = driver::run(&cfg, &Single, &mut backend, vec![]).expect("not refused");
         assert_eq!(outcome.failed, 0);
@@ -63,7 +60,7 @@ fn refusal_comes_back_as_an_error_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
     phantoms(&dir.path().join("in"), 1);
     let into_inputs = dir.path().join("in");
-    let cfg = config(&[s(&into_inputs), "-o", s(&into_inputs)]);
+    let cfg = config(&into_inputs, &into_inputs);
     let mut backend = CpuBackend::new(1).unwrap();
     let err = driver::run(&cfg, &Single, &mut backend, vec![])
         .err()
@@ -104,13 +101,10 @@ fn a_panic_in_the_filter_is_recorded_and_the_run_goes_on() {
     // Dynamic runs root's pipeline on a second thread: the panic must not cross it.
     for schedule in ["cyclic", "dynamic"] {
         let out = dir.path().join(schedule);
-        let cfg = config(&[
-            s(&dir.path().join("in")),
-            "-o",
-            s(&out),
-            "--schedule",
-            schedule,
-        ]);
+        let cfg = RunConfig {
+            schedule: schedule.parse().unwrap(),
+            ..config(&dir.path().join("in"), &out)
+        };
         let mut backend = PanicOnSecond {
             seen: 0,
             cpu: CpuBackend::new(1).unwrap(),
@@ -200,20 +194,16 @@ fn a_queueing_backend_keeps_depth_images_in_flight_and_order_and_errors_per_imag
     let dir = tempfile::tempdir().unwrap();
     let inputs = phantoms(&dir.path().join("in"), 8);
     let reference = dir.path().join("cpu");
-    let cfg = config(&[s(&dir.path().join("in")), "-o", s(&reference)]);
+    let cfg = config(&dir.path().join("in"), &reference);
     driver::run(&cfg, &Single, &mut CpuBackend::new(1).unwrap(), vec![]).unwrap();
 
     let out = dir.path().join("queued");
     // One reader, so that the third image submitted is the third listed.
-    let cfg = config(&[
-        s(&dir.path().join("in")),
-        "-o",
-        s(&out),
-        "--schedule",
-        "block",
-        "--readers",
-        "1",
-    ]);
+    let cfg = RunConfig {
+        schedule: "block".parse().unwrap(),
+        readers: 1,
+        ..config(&dir.path().join("in"), &out)
+    };
     let mut backend = Queued {
         cpu: CpuBackend::new(1).unwrap(),
         depth: 3,

@@ -6,13 +6,14 @@
 
 use std::path::Path;
 
+use nismooth::config::{default_readers, RunConfig};
 use nismooth::driver::{self, comm::Single};
 use nismooth::filter::{cpu::CpuBackend, Backend, FilterError, FilterSpec, Shape};
 use nismooth::report::Status;
 use nismooth::volume::{DType, Voxels};
 
 mod common;
-use common::{config, phantoms, s};
+use common::{config, phantoms};
 
 /// Smooths with the CPU backend and counts, at each image, the pipeline's
 /// reader threads alive in this process (by their names).
@@ -49,15 +50,8 @@ fn several_readers_share_the_list_each_image_once_and_a_bad_file_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let indir = dir.path().join("in");
     // The default: a second reader once the rank has a second core.
-    for (threads, readers) in [("1", 1), ("2", 2), ("16", 2)] {
-        let cfg = config(&[
-            s(&indir),
-            "-o",
-            s(&dir.path().join("x")),
-            "--threads",
-            threads,
-        ]);
-        assert_eq!(cfg.readers, readers, "--threads {threads}");
+    for (threads, readers) in [(1, 1), (2, 2), (16, 2)] {
+        assert_eq!(default_readers(threads), readers, "--threads {threads}");
     }
     let inputs = phantoms(&indir, 9);
     // A cut gzip stream among them.
@@ -69,15 +63,11 @@ fn several_readers_share_the_list_each_image_once_and_a_bad_file_fails_alone() {
     let mut outputs = Vec::new();
     for readers in ["1", "3"] {
         let out = dir.path().join(format!("readers-{readers}"));
-        let cfg = config(&[
-            s(&indir),
-            "-o",
-            s(&out),
-            "--threads",
-            "2",
-            "--readers",
-            readers,
-        ]);
+        let cfg = RunConfig {
+            threads: 2,
+            readers: readers.parse().unwrap(),
+            ..config(&indir, &out)
+        };
         assert_eq!(cfg.readers, readers.parse::<usize>().unwrap());
         let mut backend = CountsReaders {
             cpu: CpuBackend::new(1).unwrap(),

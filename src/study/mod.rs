@@ -6,7 +6,6 @@
 //! into predictions for a target workload (`nismooth estimate`), `plot` draws
 //! it, `tables` writes it as Markdown and CSV.
 
-pub mod command;
 pub mod fit;
 pub mod plot;
 pub mod tables;

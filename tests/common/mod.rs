@@ -3,19 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
-use nismooth::cli::{Cli, Command};
-use nismooth::config::RunConfig;
+use nismooth::config::{ProgressChoice, RunConfig};
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::volume::DType;
 
-/// The run configuration that `nismooth run ARGS` would build, one rank.
-pub fn config(args: &[&str]) -> RunConfig {
-    let mut argv = vec!["nismooth", "run", "--progress", "none"];
-    argv.extend_from_slice(args);
-    match Cli::parse_from(argv).command {
-        Command::Run(a) => RunConfig::from_args(&a, 1, 1).expect("valid options"),
-        _ => unreachable!(),
+/// The run configuration of `nismooth run INPUT -o OUT --progress none`,
+/// one rank; tests change what they vary with `RunConfig { .., ..config() }`.
+pub fn config(input: &Path, out: &Path) -> RunConfig {
+    RunConfig {
+        progress: ProgressChoice::None,
+        ..RunConfig::new(vec![input.to_path_buf()], out.to_path_buf())
     }
 }
 
@@ -26,7 +23,7 @@ pub fn phantoms(dir: &Path, n: usize) -> Vec<PathBuf> {
         dtype: DType::F32,
         seed: 11,
         vary_size: true,
-        noise: nismooth::cli::NoiseChoice::Rician,
+        noise: nismooth::generate::NoiseChoice::Rician,
         format: nismooth::io::OutputFormat::NiiGz,
     };
     generate::generate(dir, n, &spec).expect("phantoms")

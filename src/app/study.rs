@@ -4,12 +4,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::fit::{self, Estimate, Target};
-use super::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
-use crate::cli::{EstimateArgs, StudyArgs};
-use crate::generate::{self, PhantomSpec};
-use crate::io::OutputFormat;
-use crate::slurm::script::{self, JobSpec, Memory, Model};
+use nismooth::generate::{self, PhantomSpec};
+use nismooth::io::OutputFormat;
+use nismooth::slurm::script::{self, JobSpec, Memory, Model};
+use nismooth::study::fit::{self, Estimate, Target};
+use nismooth::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
+
+use super::cli::{EstimateArgs, StudyArgs};
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
@@ -39,13 +40,13 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
             dtype: args.dtype.parse().map_err(anyhow::Error::msg)?,
             seed: 1,
             vary_size: args.vary_size,
-            noise: crate::cli::NoiseChoice::Rician,
+            noise: nismooth::generate::NoiseChoice::Rician,
             format: OutputFormat::NiiGz,
         };
         eprintln!("generating {max_tasks} image(s) in {}", dir.display());
         generate::generate(&dir, max_tasks, &spec)?
     } else {
-        crate::plan::discover(&args.data, None)?
+        nismooth::plan::discover(&args.data, None)?
     };
     let spec = StudySpec {
         ranks: args.ranks.clone(),
@@ -58,12 +59,12 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
         run_args: args.run_args.clone(),
     };
     let binary = std::env::current_exe().context("locating this nismooth binary")?;
-    let points = super::run(&spec, &args.output, &binary)?;
+    let points = nismooth::study::run(&spec, &args.output, &binary)?;
     let study = Study {
         schema: STUDY_SCHEMA.into(),
         nismooth_version: env!("CARGO_PKG_VERSION").into(),
-        host: crate::driver::metrics::hostname(),
-        cpu: super::cpu_name(),
+        host: nismooth::driver::metrics::hostname(),
+        cpu: nismooth::study::cpu_name(),
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -90,12 +91,12 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
 
 /// The in-memory size of the largest image in `list`, and the mean voxels.
 fn list_sizes(list: &Path) -> anyhow::Result<(u64, f64, usize)> {
-    let inputs = crate::plan::discover(&[], Some(list))?;
+    let inputs = nismooth::plan::discover(&[], Some(list))?;
     let mut largest = 0u64;
     let (mut vox, mut n) = (0u64, 0usize);
     for p in &inputs {
-        let h =
-            crate::io::read_header_info(p).with_context(|| format!("reading {}", p.display()))?;
+        let h = nismooth::io::read_header_info(p)
+            .with_context(|| format!("reading {}", p.display()))?;
         let bytes = h.memory_bytes();
         largest = largest.max(bytes);
         vox += h.voxels();
@@ -156,7 +157,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let text = render(&e, &request, args);
     print!("{text}");
     if let Some(avail) = &args.mem_per_node {
-        let avail = crate::slurm::parse_mib(avail).map_err(anyhow::Error::msg)? as f64;
+        let avail = nismooth::slurm::parse_mib(avail).map_err(anyhow::Error::msg)? as f64;
         let need = request.mem_per_cpu_mib as f64 * (per_node * threads) as f64;
         if need > avail {
             println!(

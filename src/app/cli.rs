@@ -1,17 +1,18 @@
-//! Command-line definitions only; `config` turns them into validated settings.
+//! Command-line definitions only; `run` and the other subcommands turn them
+//! into the library's settings.
 
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::choice::{Choice, UnknownChoice};
+use nismooth::choice::{Choice, UnknownChoice};
 
-pub use crate::config::ProgressChoice;
-pub use crate::filter::{BackendChoice, Compat, Units};
-pub use crate::generate::NoiseChoice;
-pub use crate::plan::schedule::Schedule;
-pub use crate::slurm::script::Model;
+pub use nismooth::config::ProgressChoice;
+pub use nismooth::filter::{BackendChoice, Compat, Units};
+pub use nismooth::generate::NoiseChoice;
+pub use nismooth::plan::schedule::Schedule;
+pub use nismooth::slurm::script::Model;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -161,8 +162,8 @@ pub struct StudyArgs {
     pub tasks: Vec<usize>,
     #[arg(long, value_parser = choice::<Schedule>(), default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,
-    #[arg(long, value_parser = choice::<crate::study::Launcher>(), default_value_t = crate::study::Launcher::Auto)]
-    pub launcher: crate::study::Launcher,
+    #[arg(long, value_parser = choice::<nismooth::study::Launcher>(), default_value_t = nismooth::study::Launcher::Auto)]
+    pub launcher: nismooth::study::Launcher,
     /// Repetitions of every point (interleaved).
     #[arg(long, default_value_t = 1)]
     pub reps: usize,

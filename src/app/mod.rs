@@ -1,0 +1,48 @@
+//! The command line's floor: the only code that knows clap. `cli` defines
+//! the options; each subcommand's file turns them into the library's plain
+//! settings, runs it, and says what happened as an exit code. The library
+//! beneath takes no clap type.
+
+pub mod cli;
+
+mod bench;
+mod generate;
+mod logging;
+mod report;
+mod run;
+mod sbatch;
+mod study;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Exit codes: every image done, some image failed, the command was refused.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED_IMAGES: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the subcommand; an error is one line on stderr and exit 2.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Run(_)) {
+        // `run` sets its logging once it knows its rank.
+        logging::init(0, 1);
+    }
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Generate(args) => generate::generate(&args),
+        Command::Report(args) => report::report(&args),
+        Command::Sbatch(args) => sbatch::sbatch(&args),
+        Command::Study(args) => study::study(&args).map(|_| EXIT_OK),
+        Command::Estimate(args) => study::estimate(&args).map(|_| EXIT_OK),
+        Command::Weights(args) => bench::weights(&args),
+        Command::BenchFilter(args) => bench::bench_filter(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("nismooth: error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

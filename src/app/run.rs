@@ -1,0 +1,214 @@
+//! `nismooth run`: options into a `RunConfig`, the backend started on every
+//! rank, the driver run, the report shown and exported, the exit code.
+
+use anyhow::Context;
+
+use nismooth::choice::Choice;
+use nismooth::config::{self, RunConfig};
+use nismooth::driver;
+use nismooth::driver::comm::Comm;
+use nismooth::error::UsageError;
+use nismooth::filter::cuda::{self, CudaBackend};
+use nismooth::filter::{cpu::CpuBackend, Backend, BackendChoice, Compat, FilterError, Units};
+use nismooth::io::OutputFormat;
+use nismooth::report::{self, Exporter};
+use nismooth::slurm::{expand_pattern, SlurmContext};
+use nismooth::volume::DType;
+
+use super::cli::{DtypeChoice, FormatChoice, RunArgs};
+use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_USAGE};
+
+/// The whole job, on however many ranks the launcher started.
+pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let comm = driver::connect()?;
+    logging::init(comm.rank(), comm.size());
+    let cfg = run_config(args, comm.size(), comm.node_size())?;
+    let mut backend = backend(&cfg, comm.as_ref())?;
+    let command: Vec<String> = std::env::args().collect();
+
+    let outcome = match driver::run(&cfg, comm.as_ref(), backend.as_mut(), command) {
+        Ok(o) => o,
+        Err(e) => {
+            // Every rank has the refusal; one line says it.
+            if comm.is_root() {
+                eprintln!("nismooth: refused: {e}");
+            }
+            return Ok(EXIT_USAGE);
+        }
+    };
+    if let Some(report) = &outcome.report {
+        eprint!("{}", report::Table.render(report)?);
+        if let Some(path) = &cfg.report {
+            report::export_to(&report::Json, report, path).context("writing --report")?;
+        }
+        if let Some(path) = &cfg.csv {
+            report::export_to(&report::Csv, report, path).context("writing --csv")?;
+        }
+    }
+    Ok(if outcome.failed > 0 {
+        EXIT_FAILED_IMAGES
+    } else {
+        EXIT_OK
+    })
+}
+
+/// The readers a run with these options gets when it has `threads` threads:
+/// `--readers`, else the default.
+pub fn readers(a: &RunArgs, threads: usize) -> usize {
+    a.readers
+        .map_or(config::default_readers(threads), |n| n as usize)
+}
+
+/// The run's settings from its options and its place in the job: `ranks`
+/// processes in the run, `node_ranks` of them on this node (for the
+/// default threads), the Slurm context from the environment.
+pub fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig, UsageError> {
+    if a.compat == Compat::Fsl && a.units == Units::Mm {
+        return Err(UsageError::BadOption(
+            "--compat fsl takes σ in mm already: --units does not apply".into(),
+        ));
+    }
+    let (threads, threads_from) = match a.threads {
+        Some(n) => (n, "--threads".into()),
+        None => config::default_threads(node_ranks),
+    };
+    let slurm = SlurmContext::from_env();
+    let array = array_share(a, ranks, slurm.as_ref())?;
+    let expand = |p: &Option<String>| {
+        p.as_deref()
+            .map(|p| expand_pattern(p, slurm.as_ref()).into())
+    };
+    let cfg = RunConfig {
+        list: a.list.clone(),
+        sigma: config::parse_sigma(&a.sigma)?,
+        units: if a.compat == Compat::Fsl {
+            Units::Mm
+        } else {
+            a.units
+        },
+        compat: a.compat,
+        truncate: a.truncate,
+        mode: a.mode.parse().map_err(UsageError::BadOption)?,
+        cval: a.cval,
+        dtype: match (a.dtype, a.compat) {
+            (None, Compat::Scipy) | (Some(DtypeChoice::Input), _) => None,
+            (None, Compat::Fsl) | (Some(DtypeChoice::Float32), _) => Some(DType::F32),
+            (Some(DtypeChoice::Float64), _) => Some(DType::F64),
+        },
+        readers: readers(a, threads),
+        threads,
+        threads_from,
+        schedule: a.schedule,
+        compression_level: a.compression_level,
+        format: a.format.map(output_format),
+        report: expand(&a.report),
+        csv: expand(&a.csv),
+        slurm,
+        array,
+        array_chunk: a.array_chunk.map(|k| k as usize),
+        backend: a.backend,
+        skip_existing: a.skip_existing,
+        resume: a.resume,
+        sync: !a.no_sync,
+        progress: a.progress,
+        ..RunConfig::new(a.inputs.clone(), a.output.clone())
+    };
+    cfg.check()?;
+    Ok(cfg)
+}
+
+/// The job-array task whose share this run takes: with `--array`, the one
+/// Slurm names (required); without it, that task's share for one rank, and
+/// the whole list (with a warning) for several.
+fn array_share(
+    a: &RunArgs,
+    ranks: usize,
+    slurm: Option<&SlurmContext>,
+) -> Result<Option<nismooth::slurm::ArraySlot>, UsageError> {
+    let slot = match slurm {
+        Some(c) => c.array_slot()?,
+        None => None,
+    };
+    if a.array {
+        return slot.map(Some).ok_or_else(|| {
+            UsageError::BadOption(
+                "--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)".into(),
+            )
+        });
+    }
+    if ranks == 1 {
+        return Ok(slot);
+    }
+    if let Some(s) = slot {
+        log::warn!(
+            "array task {} runs {ranks} MPI ranks without --array: this task processes the whole list",
+            s.task_id
+        );
+    }
+    Ok(None)
+}
+
+/// The container `--format` names.
+pub fn output_format(f: FormatChoice) -> OutputFormat {
+    match f {
+        FormatChoice::Nii => OutputFormat::Nii,
+        FormatChoice::NiiGz => OutputFormat::NiiGz,
+    }
+}
+
+/// The filter backend `--backend` asks for, started on every rank. Ranks
+/// agree before going on: if one cannot start its backend (no GPU on its
+/// node, say), all stop together instead of leaving the others waiting in
+/// the first collective.
+fn backend(cfg: &RunConfig, comm: &dyn Comm) -> anyhow::Result<Box<dyn Backend>> {
+    let local = cuda::local_rank(comm.node_rank(), comm.size());
+    let mine = start_backend(
+        cfg.backend,
+        cfg.compat,
+        cfg.threads,
+        local,
+        comm.node_size(),
+    );
+    let failed = comm.sum_u64(mine.is_err() as u64);
+    match mine {
+        Err(e) => anyhow::bail!("--backend {}: {e}", cfg.backend.name()),
+        Ok(_) if failed > 0 => anyhow::bail!(
+            "--backend {}: {failed} other rank(s) could not start it",
+            cfg.backend.name()
+        ),
+        Ok(b) => Ok(b),
+    }
+}
+
+/// The backend `choice` names, with `threads` CPU threads (or host threads
+/// beside a GPU): `auto` takes CUDA where it starts, else the CPU.
+pub fn start_backend(
+    choice: BackendChoice,
+    compat: Compat,
+    threads: usize,
+    local_rank: usize,
+    node_ranks: usize,
+) -> Result<Box<dyn Backend>, FilterError> {
+    let cpu =
+        || -> Result<Box<dyn Backend>, FilterError> { Ok(Box::new(CpuBackend::new(threads)?)) };
+    let gpu = || -> Result<Box<dyn Backend>, FilterError> {
+        let b = CudaBackend::new(threads, local_rank, node_ranks)?;
+        log::info!("backend cuda: {}", b.describe());
+        Ok(Box::new(b))
+    };
+    match choice {
+        BackendChoice::Cpu => cpu(),
+        BackendChoice::Cuda if compat == Compat::Fsl => {
+            Err(FilterError::Unavailable(cuda::FSL_ON_CPU_ONLY.into()))
+        }
+        BackendChoice::Cuda => gpu(),
+        BackendChoice::Auto if compat == Compat::Fsl => {
+            log::info!("backend auto: cpu (--compat fsl runs on the CPU)");
+            cpu()
+        }
+        BackendChoice::Auto => gpu().or_else(|e| {
+            log::info!("backend auto: cpu ({e})");
+            cpu()
+        }),
+    }
+}
