@@ -3,6 +3,10 @@
 //! The flow follows the data: `plan` turns what the user named into tasks,
 //! `driver` shares them over processes (`driver::comm`) and runs each through
 //! `io` → `filter` → `io`, and `report` exports what was measured.
+// Every unsafe block says why it is sound, and every public unsafe fn states
+// its contract (CI denies both).
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 pub mod choice;
 pub mod config;
 pub mod driver;

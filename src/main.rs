@@ -1,6 +1,8 @@
 //! The `nismooth` command: the allocator set for large images, the command
 //! line parsed, the subcommand run (`app`), its exit code returned.
 
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

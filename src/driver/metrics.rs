@@ -28,6 +28,7 @@ pub struct Usage {
 }
 
 pub fn usage() -> Usage {
+    // SAFETY: rusage is plain integers and timevals: all zeros is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };

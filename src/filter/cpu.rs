@@ -95,6 +95,8 @@ fn smooth_all(
         let mut buf = input;
         with_voxels!(&mut buf, v => {
             let ptr = v.as_mut_ptr();
+            // SAFETY: `off` is the start of one volume inside `buf` (for_each_volume
+            // stays within shape.len()); in place, src and dst are the same volume.
             for_each_volume(shape, |off| unsafe {
                 smooth_volume(ptr.add(off), ptr.add(off), shape.spatial, kernels, edge)
             });
@@ -104,6 +106,8 @@ fn smooth_all(
         let mut result = Voxels::zeros(out, shape.len());
         with_voxels!(&input, src => with_voxels!(&mut result, dst => {
             let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+            // SAFETY: `off` is the start of one volume in both buffers, which hold
+            // shape.len() voxels each and do not alias.
             for_each_volume(shape, |off| unsafe {
                 smooth_volume(sp.add(off), dp.add(off), shape.spatial, kernels, edge)
             });
@@ -176,7 +180,10 @@ struct Edge {
 /// A raw pointer that may cross threads: each task touches a disjoint set of lines.
 #[derive(Clone, Copy)]
 struct Shared<T>(*mut T);
+// SAFETY: the pointer is only dereferenced by `pass`'s tasks, and each task
+// reads and writes a set of lines no other task touches.
 unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as for Send: shared references to it only hand out disjoint lines.
 unsafe impl<T> Sync for Shared<T> {}
 
 /// One pass along `axis` of a volume of `n` voxels (Fortran order) from `src`
@@ -226,6 +233,9 @@ unsafe fn pass<S: Sample, D: Sample>(
         let base = ci * stride[c] + b0 * stride[b];
         // Copy the raw pointers out of their wrappers inside the closure.
         let (s, d) = (src, dst);
+        // SAFETY: `base` and `next` are the first voxels of groups inside the
+        // volume (ci < its count along c, b0 + lanes ≤ n[b]), so every row the
+        // group touches lies inside `src`/`dst`; groups are disjoint per task.
         unsafe {
             // The z pass jumps a whole slice between rows, which the hardware
             // prefetchers do not follow. The next group of this thread's range

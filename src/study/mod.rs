@@ -186,6 +186,7 @@ fn point_command(binary: &Path, launcher: Launcher, ranks: usize, threads: usize
                 "--bind-to",
                 "none",
             ]);
+            // SAFETY: geteuid only reads this process's user id.
             if unsafe { libc::geteuid() } == 0 {
                 c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
                     .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");

@@ -43,6 +43,7 @@ pub fn probe() -> Result<usize, FilterError> {
             "built with CUDA, but no CUDA driver was found (libcuda.so.1 is not loadable)".into(),
         ));
     }
+    // SAFETY: as above.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(FilterError::Unavailable(
             "built with CUDA, but NVRTC was not found (libnvrtc.so.13 or .12): add the CUDA \

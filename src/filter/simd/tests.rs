@@ -81,6 +81,7 @@ fn f32_kernel_case<D: Sample + PartialEq + std::fmt::Debug>(top: f64) {
             let tile32: Vec<f32> = tile.iter().map(|&x| x as f32).collect();
             let mut got = vec![D::from_f64(0.0); len * width];
             let mut flags = vec![0u16; len * width / 8];
+            // SAFETY: this CPU has the f32 kernel (checked above); `got` and `flags` hold len × width outputs and their flags.
             unsafe {
                 convolve_store_f32(&tile32, len, width, &w, got.as_mut_ptr(), width, &mut flags)
             };
@@ -91,6 +92,7 @@ fn f32_kernel_case<D: Sample + PartialEq + std::fmt::Debug>(top: f64) {
                 // This CPU runs the 16-lane kernel above; the 8-lane one too.
                 let mut got8 = vec![D::from_f64(0.0); len * width];
                 let (out, f) = (got8.as_mut_ptr(), &mut flags);
+                // SAFETY: every CPU with AVX-512 F has AVX2 and FMA; same buffers as above.
                 unsafe { x86::convolve_store_f32_avx2(&tile32, len, width, &w, out, width, f) };
                 assert_eq!(got8, want, "AVX2: sigma {sigma} len {len} width {width}");
                 unflagged[1] += flags.iter().filter(|&&m| m == 0).count();
@@ -147,6 +149,7 @@ fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
             .map(T::from_f64)
             .collect();
         let mut rows = vec![f32::NAN; len * LANES];
+        // SAFETY: has_f32_line_transposes() checked above; `src` holds `lanes` lines of `len` at `step`, `rows` len × LANES.
         assert!(unsafe { gather_lines_f32(src.as_ptr(), step, lanes, len, &mut rows) });
         for i in 0..len {
             for l in 0..LANES {
@@ -163,6 +166,7 @@ fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
             for at in [1, len - 1] {
                 let mut neg = src.clone();
                 neg[(lanes - 1) * step + at] = T::from_f64(-3.0);
+                // SAFETY: as above, on a copy of `src`.
                 let ok = unsafe { gather_lines_f32(neg.as_ptr(), step, lanes, len, &mut rows) };
                 assert!(!ok, "a negative sample at {at} of {len} went unnoticed");
             }
@@ -176,6 +180,7 @@ fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
             })
             .collect();
         let mut dst = src.clone();
+        // SAFETY: has_f32_line_transposes() checked above; `dst` holds `lanes` lines of `len` at `step`, `tile` len × LANES.
         unsafe { scatter_lines_i32(&tile, len, dst.as_mut_ptr(), step, lanes) };
         let mut want = src.clone();
         for l in 0..lanes {
@@ -268,6 +273,7 @@ fn lines_round_trip_with<T: Sample + PartialEq + std::fmt::Debug>(
     ] {
         let src: Vec<T> = awkward(step * LANES).into_iter().map(T::from_f64).collect();
         let mut rows = vec![f64::NAN; len * LANES];
+        // SAFETY: the caller passes only widths this CPU runs; `src` holds `lanes` lines of `len` at `step`, `rows` len × LANES.
         unsafe { gather_lines(src.as_ptr(), step, lanes, len, &mut rows) };
         for i in 0..len {
             for l in 0..LANES {
@@ -287,6 +293,7 @@ fn lines_round_trip_with<T: Sample + PartialEq + std::fmt::Debug>(
         // Scatter values that are not representable in T, over a copy.
         let tile = awkward(len * LANES);
         let mut dst = src.clone();
+        // SAFETY: as for the gather; `dst` holds the same lines, writable.
         unsafe { scatter_lines(&tile, len, dst.as_mut_ptr(), step, lanes) };
         let mut want = src.clone();
         for l in 0..lanes {

@@ -210,14 +210,12 @@ pub(super) unsafe fn transpose16(m: [__m512; 16]) -> [__m512; 16] {
 /// 8×8 transpose of f64 in registers: `m[j][e]` becomes `m[e][j]`.
 #[inline(always)]
 pub(super) unsafe fn transpose8(m: [__m512d; 8]) -> [__m512d; 8] {
-    let t: [__m512d; 8] = std::array::from_fn(|j| {
-        let (a, b) = (m[j & !1], m[j | 1]);
-        if j % 2 == 0 {
-            _mm512_unpacklo_pd(a, b)
-        } else {
-            _mm512_unpackhi_pd(a, b)
-        }
-    });
+    // Plain loops, as in transpose16 (closures lose the target features).
+    let mut t = [_mm512_setzero_pd(); 8];
+    for p in (0..8).step_by(2) {
+        t[p] = _mm512_unpacklo_pd(m[p], m[p + 1]);
+        t[p + 1] = _mm512_unpackhi_pd(m[p], m[p + 1]);
+    }
     // t[0] = [m0_0 m1_0 m0_2 m1_2 m0_4 m1_4 m0_6 m1_6], t[1] the odd elements.
     let lo4 = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
     let hi4 = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
@@ -251,8 +249,10 @@ pub unsafe fn transpose_in_avx512(lines: &[Vec<f64>], len: usize, rows: &mut [f6
     let full = len / 8 * 8;
     for lb in (0..LANES).step_by(8) {
         for i in (0..full).step_by(8) {
-            let m: [__m512d; 8] =
-                std::array::from_fn(|j| _mm512_loadu_pd(lines[lb + j].as_ptr().add(i)));
+            let mut m = [_mm512_setzero_pd(); 8];
+            for (j, v) in m.iter_mut().enumerate() {
+                *v = _mm512_loadu_pd(lines[lb + j].as_ptr().add(i));
+            }
             for (e, v) in transpose8(m).into_iter().enumerate() {
                 _mm512_storeu_pd(rows.as_mut_ptr().add((i + e) * LANES + lb), v);
             }
@@ -275,8 +275,10 @@ pub unsafe fn transpose_out_avx512(rows: &[f64], len: usize, lines: &mut [Vec<f6
     let full = len / 8 * 8;
     for lb in (0..LANES).step_by(8) {
         for i in (0..full).step_by(8) {
-            let m: [__m512d; 8] =
-                std::array::from_fn(|e| _mm512_loadu_pd(rows.as_ptr().add((i + e) * LANES + lb)));
+            let mut m = [_mm512_setzero_pd(); 8];
+            for (e, v) in m.iter_mut().enumerate() {
+                *v = _mm512_loadu_pd(rows.as_ptr().add((i + e) * LANES + lb));
+            }
             for (j, v) in transpose8(m).into_iter().enumerate() {
                 _mm512_storeu_pd(lines[lb + j].as_mut_ptr().add(i), v);
             }
