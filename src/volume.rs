@@ -1,4 +1,4 @@
-//! Voxel buffers of any NIfTI numeric type, and the conversions scipy applies.
+//! Voxel buffers of any NIfTI numeric type, their shape, and the conversions scipy applies.
 //!
 //! scipy reads every line into float64 and stores each pass's result back in
 //! the output dtype with a plain C cast: float32 rounds to nearest, integers
@@ -468,6 +468,27 @@ impl Voxels {
 
 fn sample_dtype<T: Sample>(_: &[T]) -> DType {
     T::DTYPE
+}
+
+/// The geometry a backend sees: spatial shape (x, y, z; missing axes are 1),
+/// how many of those axes are real, and how many volumes follow one another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub spatial: [usize; 3],
+    pub spatial_ndim: usize,
+    pub volumes: usize,
+}
+
+impl Shape {
+    pub fn volume_len(&self) -> usize {
+        self.spatial.iter().product()
+    }
+    pub fn len(&self) -> usize {
+        self.volume_len() * self.volumes
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]

@@ -132,14 +132,6 @@ impl Journal {
         journal
     }
 
-    /// A journal that writes nothing (unit tests, `bench-filter`).
-    pub fn disabled() -> Journal {
-        Journal {
-            file: None,
-            run: String::new(),
-        }
-    }
-
     /// Appends a finished image. One `write` per line on an O_APPEND file,
     /// so a kill leaves at most one partial last line, which readers skip.
     pub fn record(&mut self, rec: &ImageRecord, output: &Path, input: Option<InputId>) {

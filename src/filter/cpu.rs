@@ -20,8 +20,8 @@ use rayon::prelude::*;
 
 use super::simd::{self, LANES};
 use super::{Backend, FilterError, FilterSpec, Kernel1d, Mode, Shape};
-use crate::volume::{DType, Sample, VoxelVec, Voxels};
-use crate::{with_dtype, with_voxels};
+use crate::volume::{DType, Sample, Voxels};
+use crate::with_voxels;
 
 pub struct CpuBackend {
     pool: Arc<rayon::ThreadPool>,
@@ -601,77 +601,79 @@ fn extend<T: Copy>(tile: &mut [T], width: usize, r: usize, len: usize, mode: Mod
     }
 }
 
-/// Convenience for tests and tools: smooth a single-volume f64 array.
-pub fn smooth_f64(data: Vec<f64>, shape: Shape, spec: &FilterSpec) -> Vec<f64> {
-    let mut backend = CpuBackend::new(1).expect("pool");
-    match backend
-        .smooth(Voxels::F64(data), shape, spec, DType::F64)
-        .expect("smooth")
-    {
-        Voxels::F64(v) => v,
-        _ => unreachable!(),
-    }
-}
-
-/// Reference implementation: one line at a time, straight from the definition.
-/// Used by the tests to check the tiled code on shapes and modes at random.
-pub fn reference<S: Sample, D: Sample + VoxelVec>(
-    src: &[S],
-    n: [usize; 3],
-    kernels: &[Option<Kernel1d>; 3],
-    mode: Mode,
-    cval: f64,
-) -> Vec<D> {
-    let stride = [1, n[0], n[0] * n[1]];
-    let mut cur: Option<Vec<D>> = None;
-    for a in 0..3 {
-        let Some(k) = &kernels[a] else { continue };
-        let input: Vec<f64> = match &cur {
-            None => src.iter().map(|x| x.to_f64()).collect(),
-            Some(v) => v.iter().map(|x| x.to_f64()).collect(),
-        };
-        let mut output = vec![D::from_f64(0.0); input.len()];
-        let r = k.radius() as isize;
-        for start in 0..input.len() {
-            let coord = (start / stride[a]) % n[a];
-            if coord != 0 {
-                continue;
-            }
-            let at = |i: isize| match mode.source(i, n[a]) {
-                Some(j) => input[start + j * stride[a]],
-                None => cval,
-            };
-            for i in 0..n[a] as isize {
-                let mut acc = at(i) * k.half[0];
-                for kk in (1..=r).rev() {
-                    acc += (at(i - kk) + at(i + kk)) * k.half[kk as usize];
-                }
-                output[start + i as usize * stride[a]] = D::from_f64(acc);
-            }
-        }
-        cur = Some(output);
-    }
-    cur.unwrap_or_else(|| src.iter().map(|x| D::from_f64(x.to_f64())).collect())
-}
-
-/// Runs `reference` for a dtype chosen at run time.
-pub fn reference_voxels(input: &Voxels, shape: Shape, spec: &FilterSpec, out: DType) -> Voxels {
-    let kernels = spec.kernels(shape.spatial_ndim);
-    with_voxels!(input, src => with_dtype!(out, T => {
-        let n = shape.volume_len();
-        let mut all: Vec<T> = Vec::with_capacity(src.len());
-        for v in 0..shape.volumes {
-            all.extend(reference::<_, T>(&src[v * n..(v + 1) * n], shape.spatial, &kernels, spec.mode, spec.cval));
-        }
-        T::wrap(all)
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::filter::test_noise as noise;
     use crate::filter::ExpFlavour;
+    use crate::volume::VoxelVec;
+    use crate::with_dtype;
+
+    /// Smooths a single-volume f64 array.
+    fn smooth_f64(data: Vec<f64>, shape: Shape, spec: &FilterSpec) -> Vec<f64> {
+        let mut backend = CpuBackend::new(1).expect("pool");
+        match backend
+            .smooth(Voxels::F64(data), shape, spec, DType::F64)
+            .expect("smooth")
+        {
+            Voxels::F64(v) => v,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Reference implementation: one line at a time, straight from the definition.
+    /// Used by the tests to check the tiled code on shapes and modes at random.
+    fn reference<S: Sample, D: Sample + VoxelVec>(
+        src: &[S],
+        n: [usize; 3],
+        kernels: &[Option<Kernel1d>; 3],
+        mode: Mode,
+        cval: f64,
+    ) -> Vec<D> {
+        let stride = [1, n[0], n[0] * n[1]];
+        let mut cur: Option<Vec<D>> = None;
+        for a in 0..3 {
+            let Some(k) = &kernels[a] else { continue };
+            let input: Vec<f64> = match &cur {
+                None => src.iter().map(|x| x.to_f64()).collect(),
+                Some(v) => v.iter().map(|x| x.to_f64()).collect(),
+            };
+            let mut output = vec![D::from_f64(0.0); input.len()];
+            let r = k.radius() as isize;
+            for start in 0..input.len() {
+                let coord = (start / stride[a]) % n[a];
+                if coord != 0 {
+                    continue;
+                }
+                let at = |i: isize| match mode.source(i, n[a]) {
+                    Some(j) => input[start + j * stride[a]],
+                    None => cval,
+                };
+                for i in 0..n[a] as isize {
+                    let mut acc = at(i) * k.half[0];
+                    for kk in (1..=r).rev() {
+                        acc += (at(i - kk) + at(i + kk)) * k.half[kk as usize];
+                    }
+                    output[start + i as usize * stride[a]] = D::from_f64(acc);
+                }
+            }
+            cur = Some(output);
+        }
+        cur.unwrap_or_else(|| src.iter().map(|x| D::from_f64(x.to_f64())).collect())
+    }
+
+    /// Runs `reference` for a dtype chosen at run time.
+    fn reference_voxels(input: &Voxels, shape: Shape, spec: &FilterSpec, out: DType) -> Voxels {
+        let kernels = spec.kernels(shape.spatial_ndim);
+        with_voxels!(input, src => with_dtype!(out, T => {
+            let n = shape.volume_len();
+            let mut all: Vec<T> = Vec::with_capacity(src.len());
+            for v in 0..shape.volumes {
+                all.extend(reference::<_, T>(&src[v * n..(v + 1) * n], shape.spatial, &kernels, spec.mode, spec.cval));
+            }
+            T::wrap(all)
+        }))
+    }
 
     fn spec(sigma: [f64; 3], mode: Mode) -> FilterSpec {
         FilterSpec {

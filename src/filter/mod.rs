@@ -15,6 +15,7 @@ pub use extend::Mode;
 pub use kernel::{ExpFlavour, Kernel1d};
 
 use crate::choice::named_choices;
+pub use crate::volume::Shape;
 use crate::volume::{DType, Voxels};
 
 /// What sigma is measured in.
@@ -155,27 +156,6 @@ impl FilterSpec {
             (a < spatial_ndim && self.sigma[a] > SIGMA_EPS)
                 .then(|| Kernel1d::gaussian(self.sigma[a], self.truncate, self.exp))
         })
-    }
-}
-
-/// The geometry a backend sees: spatial shape (x, y, z; missing axes are 1),
-/// how many of those axes are real, and how many volumes follow one another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shape {
-    pub spatial: [usize; 3],
-    pub spatial_ndim: usize,
-    pub volumes: usize,
-}
-
-impl Shape {
-    pub fn volume_len(&self) -> usize {
-        self.spatial.iter().product()
-    }
-    pub fn len(&self) -> usize {
-        self.volume_len() * self.volumes
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

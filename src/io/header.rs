@@ -9,8 +9,8 @@
 //! made here, before a voxel is read.
 
 use super::ReadError;
-use crate::filter::Shape;
 use crate::volume::DType;
+use crate::volume::Shape;
 
 /// Which NIfTI header a file carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

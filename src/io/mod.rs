@@ -25,7 +25,7 @@ pub use write::{
 
 use std::path::PathBuf;
 
-use crate::filter::Shape;
+use crate::volume::Shape;
 use crate::volume::{DType, Voxels};
 
 /// One image in memory: the header as read, and the voxels as nibabel sees them.
