@@ -10,6 +10,7 @@ use crate::filter::{BackendChoice, Compat, Units};
 use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
 use crate::io::OutputFormat;
 use crate::plan::schedule::Schedule;
+use crate::resources::default_readers;
 use crate::slurm::{ArraySlot, SlurmContext};
 use crate::volume::DType;
 
@@ -129,16 +130,6 @@ pub fn default_threads(node_ranks: usize) -> (usize, String) {
         share,
         format!("{online} cores / {node_ranks} ranks on the node"),
     )
-}
-
-/// Readers per rank when `--readers` is not given. Inflating an image is one
-/// thread's work, and on two cores it takes about as long as filtering and
-/// compressing it on both: a second reader keeps both cores busy at the
-/// start of a run and whenever inflating is the slowest stage
-/// (docs/performance.md: 8 float32 `.nii.gz` on 2 cores 5.7% faster,
-/// for one more image in memory).
-pub fn default_readers(threads: usize) -> usize {
-    threads.clamp(1, 2)
 }
 
 impl RunConfig {

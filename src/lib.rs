@@ -14,6 +14,7 @@ pub mod error;
 pub mod filter;
 pub mod generate;
 pub mod io;
+pub mod metrics;
 pub mod plan;
 pub mod report;
 pub mod resources;

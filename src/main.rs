@@ -10,7 +10,7 @@ use clap::Parser;
 mod app;
 
 fn main() -> ExitCode {
-    nismooth::driver::metrics::mark_start();
+    nismooth::metrics::mark_start();
     fixed_mmap_threshold();
     app::dispatch(app::cli::Cli::parse())
 }

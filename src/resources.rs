@@ -2,6 +2,10 @@
 //! end it: the cgroup it runs in (Slurm's `task/cgroup`, v1 or v2), its
 //! address-space rlimit (`ulimit -v`) and the node's available memory.
 //!
+//! It also holds the pipeline's side of the memory model, which the run,
+//! `sbatch` and `estimate` share: how many readers a rank gets and how many
+//! images it holds at once.
+//!
 //! Why: an image whose header claims more voxels than fit would otherwise be
 //! allocated anyway, and the process dies for it (an abort on `ulimit -v`,
 //! the OOM killer in a cgroup), taking every other image of the run with it.
@@ -10,6 +14,25 @@
 
 use std::fs;
 use std::path::PathBuf;
+
+/// Readers per rank when `--readers` is not given. Inflating an image is one
+/// thread's work, and on two cores it takes about as long as filtering and
+/// compressing it on both: a second reader keeps both cores busy at the
+/// start of a run and whenever inflating is the slowest stage
+/// (docs/performance.md: 8 float32 `.nii.gz` on 2 cores 5.7% faster,
+/// for one more image in memory).
+pub fn default_readers(threads: usize) -> usize {
+    threads.clamp(1, 2)
+}
+
+/// The most images one process with `readers` readers holds at once: one
+/// per reader, one being filtered, one being written, and the written
+/// image's buffer on its way back to a reader (a GPU backend holds
+/// `Backend::depth` − 1 more). Peak memory per process is flat once a
+/// process has this many images (docs/performance.md).
+pub fn pipeline_images(readers: usize) -> usize {
+    readers.max(1) + 3
+}
 
 /// The memory this process may still take, and the limit that sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

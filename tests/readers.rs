@@ -6,10 +6,11 @@
 
 use std::path::Path;
 
-use nismooth::config::{default_readers, RunConfig};
+use nismooth::config::RunConfig;
 use nismooth::driver::{self, comm::Single};
 use nismooth::filter::{cpu::CpuBackend, Backend, FilterError, FilterSpec, Shape};
 use nismooth::report::Status;
+use nismooth::resources::default_readers;
 use nismooth::volume::{DType, Voxels};
 
 mod common;

@@ -12,6 +12,7 @@ use nismooth::filter::cuda::{self, CudaBackend};
 use nismooth::filter::{cpu::CpuBackend, Backend, BackendChoice, Compat, FilterError, Units};
 use nismooth::io::OutputFormat;
 use nismooth::report::{self, Exporter};
+use nismooth::resources::default_readers;
 use nismooth::slurm::{expand_pattern, SlurmContext};
 use nismooth::volume::DType;
 
@@ -55,8 +56,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
 /// The readers a run with these options gets when it has `threads` threads:
 /// `--readers`, else the default.
 pub fn readers(a: &RunArgs, threads: usize) -> usize {
-    a.readers
-        .map_or(config::default_readers(threads), |n| n as usize)
+    a.readers.map_or(default_readers(threads), |n| n as usize)
 }
 
 /// The run's settings from its options and its place in the job: `ranks`

@@ -92,7 +92,7 @@ fn default_rank_memory_mib(run_args: &[String], threads: usize, notes: &mut Vec<
     // The run's own --threads, if it sets one, decides the default readers.
     let readers = match &run {
         Some(a) => super::run::readers(a, a.threads.unwrap_or(threads)),
-        None => nismooth::config::default_readers(threads),
+        None => nismooth::resources::default_readers(threads),
     };
     let largest = run
         .and_then(|a| nismooth::plan::discover(&a.inputs, a.list.as_deref()).ok())

@@ -63,7 +63,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
     let study = Study {
         schema: STUDY_SCHEMA.into(),
         nismooth_version: env!("CARGO_PKG_VERSION").into(),
-        host: nismooth::driver::metrics::hostname(),
+        host: nismooth::metrics::hostname(),
         cpu: nismooth::study::cpu_name(),
         cores: std::thread::available_parallelism()
             .map(|n| n.get())

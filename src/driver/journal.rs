@@ -26,8 +26,8 @@ use crate::io::InputId;
 use crate::plan::Task;
 use crate::report::{ImageRecord, Status};
 
-/// The folder inside OUTDIR that holds the journals.
-pub const DIR: &str = ".nismooth";
+/// The folder inside OUTDIR that holds the journals (and the lock).
+pub use crate::plan::STATE_DIR as DIR;
 
 /// What the pipeline needs for durability: the run's id (it names this
 /// process's journal) and, with `--resume`, what the journals already hold.
@@ -119,8 +119,8 @@ impl Journal {
                     run: run.to_string(),
                     rank,
                     pid: std::process::id(),
-                    host: super::metrics::hostname(),
-                    unix: super::metrics::unix_now(),
+                    host: crate::metrics::hostname(),
+                    unix: crate::metrics::unix_now(),
                     settings: Some(settings.clone()),
                 });
             }

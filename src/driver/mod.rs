@@ -13,7 +13,6 @@
 pub mod comm;
 mod dynamic;
 pub mod journal;
-pub mod metrics;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod pipeline;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunConfig;
 use crate::error::UsageError;
 use crate::filter::Backend;
+use crate::metrics;
 use crate::plan::schedule::{self, Schedule};
 use crate::plan::{self, Task};
 use crate::report::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status};

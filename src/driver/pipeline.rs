@@ -7,7 +7,7 @@
 //! with spare cores runs more than one reader (`RunConfig::readers`), each on
 //! its own image. A channel of capacity 0 hands an image over only when the
 //! next stage takes it, so a rank holds a fixed number of images however many
-//! the run has (`pipeline_images`); the writer hands each finished buffer back
+//! the run has (`resources::pipeline_images`); the writer hands each finished buffer back
 //! to the readers for the next image. Tasks are pulled on the calling thread,
 //! because for the dynamic schedule pulling one is an MPI call.
 //!
@@ -94,15 +94,6 @@ impl Progress {
             b.finish_and_clear();
         }
     }
-}
-
-/// The most images one process with `readers` readers holds at once: one
-/// per reader, one being filtered, one being written, and the written
-/// image's buffer on its way back to a reader (a GPU backend holds
-/// `Backend::depth` − 1 more). Peak memory per process is flat once a
-/// process has this many images (docs/performance.md).
-pub fn pipeline_images(readers: usize) -> usize {
-    readers.max(1) + 3
 }
 
 /// Outputs written but not yet in place, at most: each holds an open file
@@ -360,7 +351,7 @@ fn guarded<'t>(task: &'t Task, rank: usize, stage: impl FnOnce() -> InFlight<'t>
 }
 
 fn since_start() -> f64 {
-    super::metrics::process_start().elapsed().as_secs_f64()
+    crate::metrics::process_start().elapsed().as_secs_f64()
 }
 
 fn blank(task: &Task, rank: usize) -> ImageRecord {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::driver::journal::DIR;
+use super::STATE_DIR as DIR;
 use crate::slurm::ArraySlot;
 
 /// Who holds a lock.
@@ -38,10 +38,10 @@ impl Holder {
     fn me() -> Holder {
         let pid = std::process::id();
         Holder {
-            host: crate::driver::metrics::hostname(),
+            host: crate::metrics::hostname(),
             pid,
             start_ticks: start_ticks(pid),
-            since_unix: crate::driver::metrics::unix_now(),
+            since_unix: crate::metrics::unix_now(),
             slurm_job: std::env::var("SLURM_JOB_ID").ok(),
         }
     }
@@ -50,8 +50,7 @@ impl Holder {
     /// its pid and start time.
     fn gone(&self) -> bool {
         let now = start_ticks(self.pid);
-        self.host == crate::driver::metrics::hostname()
-            && (now.is_none() || now != self.start_ticks)
+        self.host == crate::metrics::hostname() && (now.is_none() || now != self.start_ticks)
     }
 
     fn describe(&self) -> String {

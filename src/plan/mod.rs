@@ -16,6 +16,10 @@ use crate::error::UsageError;
 use crate::io::OutputFormat;
 use identity::{FileId, Place};
 
+/// The folder inside OUTDIR where nismooth keeps its state: the lock and the
+/// per-rank journals. Outputs never go there.
+pub const STATE_DIR: &str = ".nismooth";
+
 /// One image to process.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Task {

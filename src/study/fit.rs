@@ -15,8 +15,7 @@
 use serde::Serialize;
 
 use super::StudyPoint;
-use crate::config::default_readers;
-use crate::driver::pipeline::pipeline_images;
+use crate::resources::{default_readers, pipeline_images};
 
 /// Where the target runs.
 #[derive(Clone, Copy, Debug, Serialize)]
