@@ -20,6 +20,23 @@ pub enum NoiseChoice {
 }
 crate::choice::named_choices!(NoiseChoice { Rician => "rician", Gaussian => "gaussian" });
 
+/// A phantom shape that is not 1 to 7 sizes of 1..=32767 (NIfTI-1's
+/// `dim` holds seven signed 16-bit sizes).
+#[derive(Debug, thiserror::Error)]
+#[error("shape '{0}': expected 1 to 7 comma-separated sizes, each 1..32767")]
+pub struct BadShape(pub String);
+
+/// A shape written as `X,Y,Z[,T…]`.
+pub fn parse_shape(text: &str) -> Result<Vec<usize>, BadShape> {
+    let shape: Vec<usize> = text
+        .split(',')
+        .map(|v| v.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| BadShape(text.into()))?;
+    let fits = (1..=7).contains(&shape.len()) && shape.iter().all(|n| (1..=32767).contains(n));
+    fits.then_some(shape).ok_or_else(|| BadShape(text.into()))
+}
+
 pub struct PhantomSpec {
     pub shape: Vec<usize>,
     pub dtype: DType,

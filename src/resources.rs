@@ -34,6 +34,19 @@ pub fn pipeline_images(readers: usize) -> usize {
     readers.max(1) + 3
 }
 
+/// What a rank holds beside its images (binary, allocator arenas, the MPI
+/// library), as a request allows for it: measured about 48 MiB
+/// (docs/performance.md).
+pub const RANK_BASE_BYTES: u64 = 64 << 20;
+
+/// The memory to ask for one rank whose largest image takes `largest`
+/// bytes in memory: every image its pipeline may hold at once, each as
+/// large as the largest, plus the base. An upper bound: the measured peak
+/// is (readers + 1) images + about 48 MiB (docs/performance.md).
+pub fn rank_request_bytes(largest: u64, readers: usize) -> u64 {
+    pipeline_images(readers) as u64 * largest + RANK_BASE_BYTES
+}
+
 /// The memory this process may still take, and the limit that sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Room {

@@ -96,6 +96,14 @@ fn refusals_exit_2_and_touch_nothing() {
         args.extend_from_slice(bad);
         assert_eq!(nismooth(&args).status.code(), Some(2), "{bad:?}");
     }
+    // generate and study read a phantom shape by one rule.
+    for cmd in ["generate", "study"] {
+        for shape in ["0,4,4", "64,x", "1,2,3,4,5,6,7,8", "40000,2,2"] {
+            let o = nismooth(&[cmd, "--shape", shape, "-o", s(&o3)]);
+            assert_eq!(o.status.code(), Some(2), "{cmd} --shape {shape}");
+            assert!(stderr(&o).contains("--shape: shape"), "{}", stderr(&o));
+        }
+    }
     for o in ["o1", "o2", "o3"] {
         assert!(
             !t.path().join(o).exists(),
@@ -195,6 +203,15 @@ fn reports_agree_with_each_other_and_the_work_done() {
     let csv_text = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(csv_text.lines().count(), 5);
     assert!(csv_text.starts_with("index,input,output,rank,status"));
+    // `report FILE` shows the table once, then the memory verdict against a request.
+    let shown = nismooth(&["report", s(&json), "--mem-request", "1G"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = String::from_utf8(shown.stdout).unwrap();
+    assert_eq!(text.matches("CPU efficiency").count(), 1, "{text}");
+    assert!(
+        text.contains("MiB requested per rank): ask for less"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -340,19 +357,80 @@ fn sbatch_asks_memory_for_each_reader() {
         };
         (line("#SBATCH --mem="), line("reader(s)"))
     };
-    // (readers + 2) × 32 MiB + 64 MiB, × 1.5, rounded up to 256 MiB.
+    // (readers + 3) images of 32 MiB + 64 MiB, rounded up to 64 MiB, at least 256 MiB.
     // The run's own --threads, when it sets one, decides the default readers.
     for (cpus, run, want, note) in [
-        ("1", "", "--mem=256M", "1 reader(s) 3×"),
-        ("2", "", "--mem=512M", "2 reader(s) 4×"),
-        ("2", "--readers 1", "--mem=256M", "1 reader(s) 3×"),
-        ("1", "--readers 9", "--mem=768M", "9 reader(s) 11×"),
-        ("1", "--threads 4", "--mem=512M", "2 reader(s) 4×"),
-        ("4", "--threads 1", "--mem=256M", "1 reader(s) 3×"),
+        ("1", "", "--mem=256M", "1 reader(s) holds up to 4×"),
+        ("2", "", "--mem=256M", "2 reader(s) holds up to 5×"),
+        (
+            "2",
+            "--readers 1",
+            "--mem=256M",
+            "1 reader(s) holds up to 4×",
+        ),
+        (
+            "1",
+            "--readers 9",
+            "--mem=448M",
+            "9 reader(s) holds up to 12×",
+        ),
+        (
+            "1",
+            "--readers 6",
+            "--mem=384M",
+            "6 reader(s) holds up to 9×",
+        ),
+        (
+            "1",
+            "--threads 4",
+            "--mem=256M",
+            "2 reader(s) holds up to 5×",
+        ),
+        (
+            "4",
+            "--threads 1",
+            "--mem=256M",
+            "1 reader(s) holds up to 4×",
+        ),
     ] {
         let (m, n) = mem(cpus, run);
         assert!(m.ends_with(want), "{cpus} cpus, run {run:?}: {m}");
         assert!(n.contains(note), "{n}");
+    }
+    // MPI asks per CPU, by the same rule: 448 MiB per rank over 2 CPUs.
+    let o = nismooth(&[
+        "sbatch",
+        "--model",
+        "hybrid",
+        "--cpus-per-task",
+        "2",
+        "--",
+        s(&inp),
+        "-o",
+        s(&out),
+        "--readers",
+        "9",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("#SBATCH --mem-per-cpu=256M"),
+        "{}",
+        stderr(&o)
+    );
+    // Run arguments that `run` would refuse are refused here, before the job queues.
+    for (run, why) in [
+        (vec![s(&inp)], "--output"),
+        (vec![s(&t.path().join("missing")), "-o", s(&out)], "missing"),
+        (
+            vec![s(&inp), "-o", s(&out), "--no-such-option"],
+            "--no-such-option",
+        ),
+    ] {
+        let mut args = vec!["sbatch", "--model", "serial", "--"];
+        args.extend(run);
+        let o = nismooth(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "no script for a refused run");
     }
     assert!(!out.exists(), "sbatch runs nothing");
 }

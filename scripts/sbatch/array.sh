@@ -24,7 +24,7 @@ timed() {
   fi
 }
 
-timed "$NISMOOTH" run /data/T1w -o /scratch/smoothed --sigma 2 --report nismooth-%A_%a.json --progress log --array
+timed "$NISMOOTH" run data/T1w -o smoothed --sigma 2 --report nismooth-%A_%a.json --progress log --array
 # CPU efficiency = CPU% above / (100 × 1 CPU(s)); the report has it per process.
 # When every task is done, one report for the whole array:
 #   $NISMOOTH report merge nismooth-<array job id>_*.json -o nismooth-<array job id>.json

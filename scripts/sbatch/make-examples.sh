@@ -3,14 +3,22 @@
 # with `nismooth sbatch` (binary: the release build; nismooth on PATH in the scripts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin=target/release/nismooth
+bin=${NISMOOTH:-target/release/nismooth}
 [ -x "$bin" ] || cargo build --release --quiet
+bin=$(realpath "$bin")
+here=$PWD/scripts/sbatch
+# sbatch refuses inputs that do not exist: the examples name a folder of
+# one phantom, relative to the job's working directory.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin" generate -o "$work/data/T1w" -n 1 --shape 16,16,8
+cd "$work"
 common=(--partition compute --time 02:00:00 --binary nismooth)
-run=(-- /data/T1w -o /scratch/smoothed --sigma 2)
-"$bin" sbatch --model serial "${common[@]}" --mem 1G --write scripts/sbatch/serial.sh "${run[@]}"
-"$bin" sbatch --model threads --cpus-per-task 8 "${common[@]}" --mem 2G --write scripts/sbatch/threads.sh "${run[@]}"
-"$bin" sbatch --model mpi --nodes 4 --ntasks-per-node 16 "${common[@]}" --mem-per-cpu 512M --write scripts/sbatch/mpi.sh "${run[@]}"
-"$bin" sbatch --model array --array-tasks 100 --array-limit 20 "${common[@]}" --mem 1G --write scripts/sbatch/array.sh "${run[@]}"
-"$bin" sbatch --model gpu --nodes 2 --gpus-per-node 4 --cpus-per-task 4 "${common[@]}" --mem-per-cpu 2G --write scripts/sbatch/gpu.sh "${run[@]}"
-"$bin" sbatch --model hybrid --nodes 4 --ntasks-per-node 4 --cpus-per-task 4 "${common[@]}" --mem-per-cpu 512M --write scripts/sbatch/hybrid.sh "${run[@]}"
+run=(-- data/T1w -o smoothed --sigma 2)
+"$bin" sbatch --model serial "${common[@]}" --mem 1G --write $here/serial.sh "${run[@]}"
+"$bin" sbatch --model threads --cpus-per-task 8 "${common[@]}" --mem 2G --write $here/threads.sh "${run[@]}"
+"$bin" sbatch --model mpi --nodes 4 --ntasks-per-node 16 "${common[@]}" --mem-per-cpu 512M --write $here/mpi.sh "${run[@]}"
+"$bin" sbatch --model array --array-tasks 100 --array-limit 20 "${common[@]}" --mem 1G --write $here/array.sh "${run[@]}"
+"$bin" sbatch --model gpu --nodes 2 --gpus-per-node 4 --cpus-per-task 4 "${common[@]}" --mem-per-cpu 2G --write $here/gpu.sh "${run[@]}"
+"$bin" sbatch --model hybrid --nodes 4 --ntasks-per-node 4 --cpus-per-task 4 "${common[@]}" --mem-per-cpu 512M --write $here/hybrid.sh "${run[@]}"
 echo "wrote scripts/sbatch/{serial,threads,mpi,array,gpu,hybrid}.sh"

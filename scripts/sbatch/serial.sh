@@ -23,5 +23,5 @@ timed() {
   fi
 }
 
-timed "$NISMOOTH" run /data/T1w -o /scratch/smoothed --sigma 2 --report nismooth-%j.json --progress log --threads 1
+timed "$NISMOOTH" run data/T1w -o smoothed --sigma 2 --report nismooth-%j.json --progress log --threads 1
 # CPU efficiency = CPU% above / (100 × 1 CPU(s)); the report has it per process.

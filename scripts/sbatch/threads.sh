@@ -23,5 +23,5 @@ timed() {
   fi
 }
 
-timed "$NISMOOTH" run /data/T1w -o /scratch/smoothed --sigma 2 --report nismooth-%j.json --progress log
+timed "$NISMOOTH" run data/T1w -o smoothed --sigma 2 --report nismooth-%j.json --progress log
 # CPU efficiency = CPU% above / (100 × 8 CPU(s)); the report has it per process.

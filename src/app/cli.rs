@@ -47,6 +47,19 @@ pub enum Command {
     BenchFilter(BenchFilterArgs),
 }
 
+/// `nismooth run`'s options given as words after `--` (sbatch's and
+/// estimate's run arguments), read by the same definitions as `run` itself.
+pub fn parse_run_args(words: &[String]) -> Result<RunArgs, clap::Error> {
+    #[derive(Parser)]
+    #[command(name = "nismooth run")]
+    struct Words {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let argv = std::iter::once("nismooth run".to_string()).chain(words.iter().cloned());
+    Words::try_parse_from(argv).map(|w| w.run)
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Input files, or directories (every *.nii / *.nii.gz inside, sorted).

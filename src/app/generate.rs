@@ -9,17 +9,7 @@ use super::EXIT_OK;
 
 /// `nismooth generate`: synthetic phantoms.
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<u8> {
-    let shape: Vec<usize> = args
-        .shape
-        .split(',')
-        .map(|v| v.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--shape '{}': expected comma-separated sizes", args.shape))?;
-    anyhow::ensure!(
-        (1..=7).contains(&shape.len()) && shape.iter().all(|&n| (1..=32767).contains(&n)),
-        "--shape '{}': 1 to 7 sizes, each 1..32767",
-        args.shape
-    );
+    let shape = generate::parse_shape(&args.shape).context("--shape")?;
     let dtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
     let spec = PhantomSpec {
         shape,

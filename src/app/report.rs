@@ -42,42 +42,11 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
                 let r = report::merge::load(f)?;
                 println!("== {}", f.display());
                 print!("{}", report::Table.render(&r)?);
-                print!("{}", seff_lines(&r, request));
+                if let Some(mib) = request {
+                    print!("{}", report::seff::memory_line(&r, mib));
+                }
             }
             Ok(EXIT_OK)
         }
     }
-}
-
-/// seff-style verdicts on a report: CPU efficiency, memory against the request, balance.
-fn seff_lines(r: &report::Report, mem_request_mib: Option<u64>) -> String {
-    let s = &r.summary;
-    let mut o = format!(
-        "  seff: CPU efficiency {:.1}% of {} process(es) × {} thread(s) × wall\n",
-        100.0 * s.cpu_efficiency,
-        s.processes,
-        s.threads_per_process
-    );
-    let peak_mib = s.peak_rss_bytes as f64 / 1048576.0;
-    if let Some(req) = mem_request_mib {
-        o += &format!(
-            "  seff: memory efficiency {:.1}% ({peak_mib:.1} MiB peak of {req} MiB requested per rank){}\n",
-            100.0 * peak_mib / req as f64,
-            if peak_mib > req as f64 {
-                ": over the request, the job would be killed"
-            } else if peak_mib < 0.25 * req as f64 {
-                ": ask for less"
-            } else {
-                ""
-            }
-        );
-    }
-    if s.processes > 1 {
-        o += &format!(
-            "  seff: load imbalance {:.3} (max/mean busy); parallel efficiency {:.1}%\n",
-            s.load_imbalance,
-            100.0 * s.parallel_efficiency
-        );
-    }
-    o
 }

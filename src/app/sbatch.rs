@@ -2,13 +2,17 @@
 //! request from the largest input and the run's own readers.
 
 use anyhow::Context;
-use clap::Parser;
 
+use nismooth::io::read_header_info;
+use nismooth::plan::discover;
+use nismooth::resources::rank_request_bytes;
 use nismooth::slurm::parse_mib;
-use nismooth::slurm::script::{self, JobSpec, Memory, Model};
+use nismooth::slurm::script::{self, JobSpec, Memory};
 
-use super::cli::{Cli, Command, SbatchArgs};
+use super::cli::{parse_run_args, RunArgs, SbatchArgs};
 use super::EXIT_OK;
+
+const MIB: f64 = 1048576.0;
 
 /// `nismooth sbatch`: a job script for one parallel model.
 pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
@@ -16,6 +20,12 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("locating this nismooth binary")?,
     };
+    // The run arguments are read as `run` will read them, so a script that
+    // `run` would refuse is refused here, before it waits in a queue.
+    let run = parse_run_args(&args.run_args).context("the run arguments after `--`")?;
+    if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
+        anyhow::bail!("the run's input {} does not exist", missing.display());
+    }
     let mut notes = Vec::new();
     let memory = match (&args.mem, &args.mem_per_cpu) {
         (Some(m), _) => Memory::PerNode {
@@ -25,18 +35,8 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
             mib: parse_mib(m).map_err(anyhow::Error::msg)?,
         },
         (None, None) => {
-            let per_rank = default_rank_memory_mib(&args.run_args, args.cpus_per_task, &mut notes);
-            match args.model {
-                Model::Mpi | Model::Hybrid | Model::Gpu => Memory::PerCpu {
-                    mib: round_up(
-                        per_rank.div_ceil(args.cpus_per_task.max(1) as u64).max(256),
-                        256,
-                    ),
-                },
-                _ => Memory::PerNode {
-                    mib: round_up(per_rank, 256),
-                },
-            }
+            let rank_mib = rank_memory_mib(&run, args.cpus_per_task, &mut notes)?;
+            Memory::for_ranks(args.model, rank_mib, args.cpus_per_task)
         }
     };
     notes.push(format!(
@@ -44,7 +44,6 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         args.time
     ));
     let spec = JobSpec {
-        model: args.model,
         job_name: args.job_name.clone(),
         partition: args.partition.clone(),
         time: args.time.clone(),
@@ -56,9 +55,12 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         array_tasks: args.array_tasks,
         array_limit: args.array_limit,
         array_chunk: args.array_chunk,
-        binary: binary.display().to_string(),
-        run_args: args.run_args.clone(),
         notes,
+        ..JobSpec::new(
+            args.model,
+            binary.display().to_string(),
+            args.run_args.clone(),
+        )
     }
     .shape();
     let text = script::render(&spec);
@@ -69,56 +71,28 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn round_up(v: u64, to: u64) -> u64 {
-    v.div_ceil(to) * to
-}
-
-/// Memory per rank from the largest input image. A rank's pipeline holds
-/// one image per reader plus those being filtered and written; measured
-/// flat at (readers + 1) × the decompressed image + about 48 MiB
-/// (docs/performance.md). The request asks (readers + 2) × + 64 MiB, then a
-/// 1.5× margin.
-fn default_rank_memory_mib(run_args: &[String], threads: usize, notes: &mut Vec<String>) -> u64 {
-    let argv = ["nismooth", "run"]
-        .into_iter()
-        .map(String::from)
-        .chain(run_args.iter().cloned());
-    let run = Cli::try_parse_from(argv)
-        .ok()
-        .and_then(|cli| match cli.command {
-            Command::Run(a) => Some(a),
-            _ => None,
-        });
-    // The run's own --threads, if it sets one, decides the default readers.
-    let readers = match &run {
-        Some(a) => super::run::readers(a, a.threads.unwrap_or(threads)),
-        None => nismooth::resources::default_readers(threads),
+/// Memory per rank (MiB) from the largest input image and the run's
+/// readers: the run's own `--threads`, when it sets one, decides them.
+fn rank_memory_mib(run: &RunArgs, cpus: usize, notes: &mut Vec<String>) -> anyhow::Result<f64> {
+    let readers = super::run::readers(run, run.threads.unwrap_or(cpus));
+    let inputs = discover(&run.inputs, run.list.as_deref()).context("the run's inputs")?;
+    let largest = inputs
+        .iter()
+        .filter_map(|p| read_header_info(p).ok())
+        .map(|h| h.memory_bytes())
+        .max();
+    let Some(bytes) = largest else {
+        notes.push(
+            "Memory: a default (no input header could be read here); measure with a study.".into(),
+        );
+        return Ok(2048.0);
     };
-    let largest = run
-        .and_then(|a| nismooth::plan::discover(&a.inputs, a.list.as_deref()).ok())
-        .and_then(|inputs| {
-            inputs
-                .iter()
-                .filter_map(|p| nismooth::io::read_header_info(p).ok())
-                .map(|h| h.memory_bytes())
-                .max()
-        });
-    match largest {
-        Some(bytes) => {
-            let images = readers as u64 + 2;
-            let mib = (images * bytes).div_ceil(1 << 20) + 64;
-            notes.push(format!(
-                "Memory: largest input image {:.1} MiB decompressed; per rank with {readers} reader(s) {images}× that + 64 MiB = {mib} MiB, requested with a 1.5× margin.",
-                bytes as f64 / (1 << 20) as f64
-            ));
-            mib * 3 / 2
-        }
-        None => {
-            notes.push(
-                "Memory: a default (the inputs could not be read here); measure with a study."
-                    .into(),
-            );
-            2048
-        }
-    }
+    let need = rank_request_bytes(bytes, readers) as f64 / MIB;
+    notes.push(format!(
+        "Memory: largest input image {:.1} MiB in memory; a rank with {readers} reader(s) holds up to {}× that + {} MiB = {need:.0} MiB.",
+        bytes as f64 / MIB,
+        nismooth::resources::pipeline_images(readers),
+        nismooth::resources::RANK_BASE_BYTES >> 20,
+    ));
+    Ok(need)
 }

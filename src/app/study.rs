@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::io::OutputFormat;
-use nismooth::slurm::script::{self, JobSpec, Memory, Model};
+use nismooth::slurm::script::{self, per_cpu_mib, JobSpec, Memory, Model};
 use nismooth::study::fit::{self, Estimate, Target};
 use nismooth::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
 
@@ -24,17 +24,12 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
             .all(|v| !v.is_empty() && v.iter().all(|&x| x > 0)),
         "--ranks, --threads and --tasks need positive values"
     );
+    let shape = generate::parse_shape(&args.shape).context("--shape")?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let max_tasks = *args.tasks.iter().max().unwrap();
     let images = if args.data.is_empty() {
         let dir = args.output.join("data");
-        let shape: Vec<usize> = args
-            .shape
-            .split(',')
-            .map(|v| v.trim().parse())
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("--shape '{}'", args.shape))?;
         let spec = PhantomSpec {
             shape,
             dtype: args.dtype.parse().map_err(anyhow::Error::msg)?,
@@ -186,25 +181,14 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
             (_, 1) => Model::Mpi,
             _ => Model::Hybrid,
         };
+        let binary = std::env::current_exe()?.display().to_string();
         let spec = JobSpec {
-            model,
-            job_name: "nismooth".into(),
-            partition: args.partition.clone(),
             time: request.time.clone(),
+            partition: args.partition.clone(),
             nodes,
             ntasks_per_node: per_node,
             cpus_per_task: threads,
-            memory: if nodes * per_node == 1 {
-                Memory::PerNode { mib: request.mem_per_cpu_mib * threads as u64 }
-            } else {
-                Memory::PerCpu { mib: request.mem_per_cpu_mib }
-            },
-            gpus_per_node: 0,
-            array_tasks: 1,
-            array_limit: None,
-            array_chunk: None,
-            binary: std::env::current_exe()?.display().to_string(),
-            run_args: args.run_args.clone(),
+            memory: Memory::for_ranks(model, request.rank_mib, threads),
             notes: vec![format!(
                 "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
                 args.from.display(),
@@ -215,6 +199,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
                 e.peak_rss_per_rank_bytes.value / 1048576.0,
                 100.0 * (args.margin - 1.0)
             )],
+            ..JobSpec::new(model, binary, args.run_args.clone())
         }
         .shape();
         write(p, &script::render(&spec))?;
@@ -229,18 +214,19 @@ struct Request {
     time: String,
     time_s: f64,
     mem_per_cpu_mib: u64,
+    #[serde(skip)]
+    rank_mib: f64,
 }
 
 impl Request {
     fn from(e: &Estimate, margin: f64, threads: usize) -> Request {
         let time_s = e.wall_s.high * margin;
-        let per_rank_mib = e.peak_rss_per_rank_bytes.high * margin / 1048576.0;
-        // Per CPU, rounded up to 64 MiB, at least 256 MiB.
-        let per_cpu = ((per_rank_mib / threads as f64 / 64.0).ceil() * 64.0).max(256.0) as u64;
+        let rank_mib = e.peak_rss_per_rank_bytes.high * margin / 1048576.0;
         Request {
             time: fit::slurm_time(time_s),
             time_s,
-            mem_per_cpu_mib: per_cpu,
+            mem_per_cpu_mib: per_cpu_mib(rank_mib, threads),
+            rank_mib,
         }
     }
 }

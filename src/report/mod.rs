@@ -7,6 +7,7 @@
 mod csv;
 mod json;
 pub mod merge;
+pub mod seff;
 mod table;
 
 pub use self::csv::Csv;

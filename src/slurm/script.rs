@@ -44,6 +44,32 @@ pub enum Memory {
     PerCpu { mib: u64 },
 }
 
+impl Memory {
+    /// The request for ranks of `rank_mib` each on `cpus` CPUs, in the form
+    /// the model needs: per CPU where srun starts ranks (so it follows the
+    /// ranks a node gets), per node for one task.
+    pub fn for_ranks(model: Model, rank_mib: f64, cpus: usize) -> Memory {
+        match model {
+            Model::Mpi | Model::Hybrid | Model::Gpu => Memory::PerCpu {
+                mib: per_cpu_mib(rank_mib, cpus),
+            },
+            Model::Serial | Model::Threads | Model::Array => Memory::PerNode {
+                mib: round_request(rank_mib),
+            },
+        }
+    }
+}
+
+/// `--mem-per-cpu` for ranks of `rank_mib` on `cpus` CPUs each.
+pub fn per_cpu_mib(rank_mib: f64, cpus: usize) -> u64 {
+    round_request(rank_mib / cpus.max(1) as f64)
+}
+
+/// The one rounding rule of every request: up to 64 MiB, at least 256 MiB.
+fn round_request(mib: f64) -> u64 {
+    ((mib / 64.0).ceil() * 64.0).max(256.0) as u64
+}
+
 /// Everything a script needs; `JobSpec::shape` fills in what the model fixes.
 #[derive(Clone, Debug)]
 pub struct JobSpec {
@@ -70,6 +96,28 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// A job of one task on one CPU running `binary run RUN_ARGS`, for an
+    /// hour with 2 GiB: the fields a caller does not set.
+    pub fn new(model: Model, binary: String, run_args: Vec<String>) -> JobSpec {
+        JobSpec {
+            model,
+            job_name: "nismooth".into(),
+            partition: None,
+            time: "01:00:00".into(),
+            nodes: 1,
+            ntasks_per_node: 1,
+            cpus_per_task: 1,
+            memory: Memory::PerNode { mib: 2048 },
+            gpus_per_node: 0,
+            array_tasks: 1,
+            array_limit: None,
+            array_chunk: None,
+            binary,
+            run_args,
+            notes: Vec::new(),
+        }
+    }
+
     /// Applies what the model fixes: one task for serial/threads/array, one
     /// CPU per rank for MPI, a rank per GPU.
     pub fn shape(mut self) -> JobSpec {
