@@ -1,5 +1,6 @@
-//! The journal: one JSON line per finished image, per rank, appended the
-//! moment the image's output is renamed into place.
+//! The journal's writer and `--resume`'s reader: one JSON line per
+//! finished image, per rank, appended the moment the image's output is
+//! renamed into place (the format is `report::journal`).
 //!
 //! Reports are gathered to root only at the end, so a run killed halfway
 //! (a node lost, `scancel`, the time limit) would lose every timing record.
@@ -15,19 +16,16 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
-
-use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
 
 use crate::error::UsageError;
 use crate::io::InputId;
 use crate::plan::Task;
 use crate::report::{ImageRecord, Status};
 
-/// The folder inside OUTDIR that holds the journals (and the lock).
-pub use crate::plan::STATE_DIR as DIR;
+use crate::plan::STATE_DIR as DIR;
+use crate::report::journal::{path, read_all, Line, Stamp};
 
 /// What the pipeline needs for durability: the run's id (it names this
 /// process's journal) and, with `--resume`, what the journals already hold.
@@ -38,69 +36,11 @@ pub struct Durable {
     pub settings: serde_json::Value,
 }
 
-/// One line of a journal.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Line {
-    /// The first line a process writes: who it is, so that a person (or a
-    /// test) can tell which process wrote what, and kill it.
-    Start {
-        run: String,
-        rank: usize,
-        pid: u32,
-        host: String,
-        unix: u64,
-        /// The settings that determine every output of this run (absent in
-        /// journals of older versions, whose outputs `--resume` then remakes).
-        #[serde(default)]
-        settings: Option<serde_json::Value>,
-    },
-    /// A finished image (written, failed or skipped) and, when written, the
-    /// stamp of its output.
-    Image {
-        run: String,
-        stamp: Option<Stamp>,
-        /// The input as it was read.
-        #[serde(default)]
-        input: Option<InputId>,
-        record: Box<ImageRecord>,
-    },
-}
-
-/// Size and modification time of an output as nismooth left it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    pub bytes: u64,
-    pub mtime_ns: u64,
-}
-
-impl Stamp {
-    /// The stamp of a regular file (not through a symlink); None otherwise.
-    pub fn of(path: &Path) -> Option<Stamp> {
-        let m = std::fs::symlink_metadata(path).ok()?;
-        if !m.is_file() {
-            return None;
-        }
-        let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
-        Some(Stamp {
-            bytes: m.len(),
-            mtime_ns: mtime.as_nanos() as u64,
-        })
-    }
-}
-
 /// This process's journal file; a journal that cannot be opened is reported
 /// once and the run goes on without it (it is a record, not the work).
 pub struct Journal {
     file: Option<File>,
     run: String,
-}
-
-/// The journal file of `rank` in run `run`.
-pub fn path(outdir: &Path, run: &str, rank: usize) -> PathBuf {
-    outdir
-        .join(DIR)
-        .join(format!("journal-{run}-rank{rank}.jsonl"))
 }
 
 impl Journal {
@@ -159,35 +99,6 @@ impl Journal {
             self.file = None;
         }
     }
-}
-
-/// The lines of one journal file; a line that does not parse (the partial
-/// last line of a killed writer) is skipped.
-pub fn read_file(path: &Path) -> std::io::Result<Vec<Line>> {
-    let f = File::open(path)?;
-    Ok(BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect())
-}
-
-/// Every journal line in `outdir`'s journals (all runs, all ranks), in file
-/// order; lines that do not parse (a partial last line) are skipped.
-pub fn read_all(outdir: &Path) -> Vec<Line> {
-    let Ok(dir) = std::fs::read_dir(outdir.join(DIR)) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = dir
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .filter_map(|p| read_file(p).ok())
-        .flatten()
-        .collect()
 }
 
 /// What the journals say of each output they vouch for.

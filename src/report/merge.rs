@@ -55,7 +55,7 @@ pub fn load(path: &Path) -> Result<Report, MergeError> {
 /// A journal as a report: its images, and one process whose totals are
 /// summed from them (CPU time and memory are not journaled: zero).
 fn from_journal(path: &Path) -> Result<Report, MergeError> {
-    use crate::driver::journal::{read_file, Line};
+    use super::journal::{read_file, Line};
     let unreadable = |cause: String| MergeError::Unreadable {
         path: path.to_path_buf(),
         cause,

@@ -5,6 +5,7 @@
 //! in docs/report-schema.md.
 
 mod csv;
+pub mod journal;
 mod json;
 pub mod merge;
 pub mod seff;
