@@ -5,7 +5,11 @@
 //! `io` → `filter` → `io`, and `report` exports what was measured.
 // Every unsafe block says why it is sound, and every public unsafe fn states
 // its contract (CI denies both).
-#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 
 pub mod choice;
 pub mod config;

@@ -1,7 +1,11 @@
 //! The `nismooth` command: the allocator set for large images, the command
 //! line parsed, the subcommand run (`app`), its exit code returned.
 
-#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 
 use std::process::ExitCode;
 

@@ -152,18 +152,21 @@ fn cvtt32_slice(src: &[f64], out: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn cvtt32_avx512(src: &[f64], out: &mut [i32]) {
-    use std::arch::x86_64::*;
-    let n = src.len().min(out.len());
-    let full = n / 8 * 8;
-    for i in (0..full).step_by(8) {
-        let v = _mm512_loadu_pd(src.as_ptr().add(i));
-        _mm256_storeu_si256(
-            out.as_mut_ptr().add(i) as *mut __m256i,
-            _mm512_cvttpd_epi32(v),
-        );
-    }
-    for i in full..n {
-        out[i] = cvtt32(src[i]);
+    // SAFETY: the caller keeps the contract above.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = src.len().min(out.len());
+        let full = n / 8 * 8;
+        for i in (0..full).step_by(8) {
+            let v = _mm512_loadu_pd(src.as_ptr().add(i));
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(i) as *mut __m256i,
+                _mm512_cvttpd_epi32(v),
+            );
+        }
+        for i in full..n {
+            out[i] = cvtt32(src[i]);
+        }
     }
 }
 

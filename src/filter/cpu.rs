@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::simd::{self, LANES};
+use super::simd::{self, Isa, LANES};
 use super::{Backend, FilterError, FilterSpec, Kernel1d, Mode, Shape};
 use crate::volume::{DType, Sample, Voxels};
 use crate::with_voxels;
@@ -130,36 +130,40 @@ unsafe fn smooth_volume<S: Sample, D: Sample>(
     kernels: &[Option<Kernel1d>; 3],
     edge: Edge,
 ) {
-    if let [Some(kx), Some(ky), kz] = kernels {
-        let slice = n[0] * n[1];
-        let (s, d) = (Shared(src as *mut S), Shared(dst));
-        (0..n[2])
-            .into_par_iter()
-            .for_each_init(Scratch::default, move |sc, z| {
-                let (s, d) = (s, d);
-                let (sz, dz) = (s.0.add(z * slice), d.0.add(z * slice));
-                pass(sz, dz, [n[0], n[1], 1], 0, kx, edge, Some((sc, None)));
-                // While y filters this slice, bring the next slice's source
-                // into L2, where the next x pass will find it.
-                let next = (z + 1 < n[2]).then(|| Ahead {
-                    from: s.0.add((z + 1) * slice) as *const u8,
-                    bytes: slice * std::mem::size_of::<S>(),
+    // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the function it
+    // serves), on which every pointer below relies.
+    unsafe {
+        if let [Some(kx), Some(ky), kz] = kernels {
+            let slice = n[0] * n[1];
+            let (s, d) = (Shared(src as *mut S), Shared(dst));
+            (0..n[2])
+                .into_par_iter()
+                .for_each_init(Scratch::default, move |sc, z| {
+                    let (s, d) = (s, d);
+                    let (sz, dz) = (s.0.add(z * slice), d.0.add(z * slice));
+                    pass(sz, dz, [n[0], n[1], 1], 0, kx, edge, Some((sc, None)));
+                    // While y filters this slice, bring the next slice's source
+                    // into L2, where the next x pass will find it.
+                    let next = (z + 1 < n[2]).then(|| Ahead {
+                        from: s.0.add((z + 1) * slice) as *const u8,
+                        bytes: slice * std::mem::size_of::<S>(),
+                    });
+                    pass(dz, dz, [n[0], n[1], 1], 1, ky, edge, Some((sc, next)));
                 });
-                pass(dz, dz, [n[0], n[1], 1], 1, ky, edge, Some((sc, next)));
-            });
-        if let Some(kz) = kz {
-            pass(dst, dst, n, 2, kz, edge, None);
+            if let Some(kz) = kz {
+                pass(dst, dst, n, 2, kz, edge, None);
+            }
+            return;
         }
-        return;
-    }
-    let mut first = true;
-    for (a, k) in kernels.iter().enumerate() {
-        let Some(k) = k else { continue };
-        if first {
-            pass(src, dst, n, a, k, edge, None);
-            first = false;
-        } else {
-            pass(dst, dst, n, a, k, edge, None);
+        let mut first = true;
+        for (a, k) in kernels.iter().enumerate() {
+            let Some(k) = k else { continue };
+            if first {
+                pass(src, dst, n, a, k, edge, None);
+                first = false;
+            } else {
+                pass(dst, dst, n, a, k, edge, None);
+            }
         }
     }
 }
@@ -312,97 +316,108 @@ struct Group<'a, S, D> {
 }
 
 /// One group of lines: load, pad, convolve, store. The loads and stores
-/// convert between the image's dtype and f64; they are compiled once per
-/// instruction set so that those conversions use the widest vectors the CPU has.
+/// convert between the image's dtype and f64; the whole group is compiled
+/// once per instruction set (`simd::dispatch`, the filter's one question to
+/// the CPU) so that those conversions use the widest vectors the CPU has.
+///
+/// # Safety
+/// As for `pass`, for the group's lines.
 unsafe fn group<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
-    match simd::level() {
-        #[cfg(target_arch = "x86_64")]
-        simd::Level::Avx512 => group_avx512(g, sc),
-        #[cfg(target_arch = "x86_64")]
-        simd::Level::Avx2 => group_avx2(g, sc),
-        _ => group_body(g, sc),
+    simd::dispatch(GroupJob { g, sc })
+}
+
+/// A group and its scratch space, made only by `group`, whose caller
+/// answers for the group's pointers.
+struct GroupJob<'a, 'b, S, D> {
+    g: Group<'a, S, D>,
+    sc: &'b mut Scratch,
+}
+
+impl<S: Sample, D: Sample> simd::Job for GroupJob<'_, '_, S, D> {
+    type Output = ();
+    #[inline(always)]
+    fn run<I: Isa>(self, isa: I) {
+        // SAFETY: a GroupJob is made only by `group`, whose caller keeps
+        // `pass`'s contract for these lines.
+        unsafe { group_body(isa, self.g, self.sc) }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2")]
-unsafe fn group_avx512<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
-    group_body(g, sc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn group_avx2<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
-    group_body(g, sc)
-}
-
+/// `group` at one instruction set.
+///
+/// # Safety
+/// As for `group`.
 #[inline(always)]
-unsafe fn group_body<S: Sample, D: Sample>(g: Group<'_, S, D>, sc: &mut Scratch) {
-    let Group {
-        geo,
-        src,
-        dst,
-        lanes,
-        k,
-        edge,
-    } = g;
-    let (r, len, width) = (k.radius(), geo.len, geo.width);
-    // Integer images: f32 tiles, unless a tile holds a negative value (the
-    // error bound needs every term ≥ 0); the source is untouched, so the
-    // f64 way below reloads it. The x pass needs the f32 line transposes;
-    // the other passes store whole rows of lanes into the image.
-    #[cfg(target_arch = "x86_64")]
-    let f32_tile = if geo.lane_step == 1 {
-        lanes == width
-    } else {
-        simd::has_f32_line_transposes()
-    };
-    #[cfg(target_arch = "x86_64")]
-    if f32_tile && single_precision_fits::<S, D>(k, edge) {
-        sc.fit32(len, r, width);
-        let body = &mut sc.tile32[r * width..(r + len) * width];
-        let non_negative = if geo.lane_step == 1 {
-            geo.load_integers_f32(src, body)
+unsafe fn group_body<I: Isa, S: Sample, D: Sample>(isa: I, g: Group<'_, S, D>, sc: &mut Scratch) {
+    // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the function it
+    // serves), on which every pointer below relies.
+    unsafe {
+        let Group {
+            geo,
+            src,
+            dst,
+            lanes,
+            k,
+            edge,
+        } = g;
+        let (r, len, width) = (k.radius(), geo.len, geo.width);
+        // Integer images: f32 tiles, unless a tile holds a negative value (the
+        // error bound needs every term ≥ 0); the source is untouched, so the
+        // f64 way below reloads it. The x pass needs the f32 line transposes;
+        // the other passes store whole rows of lanes into the image.
+        #[cfg(target_arch = "x86_64")]
+        let f32_tile = if geo.lane_step == 1 {
+            lanes == width
         } else {
-            simd::gather_lines_f32(src, geo.lane_step, lanes, len, body)
+            I::F32_LINE_TRANSPOSES
         };
-        if non_negative {
-            extend(&mut sc.tile32, width, r, len, edge.mode, edge.cval as f32);
-            let (t, f) = (&sc.tile32, &mut sc.flags);
-            if geo.lane_step == 1 {
-                return simd::convolve_store_f32(t, len, width, &k.half, dst, geo.step, f);
+        #[cfg(target_arch = "x86_64")]
+        if f32_tile && single_precision_fits::<I, S, D>(k, edge) {
+            sc.fit32(len, r, width);
+            let body = &mut sc.tile32[r * width..(r + len) * width];
+            let non_negative = if geo.lane_step == 1 {
+                geo.load_integers_f32(src, body)
+            } else {
+                simd::gather_lines_f32(isa, src, geo.lane_step, lanes, len, body)
+            };
+            if non_negative {
+                extend(&mut sc.tile32, width, r, len, edge.mode, edge.cval as f32);
+                let (t, f) = (&sc.tile32, &mut sc.flags);
+                if geo.lane_step == 1 {
+                    return simd::convolve_store_f32(isa, t, len, width, &k.half, dst, geo.step, f);
+                }
+                // Axis 0: truncated int32 rows, then transposed into the lines.
+                let out = sc.out32.as_mut_ptr();
+                simd::convolve_store_f32(isa, t, len, width, &k.half, out, width, f);
+                return simd::scatter_lines_i32(isa, &sc.out32, len, dst, geo.lane_step, lanes);
             }
-            // Axis 0: truncated int32 rows, then transposed into the lines.
-            let out = sc.out32.as_mut_ptr();
-            simd::convolve_store_f32(t, len, width, &k.half, out, width, f);
-            return simd::scatter_lines_i32(&sc.out32, len, dst, geo.lane_step, lanes);
         }
+        let body = &mut sc.tile[r * width..(r + len) * width];
+        geo.load(isa, src, lanes, body, &mut sc.lines);
+        extend(&mut sc.tile, width, r, len, edge.mode, edge.cval);
+        // Lanes contiguous and the tile full: the kernel stores the output dtype
+        // itself (the tile holds a copy of the lines, so in place is safe).
+        #[cfg(target_arch = "x86_64")]
+        if geo.lane_step == 1 && lanes == width && I::LINE_TRANSPOSES {
+            return simd::convolve_store(isa, &sc.tile, len, width, &k.half, dst, geo.step);
+        }
+        let out = &mut sc.out[..len * width];
+        simd::convolve(isa, &sc.tile, out, width, &k.half);
+        geo.store(isa, out, lanes, dst, &mut sc.lines);
     }
-    let body = &mut sc.tile[r * width..(r + len) * width];
-    geo.load(src, lanes, body, &mut sc.lines);
-    extend(&mut sc.tile, width, r, len, edge.mode, edge.cval);
-    // Lanes contiguous and the tile full: the kernel stores the output dtype
-    // itself (the tile holds a copy of the lines, so in place is safe).
-    #[cfg(target_arch = "x86_64")]
-    if geo.lane_step == 1 && lanes == width && simd::has_line_transposes() {
-        return simd::convolve_store(&sc.tile, len, width, &k.half, dst, geo.step);
-    }
-    let out = &mut sc.out[..len * width];
-    simd::convolve(&sc.tile, out, width, &k.half);
-    geo.store(out, lanes, dst, &mut sc.lines);
 }
 
 /// Whether a group may take `simd::convolve_store_f32`: int16 or uint8 in
 /// and out, weights it accepts, and any constant padding an integer in
 /// `0..2¹⁶` (so that every tile value is one); the CPU has AVX2 or AVX-512.
-fn single_precision_fits<S: Sample, D: Sample>(k: &Kernel1d, edge: Edge) -> bool {
+fn single_precision_fits<I: Isa, S: Sample, D: Sample>(k: &Kernel1d, edge: Edge) -> bool {
     let small_int = |d: DType| matches!(d, DType::I16 | DType::U8);
     small_int(S::DTYPE)
         && small_int(D::DTYPE)
         && (0.0..65536.0).contains(&edge.cval)
         && edge.cval.fract() == 0.0
         && simd::f32_kernel_fits(&k.half)
-        && simd::has_f32_kernel()
+        && I::F32_KERNEL
 }
 
 /// Lines per tile. Axis 0's lines are contiguous and go through 16-line
@@ -486,50 +501,59 @@ impl Geometry {
     /// converted into the tile, and not touched again until the store).
     #[inline(always)]
     unsafe fn prefetch<S>(&self, p: *const S, lanes: usize) {
-        let size = std::mem::size_of::<S>();
-        let (runs, run_step, run_bytes) = if self.lane_step == 1 {
-            (self.len, self.step, lanes * size)
-        } else {
-            (lanes, self.lane_step, self.len * size)
-        };
-        for i in 0..runs {
-            prefetch_l2(p.add(i * run_step) as *const u8, run_bytes);
+        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
+        // function it serves), on which every pointer below relies.
+        unsafe {
+            let size = std::mem::size_of::<S>();
+            let (runs, run_step, run_bytes) = if self.lane_step == 1 {
+                (self.len, self.step, lanes * size)
+            } else {
+                (lanes, self.lane_step, self.len * size)
+            };
+            for i in 0..runs {
+                prefetch_l2(p.add(i * run_step) as *const u8, run_bytes);
+            }
         }
     }
 
     #[inline(always)]
-    unsafe fn load<S: Sample>(
+    unsafe fn load<I: Isa, S: Sample>(
         &self,
+        isa: I,
         p: *const S,
         lanes: usize,
         rows: &mut [f64],
         lines: &mut [Vec<f64>],
     ) {
-        if self.lane_step == 1 {
-            for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
-                let src = std::slice::from_raw_parts(p.add(i * self.step), lanes);
-                for (x, v) in row.iter_mut().zip(src) {
-                    *x = v.to_f64();
-                }
-                row[lanes..].fill(0.0);
-            }
-        } else {
-            // Lines are contiguous (axis 0): convert and transpose in registers.
-            #[cfg(target_arch = "x86_64")]
-            if simd::has_line_transposes() {
-                return simd::gather_lines(p, self.lane_step, lanes, self.len, rows);
-            }
-            for (l, line) in lines.iter_mut().enumerate() {
-                if l < lanes {
-                    let src = std::slice::from_raw_parts(p.add(l * self.lane_step), self.len);
-                    for (x, v) in line.iter_mut().zip(src) {
+        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
+        // function it serves), on which every pointer below relies.
+        unsafe {
+            if self.lane_step == 1 {
+                for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
+                    let src = std::slice::from_raw_parts(p.add(i * self.step), lanes);
+                    for (x, v) in row.iter_mut().zip(src) {
                         *x = v.to_f64();
                     }
-                } else {
-                    line.fill(0.0);
+                    row[lanes..].fill(0.0);
                 }
+            } else {
+                // Lines are contiguous (axis 0): convert and transpose in registers.
+                #[cfg(target_arch = "x86_64")]
+                if I::LINE_TRANSPOSES {
+                    return simd::gather_lines(isa, p, self.lane_step, lanes, self.len, rows);
+                }
+                for (l, line) in lines.iter_mut().enumerate() {
+                    if l < lanes {
+                        let src = std::slice::from_raw_parts(p.add(l * self.lane_step), self.len);
+                        for (x, v) in line.iter_mut().zip(src) {
+                            *x = v.to_f64();
+                        }
+                    } else {
+                        line.fill(0.0);
+                    }
+                }
+                simd::transpose_in(isa, lines, self.len, rows);
             }
-            simd::transpose_in(lines, self.len, rows);
         }
     }
 
@@ -537,51 +561,60 @@ impl Geometry {
     /// f32. Returns whether every value is ≥ 0.
     #[inline(always)]
     unsafe fn load_integers_f32<S: Sample>(&self, p: *const S, rows: &mut [f32]) -> bool {
-        let mut sign = 0i16;
-        for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
-            let at = p.add(i * self.step);
-            match S::DTYPE {
-                DType::I16 => {
-                    let src = std::slice::from_raw_parts(at as *const i16, self.width);
-                    for (x, &v) in row.iter_mut().zip(src) {
-                        *x = v as f32;
-                        sign |= v;
+        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
+        // function it serves), on which every pointer below relies.
+        unsafe {
+            let mut sign = 0i16;
+            for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
+                let at = p.add(i * self.step);
+                match S::DTYPE {
+                    DType::I16 => {
+                        let src = std::slice::from_raw_parts(at as *const i16, self.width);
+                        for (x, &v) in row.iter_mut().zip(src) {
+                            *x = v as f32;
+                            sign |= v;
+                        }
                     }
-                }
-                DType::U8 => {
-                    let src = std::slice::from_raw_parts(at as *const u8, self.width);
-                    for (x, &v) in row.iter_mut().zip(src) {
-                        *x = v as f32;
+                    DType::U8 => {
+                        let src = std::slice::from_raw_parts(at as *const u8, self.width);
+                        for (x, &v) in row.iter_mut().zip(src) {
+                            *x = v as f32;
+                        }
                     }
+                    _ => unreachable!("f32 tiles hold int16 or uint8"),
                 }
-                _ => unreachable!("f32 tiles hold int16 or uint8"),
             }
+            sign >= 0
         }
-        sign >= 0
     }
 
     #[inline(always)]
-    unsafe fn store<D: Sample>(
+    unsafe fn store<I: Isa, D: Sample>(
         &self,
+        isa: I,
         rows: &[f64],
         lanes: usize,
         p: *mut D,
         lines: &mut [Vec<f64>],
     ) {
-        if self.lane_step == 1 {
-            for (i, row) in rows.chunks_exact(self.width).enumerate() {
-                let dst = std::slice::from_raw_parts_mut(p.add(i * self.step), lanes);
-                D::from_f64_slice(dst, row);
-            }
-        } else {
-            #[cfg(target_arch = "x86_64")]
-            if simd::has_line_transposes() {
-                return simd::scatter_lines(rows, self.len, p, self.lane_step, lanes);
-            }
-            simd::transpose_out(rows, self.len, lines);
-            for (l, line) in lines.iter().enumerate().take(lanes) {
-                let dst = std::slice::from_raw_parts_mut(p.add(l * self.lane_step), self.len);
-                D::from_f64_slice(dst, line);
+        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
+        // function it serves), on which every pointer below relies.
+        unsafe {
+            if self.lane_step == 1 {
+                for (i, row) in rows.chunks_exact(self.width).enumerate() {
+                    let dst = std::slice::from_raw_parts_mut(p.add(i * self.step), lanes);
+                    D::from_f64_slice(dst, row);
+                }
+            } else {
+                #[cfg(target_arch = "x86_64")]
+                if I::LINE_TRANSPOSES {
+                    return simd::scatter_lines(isa, rows, self.len, p, self.lane_step, lanes);
+                }
+                simd::transpose_out(isa, rows, self.len, lines);
+                for (l, line) in lines.iter().enumerate().take(lanes) {
+                    let dst = std::slice::from_raw_parts_mut(p.add(l * self.lane_step), self.len);
+                    D::from_f64_slice(dst, line);
+                }
             }
         }
     }

@@ -36,11 +36,11 @@ pub const LANES: usize = 16;
 /// A tile is row-major f64: row `i` holds position `i` of `width` neighbouring
 /// lines. `out` row `i` = the window of `tile` centred on row `i + r`, summed
 /// in scipy's order; `tile` holds `len + 2r` rows (the lines and their padding).
-pub fn convolve(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+pub fn convolve<I: Isa>(_: I, tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
     assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
     assert!(tile.len() >= out.len() + 2 * (w.len() - 1) * width);
-    match level() {
-        // SAFETY: `level` checked the features; the assert bounds every row read.
+    match I::LEVEL {
+        // SAFETY: an `I` proves the features; the assert bounds every row read.
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => unsafe { x86::convolve_avx512(tile, out, width, w) },
         // SAFETY: as above.
@@ -94,13 +94,114 @@ fn detect() -> Level {
     Level::Scalar
 }
 
+/// Proof that this CPU has an instruction set: the kernels below take one
+/// and are resolved at compile time by its `LEVEL`, so the CPU is asked
+/// once, in `dispatch`, and every call beneath runs the code of that level.
+///
+/// # Safety
+/// A value of an implementing type may exist only on a CPU that has
+/// `LEVEL`'s features: the kernels run that level's instructions on its
+/// word. `Scalar` needs nothing; `Avx2` and `Avx512` are made only by
+/// `dispatch` and `detect`, after checking.
+pub unsafe trait Isa: Copy {
+    const LEVEL: Level;
+    /// Whether `gather_lines`, `scatter_lines` and `convolve_store` run
+    /// (AVX2 and FMA, or AVX-512 F and VL).
+    const LINE_TRANSPOSES: bool;
+    /// Whether `convolve_store_f32` runs (AVX2 and FMA on 8 lanes, or
+    /// AVX-512 on 16).
+    const F32_KERNEL: bool;
+    /// Whether `gather_lines_f32` and `scatter_lines_i32` run, which take
+    /// the f32 kernel to the x pass (AVX-512 F and VL).
+    const F32_LINE_TRANSPOSES: bool;
+}
+
+/// Any CPU: the portable loops.
+#[derive(Clone, Copy, Debug)]
+pub struct Scalar;
+
+// SAFETY: the scalar code runs on every CPU.
+unsafe impl Isa for Scalar {
+    const LEVEL: Level = Level::Scalar;
+    const LINE_TRANSPOSES: bool = false;
+    const F32_KERNEL: bool = false;
+    const F32_LINE_TRANSPOSES: bool = false;
+}
+
+/// AVX2 and FMA (the private field keeps others from making one).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2(());
+
+/// AVX-512 F and VL (and, as on every such CPU, AVX2 and FMA).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512(());
+
+// SAFETY: an `Avx2` is made only where `level()` is at least `Avx2`, which
+// `detect` found on the CPU.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Isa for Avx2 {
+    const LEVEL: Level = Level::Avx2;
+    const LINE_TRANSPOSES: bool = true;
+    const F32_KERNEL: bool = true;
+    const F32_LINE_TRANSPOSES: bool = false;
+}
+
+// SAFETY: as for `Avx2`, at `Level::Avx512`.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Isa for Avx512 {
+    const LEVEL: Level = Level::Avx512;
+    const LINE_TRANSPOSES: bool = true;
+    const F32_KERNEL: bool = true;
+    const F32_LINE_TRANSPOSES: bool = true;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    /// A token when this process runs AVX2 code (for tests and benches).
+    pub fn detect() -> Option<Avx2> {
+        (level() >= Level::Avx2).then_some(Avx2(()))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx512 {
+    /// A token when this process runs AVX-512 code (for tests and benches).
+    pub fn detect() -> Option<Avx512> {
+        (level() >= Level::Avx512).then_some(Avx512(()))
+    }
+}
+
+/// Work written once over the instruction set (`run` should be
+/// `#[inline(always)]`, so that it is compiled into `dispatch`'s copy for
+/// each level, with that level's features).
+pub trait Job {
+    type Output;
+    fn run<I: Isa>(self, isa: I) -> Self::Output;
+}
+
+/// Runs `job` with the widest instruction set `level()` allows: the one
+/// place the filter asks the CPU.
+pub fn dispatch<J: Job>(job: J) -> J::Output {
+    match level() {
+        // SAFETY: `level()` found AVX-512 F and VL (and so AVX2 and FMA).
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::run_avx512(job, Avx512(())) },
+        // SAFETY: `level()` found AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::run_avx2(job, Avx2(())) },
+        _ => job.run(Scalar),
+    }
+}
+
 /// Copies `LANES` lines (each at least `len` long) into a tile `LANES` wide:
 /// `rows[i·LANES + l] = lines[l][i]`.
-pub fn transpose_in(lines: &[Vec<f64>], len: usize, rows: &mut [f64]) {
+pub fn transpose_in<I: Isa>(_: I, lines: &[Vec<f64>], len: usize, rows: &mut [f64]) {
     assert!(lines.len() == LANES && rows.len() >= len * LANES);
     #[cfg(target_arch = "x86_64")]
-    if level() == Level::Avx512 {
-        // SAFETY: feature detected; the assert bounds every access.
+    if I::LEVEL == Level::Avx512 {
+        // SAFETY: an `I` proves the features; the assert bounds every access.
         return unsafe { x86::transpose_in_avx512(lines, len, rows) };
     }
     for (i, row) in rows.chunks_exact_mut(LANES).enumerate().take(len) {
@@ -111,10 +212,10 @@ pub fn transpose_in(lines: &[Vec<f64>], len: usize, rows: &mut [f64]) {
 }
 
 /// The inverse: `lines[l][i] = rows[i·LANES + l]`.
-pub fn transpose_out(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
+pub fn transpose_out<I: Isa>(_: I, rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
     assert!(lines.len() == LANES && rows.len() >= len * LANES);
     #[cfg(target_arch = "x86_64")]
-    if level() == Level::Avx512 {
+    if I::LEVEL == Level::Avx512 {
         // SAFETY: as above.
         return unsafe { x86::transpose_out_avx512(rows, len, lines) };
     }
@@ -127,14 +228,14 @@ pub fn transpose_out(rows: &[f64], len: usize, lines: &mut [Vec<f64>]) {
 
 /// `convolve` with every output converted and stored straight into row `i`
 /// of the destination (`p + i·step`, `width` lanes each), skipping the f64
-/// output tile. For groups whose lanes fill the tile; the caller has checked
-/// `has_line_transposes()`.
+/// output tile. For groups whose lanes fill the tile.
 ///
 /// # Safety
-/// Every destination row holds `width` writable samples that `tile` does not
+/// `I::LINE_TRANSPOSES`; every destination row holds `width` writable samples that `tile` does not
 /// alias; `tile` holds `len + 2r` rows.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn convolve_store<D: Sample>(
+pub unsafe fn convolve_store<I: Isa, D: Sample>(
+    _: I,
     tile: &[f64],
     len: usize,
     width: usize,
@@ -142,12 +243,15 @@ pub unsafe fn convolve_store<D: Sample>(
     p: *mut D,
     step: usize,
 ) {
-    assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
-    assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
-    match level() {
-        Level::Avx512 => x86::convolve_store_avx512(tile, len, width, w, p, step),
-        Level::Avx2 => x86::convolve_store_avx2(tile, len, width, w, p, step),
-        Level::Scalar => unreachable!("convolve_store needs has_line_transposes()"),
+    // SAFETY: the token proves `I`'s features; the caller keeps the rest of the contract above.
+    unsafe {
+        assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
+        assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
+        match I::LEVEL {
+            Level::Avx512 => x86::convolve_store_avx512(tile, len, width, w, p, step),
+            Level::Avx2 => x86::convolve_store_avx2(tile, len, width, w, p, step),
+            Level::Scalar => unreachable!("convolve_store needs I::LINE_TRANSPOSES"),
+        }
     }
 }
 
@@ -167,11 +271,13 @@ pub unsafe fn convolve_store<D: Sample>(
 /// AVX2) are recomputed by scipy's f64 sequence from the same tile.
 ///
 /// # Safety
-/// As for `convolve_store`; `D` is int16 or uint8 (or int32, for rows that
-/// `scatter_lines_i32` narrows later); every tile value is an integer in
-/// `0..2¹⁶`; `f32_kernel_fits(w)`.
+/// `I::F32_KERNEL`; as for `convolve_store`; `D` is int16 or uint8 (or
+/// int32, for rows that `scatter_lines_i32` narrows later); every tile
+/// value is an integer in `0..2¹⁶`; `f32_kernel_fits(w)`.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn convolve_store_f32<D: Sample>(
+#[allow(clippy::too_many_arguments)] // seven of data; the first is the token, a proof
+pub unsafe fn convolve_store_f32<I: Isa, D: Sample>(
+    _: I,
     tile: &[f32],
     len: usize,
     width: usize,
@@ -180,14 +286,17 @@ pub unsafe fn convolve_store_f32<D: Sample>(
     step: usize,
     flags: &mut [u16],
 ) {
-    assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
-    assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
-    assert!(flags.len() >= len * width / 8);
-    assert!(f32_kernel_fits(w));
-    match level() {
-        Level::Avx512 => x86::convolve_store_f32(tile, len, width, w, p, step, flags),
-        Level::Avx2 => x86::convolve_store_f32_avx2(tile, len, width, w, p, step, flags),
-        Level::Scalar => unreachable!("convolve_store_f32 needs has_f32_kernel()"),
+    // SAFETY: the token proves `I`'s features; the caller keeps the rest of the contract above.
+    unsafe {
+        assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
+        assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
+        assert!(flags.len() >= len * width / 8);
+        assert!(f32_kernel_fits(w));
+        match I::LEVEL {
+            Level::Avx512 => x86::convolve_store_f32(tile, len, width, w, p, step, flags),
+            Level::Avx2 => x86::convolve_store_f32_avx2(tile, len, width, w, p, step, flags),
+            Level::Scalar => unreachable!("convolve_store_f32 needs I::F32_KERNEL"),
+        }
     }
 }
 
@@ -196,17 +305,21 @@ pub unsafe fn convolve_store_f32<D: Sample>(
 /// `convolve_store_f32` needs.
 ///
 /// # Safety
-/// As for `gather_lines`; `S` is int16 or uint8.
+/// `I::F32_LINE_TRANSPOSES`; as for `gather_lines`; `S` is int16 or uint8.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn gather_lines_f32<S: Sample>(
+pub unsafe fn gather_lines_f32<I: Isa, S: Sample>(
+    _: I,
     p: *const S,
     lane_step: usize,
     lanes: usize,
     len: usize,
     rows: &mut [f32],
 ) -> bool {
-    assert!(rows.len() >= len * LANES && lanes <= LANES);
-    x86::gather_lines_f32(p, lane_step, lanes, len, rows)
+    // SAFETY: the token proves `I`'s features; the caller keeps the rest of the contract above.
+    unsafe {
+        assert!(rows.len() >= len * LANES && lanes <= LANES);
+        x86::gather_lines_f32(p, lane_step, lanes, len, rows)
+    }
 }
 
 /// `scatter_lines` for the x pass of the f32 kernel: its outputs come as
@@ -214,17 +327,21 @@ pub unsafe fn gather_lines_f32<S: Sample>(
 /// and are narrowed into int16 or uint8 lines keeping the low bits.
 ///
 /// # Safety
-/// As for `scatter_lines`; `D` is int16 or uint8.
+/// `I::F32_LINE_TRANSPOSES`; as for `scatter_lines`; `D` is int16 or uint8.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn scatter_lines_i32<D: Sample>(
+pub unsafe fn scatter_lines_i32<I: Isa, D: Sample>(
+    _: I,
     rows: &[i32],
     len: usize,
     p: *mut D,
     lane_step: usize,
     lanes: usize,
 ) {
-    assert!(rows.len() >= len * LANES && lanes <= LANES);
-    x86::scatter_lines_i32(rows, len, p, lane_step, lanes)
+    // SAFETY: the token proves `I`'s features; the caller keeps the rest of the contract above.
+    unsafe {
+        assert!(rows.len() >= len * LANES && lanes <= LANES);
+        x86::scatter_lines_i32(rows, len, p, lane_step, lanes)
+    }
 }
 
 /// Whether `convolve_store_f32`'s error bound holds for these weights: all
@@ -250,45 +367,31 @@ fn f32_error_factors(r: usize) -> (f32, f32) {
     (lo as f32, hi as f32)
 }
 
-/// Whether `gather_lines`, `scatter_lines` and `convolve_store` run (AVX2 and
-/// FMA, or AVX-512 F and VL).
-pub fn has_line_transposes() -> bool {
-    level() >= Level::Avx2
-}
-
-/// Whether `convolve_store_f32` runs (AVX2 and FMA on 8 lanes, or AVX-512
-/// on 16).
-pub fn has_f32_kernel() -> bool {
-    level() >= Level::Avx2
-}
-
-/// Whether `gather_lines_f32` and `scatter_lines_i32` run, which take the
-/// f32 kernel to the x pass (AVX-512 F and VL).
-pub fn has_f32_line_transposes() -> bool {
-    level() == Level::Avx512
-}
-
 /// Converts `lanes` ≤ `LANES` contiguous lines of `len` samples (line `l`
 /// starts at `p + l·lane_step`) into tile rows: `rows[i·LANES + l]` =
 /// sample `i` of line `l`, zero for `l ≥ lanes`. The conversion and the 8×8
 /// transposes happen in registers, with no f64 copy of the lines in between.
 ///
 /// # Safety
-/// `has_line_transposes()`; every line readable for `len` samples;
+/// `I::LINE_TRANSPOSES`; every line readable for `len` samples;
 /// `rows.len() ≥ len·LANES`.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn gather_lines<S: Sample>(
+pub unsafe fn gather_lines<I: Isa, S: Sample>(
+    _: I,
     p: *const S,
     lane_step: usize,
     lanes: usize,
     len: usize,
     rows: &mut [f64],
 ) {
-    assert!(rows.len() >= len * LANES && lanes <= LANES);
-    match level() {
-        Level::Avx512 => x86::gather_lines_avx512(p, lane_step, lanes, len, rows),
-        Level::Avx2 => x86::gather_lines_avx2(p, lane_step, lanes, len, rows),
-        Level::Scalar => unreachable!("gather_lines needs has_line_transposes()"),
+    // SAFETY: the token proves `I`'s features; the caller keeps the rest of the contract above.
+    unsafe {
+        assert!(rows.len() >= len * LANES && lanes <= LANES);
+        match I::LEVEL {
+            Level::Avx512 => x86::gather_lines_avx512(p, lane_step, lanes, len, rows),
+            Level::Avx2 => x86::gather_lines_avx2(p, lane_step, lanes, len, rows),
+            Level::Scalar => unreachable!("gather_lines needs I::LINE_TRANSPOSES"),
+        }
     }
 }
 
@@ -298,17 +401,21 @@ pub unsafe fn gather_lines<S: Sample>(
 /// # Safety
 /// As for `gather_lines`, with the lines writable.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn scatter_lines<D: Sample>(
+pub unsafe fn scatter_lines<I: Isa, D: Sample>(
+    _: I,
     rows: &[f64],
     len: usize,
     p: *mut D,
     lane_step: usize,
     lanes: usize,
 ) {
-    assert!(rows.len() >= len * LANES && lanes <= LANES);
-    match level() {
-        Level::Avx512 => x86::scatter_lines_avx512(rows, len, p, lane_step, lanes),
-        Level::Avx2 => x86::scatter_lines_avx2(rows, len, p, lane_step, lanes),
-        Level::Scalar => unreachable!("scatter_lines needs has_line_transposes()"),
+    // SAFETY: the token proves `I`'s features; the caller keeps the rest of the contract above.
+    unsafe {
+        assert!(rows.len() >= len * LANES && lanes <= LANES);
+        match I::LEVEL {
+            Level::Avx512 => x86::scatter_lines_avx512(rows, len, p, lane_step, lanes),
+            Level::Avx2 => x86::scatter_lines_avx2(rows, len, p, lane_step, lanes),
+            Level::Scalar => unreachable!("scatter_lines needs I::LINE_TRANSPOSES"),
+        }
     }
 }

@@ -4,6 +4,19 @@ use crate::volume::DType;
 
 #[test]
 fn vector_kernel_equals_the_definition_bit_for_bit() {
+    kernel_case(Scalar);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(isa) = Avx2::detect() {
+            kernel_case(isa);
+        }
+        if let Some(isa) = Avx512::detect() {
+            kernel_case(isa);
+        }
+    }
+}
+
+fn kernel_case<I: Isa>(isa: I) {
     // Every radius with its own unrolled copy, and one beyond them.
     for r in 1usize..=13 {
         let w: Vec<f64> = (0..=r).map(|k| 1.0 / (1.0 + k as f64 * 0.37)).collect();
@@ -12,10 +25,15 @@ fn vector_kernel_equals_the_definition_bit_for_bit() {
                 let tile = noise((len + 2 * r) * width, (r * 100 + len) as u64);
                 let mut fast = vec![0.0; len * width];
                 let mut slow = fast.clone();
-                convolve(&tile, &mut fast, width, &w);
+                convolve(isa, &tile, &mut fast, width, &w);
                 convolve_scalar(&tile, &mut slow, width, &w);
                 let bits = |v: &[f64]| -> Vec<u64> { v.iter().map(|x| x.to_bits()).collect() };
-                assert_eq!(bits(&fast), bits(&slow), "r {r} len {len} width {width}");
+                assert_eq!(
+                    bits(&fast),
+                    bits(&slow),
+                    "{:?} r {r} len {len} width {width}",
+                    I::LEVEL
+                );
             }
         }
     }
@@ -47,9 +65,10 @@ fn integer_tile(rows: usize, width: usize, top: f64, seed: u64) -> Vec<f64> {
 #[cfg(target_arch = "x86_64")]
 fn f32_kernel_case<D: Sample + PartialEq + std::fmt::Debug>(top: f64) {
     use crate::filter::{ExpFlavour, Kernel1d};
-    if !has_f32_kernel() {
+    let Some(avx2) = Avx2::detect() else {
         return;
-    }
+    };
+    let avx512 = Avx512::detect();
     let mut plain_f32_wrong = 0;
     // Vectors stored as the kernel computed them, not recomputed in f64,
     // by the 16- and 8-lane kernels: the stores themselves are tested.
@@ -81,19 +100,24 @@ fn f32_kernel_case<D: Sample + PartialEq + std::fmt::Debug>(top: f64) {
             let tile32: Vec<f32> = tile.iter().map(|&x| x as f32).collect();
             let mut got = vec![D::from_f64(0.0); len * width];
             let mut flags = vec![0u16; len * width / 8];
-            // SAFETY: this CPU has the f32 kernel (checked above); `got` and `flags` hold len × width outputs and their flags.
+            let (out, f) = (got.as_mut_ptr(), &mut flags);
+            // SAFETY: the tokens prove the f32 kernel; `got` and `flags` hold len × width outputs
+            // and their flags.
             unsafe {
-                convolve_store_f32(&tile32, len, width, &w, got.as_mut_ptr(), width, &mut flags)
+                match avx512 {
+                    Some(isa) => convolve_store_f32(isa, &tile32, len, width, &w, out, width, f),
+                    None => convolve_store_f32(avx2, &tile32, len, width, &w, out, width, f),
+                }
             };
             assert_eq!(got, want, "sigma {sigma} len {len} width {width}");
-            let vectors = len * width / if level() == Level::Avx512 { 16 } else { 8 };
+            let vectors = len * width / if avx512.is_some() { 16 } else { 8 };
             unflagged[0] += flags[..vectors].iter().filter(|&&m| m == 0).count();
-            if std::is_x86_feature_detected!("avx512f") {
+            if avx512.is_some() {
                 // This CPU runs the 16-lane kernel above; the 8-lane one too.
                 let mut got8 = vec![D::from_f64(0.0); len * width];
                 let (out, f) = (got8.as_mut_ptr(), &mut flags);
-                // SAFETY: every CPU with AVX-512 F has AVX2 and FMA; same buffers as above.
-                unsafe { x86::convolve_store_f32_avx2(&tile32, len, width, &w, out, width, f) };
+                // SAFETY: as above, at AVX2.
+                unsafe { convolve_store_f32(avx2, &tile32, len, width, &w, out, width, f) };
                 assert_eq!(got8, want, "AVX2: sigma {sigma} len {len} width {width}");
                 unflagged[1] += flags.iter().filter(|&&m| m == 0).count();
             } else {
@@ -135,9 +159,9 @@ fn f32_kernel_truncates_like_the_f64_sequence() {
 /// scatter narrows like the C cast.
 #[cfg(target_arch = "x86_64")]
 fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
-    if !has_f32_line_transposes() {
+    let Some(isa) = Avx512::detect() else {
         return;
-    }
+    };
     for (len, lanes, step) in [
         (37usize, 16usize, 40usize),
         (16, 5, 16),
@@ -149,8 +173,9 @@ fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
             .map(T::from_f64)
             .collect();
         let mut rows = vec![f32::NAN; len * LANES];
-        // SAFETY: has_f32_line_transposes() checked above; `src` holds `lanes` lines of `len` at `step`, `rows` len × LANES.
-        assert!(unsafe { gather_lines_f32(src.as_ptr(), step, lanes, len, &mut rows) });
+        // SAFETY: the token proves the f32 line transposes; `src` holds `lanes` lines of `len` at
+        // `step`, `rows` len × LANES.
+        assert!(unsafe { gather_lines_f32(isa, src.as_ptr(), step, lanes, len, &mut rows) });
         for i in 0..len {
             for l in 0..LANES {
                 let want = if l < lanes {
@@ -167,7 +192,8 @@ fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
                 let mut neg = src.clone();
                 neg[(lanes - 1) * step + at] = T::from_f64(-3.0);
                 // SAFETY: as above, on a copy of `src`.
-                let ok = unsafe { gather_lines_f32(neg.as_ptr(), step, lanes, len, &mut rows) };
+                let ok =
+                    unsafe { gather_lines_f32(isa, neg.as_ptr(), step, lanes, len, &mut rows) };
                 assert!(!ok, "a negative sample at {at} of {len} went unnoticed");
             }
         }
@@ -180,8 +206,9 @@ fn f32_lines_round_trip<T: Sample + PartialEq + std::fmt::Debug>(top: f64) {
             })
             .collect();
         let mut dst = src.clone();
-        // SAFETY: has_f32_line_transposes() checked above; `dst` holds `lanes` lines of `len` at `step`, `tile` len × LANES.
-        unsafe { scatter_lines_i32(&tile, len, dst.as_mut_ptr(), step, lanes) };
+        // SAFETY: the token proves the f32 line transposes; `dst` holds `lanes` lines of `len` at
+        // `step`, `tile` len × LANES.
+        unsafe { scatter_lines_i32(isa, &tile, len, dst.as_mut_ptr(), step, lanes) };
         let mut want = src.clone();
         for l in 0..lanes {
             for i in 0..len {
@@ -273,7 +300,8 @@ fn lines_round_trip_with<T: Sample + PartialEq + std::fmt::Debug>(
     ] {
         let src: Vec<T> = awkward(step * LANES).into_iter().map(T::from_f64).collect();
         let mut rows = vec![f64::NAN; len * LANES];
-        // SAFETY: the caller passes only widths this CPU runs; `src` holds `lanes` lines of `len` at `step`, `rows` len × LANES.
+        // SAFETY: the caller passes only widths this CPU runs; `src` holds `lanes` lines of `len`
+        // at `step`, `rows` len × LANES.
         unsafe { gather_lines(src.as_ptr(), step, lanes, len, &mut rows) };
         for i in 0..len {
             for l in 0..LANES {
@@ -328,19 +356,27 @@ fn line_gathers_and_scatters_convert_like_the_scalar_casts() {
 
 #[test]
 fn transposes_are_inverse_and_correct() {
+    transposes_case(Scalar);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(isa) = Avx512::detect() {
+        transposes_case(isa);
+    }
+}
+
+fn transposes_case<I: Isa>(isa: I) {
     for len in [1usize, 7, 8, 9, 24, 37] {
         let lines: Vec<Vec<f64>> = (0..LANES)
             .map(|l| (0..len).map(|i| (l * 1000 + i) as f64).collect())
             .collect();
         let mut t = vec![f64::NAN; len * LANES];
-        transpose_in(&lines, len, &mut t);
+        transpose_in(isa, &lines, len, &mut t);
         for (i, row) in t.chunks_exact(LANES).enumerate() {
             for (l, &x) in row.iter().enumerate() {
                 assert_eq!(x, (l * 1000 + i) as f64, "len {len} i {i} l {l}");
             }
         }
         let mut back = vec![vec![0.0; len]; LANES];
-        transpose_out(&t, len, &mut back);
+        transpose_out(isa, &t, len, &mut back);
         assert_eq!(back, lines);
     }
 }

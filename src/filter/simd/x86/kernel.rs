@@ -13,11 +13,16 @@ pub(super) unsafe fn convolve<V: Vector<E = f64>>(
     width: usize,
     w: &[f64],
 ) {
-    let o = out.as_mut_ptr();
-    let len = out.len() / width;
-    convolve_fixed::<V>(tile, len, width, w, |i, c, v: V| {
-        v.store(o.add(i * width + c))
-    })
+    // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
+    // width's features; the caller keeps the contract on the pointers and lengths (the module's and
+    // this function's).
+    unsafe {
+        let o = out.as_mut_ptr();
+        let len = out.len() / width;
+        convolve_fixed::<V>(tile, len, width, w, |i, c, v: V| {
+            v.store(o.add(i * width + c))
+        })
+    }
 }
 
 /// The kernel with each output vector converted and stored straight into
@@ -32,9 +37,14 @@ pub(super) unsafe fn convolve_store<V: Lines, D: Sample>(
     p: *mut D,
     step: usize,
 ) {
-    convolve_fixed::<V>(tile, len, width, w, |i, c, v| {
-        v.store_as(p.add(i * step + c))
-    })
+    // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
+    // width's features; the caller keeps the contract on the pointers and lengths (the module's and
+    // this function's).
+    unsafe {
+        convolve_fixed::<V>(tile, len, width, w, |i, c, v| {
+            v.store_as(p.add(i * step + c))
+        })
+    }
 }
 
 /// `convolve_store` for integer images, computed in f32 (16 lanes with
@@ -54,18 +64,23 @@ pub(super) unsafe fn convolve_store_checked<V: Checked, D: Sample>(
     step: usize,
     flags: &mut [u16],
 ) {
-    let (lo, hi) = crate::filter::simd::f32_error_factors(w.len() - 1);
-    // Both factors are f32 values, so the splat is exact.
-    let (lo, hi) = (V::splat(lo as f64), V::splat(hi as f64));
-    let per_row = width / V::WIDTH;
-    let flags = &mut flags[..len * per_row];
-    let f = flags.as_mut_ptr();
-    convolve_fixed::<V>(tile, len, width, w, |i, c, a| {
-        *f.add(i * per_row + c / V::WIDTH) = a.store_checked(lo, hi, p.add(i * step + c));
-    });
-    for (n, _) in flags.iter().enumerate().filter(|(_, &m)| m != 0) {
-        let (i, c) = (n / per_row, n % per_row * V::WIDTH);
-        V::recompute(tile, i, c, width, w, p.add(i * step + c))
+    // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
+    // width's features; the caller keeps the contract on the pointers and lengths (the module's and
+    // this function's).
+    unsafe {
+        let (lo, hi) = crate::filter::simd::f32_error_factors(w.len() - 1);
+        // Both factors are f32 values, so the splat is exact.
+        let (lo, hi) = (V::splat(lo as f64), V::splat(hi as f64));
+        let per_row = width / V::WIDTH;
+        let flags = &mut flags[..len * per_row];
+        let f = flags.as_mut_ptr();
+        convolve_fixed::<V>(tile, len, width, w, |i, c, a| {
+            *f.add(i * per_row + c / V::WIDTH) = a.store_checked(lo, hi, p.add(i * step + c));
+        });
+        for (n, _) in flags.iter().enumerate().filter(|(_, &m)| m != 0) {
+            let (i, c) = (n / per_row, n % per_row * V::WIDTH);
+            V::recompute(tile, i, c, width, w, p.add(i * step + c))
+        }
     }
 }
 
@@ -81,10 +96,15 @@ pub(super) unsafe fn convolve_exact_lanes<D: Sample>(
     w: &[f64],
     p: *mut D,
 ) {
-    for (o, l) in lanes.enumerate() {
-        let sum =
-            crate::filter::simd::scalar::scipy_sum(|row| tile[(i + row) * width + l] as f64, w);
-        *p.add(o) = D::from_f64(sum);
+    // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
+    // width's features; the caller keeps the contract on the pointers and lengths (the module's and
+    // this function's).
+    unsafe {
+        for (o, l) in lanes.enumerate() {
+            let sum =
+                crate::filter::simd::scalar::scipy_sum(|row| tile[(i + row) * width + l] as f64, w);
+            *p.add(o) = D::from_f64(sum);
+        }
     }
 }
 
@@ -101,16 +121,21 @@ pub(super) unsafe fn convolve_exact<D: Sample>(
     w: &[f64],
     p: *mut D,
 ) {
-    let r = w.len() - 1;
-    let t = tile.as_ptr();
-    for h in [0, 8] {
-        let x = |row: usize| _mm512_cvtps_pd(_mm256_loadu_ps(t.add(row * width + c + h)));
-        let mut acc = _mm512_mul_pd(x(i + r), _mm512_set1_pd(w[0]));
-        for k in (1..=r).rev() {
-            let pair = _mm512_add_pd(x(i + r - k), x(i + r + k));
-            acc = _mm512_add_pd(acc, _mm512_mul_pd(pair, _mm512_set1_pd(w[k])));
+    // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
+    // width's features; the caller keeps the contract on the pointers and lengths (the module's and
+    // this function's).
+    unsafe {
+        let r = w.len() - 1;
+        let t = tile.as_ptr();
+        for h in [0, 8] {
+            let x = |row: usize| _mm512_cvtps_pd(_mm256_loadu_ps(t.add(row * width + c + h)));
+            let mut acc = _mm512_mul_pd(x(i + r), _mm512_set1_pd(w[0]));
+            for k in (1..=r).rev() {
+                let pair = _mm512_add_pd(x(i + r - k), x(i + r + k));
+                acc = _mm512_add_pd(acc, _mm512_mul_pd(pair, _mm512_set1_pd(w[k])));
+            }
+            store8(p.add(h), acc);
         }
-        store8(p.add(h), acc);
     }
 }
 
@@ -125,15 +150,20 @@ pub(super) unsafe fn convolve_fixed<V: Vector>(
     w: &[f64],
     emit: impl Fn(usize, usize, V),
 ) {
-    macro_rules! fixed {
-        ($($r:literal)*) => {
-            match w.len() - 1 {
-                $($r => convolve_r::<V>(tile, len, width, w, $r, emit),)*
-                r => convolve_r::<V>(tile, len, width, w, r, emit),
-            }
-        };
+    // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
+    // width's features; the caller keeps the contract on the pointers and lengths (the module's and
+    // this function's).
+    unsafe {
+        macro_rules! fixed {
+            ($($r:literal)*) => {
+                match w.len() - 1 {
+                    $($r => convolve_r::<V>(tile, len, width, w, $r, emit),)*
+                    r => convolve_r::<V>(tile, len, width, w, r, emit),
+                }
+            };
+        }
+        fixed!(1 2 3 4 5 6 7 8 9 10 11 12)
     }
-    fixed!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
 /// Four output rows at a time; `lo[j]`/`hi[j]` hold rows `i+j+r∓k`.
@@ -147,64 +177,69 @@ pub(super) unsafe fn convolve_r<V: Vector>(
     r: usize,
     emit: impl Fn(usize, usize, V),
 ) {
-    // Opaque to the optimiser, or it would turn fma(a, 1, b) back into an add.
-    let one = V::splat(std::hint::black_box(1.0));
-    let w0 = V::splat(w[0]);
-    let t = tile.as_ptr();
-    let row = |i: usize, c: usize| V::load(t.add(i * width + c));
-    let mut i = 0;
-    while i + 4 <= len {
-        let mut c = 0;
-        while c < width {
-            let mut a = [
-                row(i + r, c).mul(w0),
-                row(i + 1 + r, c).mul(w0),
-                row(i + 2 + r, c).mul(w0),
-                row(i + 3 + r, c).mul(w0),
-            ];
-            let mut lo = [row(i, c), row(i + 1, c), row(i + 2, c), row(i + 3, c)];
-            let mut hi = [
-                row(i + 2 * r, c),
-                row(i + 2 * r + 1, c),
-                row(i + 2 * r + 2, c),
-                row(i + 2 * r + 3, c),
-            ];
-            let mut k = r;
-            while k > 0 {
-                let wk = V::splat(*w.get_unchecked(k));
-                let p = [
-                    lo[0].add(hi[0]),
-                    lo[1].add_fma(hi[1], one),
-                    lo[2].add(hi[2]),
-                    lo[3].add_fma(hi[3], one),
+    // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
+    // width's features; the caller keeps the contract on the pointers and lengths (the module's and
+    // this function's).
+    unsafe {
+        // Opaque to the optimiser, or it would turn fma(a, 1, b) back into an add.
+        let one = V::splat(std::hint::black_box(1.0));
+        let w0 = V::splat(w[0]);
+        let t = tile.as_ptr();
+        let row = |i: usize, c: usize| V::load(t.add(i * width + c));
+        let mut i = 0;
+        while i + 4 <= len {
+            let mut c = 0;
+            while c < width {
+                let mut a = [
+                    row(i + r, c).mul(w0),
+                    row(i + 1 + r, c).mul(w0),
+                    row(i + 2 + r, c).mul(w0),
+                    row(i + 3 + r, c).mul(w0),
                 ];
-                for j in 0..4 {
-                    a[j] = a[j].add(p[j].mul(wk));
+                let mut lo = [row(i, c), row(i + 1, c), row(i + 2, c), row(i + 3, c)];
+                let mut hi = [
+                    row(i + 2 * r, c),
+                    row(i + 2 * r + 1, c),
+                    row(i + 2 * r + 2, c),
+                    row(i + 2 * r + 3, c),
+                ];
+                let mut k = r;
+                while k > 0 {
+                    let wk = V::splat(*w.get_unchecked(k));
+                    let p = [
+                        lo[0].add(hi[0]),
+                        lo[1].add_fma(hi[1], one),
+                        lo[2].add(hi[2]),
+                        lo[3].add_fma(hi[3], one),
+                    ];
+                    for j in 0..4 {
+                        a[j] = a[j].add(p[j].mul(wk));
+                    }
+                    k -= 1;
+                    if k > 0 {
+                        lo = [lo[1], lo[2], lo[3], row(i + 3 + r - k, c)];
+                        hi = [row(i + r + k, c), hi[0], hi[1], hi[2]];
+                    }
                 }
-                k -= 1;
-                if k > 0 {
-                    lo = [lo[1], lo[2], lo[3], row(i + 3 + r - k, c)];
-                    hi = [row(i + r + k, c), hi[0], hi[1], hi[2]];
+                for (j, &aj) in a.iter().enumerate() {
+                    emit(i + j, c, aj);
                 }
+                c += V::WIDTH;
             }
-            for (j, &aj) in a.iter().enumerate() {
-                emit(i + j, c, aj);
-            }
-            c += V::WIDTH;
+            i += 4;
         }
-        i += 4;
-    }
-    while i < len {
-        let mut c = 0;
-        while c < width {
-            let mut a = row(i + r, c).mul(w0);
-            for k in (1..=r).rev() {
-                let wk = V::splat(*w.get_unchecked(k));
-                a = a.add(row(i + r - k, c).add(row(i + r + k, c)).mul(wk));
+        while i < len {
+            let mut c = 0;
+            while c < width {
+                let mut a = row(i + r, c).mul(w0);
+                for k in (1..=r).rev() {
+                    let wk = V::splat(*w.get_unchecked(k));
+                    a = a.add(row(i + r - k, c).add(row(i + r + k, c)).mul(wk));
+                }
+                emit(i, c, a);
+                c += V::WIDTH;
             }
-            emit(i, c, a);
-            c += V::WIDTH;
+            i += 1;
         }
-        i += 1;
     }
 }

@@ -18,14 +18,37 @@ pub use lines::{gather_lines_f32, scatter_lines_i32, transpose_in_avx512, transp
 use samples::*;
 use vector::*;
 
+/// `job` compiled with AVX-512 F and VL, AVX2 and FMA: its inlined body
+/// and every kernel it calls run that level's instructions.
+///
+/// # Safety
+/// The CPU has those features.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+pub unsafe fn run_avx512<J: super::Job>(job: J, isa: super::Avx512) -> J::Output {
+    job.run(isa)
+}
+
+/// `job` compiled with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU has those features.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn run_avx2<J: super::Job>(job: J, isa: super::Avx2) -> J::Output {
+    job.run(isa)
+}
+
 #[target_feature(enable = "avx512f")]
 pub unsafe fn convolve_avx512(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
-    convolve::<__m512d>(tile, out, width, w)
+    // SAFETY: an entry point: its caller checked `Level` for these features and keeps the contract
+    // of the `simd` function of the same name on the pointers and lengths.
+    unsafe { convolve::<__m512d>(tile, out, width, w) }
 }
 
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn convolve_avx2(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
-    convolve::<__m256d>(tile, out, width, w)
+    // SAFETY: an entry point: its caller checked `Level` for these features and keeps the contract
+    // of the `simd` function of the same name on the pointers and lengths.
+    unsafe { convolve::<__m256d>(tile, out, width, w) }
 }
 
 /// The AVX-512 and AVX2 entry points of a function written once over the
@@ -42,11 +65,19 @@ macro_rules! per_width {
      $avx512:ident, $avx2:ident = $generic:ident<$t:ident>($($arg:ident: $ty:ty),*)) => {
         #[target_feature(enable = "avx512f,avx512vl")]
         pub unsafe fn $avx512<$t: Sample>($($arg: $ty),*) {
-            $generic::<$wide, $t>($($arg),*)
+            // SAFETY: an entry point: its caller checked `Level` for these features and keeps the
+            // contract of the `simd` function of the same name on the pointers and lengths.
+            unsafe {
+                $generic::<$wide, $t>($($arg),*)
+            }
         }
         #[target_feature(enable = "avx2,fma")]
         pub unsafe fn $avx2<$t: Sample>($($arg: $ty),*) {
-            $generic::<$narrow, $t>($($arg),*)
+            // SAFETY: an entry point: its caller checked `Level` for these features and keeps the
+            // contract of the `simd` function of the same name on the pointers and lengths.
+            unsafe {
+                $generic::<$narrow, $t>($($arg),*)
+            }
         }
     };
 }

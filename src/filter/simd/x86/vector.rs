@@ -6,6 +6,12 @@
 use super::*;
 
 /// The few vector operations the kernel needs, for one register width.
+///
+/// # Safety
+/// Every method runs its width's instructions: call it only from code
+/// compiled with, and running on a CPU with, that width's features (the
+/// entry points in `mod.rs` and `lines.rs`, reached after `Level` is
+/// checked). `load` and `store` need `p` valid for `WIDTH` lanes.
 pub(super) trait Vector: Copy {
     /// The lane type: f64, or f32 for the checked single-precision kernel.
     type E: Copy;
@@ -29,27 +35,51 @@ macro_rules! vector {
             const WIDTH: usize = $width;
             #[inline(always)]
             unsafe fn load(p: *const $e) -> Self {
-                $load(p)
+                // SAFETY: `Vector`'s contract, which the caller keeps: this width's features,
+                // pointers valid for `WIDTH` lanes.
+                unsafe {
+                    $load(p)
+                }
             }
             #[inline(always)]
             unsafe fn store(self, p: *mut $e) {
-                $store(p, self)
+                // SAFETY: `Vector`'s contract, which the caller keeps: this width's features,
+                // pointers valid for `WIDTH` lanes.
+                unsafe {
+                    $store(p, self)
+                }
             }
             #[inline(always)]
             unsafe fn splat(x: f64) -> Self {
-                $set1(x as $e)
+                // SAFETY: `Vector`'s contract, which the caller keeps: this width's features,
+                // pointers valid for `WIDTH` lanes.
+                unsafe {
+                    $set1(x as $e)
+                }
             }
             #[inline(always)]
             unsafe fn add(self, o: Self) -> Self {
-                $add(self, o)
+                // SAFETY: `Vector`'s contract, which the caller keeps: this width's features,
+                // pointers valid for `WIDTH` lanes.
+                unsafe {
+                    $add(self, o)
+                }
             }
             #[inline(always)]
             unsafe fn mul(self, o: Self) -> Self {
-                $mul(self, o)
+                // SAFETY: `Vector`'s contract, which the caller keeps: this width's features,
+                // pointers valid for `WIDTH` lanes.
+                unsafe {
+                    $mul(self, o)
+                }
             }
             #[inline(always)]
             unsafe fn add_fma(self, o: Self, one: Self) -> Self {
-                $fmadd(self, one, o)
+                // SAFETY: `Vector`'s contract, which the caller keeps: this width's features,
+                // pointers valid for `WIDTH` lanes.
+                unsafe {
+                    $fmadd(self, one, o)
+                }
             }
         }
     };
@@ -100,6 +130,9 @@ vector!(
 );
 
 /// One register width of the checked f32 kernel.
+///
+/// # Safety
+/// As for `Vector`; the pointers hold what each method names.
 pub(super) trait Checked: Vector<E = f32> {
     /// Stores the truncation of `self·hi` into `p` as `D`; nonzero where
     /// the truncation of `self·lo` differs (the lanes f64 must decide).
@@ -118,10 +151,14 @@ pub(super) trait Checked: Vector<E = f32> {
 impl Checked for __m512 {
     #[inline(always)]
     unsafe fn store_checked<D: Sample>(self, lo: Self, hi: Self, p: *mut D) -> u16 {
-        let below = _mm512_cvttps_epi32(_mm512_mul_ps(self, lo));
-        let above = _mm512_cvttps_epi32(_mm512_mul_ps(self, hi));
-        store16(p, above);
-        _mm512_cmpneq_epi32_mask(below, above)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe {
+            let below = _mm512_cvttps_epi32(_mm512_mul_ps(self, lo));
+            let above = _mm512_cvttps_epi32(_mm512_mul_ps(self, hi));
+            store16(p, above);
+            _mm512_cmpneq_epi32_mask(below, above)
+        }
     }
     #[inline(always)]
     unsafe fn recompute<D: Sample>(
@@ -132,18 +169,24 @@ impl Checked for __m512 {
         w: &[f64],
         p: *mut D,
     ) {
-        convolve_exact(tile, i, c, width, w, p)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe { convolve_exact(tile, i, c, width, w, p) }
     }
 }
 
 impl Checked for __m256 {
     #[inline(always)]
     unsafe fn store_checked<D: Sample>(self, lo: Self, hi: Self, p: *mut D) -> u16 {
-        let below = _mm256_cvttps_epi32(_mm256_mul_ps(self, lo));
-        let above = _mm256_cvttps_epi32(_mm256_mul_ps(self, hi));
-        store8_i32(p, above);
-        let same = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(below, above)));
-        (same ^ 0xff) as u16
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe {
+            let below = _mm256_cvttps_epi32(_mm256_mul_ps(self, lo));
+            let above = _mm256_cvttps_epi32(_mm256_mul_ps(self, hi));
+            store8_i32(p, above);
+            let same = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(below, above)));
+            (same ^ 0xff) as u16
+        }
     }
     /// Lane by lane: rare enough that 256-bit f64 code would not pay.
     #[inline(always)]
@@ -155,12 +198,17 @@ impl Checked for __m256 {
         w: &[f64],
         p: *mut D,
     ) {
-        convolve_exact_lanes(tile, i, c..c + 8, width, w, p)
+        // SAFETY: `Checked`'s contract, which the caller keeps: this width's features, pointers
+        // valid for the rows and lanes named.
+        unsafe { convolve_exact_lanes(tile, i, c..c + 8, width, w, p) }
     }
 }
 
 /// What the line gathers and scatters, and `convolve_store`, need of a
 /// register width beyond the kernel's arithmetic.
+///
+/// # Safety
+/// As for `Vector`; the pointers hold what each method names.
 pub(super) trait Lines: Vector<E = f64> {
     /// `WIDTH` samples of `S` from `p`, as f64.
     unsafe fn load_as<S: Sample>(p: *const S) -> Self;
@@ -173,29 +221,41 @@ pub(super) trait Lines: Vector<E = f64> {
 impl Lines for __m512d {
     #[inline(always)]
     unsafe fn load_as<S: Sample>(p: *const S) -> Self {
-        load8(p)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe { load8(p) }
     }
     #[inline(always)]
     unsafe fn store_as<D: Sample>(self, p: *mut D) {
-        store8(p, self)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe { store8(p, self) }
     }
     #[inline(always)]
     unsafe fn transpose(m: &mut [Self; 8]) {
-        *m = transpose8(*m)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe { *m = transpose8(*m) }
     }
 }
 
 impl Lines for __m256d {
     #[inline(always)]
     unsafe fn load_as<S: Sample>(p: *const S) -> Self {
-        load4(p)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe { load4(p) }
     }
     #[inline(always)]
     unsafe fn store_as<D: Sample>(self, p: *mut D) {
-        store4(p, self)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe { store4(p, self) }
     }
     #[inline(always)]
     unsafe fn transpose(m: &mut [Self; 8]) {
-        transpose4(m)
+        // SAFETY: `Vector`'s contract, which the caller keeps: this width's features, pointers
+        // valid for `WIDTH` lanes.
+        unsafe { transpose4(m) }
     }
 }
