@@ -83,26 +83,33 @@ pub fn parse_sigma(s: &str) -> Result<[f64; 3], UsageError> {
         .map(|v| v.trim().parse::<f64>())
         .collect::<Result<_, _>>()
         .map_err(|_| {
-            UsageError::BadOption(format!(
-                "--sigma '{s}': expected a number or three comma-separated numbers"
-            ))
+            bad_sigma(
+                s,
+                "expected a number or three comma-separated numbers".into(),
+            )
         })?;
     let sigma = match vals.as_slice() {
         [v] => [*v; 3],
         [a, b, c] => [*a, *b, *c],
         _ => {
-            return Err(UsageError::BadOption(format!(
-                "--sigma '{s}': give one value or three (x,y,z), not {}",
-                vals.len()
-            )))
+            return Err(bad_sigma(
+                s,
+                format!("give one value or three (x,y,z), not {}", vals.len()),
+            ))
         }
     };
     if sigma.iter().any(|v| !v.is_finite() || *v < 0.0) {
-        return Err(UsageError::BadOption(format!(
-            "--sigma '{s}': values must be finite and ≥ 0"
-        )));
+        return Err(bad_sigma(s, "values must be finite and ≥ 0".into()));
     }
     Ok(sigma)
+}
+
+fn bad_sigma(value: &str, expected: String) -> UsageError {
+    UsageError::BadValue {
+        option: "--sigma",
+        value: value.into(),
+        expected,
+    }
 }
 
 /// Threads per rank when `--threads` is not given: SLURM_CPUS_PER_TASK when
@@ -171,28 +178,34 @@ impl RunConfig {
     /// what `--compat fsl` excludes, a kernel that options alone make too
     /// large (per image, `filter_spec` meets a tighter bound).
     pub fn check(&self) -> Result<(), UsageError> {
-        let bad = |m: String| Err(UsageError::BadOption(m));
+        let bad = |option, value: &dyn std::fmt::Display, expected: &str| {
+            Err(UsageError::BadValue {
+                option,
+                value: value.to_string(),
+                expected: expected.into(),
+            })
+        };
         if !self.truncate.is_finite() || self.truncate < 0.0 {
-            return bad(format!(
-                "--truncate {}: must be finite and ≥ 0",
-                self.truncate
-            ));
+            return bad("--truncate", &self.truncate, "must be finite and ≥ 0");
         }
         if !self.cval.is_finite() {
-            return bad("--cval must be finite".into());
+            return bad("--cval", &self.cval, "must be finite");
         }
         if self.threads == 0 {
-            return bad("--threads must be ≥ 1".into());
+            return bad("--threads", &self.threads, "must be ≥ 1");
         }
         if self.compat == Compat::Fsl
             && (self.mode != Mode::Reflect || self.truncate != 4.0 || self.cval != 0.0)
         {
-            return bad("--compat fsl takes σ in mm and renormalises at the edges: \
-                 --mode, --truncate and --cval do not apply"
-                .into());
+            return Err(UsageError::Conflict(
+                "--compat fsl takes σ in mm and renormalises at the edges: \
+                 --mode, --truncate and --cval do not apply",
+            ));
         }
         if self.array_chunk.is_some() && self.array.is_none() {
-            return bad("--array-chunk needs a job array (SLURM_ARRAY_TASK_ID)".into());
+            return Err(UsageError::Conflict(
+                "--array-chunk needs a job array (SLURM_ARRAY_TASK_ID)",
+            ));
         }
         self.filter_spec([1.0; 3]).check_radius(
             3,

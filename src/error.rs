@@ -60,7 +60,21 @@ pub enum UsageError {
     /// rank receives root's message and exits with the same code.
     #[error("{0}")]
     Refused(String),
-    /// An option value is out of its domain (sigma, truncate, shape, threads ...).
+    /// An option's value outside its domain.
+    #[error("{option} '{value}': {expected}")]
+    BadValue {
+        option: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// Settings that exclude each other, or one that needs what is absent.
     #[error("{0}")]
-    BadOption(String),
+    Conflict(&'static str),
+    /// A start nismooth cannot run under: srun without PMIx, an MPI launch
+    /// of a build without MPI, MPI initialised twice.
+    #[error("{0}")]
+    Launch(String),
+    /// A job-array task that cannot take a share of the list.
+    #[error("{0}")]
+    Array(String),
 }

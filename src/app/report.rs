@@ -37,7 +37,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
                 .as_deref()
                 .map(parse_mib)
                 .transpose()
-                .map_err(anyhow::Error::msg)?;
+                .context("--mem-request")?;
             for f in &args.files {
                 let r = report::merge::load(f)?;
                 println!("== {}", f.display());

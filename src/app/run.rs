@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use nismooth::choice::Choice;
+use nismooth::choice::{Choice, UnknownChoice};
 use nismooth::config::{self, RunConfig};
 use nismooth::driver;
 use nismooth::driver::comm::Comm;
@@ -64,8 +64,8 @@ pub fn readers(a: &RunArgs, threads: usize) -> usize {
 /// default threads), the Slurm context from the environment.
 pub fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig, UsageError> {
     if a.compat == Compat::Fsl && a.units == Units::Mm {
-        return Err(UsageError::BadOption(
-            "--compat fsl takes σ in mm already: --units does not apply".into(),
+        return Err(UsageError::Conflict(
+            "--compat fsl takes σ in mm already: --units does not apply",
         ));
     }
     let (threads, threads_from) = match a.threads {
@@ -88,7 +88,14 @@ pub fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunCon
         },
         compat: a.compat,
         truncate: a.truncate,
-        mode: a.mode.parse().map_err(UsageError::BadOption)?,
+        mode: a
+            .mode
+            .parse()
+            .map_err(|e: UnknownChoice| UsageError::BadValue {
+                option: "--mode",
+                value: e.given,
+                expected: format!("expected one of {}", e.expected),
+            })?,
         cval: a.cval,
         dtype: match (a.dtype, a.compat) {
             (None, Compat::Scipy) | (Some(DtypeChoice::Input), _) => None,
@@ -131,7 +138,7 @@ fn array_share(
     };
     if a.array {
         return slot.map(Some).ok_or_else(|| {
-            UsageError::BadOption(
+            UsageError::Array(
                 "--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)".into(),
             )
         });

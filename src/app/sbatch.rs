@@ -29,10 +29,10 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     let mut notes = Vec::new();
     let memory = match (&args.mem, &args.mem_per_cpu) {
         (Some(m), _) => Memory::PerNode {
-            mib: parse_mib(m).map_err(anyhow::Error::msg)?,
+            mib: parse_mib(m).context("--mem")?,
         },
         (None, Some(m)) => Memory::PerCpu {
-            mib: parse_mib(m).map_err(anyhow::Error::msg)?,
+            mib: parse_mib(m).context("--mem-per-cpu")?,
         },
         (None, None) => {
             let rank_mib = rank_memory_mib(&run, args.cpus_per_task, &mut notes)?;

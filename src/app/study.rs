@@ -152,7 +152,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let text = render(&e, &request, args);
     print!("{text}");
     if let Some(avail) = &args.mem_per_node {
-        let avail = nismooth::slurm::parse_mib(avail).map_err(anyhow::Error::msg)? as f64;
+        let avail = nismooth::slurm::parse_mib(avail).context("--mem-per-node")? as f64;
         let need = request.mem_per_cpu_mib as f64 * (per_node * threads) as f64;
         if need > avail {
             println!(

@@ -140,7 +140,7 @@ pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
     #[cfg(feature = "mpi")]
     if mpi::launched() {
         let world = mpi::Mpi::init()
-            .ok_or_else(|| UsageError::BadOption("MPI was already initialised".into()))?;
+            .ok_or_else(|| UsageError::Launch("MPI was already initialised".into()))?;
         world.abort_world_on_panic();
         if !world.threading_ok() {
             log::warn!("the MPI library gave MPI_THREAD_SINGLE; nismooth calls MPI from one thread only, so it goes on");
@@ -152,7 +152,7 @@ pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 1)
     {
-        return Err(UsageError::BadOption(format!(
+        return Err(UsageError::Launch(format!(
             "srun started {n} tasks without an MPI launch (no PMIx): each would process every image. \
              Use `srun --mpi=pmix`, or a job array for independent tasks"
         )));
@@ -163,7 +163,7 @@ pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 1)
     {
-        return Err(UsageError::BadOption(format!(
+        return Err(UsageError::Launch(format!(
             "started by an MPI launcher with {n} ranks, but this nismooth was built without MPI \
              (feature `mpi`): every copy would process every image. Rebuild with MPI, or run one process"
         )));

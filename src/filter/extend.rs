@@ -82,12 +82,15 @@ impl fmt::Display for Mode {
 }
 
 impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mode, String> {
+    type Err = crate::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Mode, Self::Err> {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown mode '{s}' (reflect, nearest, mirror, constant, wrap)"))
+            .ok_or_else(|| crate::choice::UnknownChoice {
+                given: s.into(),
+                expected: Mode::ALL.map(|m| m.name()).join(", "),
+            })
     }
 }
 

@@ -1,11 +1,11 @@
 //! One CSV row per image, for spreadsheets and pandas.
 
-use super::{Exporter, Report};
+use super::{ExportError, Exporter, Report};
 
 pub struct Csv;
 
 impl Exporter for Csv {
-    fn render(&self, report: &Report) -> anyhow::Result<String> {
+    fn render(&self, report: &Report) -> Result<String, ExportError> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record([
             "index",
@@ -52,6 +52,9 @@ impl Exporter for Csv {
                 r.error.clone().unwrap_or_default(),
             ])?;
         }
-        Ok(String::from_utf8(w.into_inner()?)?)
+        let bytes = w
+            .into_inner()
+            .map_err(|e| ::csv::Error::from(e.into_error()))?;
+        Ok(String::from_utf8(bytes)?)
     }
 }

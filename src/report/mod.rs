@@ -240,7 +240,22 @@ impl Summary {
 
 /// One output format of a report.
 pub trait Exporter {
-    fn render(&self, report: &Report) -> anyhow::Result<String>;
+    fn render(&self, report: &Report) -> Result<String, ExportError>;
+}
+
+/// Why a report could not be rendered or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("CSV: {0}")]
+    Csv(#[from] ::csv::Error),
+    #[error("CSV: {0}")]
+    Text(#[from] std::string::FromUtf8Error),
+    #[error("text: {0}")]
+    Format(#[from] std::fmt::Error),
+    #[error(transparent)]
+    Write(#[from] crate::io::WriteError),
 }
 
 /// Renders `report` with `exporter` into `path`, atomically.
@@ -248,7 +263,7 @@ pub fn export_to(
     exporter: &dyn Exporter,
     report: &Report,
     path: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> Result<(), ExportError> {
     let text = exporter.render(report)?;
     crate::io::write_file_atomic(path, text.as_bytes())?;
     Ok(())

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Exporter, Report, Status};
+use super::{ExportError, Exporter, Report, Status};
 
 pub struct Table;
 
@@ -11,7 +11,7 @@ fn mib(b: u64) -> f64 {
 }
 
 impl Exporter for Table {
-    fn render(&self, r: &Report) -> anyhow::Result<String> {
+    fn render(&self, r: &Report) -> Result<String, ExportError> {
         let s = &r.summary;
         let mut o = String::new();
         writeln!(

@@ -73,13 +73,13 @@ impl SlurmContext {
             (Some(c), _) => c,
             (None, Some(max)) => (max.saturating_sub(min)) / step + 1,
             (None, None) => {
-                return Err(UsageError::BadOption(
+                return Err(UsageError::Array(
                     "SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MAX is".into(),
                 ))
             }
         };
         if id < min || !(id - min).is_multiple_of(step) || (id - min) / step >= count {
-            return Err(UsageError::BadOption(format!(
+            return Err(UsageError::Array(format!(
                 "array task {id} is not on the array's grid (min {min}, step {step}, {count} tasks); \
                  nismooth shares images over evenly spaced ids such as --array=0-99 or 1-100:1"
             )));
@@ -122,8 +122,13 @@ impl ArraySlot {
     }
 }
 
+/// A memory size that is not in Slurm's form.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("memory '{0}': expected e.g. 4G or 1500M")]
+pub struct BadMemory(pub String);
+
 /// A memory size as Slurm writes it ("4G", "1500M", "512" meaning MiB) → MiB.
-pub fn parse_mib(s: &str) -> Result<u64, String> {
+pub fn parse_mib(s: &str) -> Result<u64, BadMemory> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some('G' | 'g') => (&s[..s.len() - 1], 1024),
@@ -133,7 +138,7 @@ pub fn parse_mib(s: &str) -> Result<u64, String> {
     };
     num.parse::<u64>()
         .map(|v| v * mult)
-        .map_err(|_| format!("memory '{s}': expected e.g. 4G or 1500M"))
+        .map_err(|_| BadMemory(s.into()))
 }
 
 /// Expands Slurm's filename patterns in a report path: %A (array job id),
