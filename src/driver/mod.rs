@@ -171,6 +171,9 @@ pub fn connect() -> Result<Box<dyn Comm>, UsageError> {
     Ok(Box::new(Single))
 }
 
+/// The whole run on this rank, in its three phases: the plan shared (root
+/// plans, every rank receives it), this rank's share processed, and every
+/// rank's records gathered into root's report.
 pub fn run(
     cfg: &RunConfig,
     comm: &dyn Comm,
@@ -178,11 +181,38 @@ pub fn run(
     command: Vec<String>,
 ) -> Result<Outcome, UsageError> {
     let start = metrics::process_start();
-    let (rank, size) = (comm.rank(), comm.size());
+    let shared = share_plan(cfg, comm)?;
+    let durable = journal::Durable {
+        run: shared.run.clone(),
+        resume: cfg.resume.then(|| journal::Index::load(&cfg.outdir)),
+        settings: cfg.output_settings(),
+    };
+    let records = process_my_share(&shared, cfg, comm, &durable, backend);
+    let totals = totals(&records, comm, cfg, start);
+    let (failed, wall_s, report) = gather(totals, records, comm, cfg, backend.name(), command);
+    Ok(Outcome {
+        failed,
+        wall_s,
+        report,
+        lock: shared.lock,
+    })
+}
 
-    // Root plans; the others wait in the broadcast. A panic on any rank
-    // before or inside it ends the whole world (`mpi::abort_world_on_panic`).
-    inject_panic("plan", rank);
+/// The plan as every rank holds it after the broadcast; root alone holds
+/// the costs (for the schedule) and the lock.
+struct SharedPlan {
+    tasks: Vec<Task>,
+    run: String,
+    costs: Vec<u64>,
+    lock: Option<plan::lock::Lock>,
+}
+
+/// Root plans; the others wait in the broadcast. A panic on any rank
+/// before or inside it ends the whole world (`mpi::abort_world_on_panic`).
+/// Every rank receives the same bytes and decodes them the same way: all
+/// go on, or all leave here with root's refusal, before any other collective.
+fn share_plan(cfg: &RunConfig, comm: &dyn Comm) -> Result<SharedPlan, UsageError> {
+    inject_panic("plan", comm.rank());
     let mut costs = Vec::new();
     let mut lock = None;
     let plan = if comm.is_root() {
@@ -204,93 +234,101 @@ pub fn run(
     } else {
         Vec::new()
     };
-    // Every rank receives the same bytes, so every rank decodes them the
-    // same way: all go on, or all leave here, together, before any other collective.
-    let (tasks, run) = match serde_json::from_slice(&comm.broadcast(plan)) {
-        Ok(PlanMsg::Tasks { tasks, run }) => (tasks, run),
-        Ok(PlanMsg::Refused(msg)) => return Err(UsageError::Refused(msg)),
-        Err(e) => {
-            return Err(UsageError::Refused(format!(
-                "internal error: the plan cannot be read: {e}"
-            )))
-        }
-    };
+    match serde_json::from_slice(&comm.broadcast(plan)) {
+        Ok(PlanMsg::Tasks { tasks, run }) => Ok(SharedPlan {
+            tasks,
+            run,
+            costs,
+            lock,
+        }),
+        Ok(PlanMsg::Refused(msg)) => Err(UsageError::Refused(msg)),
+        Err(e) => Err(UsageError::Refused(format!(
+            "internal error: the plan cannot be read: {e}"
+        ))),
+    }
+}
 
-    let settings = cfg.output_settings();
-    let durable = journal::Durable {
-        run,
-        resume: cfg.resume.then(|| journal::Index::load(&cfg.outdir)),
-        settings,
-    };
-    let verb = if cfg.schedule == Schedule::Dynamic {
-        "handed out"
-    } else {
-        "done"
-    };
-    let records = if cfg.schedule == Schedule::Dynamic {
-        if comm.is_root() {
-            log::info!(
-                "{}: {} images handed out on request (largest first), {} thread(s) per rank, backend {}",
-                comm.describe(),
-                tasks.len(),
-                cfg.threads,
-                backend.name()
-            );
-            let mut progress = Progress::new(cfg.progress, tasks.len(), verb);
-            let order = schedule::dynamic_order(&costs);
-            dynamic::root(comm, &tasks, order, cfg, &durable, backend, &mut progress)
-        } else {
-            dynamic::worker(comm, &tasks, cfg, &durable, backend)
+/// This rank's images, filtered: handed out on request by root
+/// (`--schedule dynamic`), or the share root's partition scatters to it.
+fn process_my_share(
+    plan: &SharedPlan,
+    cfg: &RunConfig,
+    comm: &dyn Comm,
+    durable: &journal::Durable,
+    backend: &mut dyn Backend,
+) -> Vec<ImageRecord> {
+    let (rank, size, tasks) = (comm.rank(), comm.size(), &plan.tasks);
+    if cfg.schedule == Schedule::Dynamic {
+        if !comm.is_root() {
+            return dynamic::worker(comm, tasks, cfg, durable, backend);
         }
-    } else {
-        let parts = comm.is_root().then(|| {
-            schedule::partition(cfg.schedule, &costs, size)
-                .expect("static schedule")
-                .into_iter()
-                .map(|p| p.into_iter().map(|i| i as u64).collect())
-                .collect()
-        });
-        let mine: Vec<usize> = comm
-            .scatter(parts)
-            .into_iter()
-            .map(|i| i as usize)
-            .collect();
         log::info!(
-            "{}: rank {rank} of {size} has {} of {} images ({:?} schedule), {} thread(s), {} reader(s), backend {}",
+            "{}: {} images handed out on request (largest first), {} thread(s) per rank, backend {}",
             comm.describe(),
-            mine.len(),
             tasks.len(),
-            cfg.schedule,
             cfg.threads,
-            cfg.readers,
             backend.name()
         );
-        let mut progress = if comm.is_root() {
-            Progress::new(cfg.progress, mine.len(), verb)
-        } else {
-            Progress::Quiet
-        };
-        let records = pipeline::process(
-            mine.iter().map(|&i| &tasks[i]),
-            cfg,
-            &durable,
-            backend,
-            rank,
-            &mut progress,
-        );
-        progress.finish();
-        records
+        let mut progress = Progress::new(cfg.progress, tasks.len(), "handed out");
+        let order = schedule::dynamic_order(&plan.costs);
+        return dynamic::root(comm, tasks, order, cfg, durable, backend, &mut progress);
+    }
+    let parts = comm.is_root().then(|| {
+        schedule::partition(cfg.schedule, &plan.costs, size)
+            .expect("static schedule")
+            .into_iter()
+            .map(|p| p.into_iter().map(|i| i as u64).collect())
+            .collect()
+    });
+    let mine: Vec<usize> = comm
+        .scatter(parts)
+        .into_iter()
+        .map(|i| i as usize)
+        .collect();
+    log::info!(
+        "{}: rank {rank} of {size} has {} of {} images ({:?} schedule), {} thread(s), {} reader(s), backend {}",
+        comm.describe(),
+        mine.len(),
+        tasks.len(),
+        cfg.schedule,
+        cfg.threads,
+        cfg.readers,
+        backend.name()
+    );
+    let mut progress = if comm.is_root() {
+        Progress::new(cfg.progress, mine.len(), "done")
+    } else {
+        Progress::Quiet
     };
+    let records = pipeline::process(
+        mine.iter().map(|&i| &tasks[i]),
+        cfg,
+        durable,
+        backend,
+        rank,
+        &mut progress,
+    );
+    progress.finish();
+    records
+}
 
-    let totals = totals(&records, comm, cfg, start);
+/// Every rank's records and totals to root, which builds the report; the
+/// failures summed and the slowest rank's wall time on every rank.
+fn gather(
+    totals: ProcessTotals,
+    records: Vec<ImageRecord>,
+    comm: &dyn Comm,
+    cfg: &RunConfig,
+    backend: &str,
+    command: Vec<String>,
+) -> (u64, f64, Option<Report>) {
     let failed_here = totals.failed as u64;
     let wall_here = totals.wall_s;
     let payload = serde_json::to_vec(&RankResult { totals, records }).unwrap_or_default();
-    inject_panic("gather", rank);
+    inject_panic("gather", comm.rank());
     let gathered = comm.gather(payload);
     let failed = comm.sum_u64(failed_here);
     let wall_s = comm.max_f64(wall_here);
-
     let report = gathered.map(|parts| {
         let mut processes = Vec::new();
         let mut images = Vec::new();
@@ -306,23 +344,18 @@ pub fn run(
             }
         }
         images.sort_by_key(|r| r.index);
-        let mut report = build_report(cfg, backend.name(), command, processes, images);
+        let mut report = build_report(cfg, backend, command, processes, images);
         report.parallel = Some(ParallelInfo {
             comm: comm.describe(),
             schedule: cfg.schedule,
-            ranks: size,
+            ranks: comm.size(),
             threads_per_rank: cfg.threads,
         });
         report.slurm = cfg.slurm.clone();
         report.array = cfg.array;
         report
     });
-    Ok(Outcome {
-        failed,
-        wall_s,
-        report,
-        lock,
-    })
+    (failed, wall_s, report)
 }
 
 /// A run's id: when root started it, and root's pid (names the journals).

@@ -198,74 +198,23 @@ pub fn process<'t>(
         let readers: Vec<_> = (0..cfg.readers.max(1))
             .map(|i| {
                 let read_tx = read_tx.clone();
-                stage(&format!("read-{i}")).spawn_scoped(s, move || loop {
-                    // The lock is held only while waiting for a task, never
-                    // while reading one.
-                    let next = task_rx
-                        .lock()
-                        .map_err(drop)
-                        .and_then(|rx| rx.recv().map_err(drop));
-                    let Ok(task) = next else { break };
-                    let spare = spare_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
-                    let job = guarded(task, rank, || read(task, cfg, durable, rank, spare));
-                    if read_tx.send(job).is_err() {
-                        break;
-                    }
+                stage(&format!("read-{i}")).spawn_scoped(s, move || {
+                    read_stage(task_rx, spare_rx, read_tx, cfg, durable, rank)
                 })
             })
             .collect();
         drop(read_tx);
         let filterer = stage("filter").spawn_scoped(s, move || {
-            // A GPU backend keeps `depth` images submitted; the oldest is
-            // finished (waited for) only when the next one has been queued.
-            let depth = backend.depth().max(1);
-            let mut queued = VecDeque::with_capacity(depth);
-            for job in read_rx {
-                queued.push_back(guarded(job.task, rank, || submit(job, cfg, backend)));
-                if queued.len() >= depth && !finish_oldest(&mut queued, backend, &filtered_tx, rank)
-                {
-                    return;
-                }
-            }
-            while !queued.is_empty() && finish_oldest(&mut queued, backend, &filtered_tx, rank) {}
+            filter_stage(read_rx, filtered_tx, backend, cfg, rank)
         });
         let (commit_tx, commit_rx) = mpsc::sync_channel::<Committing>(COMMIT_QUEUE);
         let gzip = &gzip;
         let writer = stage("write").spawn_scoped(s, move || {
-            for job in filtered_rx {
-                let task = job.task;
-                let mut spare = None;
-                let input = job.img.as_ref().map(|img| img.id);
-                let job = guarded(task, rank, || write(job, gzip, cfg.sync, &mut spare));
-                if let Some(v) = spare {
-                    let _ = spare_tx.send(v);
-                }
-                let next = Committing {
-                    task,
-                    rec: job.rec,
-                    staged: job.staged,
-                    input,
-                };
-                if commit_tx.send(next).is_err() {
-                    break;
-                }
-            }
+            write_stage(filtered_rx, commit_tx, spare_tx, gzip, cfg.sync, rank)
         });
         let finished = &finished;
         let committer = stage("commit").spawn_scoped(s, move || {
-            let mut done = 0;
-            while let Some(batch) = next_batch(&commit_rx, cfg.sync) {
-                for mut c in commit(batch, cfg.sync) {
-                    c.rec.finished_s = since_start();
-                    journal.record(&c.rec, &c.task.output, c.input);
-                    done += 1;
-                    progress.tick(done, &c.rec.input);
-                    if let Ok(mut f) = finished.lock() {
-                        f.push(c.rec);
-                    }
-                }
-            }
-            progress.finish();
+            commit_stage(commit_rx, &mut journal, progress, finished, cfg.sync)
         });
         let readers: Result<Vec<_>, _> = readers.into_iter().collect();
         let (Ok(readers), Ok(filterer), Ok(writer), Ok(committer)) =
@@ -289,12 +238,118 @@ pub fn process<'t>(
         let _ = (filterer.join(), writer.join(), committer.join());
         Ok(fed)
     });
-    let fed = match outcome {
-        Ok(fed) => fed,
-        Err(mut tasks) => return all_failed(&mut tasks, "cannot start the pipeline's threads"),
-    };
-    // One record per task fed, in feeding order; a task whose record was
-    // lost with a dead stage thread is reported as failed, never dropped.
+    match outcome {
+        Ok(fed) => in_feeding_order(fed, finished, rank),
+        Err(mut tasks) => all_failed(&mut tasks, "cannot start the pipeline's threads"),
+    }
+}
+
+/// A reader: takes tasks from the shared queue until it closes, reads each
+/// (into a spare buffer when one has come back) and passes it on.
+fn read_stage<'t>(
+    tasks: &Mutex<mpsc::Receiver<&'t Task>>,
+    spares: &Mutex<mpsc::Receiver<Voxels>>,
+    out: mpsc::SyncSender<InFlight<'t>>,
+    cfg: &RunConfig,
+    durable: &Durable,
+    rank: usize,
+) {
+    loop {
+        // The lock is held only while waiting for a task, never while reading one.
+        let next = tasks
+            .lock()
+            .map_err(drop)
+            .and_then(|rx| rx.recv().map_err(drop));
+        let Ok(task) = next else { break };
+        let spare = spares.lock().ok().and_then(|rx| rx.try_recv().ok());
+        let job = guarded(task, rank, || read(task, cfg, durable, rank, spare));
+        if out.send(job).is_err() {
+            break;
+        }
+    }
+}
+
+/// The filter: a GPU backend keeps `depth` images submitted; the oldest is
+/// finished (waited for) only when the next one has been queued.
+fn filter_stage<'t>(
+    input: mpsc::Receiver<InFlight<'t>>,
+    out: mpsc::SyncSender<InFlight<'t>>,
+    backend: &mut dyn Backend,
+    cfg: &RunConfig,
+    rank: usize,
+) {
+    let depth = backend.depth().max(1);
+    let mut queued = VecDeque::with_capacity(depth);
+    for job in input {
+        queued.push_back(guarded(job.task, rank, || submit(job, cfg, backend)));
+        if queued.len() >= depth && !finish_oldest(&mut queued, backend, &out, rank) {
+            return;
+        }
+    }
+    while !queued.is_empty() && finish_oldest(&mut queued, backend, &out, rank) {}
+}
+
+/// The writer: stages each output (a temporary file, not yet in place) and
+/// sends its buffer back to the readers.
+fn write_stage<'t>(
+    input: mpsc::Receiver<InFlight<'t>>,
+    out: mpsc::SyncSender<Committing<'t>>,
+    spares: mpsc::Sender<Voxels>,
+    gzip: &Compressor,
+    sync: bool,
+    rank: usize,
+) {
+    for job in input {
+        let task = job.task;
+        let mut spare = None;
+        let input = job.img.as_ref().map(|img| img.id);
+        let job = guarded(task, rank, || write(job, gzip, sync, &mut spare));
+        if let Some(v) = spare {
+            let _ = spares.send(v);
+        }
+        let next = Committing {
+            task,
+            rec: job.rec,
+            staged: job.staged,
+            input,
+        };
+        if out.send(next).is_err() {
+            break;
+        }
+    }
+}
+
+/// The committer: puts staged outputs in place a batch at a time, journals
+/// each, and keeps its record where `process` finds it.
+fn commit_stage(
+    input: mpsc::Receiver<Committing<'_>>,
+    journal: &mut Journal,
+    progress: &mut Progress,
+    finished: &Mutex<Vec<ImageRecord>>,
+    sync: bool,
+) {
+    let mut done = 0;
+    while let Some(batch) = next_batch(&input, sync) {
+        for mut c in commit(batch, sync) {
+            c.rec.finished_s = since_start();
+            journal.record(&c.rec, &c.task.output, c.input);
+            done += 1;
+            progress.tick(done, &c.rec.input);
+            if let Ok(mut f) = finished.lock() {
+                f.push(c.rec);
+            }
+        }
+    }
+    progress.finish();
+}
+
+/// One record per task fed, in feeding order; a task whose record was lost
+/// with a dead stage thread is reported as failed, never dropped.
+fn in_feeding_order(
+    fed: Vec<&Task>,
+    finished: Mutex<Vec<ImageRecord>>,
+    rank: usize,
+) -> Vec<ImageRecord> {
     let mut by_index: std::collections::HashMap<usize, ImageRecord> = finished
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())

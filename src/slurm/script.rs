@@ -189,9 +189,18 @@ fn describe(s: &JobSpec) -> String {
 
 /// The sbatch script for `spec` (call `shape` first).
 pub fn render(spec: &JobSpec) -> String {
-    let s = spec;
+    [
+        requests(spec),
+        preamble(spec),
+        run_line(spec),
+        afterword(spec),
+    ]
+    .concat()
+}
+
+/// The shebang, what the job is and why, and its `#SBATCH` requests.
+fn requests(s: &JobSpec) -> String {
     let mut o = String::new();
-    let array = s.model == Model::Array;
     let sb = |o: &mut String, line: String| {
         let _ = writeln!(o, "#SBATCH {line}");
     };
@@ -224,7 +233,7 @@ pub fn render(spec: &JobSpec) -> String {
         sb(&mut o, format!("--gres=gpu:{}", s.gpus_per_node));
     }
     sb(&mut o, format!("--time={}", s.time));
-    if array {
+    if s.model == Model::Array {
         let limit = s.array_limit.map(|l| format!("%{l}")).unwrap_or_default();
         sb(
             &mut o,
@@ -234,6 +243,13 @@ pub fn render(spec: &JobSpec) -> String {
     } else {
         sb(&mut o, "--output=%x-%j.out".into());
     }
+    o
+}
+
+/// Strict bash, the binary, a line saying where the job runs, and `timed`.
+fn preamble(s: &JobSpec) -> String {
+    let mut o = String::new();
+    let array = s.model == Model::Array;
     let _ = writeln!(o, "set -euo pipefail\n");
     let _ = writeln!(o, "NISMOOTH={}", shell_quote(&s.binary));
     let _ = writeln!(
@@ -252,7 +268,13 @@ pub fn render(spec: &JobSpec) -> String {
         "  fi\n",
         "}\n",
     ));
+    o
+}
 
+/// The run itself: `nismooth run` with the model's options, under srun
+/// for the models whose ranks it starts.
+fn run_line(s: &JobSpec) -> String {
+    let array = s.model == Model::Array;
     let mut args: Vec<String> = s.run_args.iter().map(|a| shell_quote(a)).collect();
     let has = |flag: &str| {
         s.run_args
@@ -289,8 +311,14 @@ pub fn render(spec: &JobSpec) -> String {
         }
         _ => "",
     };
-    let _ = writeln!(o, "\ntimed {launcher}\"$NISMOOTH\" run {}", args.join(" "));
-    if launcher.is_empty() {
+    format!("\ntimed {launcher}\"$NISMOOTH\" run {}\n", args.join(" "))
+}
+
+/// What to read after the job: where CPU efficiency is, and for an array
+/// how to merge its reports.
+fn afterword(s: &JobSpec) -> String {
+    let mut o = String::new();
+    if !matches!(s.model, Model::Mpi | Model::Gpu | Model::Hybrid) {
         let _ = writeln!(
             o,
             "# CPU efficiency = CPU% above / (100 × {} CPU(s)); the report has it per process.",
@@ -303,7 +331,7 @@ pub fn render(spec: &JobSpec) -> String {
             s.ranks()
         );
     }
-    if array {
+    if s.model == Model::Array {
         let _ = writeln!(
             o,
             "# When every task is done, one report for the whole array:\n#   $NISMOOTH report merge nismooth-<array job id>_*.json -o nismooth-<array job id>.json"
