@@ -75,6 +75,7 @@ fn ols(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
     Some((my - b * mx, b))
 }
 
+#[derive(Clone, Copy)]
 struct TimeFit {
     ranks: usize,
     a: f64,
@@ -112,7 +113,8 @@ fn mib(b: f64) -> String {
     format!("{:.0} MiB", b / 1048576.0)
 }
 
-/// Predicts the target from the study's points.
+/// Predicts the target from the study's points: the time model, the
+/// memory model, whether memory grows with the images, and advice.
 pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimate> {
     let ok: Vec<StudyPoint> = points
         .iter()
@@ -120,18 +122,52 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
         .cloned()
         .collect();
     anyhow::ensure!(!ok.is_empty(), "the study has no successful points");
+    let time = time_model(&ok, &target)?;
+    let memory = memory_model(&ok, &target);
+    let growth = memory_growth(&ok, &time, &memory);
+    let advice = advice(&ok, &target, &time, &memory, growth);
+    Ok(Estimate {
+        target,
+        wall_s: time.wall_s,
+        peak_rss_per_rank_bytes: memory.peak_rss,
+        fixed_s: time.a,
+        seconds_per_voxel: time.base.b,
+        serial_fraction: time.serial_fraction,
+        memory_base_bytes: memory.base,
+        memory_per_image_byte: memory.k,
+        memory_flat: growth < 0.10,
+        memory_growth_over_study: growth,
+        advice,
+    })
+}
+
+/// time = a + b(M) × voxels on the busiest rank, b growing with the ranks
+/// M on a node by Amdahl's law.
+struct TimeModel {
+    threads: usize,
+    fits: Vec<TimeFit>,
+    /// The fit at the fewest ranks.
+    base: TimeFit,
+    serial_fraction: f64,
+    a: f64,
+    wall_s: Interval,
+    /// The target's ranks per node are outside the study's.
+    extrapolated: bool,
+}
+
+fn time_model(ok: &[StudyPoint], target: &Target) -> anyhow::Result<TimeModel> {
     // The study's thread count nearest the target's.
     let threads = ok
         .iter()
         .map(|p| p.threads)
         .min_by_key(|t| (*t as i64 - target.threads as i64).abs())
         .unwrap();
-    let fits = time_fits(&ok, threads);
+    let fits = time_fits(ok, threads);
     anyhow::ensure!(
         !fits.is_empty(),
         "the study has no timed images at {threads} thread(s) to fit time = a + b × voxels"
     );
-    let base = fits.iter().min_by_key(|f| f.ranks).unwrap();
+    let base = *fits.iter().min_by_key(|f| f.ranks).unwrap();
     // Amdahl over ranks on one node: b(M)/b(R0) = (1 + f(M−1)) / (1 + f(R0−1)).
     let serial_fraction = {
         let pts: Vec<(f64, f64)> = fits
@@ -188,20 +224,50 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
         low: wall * (1.0 - spread),
         high: wall * (1.0 + spread),
     };
+    Ok(TimeModel {
+        threads,
+        fits,
+        base,
+        serial_fraction,
+        a,
+        wall_s,
+        extrapolated,
+    })
+}
 
+/// peak = base + k × the largest image, from runs like the target's.
+struct MemoryModel {
+    base: f64,
+    k: f64,
+    peak_rss: Interval,
+    /// The target's largest image (the study's when the target names none).
+    target_largest: f64,
+}
+
+impl MemoryModel {
+    fn predict(&self, largest: f64) -> f64 {
+        self.base + self.k * largest
+    }
+}
+
+/// Whether a point gave every rank at least the images a rank holds at
+/// once, so that its peak shows the plateau.
+fn full(p: &StudyPoint) -> bool {
+    p.tasks.div_ceil(p.ranks) >= pipeline_images(default_readers(p.threads))
+}
+
+fn memory_model(ok: &[StudyPoint], target: &Target) -> MemoryModel {
     // Memory per rank, from runs like the target's: one rank runs without
     // MPI, several load the MPI library (about 10 MiB more per rank). A rank
     // holds up to `pipeline_images` images at once, so only runs that gave
     // every rank at least that many show the plateau (when the study has any).
-    let full =
-        |p: &&StudyPoint| p.tasks.div_ceil(p.ranks) >= pipeline_images(default_readers(p.threads));
     let like: Vec<&StudyPoint> = {
         let same: Vec<&StudyPoint> = ok
             .iter()
             .filter(|p| (p.ranks > 1) == (target.ranks() > 1))
             .collect();
-        let same = if same.iter().any(full) {
-            same.into_iter().filter(full).collect()
+        let same = if same.iter().any(|p| full(p)) {
+            same.into_iter().filter(|p| full(p)).collect()
         } else {
             same
         };
@@ -244,14 +310,24 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
         low: mem * (1.0 - mem_spread),
         high: mem * (1.0 + mem_spread),
     };
+    MemoryModel {
+        base: mem_base,
+        k: mem_k,
+        peak_rss,
+        target_largest,
+    }
+}
 
+/// How much the peak per byte of image grew from the fewest images to the
+/// most, at each rank count of the time model: 0 when memory is flat.
+fn memory_growth(ok: &[StudyPoint], time: &TimeModel, memory: &MemoryModel) -> f64 {
     // Does memory grow with the number of images? Compare the most and fewest tasks per group.
     let mut growth: f64 = 0.0;
-    for f in &fits {
+    for f in &time.fits {
         let g: Vec<&StudyPoint> = ok
             .iter()
-            .filter(|p| p.ranks == f.ranks && p.threads == threads)
-            .filter(full)
+            .filter(|p| p.ranks == f.ranks && p.threads == time.threads)
+            .filter(|p| full(p))
             .collect();
         let (Some(lo), Some(hi)) = (
             g.iter().min_by_key(|p| p.tasks),
@@ -261,13 +337,25 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
         };
         if hi.tasks > lo.tasks {
             let per_byte = |p: &StudyPoint| {
-                p.peak_rss_max_bytes as f64 / predict_mem(p.largest_image_bytes as f64)
+                p.peak_rss_max_bytes as f64 / memory.predict(p.largest_image_bytes as f64)
             };
             growth = growth.max(per_byte(hi) / per_byte(lo) - 1.0);
         }
     }
-    let memory_flat = growth < 0.10;
+    growth
+}
 
+/// Plain advice: the slowest stage, ranks against threads, memory, and
+/// any extrapolation.
+fn advice(
+    ok: &[StudyPoint],
+    target: &Target,
+    time: &TimeModel,
+    memory: &MemoryModel,
+    growth: f64,
+) -> Vec<String> {
+    let (threads, m) = (time.threads, target.ranks_per_node);
+    let (base, serial_fraction) = (&time.base, time.serial_fraction);
     let mut advice = Vec::new();
     let near = ok
         .iter()
@@ -299,7 +387,7 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
             }
         ));
     }
-    if let Some(two) = fits.iter().find(|f| f.ranks > base.ranks) {
+    if let Some(two) = time.fits.iter().find(|f| f.ranks > base.ranks) {
         let s = two.ranks as f64 / base.ranks as f64 * base.b / two.b.max(1e-30);
         let limit = if serial_fraction < 1e-3 {
             "no contention between ranks was measured, so the study cannot say where it starts: measure more ranks per node before relying on many".to_string()
@@ -318,12 +406,12 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
             serial_fraction,
         ));
     }
-    if memory_flat {
-        let naive = target.tasks as f64 / target.ranks() as f64 * target_largest;
+    if growth < 0.10 {
+        let naive = target.tasks as f64 / target.ranks() as f64 * memory.target_largest;
         advice.push(format!(
             "Memory per rank stays flat as images are added (+{:.0}% over the study): ask for {} per rank, not {} (every image of a rank held in memory at once).",
             100.0 * growth.max(0.0),
-            mib(peak_rss.high * 1.25),
+            mib(memory.peak_rss.high * 1.25),
             mib(naive)
         ));
     } else {
@@ -332,25 +420,13 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimat
             100.0 * growth
         ));
     }
-    if extrapolated {
+    if time.extrapolated {
         advice.push(format!(
             "{m} rank(s) per node is outside the study (ranks {:?}): the time is extrapolated with Amdahl's law and its interval widened by 10%.",
-            fits.iter().map(|f| f.ranks).collect::<Vec<_>>()
+            time.fits.iter().map(|f| f.ranks).collect::<Vec<_>>()
         ));
     }
-    Ok(Estimate {
-        target,
-        wall_s,
-        peak_rss_per_rank_bytes: peak_rss,
-        fixed_s: a,
-        seconds_per_voxel: base.b,
-        serial_fraction,
-        memory_base_bytes: mem_base,
-        memory_per_image_byte: mem_k,
-        memory_flat,
-        memory_growth_over_study: growth,
-        advice,
-    })
+    advice
 }
 
 /// Slurm time (D-HH:MM:SS) for `s` seconds, rounded up to whole minutes.

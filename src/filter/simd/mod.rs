@@ -19,6 +19,12 @@
 //! Integer outputs need only the f64 result's truncation. For them the same
 //! kernel also runs in f32, on twice the lanes, and proves each truncation
 //! from an error bound or recomputes it in f64 (`convolve_store_f32`).
+//!
+//! The CPU is asked once: `dispatch` matches `level()` and runs a `Job`
+//! compiled for that level, handing it a token (`Scalar`, `Avx2`,
+//! `Avx512`) whose existence proves the features. Every kernel below takes
+//! the token and is resolved by its `Isa::LEVEL` at compile time, so the
+//! code beneath the dispatch never asks again.
 
 mod scalar;
 #[cfg(test)]
