@@ -37,6 +37,23 @@ pub fn parse_shape(text: &str) -> Result<Vec<usize>, BadShape> {
     fits.then_some(shape).ok_or_else(|| BadShape(text.into()))
 }
 
+/// Why phantoms could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("cannot create {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start compression threads: {0}")]
+    Compressor(std::io::Error),
+    #[error("cannot write phantom {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: io::WriteError,
+    },
+}
+
 pub struct PhantomSpec {
     pub shape: Vec<usize>,
     pub dtype: DType,
@@ -151,12 +168,19 @@ pub fn phantom(shape: &[usize], dtype: DType, seed: u64, i: usize, noise: NoiseC
 }
 
 /// Writes `count` phantoms into `dir`; returns their paths.
-pub fn generate(dir: &Path, count: usize, spec: &PhantomSpec) -> anyhow::Result<Vec<PathBuf>> {
-    use anyhow::Context;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+pub fn generate(
+    dir: &Path,
+    count: usize,
+    spec: &PhantomSpec,
+) -> Result<Vec<PathBuf>, GenerateError> {
+    let folder = |source| GenerateError::Folder {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(folder)?;
     let mut paths = Vec::with_capacity(count);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let gz = io::gzip::Compressor::new(threads, 1)?;
+    let gz = io::gzip::Compressor::new(threads, 1).map_err(GenerateError::Compressor)?;
     for i in 0..count {
         let shape = image_shape(&spec.shape, spec.seed, i, spec.vary_size);
         let vox = phantom(&shape, spec.dtype, spec.seed, i, spec.noise);
@@ -183,7 +207,10 @@ pub fn generate(dir: &Path, count: usize, spec: &PhantomSpec) -> anyhow::Result<
                 durable: true,
             },
         )
-        .with_context(|| format!("cannot write phantom {}", path.display()))?;
+        .map_err(|source| GenerateError::Write {
+            path: path.clone(),
+            source,
+        })?;
         paths.push(path);
     }
     Ok(paths)

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use super::StudyPoint;
+use super::{StudyError, StudyPoint};
 use crate::resources::{default_readers, pipeline_images};
 
 /// Where the target runs.
@@ -115,13 +115,15 @@ fn mib(b: f64) -> String {
 
 /// Predicts the target from the study's points: the time model, the
 /// memory model, whether memory grows with the images, and advice.
-pub fn estimate(points: &[StudyPoint], target: Target) -> anyhow::Result<Estimate> {
+pub fn estimate(points: &[StudyPoint], target: Target) -> Result<Estimate, StudyError> {
     let ok: Vec<StudyPoint> = points
         .iter()
         .filter(|p| p.failed == 0 && p.tasks > 0)
         .cloned()
         .collect();
-    anyhow::ensure!(!ok.is_empty(), "the study has no successful points");
+    if ok.is_empty() {
+        return Err(StudyError::NoPoints);
+    }
     let time = time_model(&ok, &target)?;
     let memory = memory_model(&ok, &target);
     let growth = memory_growth(&ok, &time, &memory);
@@ -155,7 +157,7 @@ struct TimeModel {
     extrapolated: bool,
 }
 
-fn time_model(ok: &[StudyPoint], target: &Target) -> anyhow::Result<TimeModel> {
+fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel, StudyError> {
     // The study's thread count nearest the target's.
     let threads = ok
         .iter()
@@ -163,10 +165,9 @@ fn time_model(ok: &[StudyPoint], target: &Target) -> anyhow::Result<TimeModel> {
         .min_by_key(|t| (*t as i64 - target.threads as i64).abs())
         .unwrap();
     let fits = time_fits(ok, threads);
-    anyhow::ensure!(
-        !fits.is_empty(),
-        "the study has no timed images at {threads} thread(s) to fit time = a + b × voxels"
-    );
+    if fits.is_empty() {
+        return Err(StudyError::NoTimedImages(threads));
+    }
     let base = *fits.iter().min_by_key(|f| f.ranks).unwrap();
     // Amdahl over ranks on one node: b(M)/b(R0) = (1 + f(M−1)) / (1 + f(R0−1)).
     let serial_fraction = {

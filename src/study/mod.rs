@@ -14,11 +14,50 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::schedule::Schedule;
 use crate::report::{Report, Status};
+
+/// Why a study or an estimate could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    #[error("--launcher none cannot start {0} ranks")]
+    Launcher(usize),
+    #[error("--tasks asks for {asked} images but the data set has {have}")]
+    TooFewImages { asked: usize, have: usize },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting point {point}: {source}")]
+    Start {
+        point: String,
+        source: std::io::Error,
+    },
+    #[error("point {point} wrote no report ({status}); see {log}")]
+    NoReport {
+        point: String,
+        status: String,
+        log: PathBuf,
+    },
+    #[error(transparent)]
+    Report(#[from] crate::report::merge::MergeError),
+    #[error("plotting {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+    #[error("the study has no successful points")]
+    NoPoints,
+    #[error("the study has no timed images at {0} thread(s) to fit time = a + b × voxels")]
+    NoTimedImages(usize),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StudyError + '_ {
+    move |source| StudyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 pub const STUDY_SCHEMA: &str = "nismooth-study";
 
@@ -163,10 +202,10 @@ pub fn point_from_report(
     }
 }
 
-fn resolve_launcher(l: Launcher, ranks: usize) -> anyhow::Result<Launcher> {
+fn resolve_launcher(l: Launcher, ranks: usize) -> Result<Launcher, StudyError> {
     Ok(match (l, ranks) {
         (_, 1) if l != Launcher::Srun => Launcher::None,
-        (Launcher::None, r) => bail!("--launcher none cannot start {r} ranks"),
+        (Launcher::None, r) => return Err(StudyError::Launcher(r)),
         (Launcher::Auto, _) if std::env::var_os("SLURM_JOB_ID").is_some() => Launcher::Srun,
         (Launcher::Auto, _) => Launcher::Mpirun,
         (other, _) => other,
@@ -211,16 +250,16 @@ fn point_command(binary: &Path, launcher: Launcher, ranks: usize, threads: usize
 }
 
 /// Runs every point (reps interleaved, so drift spreads evenly) and collects the rows.
-pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> anyhow::Result<Vec<StudyPoint>> {
+pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> Result<Vec<StudyPoint>, StudyError> {
     let max_tasks = spec.tasks.iter().copied().max().unwrap_or(0);
     if max_tasks > spec.images.len() {
-        bail!(
-            "--tasks asks for {max_tasks} images but the data set has {}",
-            spec.images.len()
-        );
+        return Err(StudyError::TooFewImages {
+            asked: max_tasks,
+            have: spec.images.len(),
+        });
     }
     let runs = dir.join("runs");
-    std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+    std::fs::create_dir_all(&runs).map_err(io_error(&runs))?;
     let mut grid = Vec::new();
     for rep in 0..spec.reps {
         for &r in &spec.ranks {
@@ -240,7 +279,7 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> anyhow::Result<Vec<St
             .iter()
             .map(|p| format!("{}\n", p.display()))
             .collect();
-        std::fs::write(&list, text)?;
+        std::fs::write(&list, text).map_err(io_error(&list))?;
         let out = dir.join("work").join(&name);
         let _ = std::fs::remove_dir_all(&out);
         let report = runs.join(format!("{name}.json"));
@@ -257,22 +296,26 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> anyhow::Result<Vec<St
             .args(&spec.run_args)
             .env("RUST_LOG", "warn");
         // Each point's own output (its table, any error) goes to its log.
-        let log = std::fs::File::create(runs.join(format!("{name}.log")))?;
-        cmd.stdout(log.try_clone()?).stderr(log);
+        let log_path = runs.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
+        cmd.stdout(log.try_clone().map_err(io_error(&log_path))?)
+            .stderr(log);
         // Flush the previous point's writes, so no point pays for another's.
         // SAFETY: sync has no arguments and cannot fail.
         unsafe { libc::sync() };
         let t0 = Instant::now();
-        let status = cmd
-            .status()
-            .with_context(|| format!("starting point {name} ({launcher:?})"))?;
+        let status = cmd.status().map_err(|source| StudyError::Start {
+            point: format!("{name} ({launcher:?})"),
+            source,
+        })?;
         let outer = t0.elapsed().as_secs_f64();
         let _ = std::fs::remove_dir_all(&out);
         if !report.exists() {
-            bail!(
-                "point {name} wrote no report (exit {status}); see {}",
-                runs.join(format!("{name}.log")).display()
-            );
+            return Err(StudyError::NoReport {
+                point: name,
+                status: status.to_string(),
+                log: log_path,
+            });
         }
         let r = crate::report::merge::load(&report)?;
         let p = point_from_report(&r, ranks, threads, rep, outer, &report);

@@ -5,11 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{Study, StudyPoint};
+use super::{Study, StudyError, StudyPoint};
 
 const FONT_PATHS: [&str; 2] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -64,17 +63,34 @@ fn series(points: &[StudyPoint], x: fn(&StudyPoint) -> f64, f: fn(&StudyPoint) -
         .collect()
 }
 
+/// One chart drawn on an SVG file's area, or a PNG file's.
+type SvgChart<'a> = dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> Result<(), String> + 'a;
+type PngChart<'a> =
+    dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> Result<(), String> + 'a;
+
+/// A drawing error, as text (plotters' errors carry their backend's type).
+fn drawing<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+fn plot_error(path: &Path) -> impl FnOnce(String) -> StudyError + '_ {
+    move |message| StudyError::Plot {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
 fn line_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     xlabel: &str,
     ylabel: &str,
     data: &Series,
-) -> anyhow::Result<()>
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    area.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    area.fill(&WHITE).map_err(drawing)?;
     let all = data.iter().flat_map(|(_, p)| p.iter());
     let (xmax, ymax) = all.fold((1.0f64, 0.0f64), |(x, y), &(a, b)| (x.max(a), y.max(b)));
     let mut chart = ChartBuilder::on(area)
@@ -83,25 +99,25 @@ where
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..xmax * 1.05, 0.0..(ymax * 1.15).max(1e-9))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(drawing)?;
     chart
         .configure_mesh()
         .x_desc(xlabel)
         .y_desc(ylabel)
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(drawing)?;
     for (i, (name, pts)) in data.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .map_err(drawing)?
             .label(name.clone())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            .map_err(drawing)?;
     }
     chart
         .configure_series_labels()
@@ -109,19 +125,19 @@ where
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    area.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(drawing)?;
+    area.present().map_err(drawing)?;
     Ok(())
 }
 
 fn stages_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     points: &[StudyPoint],
-) -> anyhow::Result<()>
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    area.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    area.fill(&WHITE).map_err(drawing)?;
     let n = points.len().max(1);
     let ymax = points
         .iter()
@@ -136,7 +152,7 @@ where
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..(ymax * 1.15).max(1e-9))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(drawing)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -155,7 +171,7 @@ where
                 .unwrap_or_default()
         })
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(drawing)?;
     let stages: [Stage; 3] = [
         ("read", RGBColor(66, 133, 244), |p| p.read_s),
         ("filter", RGBColor(52, 168, 83), |p| p.filter_s),
@@ -172,7 +188,7 @@ where
         let c = *color;
         chart
             .draw_series(rects)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .map_err(drawing)?
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
     }
@@ -182,8 +198,8 @@ where
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    area.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(drawing)?;
+    area.present().map_err(drawing)?;
     Ok(())
 }
 
@@ -229,7 +245,7 @@ fn scaling_series(points: &[StudyPoint]) -> (Series, Series) {
 }
 
 /// Writes every plot into `dir` as SVG, and as PNG when a font is available.
-pub fn write_all(study: &Study, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write_all(study: &Study, dir: &Path) -> Result<Vec<PathBuf>, StudyError> {
     let pts = &study.points;
     let wall = series(pts, |p| p.tasks as f64, |p| p.wall_s);
     let mem = series(
@@ -243,18 +259,13 @@ pub fn write_all(study: &Study, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         log::warn!("no TrueType font (install fonts-dejavu-core or set NISMOOTH_FONT): writing SVG plots only");
     }
     let mut written = Vec::new();
-    let mut emit = |name: &str,
-                    svg: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
-                    bmp: &dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>|
-     -> anyhow::Result<()> {
+    let mut emit = |name: &str, svg: &SvgChart, bmp: &PngChart| -> Result<(), StudyError> {
         let p = dir.join(format!("{name}.svg"));
-        svg(&SVGBackend::new(&p, (900, 560)).into_drawing_area())
-            .with_context(|| format!("plotting {}", p.display()))?;
+        svg(&SVGBackend::new(&p, (900, 560)).into_drawing_area()).map_err(plot_error(&p))?;
         written.push(p);
         if png {
             let p = dir.join(format!("{name}.png"));
-            bmp(&BitMapBackend::new(&p, (900, 560)).into_drawing_area())
-                .with_context(|| format!("plotting {}", p.display()))?;
+            bmp(&BitMapBackend::new(&p, (900, 560)).into_drawing_area()).map_err(plot_error(&p))?;
             written.push(p);
         }
         Ok(())
