@@ -252,46 +252,76 @@ impl CudaBackend {
             self.upload_weights(&p.weights)?;
         }
         let ticket = self.next_ticket;
-        let Self {
-            slots,
-            weights,
-            pool,
-            ..
-        } = self;
-        let slot = slots
+        let slot = self
+            .slots
             .iter_mut()
             .find(|s| s.job.is_none())
             .ok_or_else(|| FilterError::Device("more images submitted than slots".into()))?;
-        let in_bytes = input.as_bytes().len();
         let out_bytes = plan.len * out.size();
+        slot.upload(&input, plan, out_bytes, &self.pool)?;
+        slot.launch(plan, &kernels, &self.weights)?;
+        slot.download(plan, out_bytes)?;
+        slot.job = Some(Job {
+            ticket,
+            out,
+            len: plan.len,
+            recycled: input,
+        });
+        self.next_ticket += 1;
+        Ok(ticket)
+    }
+}
+
+impl Slot {
+    /// Fits the device buffers the plan uses and queues the image's upload
+    /// (through pinned memory, copied in by the host threads).
+    fn upload(
+        &mut self,
+        input: &Voxels,
+        plan: &Plan,
+        out_bytes: usize,
+        pool: &rayon::ThreadPool,
+    ) -> Result<(), FilterError> {
+        let in_bytes = input.as_bytes().len();
         let uses = |b: Buf| plan.passes.iter().any(|p| p.to == b);
-        fit_device(&slot.stream, &mut slot.input, in_bytes)?;
+        fit_device(&self.stream, &mut self.input, in_bytes)?;
         if uses(Buf::A) {
-            fit_device(&slot.stream, &mut slot.a, out_bytes)?;
+            fit_device(&self.stream, &mut self.a, out_bytes)?;
         }
         if uses(Buf::B) {
-            fit_device(&slot.stream, &mut slot.b, out_bytes)?;
+            fit_device(&self.stream, &mut self.b, out_bytes)?;
         }
-        let upload = fit_pinned(&slot.stream, &mut slot.upload, in_bytes)?;
+        let upload = fit_pinned(&self.stream, &mut self.upload, in_bytes)?;
         let staged = &mut upload
             .as_mut_slice()
             .map_err(device_error("staging the upload"))?[..in_bytes];
         pool.install(|| parallel_copy(input.as_bytes(), staged));
-        let stream = slot.stream.clone();
-        let dev_in = slot.input.as_mut().expect("fitted above");
-        stream
+        let dev_in = self
+            .input
+            .as_mut()
+            .ok_or_else(|| FilterError::Device("no input buffer".into()))?;
+        self.stream
             .memcpy_htod(&*staged, &mut dev_in.slice_mut(0..in_bytes))
-            .map_err(device_error("uploading the image"))?;
+            .map_err(device_error("uploading the image"))
+    }
 
-        slot.started
+    /// Queues the plan's passes, between the two events that time them.
+    fn launch(
+        &mut self,
+        plan: &Plan,
+        kernels: &[CudaFunction],
+        weights: &HashMap<Vec<u64>, CudaSlice<f64>>,
+    ) -> Result<(), FilterError> {
+        let stream = self.stream.clone();
+        self.started
             .record(&stream)
             .map_err(device_error("recording an event"))?;
         let [n0, n1, n2, slabs] = plan.dims;
-        for (p, f) in plan.passes.iter().zip(&kernels) {
+        for (p, f) in plan.passes.iter().zip(kernels) {
             let key: Vec<u64> = p.weights.iter().map(|x| x.to_bits()).collect();
             let w = &weights[&key];
             let (axis, r) = (p.axis as i32, (p.weights.len() - 1) as i32);
-            let (from, to) = buffers(&mut slot.input, &mut slot.a, &mut slot.b, p.from, p.to)?;
+            let (from, to) = buffers(&mut self.input, &mut self.a, &mut self.b, p.from, p.to)?;
             let mut launch = stream.launch_builder(f);
             launch
                 .arg(from)
@@ -315,34 +345,30 @@ impl CudaBackend {
             // buffer holds at least `plan.len` voxels of its pass's type.
             unsafe { launch.launch(cfg) }.map_err(device_error("launching a pass"))?;
         }
-
-        slot.filtered
+        self.filtered
             .record(&stream)
-            .map_err(device_error("recording an event"))?;
+            .map_err(device_error("recording an event"))
+    }
+
+    /// Queues the result's download into pinned memory, and the event that
+    /// says it has landed.
+    fn download(&mut self, plan: &Plan, out_bytes: usize) -> Result<(), FilterError> {
         let result = match plan.result() {
-            Some(Buf::A) => slot.a.as_ref(),
-            Some(Buf::B) => slot.b.as_ref(),
+            Some(Buf::A) => self.a.as_ref(),
+            Some(Buf::B) => self.b.as_ref(),
             _ => None,
         }
         .ok_or_else(|| FilterError::Device("the plan has no result buffer".into()))?;
-        let download = fit_pinned(&stream, &mut slot.download, out_bytes)?;
+        let download = fit_pinned(&self.stream, &mut self.download, out_bytes)?;
         let landing = &mut download
             .as_mut_slice()
             .map_err(device_error("staging the download"))?[..out_bytes];
-        stream
+        self.stream
             .memcpy_dtoh(&result.slice(0..out_bytes), landing)
             .map_err(device_error("downloading the image"))?;
-        slot.done
-            .record(&stream)
-            .map_err(device_error("recording an event"))?;
-        slot.job = Some(Job {
-            ticket,
-            out,
-            len: plan.len,
-            recycled: input,
-        });
-        self.next_ticket += 1;
-        Ok(ticket)
+        self.done
+            .record(&self.stream)
+            .map_err(device_error("recording an event"))
     }
 }
 
