@@ -171,41 +171,48 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         )?;
     }
     if let Some(p) = &args.sbatch {
-        anyhow::ensure!(
-            !args.run_args.is_empty(),
-            "--sbatch needs the run arguments after `--` (inputs, -o OUTDIR)"
-        );
-        let model = match (nodes * per_node, threads) {
-            (1, 1) => Model::Serial,
-            (1, _) => Model::Threads,
-            (_, 1) => Model::Mpi,
-            _ => Model::Hybrid,
-        };
-        let binary = std::env::current_exe()?.display().to_string();
-        let spec = JobSpec {
-            time: request.time.clone(),
-            partition: args.partition.clone(),
-            nodes,
-            ntasks_per_node: per_node,
-            cpus_per_task: threads,
-            memory: Memory::for_ranks(model, request.rank_mib, threads),
-            notes: vec![format!(
-                "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
-                args.from.display(),
-                args.tasks,
-                hms(e.wall_s.value),
-                hms(e.wall_s.low),
-                hms(e.wall_s.high),
-                e.peak_rss_per_rank_bytes.value / 1048576.0,
-                100.0 * (args.margin - 1.0)
-            )],
-            ..JobSpec::new(model, binary, args.run_args.clone())
-        }
-        .shape();
-        write(p, &script::render(&spec))?;
+        write(p, &job_script(args, &e, &request)?)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// The job script that asks for the estimate's request.
+fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !args.run_args.is_empty(),
+        "--sbatch needs the run arguments after `--` (inputs, -o OUTDIR)"
+    );
+    let t = &e.target;
+    let (nodes, per_node, threads) = (t.nodes, t.ranks_per_node, t.threads);
+    let model = match (nodes * per_node, threads) {
+        (1, 1) => Model::Serial,
+        (1, _) => Model::Threads,
+        (_, 1) => Model::Mpi,
+        _ => Model::Hybrid,
+    };
+    let binary = std::env::current_exe()?.display().to_string();
+    let spec = JobSpec {
+        time: request.time.clone(),
+        partition: args.partition.clone(),
+        nodes,
+        ntasks_per_node: per_node,
+        cpus_per_task: threads,
+        memory: Memory::for_ranks(model, request.rank_mib, threads),
+        notes: vec![format!(
+            "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
+            args.from.display(),
+            args.tasks,
+            hms(e.wall_s.value),
+            hms(e.wall_s.low),
+            hms(e.wall_s.high),
+            e.peak_rss_per_rank_bytes.value / 1048576.0,
+            100.0 * (args.margin - 1.0)
+        )],
+        ..JobSpec::new(model, binary, args.run_args.clone())
+    }
+    .shape();
+    Ok(script::render(&spec))
 }
 
 /// The Slurm request: the interval's high end times the margin.
