@@ -41,6 +41,14 @@ pub fn usage() -> Usage {
     }
 }
 
+/// Bytes in a mebibyte: every "MiB" nismooth prints is `bytes / MIB`.
+pub const MIB: f64 = 1048576.0;
+
+/// Bytes as MiB.
+pub fn mib(bytes: f64) -> f64 {
+    bytes / MIB
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

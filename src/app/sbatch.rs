@@ -12,7 +12,7 @@ use nismooth::slurm::script::{self, JobSpec, Memory};
 use super::cli::{parse_run_args, RunArgs, SbatchArgs};
 use super::EXIT_OK;
 
-const MIB: f64 = 1048576.0;
+use nismooth::metrics::MIB;
 
 /// `nismooth sbatch`: a job script for one parallel model.
 pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::io::OutputFormat;
+use nismooth::metrics::MIB;
 use nismooth::slurm::script::{self, per_cpu_mib, JobSpec, Memory, Model};
 use nismooth::study::fit::{self, Estimate, Target};
 use nismooth::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
@@ -206,7 +207,7 @@ fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::R
             hms(e.wall_s.value),
             hms(e.wall_s.low),
             hms(e.wall_s.high),
-            e.peak_rss_per_rank_bytes.value / 1048576.0,
+            e.peak_rss_per_rank_bytes.value / MIB,
             100.0 * (args.margin - 1.0)
         )],
         ..JobSpec::new(model, binary, args.run_args.clone())
@@ -228,7 +229,7 @@ struct Request {
 impl Request {
     fn from(e: &Estimate, margin: f64, threads: usize) -> Request {
         let time_s = e.wall_s.high * margin;
-        let rank_mib = e.peak_rss_per_rank_bytes.high * margin / 1048576.0;
+        let rank_mib = e.peak_rss_per_rank_bytes.high * margin / MIB;
         Request {
             time: fit::slurm_time(time_s),
             time_s,
@@ -259,10 +260,10 @@ fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
     );
     o += &format!(
         "  peak memory    {:.0} MiB per rank (interval {:.0} to {:.0}), {:.0} MiB per node\n",
-        e.peak_rss_per_rank_bytes.value / 1048576.0,
-        e.peak_rss_per_rank_bytes.low / 1048576.0,
-        e.peak_rss_per_rank_bytes.high / 1048576.0,
-        e.peak_rss_per_rank_bytes.value * t.ranks_per_node as f64 / 1048576.0
+        e.peak_rss_per_rank_bytes.value / MIB,
+        e.peak_rss_per_rank_bytes.low / MIB,
+        e.peak_rss_per_rank_bytes.high / MIB,
+        e.peak_rss_per_rank_bytes.value * t.ranks_per_node as f64 / MIB
     );
     o += &format!(
         "Slurm request (interval's high end + {:.0}% margin):\n  --nodes={} --ntasks-per-node={} --cpus-per-task={} --mem-per-cpu={}M --time={}\n",

@@ -15,8 +15,8 @@ mod write;
 
 pub use header::{HeaderInfo, Version};
 pub use read::{
-    input_id, open_regular, pair_data_path, read_header_info, read_image, read_image_from_bytes,
-    read_image_into,
+    input_id, mtime_ns, open_regular, pair_data_path, read_header_info, read_image,
+    read_image_from_bytes, read_image_into,
 };
 pub use write::{
     commit_batch, exists_nonempty, new_header, output_header, stage_image, sync_dir, temp_owner,

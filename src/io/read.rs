@@ -88,11 +88,7 @@ pub fn open_regular(path: &Path) -> Result<(File, Source), ReadError> {
         };
         return Err(ReadError::NotRegular(what));
     }
-    let mtime_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64);
+    let mtime_ns = mtime_ns(&meta).unwrap_or(0);
     Ok((
         file,
         Source {
@@ -425,6 +421,13 @@ fn apply_scaling(raw: &Voxels, slope: f64, inter: f64) -> Voxels {
         }
         y
     }).collect()))
+}
+
+/// A file's modification time in nanoseconds since the Unix epoch (what
+/// `--resume` compares: an input's and an output's).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> Option<u64> {
+    let t = meta.modified().ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as u64)
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,10 +57,9 @@ impl Stamp {
         if !m.is_file() {
             return None;
         }
-        let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
         Some(Stamp {
             bytes: m.len(),
-            mtime_ns: mtime.as_nanos() as u64,
+            mtime_ns: crate::io::mtime_ns(&m)?,
         })
     }
 }

@@ -7,7 +7,7 @@ use super::Report;
 /// The report's peak memory per rank against a request of `request_mib`
 /// per rank, with plain advice when it is over the request or far under.
 pub fn memory_line(r: &Report, request_mib: u64) -> String {
-    let peak_mib = r.summary.peak_rss_bytes as f64 / 1048576.0;
+    let peak_mib = crate::metrics::mib(r.summary.peak_rss_bytes as f64);
     let req = request_mib as f64;
     let advice = if peak_mib > req {
         ": over the request, the job would be killed"

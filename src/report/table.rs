@@ -7,7 +7,7 @@ use super::{ExportError, Exporter, Report, Status};
 pub struct Table;
 
 fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
+    crate::metrics::mib(b as f64)
 }
 
 impl Exporter for Table {

@@ -142,7 +142,8 @@ impl JobSpec {
     }
 }
 
-fn mib(m: u64) -> String {
+/// MiB as Slurm writes a size: whole GiB as `G`, else `M`.
+fn slurm_size(m: u64) -> String {
     if m.is_multiple_of(1024) {
         format!("{}G", m / 1024)
     } else {
@@ -226,8 +227,8 @@ fn requests(s: &JobSpec) -> String {
     sb(&mut o, format!("--ntasks-per-node={}", s.ntasks_per_node));
     sb(&mut o, format!("--cpus-per-task={}", s.cpus_per_task));
     match s.memory {
-        Memory::PerNode { mib: m } => sb(&mut o, format!("--mem={}", mib(m))),
-        Memory::PerCpu { mib: m } => sb(&mut o, format!("--mem-per-cpu={}", mib(m))),
+        Memory::PerNode { mib: m } => sb(&mut o, format!("--mem={}", slurm_size(m))),
+        Memory::PerCpu { mib: m } => sb(&mut o, format!("--mem-per-cpu={}", slurm_size(m))),
     }
     if s.model == Model::Gpu {
         sb(&mut o, format!("--gres=gpu:{}", s.gpus_per_node));

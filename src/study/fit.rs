@@ -110,7 +110,7 @@ fn time_fits(points: &[StudyPoint], threads: usize) -> Vec<TimeFit> {
 }
 
 fn mib(b: f64) -> String {
-    format!("{:.0} MiB", b / 1048576.0)
+    format!("{:.0} MiB", crate::metrics::mib(b))
 }
 
 /// Predicts the target from the study's points: the time model, the

@@ -324,7 +324,7 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> Result<Vec<StudyPoint
             n + 1,
             grid.len(),
             p.wall_s,
-            p.peak_rss_max_bytes as f64 / 1048576.0,
+            crate::metrics::mib(p.peak_rss_max_bytes as f64),
             100.0 * p.cpu_efficiency,
             if p.failed > 0 { format!(", {} FAILED", p.failed) } else { String::new() }
         );

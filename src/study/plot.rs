@@ -251,7 +251,7 @@ pub fn write_all(study: &Study, dir: &Path) -> Result<Vec<PathBuf>, StudyError> 
     let mem = series(
         pts,
         |p| p.tasks as f64,
-        |p| p.peak_rss_max_bytes as f64 / 1048576.0,
+        |p| crate::metrics::mib(p.peak_rss_max_bytes as f64),
     );
     let (speed, eff) = scaling_series(pts);
     let png = register_font();

@@ -3,10 +3,7 @@
 use std::fmt::Write;
 
 use super::{Study, StudyPoint};
-
-fn mib(b: f64) -> f64 {
-    b / 1048576.0
-}
+use crate::metrics::mib;
 
 const COLUMNS: [&str; 17] = [
     "ranks",
