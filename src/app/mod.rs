@@ -33,7 +33,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Generate(args) => generate::generate(&args),
         Command::Report(args) => report::report(&args),
         Command::Sbatch(args) => sbatch::sbatch(&args),
-        Command::Study(args) => study::study(&args).map(|_| EXIT_OK),
+        Command::Study(args) => study::study(&args),
         Command::Estimate(args) => study::estimate(&args).map(|_| EXIT_OK),
         Command::Weights(args) => bench::weights(&args),
         Command::BenchFilter(args) => bench::bench_filter(&args),

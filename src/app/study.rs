@@ -12,12 +12,13 @@ use nismooth::study::fit::{self, Estimate, Target};
 use nismooth::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
 
 use super::cli::{EstimateArgs, StudyArgs};
+use super::{EXIT_FAILED_IMAGES, EXIT_OK};
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
+pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(args.reps > 0, "--reps must be ≥ 1");
     anyhow::ensure!(
         [&args.ranks, &args.threads, &args.tasks]
@@ -72,6 +73,34 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
         &out.join("study.json"),
         &serde_json::to_string_pretty(&study)?,
     )?;
+    // A point with a failed image measured something else than the study
+    // asks: no table, plot or estimate is made from the study.
+    let failed: Vec<String> = study
+        .points
+        .iter()
+        .filter(|p| p.failed > 0)
+        .map(|p| {
+            let log = out.join("runs").join(format!("{}.log", p.name()));
+            format!(
+                "{}: {} of {} images failed (see {})",
+                p.name(),
+                p.failed,
+                p.tasks,
+                log.display()
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        eprintln!(
+            "nismooth: study: {} of {} point(s) failed, so no table, plot or estimate is made from it:",
+            failed.len(),
+            study.points.len()
+        );
+        for f in &failed {
+            eprintln!("  {f}");
+        }
+        return Ok(EXIT_FAILED_IMAGES);
+    }
     write(&out.join("study.csv"), &tables::csv(&study))?;
     let md = tables::markdown(&study);
     write(&out.join("study.md"), &md)?;
@@ -82,7 +111,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<()> {
         out.display(),
         plots.len()
     );
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 /// The in-memory size of the largest image in `list`, and the mean voxels.

@@ -273,11 +273,18 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> Result<Vec<StudyPoint
     let mut points = Vec::new();
     for (n, &(rep, ranks, threads, tasks)) in grid.iter().enumerate() {
         let launcher = resolve_launcher(spec.launcher, ranks)?;
-        let name = format!("r{ranks}-t{threads}-n{tasks}-rep{rep}");
+        let name = point_name(ranks, threads, tasks, rep);
         let list = runs.join(format!("{name}.list"));
+        // A list's relative lines are read from the list's folder: absolute
+        // paths keep a study started with relative ones working.
         let text: String = spec.images[..tasks]
             .iter()
-            .map(|p| format!("{}\n", p.display()))
+            .map(|p| {
+                format!(
+                    "{}\n",
+                    std::path::absolute(p).unwrap_or(p.clone()).display()
+                )
+            })
             .collect();
         std::fs::write(&list, text).map_err(io_error(&list))?;
         let out = dir.join("work").join(&name);
@@ -331,6 +338,17 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> Result<Vec<StudyPoint
         points.push(p);
     }
     Ok(points)
+}
+
+/// A point's name: its runs/ files are NAME.list, NAME.json and NAME.log.
+pub fn point_name(ranks: usize, threads: usize, tasks: usize, rep: usize) -> String {
+    format!("r{ranks}-t{threads}-n{tasks}-rep{rep}")
+}
+
+impl StudyPoint {
+    pub fn name(&self) -> String {
+        point_name(self.ranks, self.threads, self.tasks, self.rep)
+    }
 }
 
 /// The CPU's model name, for the study's header.

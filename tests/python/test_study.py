@@ -98,3 +98,25 @@ def test_estimate_from_16_images_predicts_the_64_image_run(dataset, tmp_path):
     assert abs(mem_err) <= 0.15, (e["peak_rss_per_rank_bytes"], run["peak_rss_max_bytes"])
     text = script.read_text()
     assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --time=" in text and "--mem-per-cpu=" in text
+
+
+def test_a_study_with_relative_paths_works_and_one_with_a_failed_point_says_so(tmp_path):
+    # Relative --data and -o (a list's relative lines are read from the list's folder:
+    # every point used to fail on them, and the study exited 0 with tables and plots).
+    data = tmp_path / "data"
+    nis("generate", "-o", data, "-n", "3", "--shape", "12,10,8")
+    run = lambda *a: subprocess.run([str(BIN), *map(str, a)], capture_output=True, text=True, env=ENV,
+                                    cwd=tmp_path, timeout=300)
+    ok = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--data", "data", "-o", "rel")
+    assert ok.returncode == 0, ok.stderr
+    points = json.loads((tmp_path / "rel" / "study.json").read_text())["points"]
+    assert [p["failed"] for p in points] == [0, 0] and (tmp_path / "rel" / "study.md").exists()
+
+    # The third image is not NIfTI: the 3-image point fails, the 1-image point does not.
+    (data / "sub-0002_T1w.nii.gz").write_bytes(b"not a nifti file")
+    bad = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--data", "data", "-o", "bad")
+    assert bad.returncode == 1, bad.stderr
+    assert "1 of 2 point(s) failed" in bad.stderr and "r1-t1-n3-rep0: 1 of 3 images failed" in bad.stderr
+    out = tmp_path / "bad"
+    assert (out / "study.json").exists(), "the raw record stays, for a look"
+    assert not any((out / n).exists() for n in ["study.md", "study.csv", "wall_vs_tasks.svg"])
