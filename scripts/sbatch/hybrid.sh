@@ -4,6 +4,9 @@
 # Time limit 02:00:00: a guess until measured; `nismooth estimate` predicts it from a study.
 #SBATCH --job-name=nismooth
 #SBATCH --partition=compute
+#SBATCH --account=mylab
+#SBATCH --qos=normal
+#SBATCH --mail-type=END,FAIL
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=4
 #SBATCH --cpus-per-task=4
@@ -12,7 +15,8 @@
 #SBATCH --output=%x-%j.out
 set -euo pipefail
 
-NISMOOTH=nismooth
+module load openmpi
+NISMOOTH=/opt/nismooth/bin/nismooth
 echo "job ${SLURM_JOB_ID} on ${SLURM_JOB_NODELIST}: ${SLURM_NTASKS:-1} task(s) x ${SLURM_CPUS_PER_TASK:-1} CPU(s)"
 timed() {
   if [ -x /usr/bin/time ]; then

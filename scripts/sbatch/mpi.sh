@@ -12,7 +12,7 @@
 #SBATCH --output=%x-%j.out
 set -euo pipefail
 
-NISMOOTH=nismooth
+NISMOOTH=/opt/nismooth/bin/nismooth
 echo "job ${SLURM_JOB_ID} on ${SLURM_JOB_NODELIST}: ${SLURM_NTASKS:-1} task(s) x ${SLURM_CPUS_PER_TASK:-1} CPU(s)"
 timed() {
   if [ -x /usr/bin/time ]; then

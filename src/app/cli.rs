@@ -14,10 +14,21 @@ pub use nismooth::generate::NoiseChoice;
 pub use nismooth::plan::schedule::Schedule;
 pub use nismooth::slurm::script::Model;
 
+/// `nismooth --version`: the version and the features built in, so that
+/// `sbatch` (and a person) can tell whether a binary runs MPI or CUDA.
+#[cfg(all(feature = "mpi", feature = "cuda"))]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: cpu, mpi, cuda)");
+#[cfg(all(feature = "mpi", not(feature = "cuda")))]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: cpu, mpi)");
+#[cfg(all(not(feature = "mpi"), feature = "cuda"))]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: cpu, cuda)");
+#[cfg(all(not(feature = "mpi"), not(feature = "cuda")))]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: cpu)");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nismooth",
-    version,
+    version = VERSION,
     about = "Exact, fast Gaussian smoothing of NIfTI image collections (scipy.ndimage.gaussian_filter, bit for bit)"
 )]
 pub struct Cli {
@@ -34,7 +45,7 @@ pub enum Command {
     /// Show reports (one or more JSON files), or merge them (`report merge`).
     Report(ReportArgs),
     /// Print a ready-to-submit sbatch script for a parallel model.
-    Sbatch(SbatchArgs),
+    Sbatch(Box<SbatchArgs>),
     /// Run a scaling study: ranks × threads × image counts, each point a real run.
     Study(StudyArgs),
     /// Predict time and memory for a target workload from a study, with the Slurm request.
@@ -45,6 +56,11 @@ pub enum Command {
     /// Times the filter alone on one image in memory (for scripts/bench.py).
     #[command(hide = true, name = "bench-filter")]
     BenchFilter(BenchFilterArgs),
+}
+
+/// A `--time` Slurm reads, kept as written.
+fn slurm_time(text: &str) -> Result<String, nismooth::slurm::time::BadTime> {
+    nismooth::slurm::time::parse(text).map(|_| text.to_string())
 }
 
 /// `nismooth run`'s options given as words after `--` (sbatch's and
@@ -263,17 +279,37 @@ pub struct SbatchArgs {
     pub job_name: String,
     #[arg(long)]
     pub partition: Option<String>,
-    /// Wall-time limit (Slurm format: MM, HH:MM:SS, D-HH:MM:SS).
-    #[arg(long, default_value = "01:00:00")]
+    /// Account to charge (--account).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Quality of service (--qos).
+    #[arg(long)]
+    pub qos: Option<String>,
+    /// Node features the job needs (--constraint), e.g. avx512.
+    #[arg(long)]
+    pub constraint: Option<String>,
+    /// When Slurm mails (--mail-type), e.g. END,FAIL.
+    #[arg(long)]
+    pub mail_type: Option<String>,
+    #[arg(long)]
+    pub mail_user: Option<String>,
+    /// A `module load NAME` line before the run (repeatable).
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// A shell line run before the run, as written (repeatable), e.g. 'source env.sh'.
+    #[arg(long = "setup", value_name = "LINE")]
+    pub setup: Vec<String>,
+    /// Wall-time limit, as Slurm reads it: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+    #[arg(long, default_value = "01:00:00", value_parser = slurm_time)]
     pub time: String,
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
     /// MPI ranks per node (mpi, hybrid; gpu: one per GPU).
     #[arg(long, default_value_t = 1)]
     pub ntasks_per_node: usize,
-    /// CPUs (filter threads) per task (threads, array, hybrid, gpu).
-    #[arg(long, default_value_t = 1)]
-    pub cpus_per_task: usize,
+    /// CPUs (filter threads) per task; default by model: serial and mpi 1, array 2, gpu and hybrid 4, threads 8.
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
     /// Memory per node, e.g. 4G (default: from the largest input image).
     #[arg(long, conflicts_with = "mem_per_cpu")]
     pub mem: Option<String>,
@@ -282,9 +318,9 @@ pub struct SbatchArgs {
     pub mem_per_cpu: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub gpus_per_node: usize,
-    /// Array: number of tasks.
-    #[arg(long, default_value_t = 4)]
-    pub array_tasks: usize,
+    /// Array: number of tasks (default: one per image, in chunks beyond the cluster's MaxArraySize).
+    #[arg(long)]
+    pub array_tasks: Option<usize>,
     /// Array: at most this many tasks at once (%L).
     #[arg(long)]
     pub array_limit: Option<usize>,

@@ -1,61 +1,51 @@
-//! `nismooth sbatch`: a job script for one parallel model, with a memory
+//! `nismooth sbatch`: a job script for one parallel model that runs as
+//! written: its run arguments read as `run` reads them, its inputs found,
+//! its binary absolute and able to run the model, its array inside the
+//! cluster's `MaxArraySize` and covering every image once, and a memory
 //! request from the largest input and the run's own readers.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use nismooth::io::read_header_info;
+use nismooth::metrics::MIB;
 use nismooth::plan::discover;
-use nismooth::resources::rank_request_bytes;
+use nismooth::resources::{pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
+use nismooth::slurm::array::{self, DEFAULT_MAX_ARRAY_SIZE};
 use nismooth::slurm::parse_mib;
-use nismooth::slurm::script::{self, JobSpec, Memory};
+use nismooth::slurm::script::{self, JobSpec, Memory, Model};
 
 use super::cli::{parse_run_args, RunArgs, SbatchArgs};
 use super::EXIT_OK;
 
-use nismooth::metrics::MIB;
-
 /// `nismooth sbatch`: a job script for one parallel model.
 pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().context("locating this nismooth binary")?,
-    };
     // The run arguments are read as `run` will read them, so a script that
     // `run` would refuse is refused here, before it waits in a queue.
     let run = parse_run_args(&args.run_args).context("the run arguments after `--`")?;
     if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
         anyhow::bail!("the run's input {} does not exist", missing.display());
     }
-    let mut notes = Vec::new();
-    let memory = match (&args.mem, &args.mem_per_cpu) {
-        (Some(m), _) => Memory::PerNode {
-            mib: parse_mib(m).context("--mem")?,
-        },
-        (None, Some(m)) => Memory::PerCpu {
-            mib: parse_mib(m).context("--mem-per-cpu")?,
-        },
-        (None, None) => {
-            let rank_mib = rank_memory_mib(&run, args.cpus_per_task, &mut notes)?;
-            Memory::for_ranks(args.model, rank_mib, args.cpus_per_task)
-        }
-    };
-    notes.push(format!(
-        "Time limit {}: a guess until measured; `nismooth estimate` predicts it from a study.",
-        args.time
-    ));
-    let spec = JobSpec {
+    let inputs = discover(&run.inputs, run.list.as_deref()).context("the run's inputs")?;
+    let (binary, mut notes) = job_binary(args.binary.as_deref(), args.model)?;
+    let cpus = args.cpus_per_task.unwrap_or(default_cpus(args.model));
+    let mut spec = JobSpec {
         job_name: args.job_name.clone(),
         partition: args.partition.clone(),
+        account: args.account.clone(),
+        qos: args.qos.clone(),
+        constraint: args.constraint.clone(),
+        mail_type: args.mail_type.clone(),
+        mail_user: args.mail_user.clone(),
+        modules: args.modules.clone(),
+        setup: args.setup.clone(),
         time: args.time.clone(),
         nodes: args.nodes,
         ntasks_per_node: args.ntasks_per_node,
-        cpus_per_task: args.cpus_per_task,
-        memory,
+        cpus_per_task: cpus,
         gpus_per_node: args.gpus_per_node,
-        array_tasks: args.array_tasks,
         array_limit: args.array_limit,
-        array_chunk: args.array_chunk,
-        notes,
         ..JobSpec::new(
             args.model,
             binary.display().to_string(),
@@ -63,6 +53,26 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         )
     }
     .shape();
+    if args.model == Model::Array {
+        let max = array::max_array_size();
+        let plan = array::plan(
+            inputs.len(),
+            args.array_tasks,
+            args.array_chunk,
+            max.unwrap_or(DEFAULT_MAX_ARRAY_SIZE),
+        )?;
+        (spec.array_tasks, spec.array_chunk) = (plan.tasks, plan.chunk);
+        notes.extend(plan.note);
+        if max.is_none() {
+            notes.push(format!("Array: Slurm's default MaxArraySize ({DEFAULT_MAX_ARRAY_SIZE}) assumed: scontrol did not answer here."));
+        }
+    }
+    spec.memory = memory(args, &run, &inputs, spec.cpus_per_task, &mut notes)?;
+    notes.push(format!(
+        "Time limit {}: a guess until measured; `nismooth estimate` predicts it from a study.",
+        args.time
+    ));
+    spec.notes = notes;
     let text = script::render(&spec);
     match &args.write {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
@@ -71,11 +81,93 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// CPUs per task when `--cpus-per-task` is not given: one where the model
+/// says so, two for an array task (a reader beside the filter), four for a
+/// rank that feeds a GPU or runs threads beside other ranks, eight for a
+/// single threaded task.
+fn default_cpus(model: Model) -> usize {
+    match model {
+        Model::Serial | Model::Mpi => 1,
+        Model::Array => 2,
+        Model::Gpu | Model::Hybrid => 4,
+        Model::Threads => 8,
+    }
+}
+
+/// The binary the job runs, absolute: `--binary` (a bare name looked up on
+/// PATH), else `nismooth` on PATH, else this one. A GPU job needs a binary
+/// built with CUDA, which its `--version` says.
+fn job_binary(asked: Option<&Path>, model: Model) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let mut notes = Vec::new();
+    let binary = match asked {
+        Some(p) if p.components().count() == 1 => {
+            on_path(p).with_context(|| format!("--binary {}: not found on PATH", p.display()))?
+        }
+        Some(p) => std::path::absolute(p)?,
+        None => match on_path(Path::new("nismooth")) {
+            Some(p) => p,
+            None => {
+                let me = std::env::current_exe().context("locating this nismooth binary")?;
+                notes.push(format!(
+                    "Binary: nismooth is not on PATH here, so the job runs this one ({}); install it where the nodes see it, or pass --binary.",
+                    me.display()
+                ));
+                me
+            }
+        },
+    };
+    let version = std::process::Command::new(&binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("the job's binary {} does not run here", binary.display()))?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    if model == Model::Gpu && !version.contains("cuda") {
+        anyhow::bail!(
+            "--model gpu: {} was built without CUDA ({}); build with --features cuda or pass --binary",
+            binary.display(),
+            version.trim()
+        );
+    }
+    Ok((binary, notes))
+}
+
+/// `name` in a PATH folder, as an executable file.
+fn on_path(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .and_then(|p| std::path::absolute(p).ok())
+}
+
+/// `--mem`, `--mem-per-cpu`, or the request for the largest input.
+fn memory(
+    args: &SbatchArgs,
+    run: &RunArgs,
+    inputs: &[PathBuf],
+    cpus: usize,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Memory> {
+    Ok(match (&args.mem, &args.mem_per_cpu) {
+        (Some(m), _) => Memory::PerNode {
+            mib: parse_mib(m).context("--mem")?,
+        },
+        (None, Some(m)) => Memory::PerCpu {
+            mib: parse_mib(m).context("--mem-per-cpu")?,
+        },
+        (None, None) => {
+            let rank_mib = rank_memory_mib(run, inputs, cpus, notes);
+            Memory::for_ranks(args.model, rank_mib, cpus)
+        }
+    })
+}
+
 /// Memory per rank (MiB) from the largest input image and the run's
 /// readers: the run's own `--threads`, when it sets one, decides them.
-fn rank_memory_mib(run: &RunArgs, cpus: usize, notes: &mut Vec<String>) -> anyhow::Result<f64> {
+fn rank_memory_mib(run: &RunArgs, inputs: &[PathBuf], cpus: usize, notes: &mut Vec<String>) -> f64 {
     let readers = super::run::readers(run, run.threads.unwrap_or(cpus));
-    let inputs = discover(&run.inputs, run.list.as_deref()).context("the run's inputs")?;
     let largest = inputs
         .iter()
         .filter_map(|p| read_header_info(p).ok())
@@ -85,14 +177,14 @@ fn rank_memory_mib(run: &RunArgs, cpus: usize, notes: &mut Vec<String>) -> anyho
         notes.push(
             "Memory: a default (no input header could be read here); measure with a study.".into(),
         );
-        return Ok(2048.0);
+        return 2048.0;
     };
     let need = rank_request_bytes(bytes, readers) as f64 / MIB;
     notes.push(format!(
         "Memory: largest input image {:.1} MiB in memory; a rank with {readers} reader(s) holds up to {}× that + {} MiB = {need:.0} MiB.",
         bytes as f64 / MIB,
-        nismooth::resources::pipeline_images(readers),
-        nismooth::resources::RANK_BASE_BYTES >> 20,
+        pipeline_images(readers),
+        RANK_BASE_BYTES >> 20,
     ));
-    Ok(need)
+    need
 }

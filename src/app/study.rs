@@ -260,7 +260,7 @@ impl Request {
         let time_s = e.wall_s.high * margin;
         let rank_mib = e.peak_rss_per_rank_bytes.high * margin / MIB;
         Request {
-            time: fit::slurm_time(time_s),
+            time: nismooth::slurm::time::format(time_s),
             time_s,
             mem_per_cpu_mib: per_cpu_mib(rank_mib, threads),
             rank_mib,

@@ -72,6 +72,9 @@ struct Planned {
 /// the costs the schedule needs: root's work before the broadcast.
 fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
     let inputs = plan::discover(&cfg.inputs, cfg.list.as_deref())?;
+    if let Some(slot) = cfg.array {
+        covers_every_image(inputs.len(), slot, cfg.array_chunk)?;
+    }
     let reports: Vec<(&'static str, &std::path::Path)> =
         [("--report", &cfg.report), ("--csv", &cfg.csv)]
             .into_iter()
@@ -111,17 +114,30 @@ fn inject_panic(stage: &str, rank: usize) {
     }
 }
 
+/// An array whose chunks leave images to no task is refused on every task,
+/// before anything is written: each task would end well, the job would
+/// show COMPLETED, and those images would never be smoothed.
+fn covers_every_image(
+    n: usize,
+    slot: crate::slurm::ArraySlot,
+    chunk: Option<usize>,
+) -> Result<(), UsageError> {
+    let uncovered = slot.uncovered(n, chunk);
+    if uncovered == 0 {
+        return Ok(());
+    }
+    let k = chunk.unwrap_or(1).max(1);
+    Err(UsageError::Array(format!(
+        "--array-chunk {k} × {} array tasks leaves the last {uncovered} of {n} images to no task: \
+         submit --array=0-{} or a larger chunk",
+        slot.count,
+        n.div_ceil(k) - 1
+    )))
+}
+
 /// This array task's images (global indices kept, so merged reports line up).
 fn array_share(all: Vec<Task>, slot: crate::slurm::ArraySlot, chunk: Option<usize>) -> Vec<Task> {
     let n = all.len();
-    let uncovered = slot.uncovered(n, chunk);
-    if uncovered > 0 {
-        log::warn!(
-            "--array-chunk {} × {} array tasks leaves the last {uncovered} of {n} images to no task",
-            chunk.unwrap_or(0),
-            slot.count
-        );
-    }
     let keep = slot.share(n, chunk);
     log::info!(
         "array task {} ({} of {}): {} of {n} images",

@@ -4,7 +4,9 @@
 //!
 //! `script` renders ready-to-submit sbatch scripts for each parallel model.
 
+pub mod array;
 pub mod script;
+pub mod time;
 
 use serde::{Deserialize, Serialize};
 

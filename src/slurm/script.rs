@@ -76,6 +76,14 @@ pub struct JobSpec {
     pub model: Model,
     pub job_name: String,
     pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub constraint: Option<String>,
+    pub mail_type: Option<String>,
+    pub mail_user: Option<String>,
+    /// `module load` lines, then shell lines as written, before the run.
+    pub modules: Vec<String>,
+    pub setup: Vec<String>,
     /// Slurm time format, e.g. `00:30:00` or `1-00:00:00`.
     pub time: String,
     pub nodes: usize,
@@ -103,6 +111,13 @@ impl JobSpec {
             model,
             job_name: "nismooth".into(),
             partition: None,
+            account: None,
+            qos: None,
+            constraint: None,
+            mail_type: None,
+            mail_user: None,
+            modules: Vec::new(),
+            setup: Vec::new(),
             time: "01:00:00".into(),
             nodes: 1,
             ntasks_per_node: 1,
@@ -220,8 +235,18 @@ fn requests(s: &JobSpec) -> String {
         let _ = writeln!(o, "# {n}");
     }
     sb(&mut o, format!("--job-name={}", shell_quote(&s.job_name)));
-    if let Some(p) = &s.partition {
-        sb(&mut o, format!("--partition={}", shell_quote(p)));
+    let optional = [
+        ("partition", &s.partition),
+        ("account", &s.account),
+        ("qos", &s.qos),
+        ("constraint", &s.constraint),
+        ("mail-type", &s.mail_type),
+        ("mail-user", &s.mail_user),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            sb(&mut o, format!("--{name}={}", shell_quote(v)));
+        }
     }
     sb(&mut o, format!("--nodes={}", s.nodes));
     sb(&mut o, format!("--ntasks-per-node={}", s.ntasks_per_node));
@@ -252,6 +277,12 @@ fn preamble(s: &JobSpec) -> String {
     let mut o = String::new();
     let array = s.model == Model::Array;
     let _ = writeln!(o, "set -euo pipefail\n");
+    for m in &s.modules {
+        let _ = writeln!(o, "module load {}", shell_quote(m));
+    }
+    for line in &s.setup {
+        let _ = writeln!(o, "{line}");
+    }
     let _ = writeln!(o, "NISMOOTH={}", shell_quote(&s.binary));
     let _ = writeln!(
         o,
@@ -346,9 +377,8 @@ mod tests {
     use super::*;
 
     fn spec(model: Model) -> JobSpec {
+        let run_args = vec!["/data/in dir".into(), "-o".into(), "/data/out".into()];
         JobSpec {
-            model,
-            job_name: "nismooth".into(),
             partition: Some("debug".into()),
             time: "00:30:00".into(),
             nodes: 2,
@@ -358,10 +388,7 @@ mod tests {
             gpus_per_node: 2,
             array_tasks: 10,
             array_limit: Some(4),
-            array_chunk: None,
-            binary: "/opt/nismooth/bin/nismooth".into(),
-            run_args: vec!["/data/in dir".into(), "-o".into(), "/data/out".into()],
-            notes: vec![],
+            ..JobSpec::new(model, "/opt/nismooth/bin/nismooth".into(), run_args)
         }
         .shape()
     }

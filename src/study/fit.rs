@@ -430,17 +430,6 @@ fn advice(
     advice
 }
 
-/// Slurm time (D-HH:MM:SS) for `s` seconds, rounded up to whole minutes.
-pub fn slurm_time(s: f64) -> String {
-    let mins = (s / 60.0).ceil().max(1.0) as u64;
-    let (d, h, m) = (mins / 1440, (mins % 1440) / 60, mins % 60);
-    if d > 0 {
-        format!("{d}-{h:02}:{m:02}:00")
-    } else {
-        format!("{h:02}:{m:02}:00")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,12 +575,5 @@ mod tests {
         let want = (8 << 20) as f64 + 2.0 * (8000 << 10) as f64;
         assert!((e.peak_rss_per_rank_bytes.value / want - 1.0).abs() < 1e-9);
         assert!((e.memory_base_bytes - (8 << 20) as f64).abs() < 1.0);
-    }
-
-    #[test]
-    fn slurm_times_round_up() {
-        assert_eq!(slurm_time(59.0), "00:01:00");
-        assert_eq!(slurm_time(3601.0), "01:01:00");
-        assert_eq!(slurm_time(90000.0), "1-01:00:00");
     }
 }

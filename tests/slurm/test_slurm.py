@@ -52,11 +52,12 @@ def submit(script, cwd, *extra):
 
 
 def jobcomp(jid):
-    """Finished-job records of `jid` (and its array tasks) from jobcomp/filetxt."""
+    """Finished-job records of `jid` (and of each of its array tasks, which jobcomp/filetxt
+    records under their own JobId with ArrayJobId={jid}), from jobcomp/filetxt."""
     records = []
     for line in (SLURM_DIR / "jobcomp.txt").read_text().splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        if fields.get("JobId") == jid or fields.get("JobId", "").startswith(f"{jid}_"):
+        if jid in (fields.get("JobId"), fields.get("ArrayJobId")):
             records.append(fields)
     return records
 
@@ -137,7 +138,23 @@ def test_array_of_four_covers_the_list_once_and_merges(images, tmp_path, chunk):
     assert [i["index"] for i in m["images"]] == list(range(6))
     assert m["summary"]["ok"] == 6 and len(m["processes"]) == 4
     outputs_match(tmp_path / "out", images / "single")
-    assert all(rec["JobState"] == "COMPLETED" for rec in jobcomp(jid))
+    recs = jobcomp(jid)
+    assert len(recs) == 4 and all(rec["JobState"] == "COMPLETED" for rec in recs), recs
+
+
+@one_node
+def test_an_array_whose_chunks_leave_images_out_fails_every_task(images, tmp_path):
+    # Four tasks of one image each on six images: before, every task warned, ended 0 and
+    # the array showed COMPLETED with two images never smoothed.
+    script = tmp_path / "array.sh"
+    script.write_text("#!/bin/bash\n" + shlex.join([str(BIN), "run", str(images / "in"), "-o", str(tmp_path / "out"),
+                      "--progress", "none", "--array", "--array-chunk", "1"]) + "\n")
+    jid = submit(script, tmp_path, "--array=0-3", "-o", "%x-%A_%a.out")
+    recs = jobcomp(jid)
+    assert len(recs) == 4 and all(r["JobState"] == "FAILED" and r["ExitCode"].startswith("2:") for r in recs), recs
+    assert not (tmp_path / "out").exists()
+    logs = "".join(p.read_text() for p in tmp_path.glob("*.out"))
+    assert "leaves the last 2 of 6 images to no task: submit --array=0-5" in logs
 
 
 @one_node
@@ -147,14 +164,15 @@ def test_generated_scripts_run_as_is(images, tmp_path, model):
     opts = {"mpi": ["--ntasks-per-node", "2"], "hybrid": ["--ntasks-per-node", "2", "--cpus-per-task", "1"],
             "threads": ["--cpus-per-task", "2"], "array": ["--array-tasks", "3"]}.get(model, [])
     subprocess.run([str(BIN), "sbatch", "--model", model, "--partition", "debug", "--time", "00:05:00", *opts,
-                    "--write", str(script), "--", str(images / "in"), "-o", str(tmp_path / "out")],
-                   check=True, capture_output=True)
+                    "--setup", "echo setup-ran-$SLURM_JOB_ID", "--write", str(script), "--", str(images / "in"),
+                    "-o", str(tmp_path / "out")], check=True, capture_output=True)
     jid = submit(script, tmp_path)
     recs = jobcomp(jid)
     assert recs and all(r["JobState"] == "COMPLETED" for r in recs), recs
     outputs_match(tmp_path / "out", images / "single")
     logs = "".join(p.read_text() for p in tmp_path.glob("nismooth-*.out"))
     assert "time: wall" in logs, "the script times the run like the course's \\time"
+    assert "setup-ran-" in logs, "--setup lines run before the job"
     reports = list(tmp_path.glob("nismooth-*.json"))
     assert len(reports) == (3 if model == "array" else 1)
 

@@ -1,0 +1,260 @@
+//! `nismooth sbatch` writes scripts that run as written: Slurm's time
+//! forms, arrays that cover every image once inside MaxArraySize, the
+//! binary absolute and able to run the model, the request lines a cluster
+//! asks for, and default CPUs per model. (tests/slurm runs the scripts.)
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{phantoms, s};
+
+fn sbatch(args: &[&str], path: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nismooth"));
+    c.arg("sbatch").args(args).env("RUST_LOG", "warn");
+    if let Some(p) = path {
+        c.env("PATH", p);
+    }
+    c.output().expect("run nismooth")
+}
+
+fn script(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn refused(o: &Output, why: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(why), "{why:?} not in: {err}");
+    assert!(o.stdout.is_empty(), "no script for a refused job");
+}
+
+fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+#[test]
+fn time_limits_are_read_as_slurm_reads_them() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    phantoms(&inp, 1);
+    let out = t.path().join("out");
+    let run = ["--", s(&inp), "-o", s(&out)];
+    for ok in ["90", "1-12:00:00", "00:30:00", "90:00"] {
+        let args = [&["--model", "serial", "--time", ok][..], &run].concat();
+        assert!(script(&sbatch(&args, None)).contains(&format!("#SBATCH --time={ok}\n")));
+    }
+    for bad in ["90min", "1h", "1:60:00", "0"] {
+        let args = [&["--model", "serial", "--time", bad][..], &run].concat();
+        let o = sbatch(&args, None);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("Slurm reads MM, MM:SS, HH:MM:SS"));
+    }
+}
+
+#[test]
+fn arrays_cover_every_image_once_within_max_array_size() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    phantoms(&inp, 20);
+    let out = t.path().join("out");
+    let run = ["--", s(&inp), "-o", s(&out)];
+    let array = |extra: &[&str]| sbatch(&[&["--model", "array"], extra, &run].concat(), None);
+    // The reviewed case: chunks of 2 on four tasks covered 8 of 20 images.
+    refused(
+        &array(&["--array-chunk", "2", "--array-tasks", "4"]),
+        "covers 8 of 20 images",
+    );
+    refused(
+        &array(&["--array-chunk", "2", "--array-tasks", "11"]),
+        "need only 10 task(s)",
+    );
+    refused(
+        &array(&["--array-tasks", "21"]),
+        "1 task(s) would have none",
+    );
+    let text = script(&array(&["--array-chunk", "2"]));
+    assert_eq!(line(&text, "#SBATCH --array="), "#SBATCH --array=0-9");
+    assert!(text.contains("--array --array-chunk 2"), "{text}");
+    let text = script(&array(&["--array-limit", "5"]));
+    assert_eq!(line(&text, "#SBATCH --array="), "#SBATCH --array=0-19%5");
+
+    // 2500 images (a list naming one image 2500 times) pass Slurm's default MaxArraySize: chunks of 3.
+    let list = t.path().join("list.txt");
+    let first = std::fs::read_dir(&inp)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&list, format!("{}\n", s(&first)).repeat(2500)).unwrap();
+    let o = sbatch(
+        &["--model", "array", "--", "--list", s(&list), "-o", s(&out)],
+        Some("/usr/bin:/bin"),
+    );
+    let text = script(&o);
+    assert_eq!(line(&text, "#SBATCH --array="), "#SBATCH --array=0-833");
+    assert!(
+        text.contains("--array-chunk 3") && text.contains("MaxArraySize 1001"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_binary_is_absolute_and_can_run_the_model() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    phantoms(&inp, 1);
+    let out = t.path().join("out");
+    let run = ["--", s(&inp), "-o", s(&out)];
+    // nismooth on PATH is the one the script runs.
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nismooth"), bin.join("nismooth")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", s(&bin));
+    let text = script(&sbatch(
+        &[&["--model", "serial"][..], &run].concat(),
+        Some(&path),
+    ));
+    assert_eq!(
+        line(&text, "NISMOOTH="),
+        format!("NISMOOTH={}", s(&bin.join("nismooth")))
+    );
+    // Off PATH: this binary, said in a comment.
+    let text = script(&sbatch(
+        &[&["--model", "serial"][..], &run].concat(),
+        Some("/usr/bin:/bin"),
+    ));
+    assert!(line(&text, "NISMOOTH=").ends_with("/nismooth") && text.contains("not on PATH"));
+    refused(
+        &sbatch(
+            &[
+                &["--model", "serial", "--binary", "no-such-nismooth"][..],
+                &run,
+            ]
+            .concat(),
+            None,
+        ),
+        "not found on PATH",
+    );
+    // A GPU job needs a CUDA build.
+    let gpu = sbatch(&[&["--model", "gpu"][..], &run].concat(), None);
+    let version = Command::new(env!("CARGO_BIN_EXE_nismooth"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&version.stdout).contains("cuda") {
+        assert!(script(&gpu).contains("--backend cuda"));
+    } else {
+        refused(&gpu, "was built without CUDA");
+    }
+}
+
+#[test]
+fn request_lines_setup_and_default_cpus() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    phantoms(&inp, 1);
+    let out = t.path().join("out");
+    let o = sbatch(
+        &[
+            "--model",
+            "threads",
+            "--account",
+            "lab42",
+            "--qos",
+            "short",
+            "--constraint",
+            "avx512",
+            "--mail-type",
+            "END,FAIL",
+            "--mail-user",
+            "me@example.org",
+            "--module",
+            "openmpi/4.1",
+            "--module",
+            "nismooth",
+            "--setup",
+            "source /opt/env.sh",
+            "--",
+            s(&inp),
+            "-o",
+            s(&out),
+        ],
+        None,
+    );
+    let text = script(&o);
+    for want in [
+        "#SBATCH --account=lab42\n",
+        "#SBATCH --qos=short\n",
+        "#SBATCH --constraint=avx512\n",
+        "#SBATCH --mail-type=END,FAIL\n",
+        "#SBATCH --mail-user=me@example.org\n",
+        "module load openmpi/4.1\nmodule load nismooth\nsource /opt/env.sh\n",
+        "#SBATCH --cpus-per-task=8\n",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    for (model, cpus) in [("serial", 1), ("mpi", 1), ("array", 2), ("hybrid", 4)] {
+        let text = script(&sbatch(
+            &["--model", model, "--", s(&inp), "-o", s(&out)],
+            None,
+        ));
+        assert_eq!(
+            line(&text, "#SBATCH --cpus-per-task="),
+            format!("#SBATCH --cpus-per-task={cpus}"),
+            "{model}"
+        );
+    }
+    assert!(!Path::new(&out).exists(), "sbatch runs nothing");
+}
+
+#[test]
+fn a_run_refuses_an_array_whose_chunks_leave_images_out() {
+    // What a hand-written `--array=0-3` with `--array-chunk 2` on 20 images does on
+    // each task: refused (exit 2) before anything is written, not a warning and a
+    // COMPLETED job with 12 images never smoothed.
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    phantoms(&inp, 20);
+    let out = t.path().join("out");
+    for task in ["0", "3"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_nismooth"))
+            .args([
+                "run",
+                s(&inp),
+                "-o",
+                s(&out),
+                "--array",
+                "--array-chunk",
+                "2",
+                "--progress",
+                "none",
+            ])
+            .envs([
+                ("SLURM_JOB_ID", "70"),
+                ("SLURM_ARRAY_JOB_ID", "70"),
+                ("SLURM_ARRAY_TASK_ID", task),
+                ("SLURM_ARRAY_TASK_MIN", "0"),
+                ("SLURM_ARRAY_TASK_MAX", "3"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ])
+            .output()
+            .unwrap();
+        refused_run(
+            &o,
+            "leaves the last 12 of 20 images to no task: submit --array=0-9",
+        );
+        assert!(!out.exists(), "a refused task writes nothing");
+    }
+}
+
+fn refused_run(o: &Output, why: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(why), "{why:?} not in: {err}");
+}
