@@ -222,7 +222,7 @@ fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel, StudyErro
     let spread = (2.0 * rel_sd).max(0.05) + if extrapolated { 0.10 } else { 0.0 };
     let wall_s = Interval {
         value: wall,
-        low: wall * (1.0 - spread),
+        low: wall * (1.0 - spread).max(0.0),
         high: wall * (1.0 + spread),
     };
     Ok(TimeModel {
@@ -308,7 +308,7 @@ fn memory_model(ok: &[StudyPoint], target: &Target) -> MemoryModel {
     let mem_spread = (2.0 * mem_sd).max(0.05);
     let peak_rss = Interval {
         value: mem,
-        low: mem * (1.0 - mem_spread),
+        low: mem * (1.0 - mem_spread).max(0.0),
         high: mem * (1.0 + mem_spread),
     };
     MemoryModel {
@@ -388,8 +388,22 @@ fn advice(
             }
         ));
     }
-    if let Some(two) = time.fits.iter().find(|f| f.ranks > base.ranks) {
-        let s = two.ranks as f64 / base.ranks as f64 * base.b / two.b.max(1e-30);
+    advice.extend(measurability(ok));
+    let two = time.fits.iter().find(|f| f.ranks > base.ranks);
+    let ratio = two.map_or(1.0, |t| t.ranks as f64 / base.ranks as f64);
+    // A speed-up outside (0.05, 2 × the rank ratio) is the fit's noise, not
+    // the machine's: said so, never printed as a figure.
+    let speedup = two
+        .filter(|t| base.b > 0.0 && t.b > 0.0)
+        .map(|t| ratio * base.b / t.b)
+        .filter(|s| (0.05..=2.0 * ratio).contains(s));
+    if let (Some(two), None) = (two, speedup) {
+        advice.push(format!(
+            "{} ranks on one node: the study's times do not fit time = a + b × voxels well enough to give a speed-up over {} (runs too short or too noisy); study more or larger images.",
+            two.ranks, base.ranks
+        ));
+    }
+    if let (Some(two), Some(s)) = (two, speedup) {
         let limit = if serial_fraction < 1e-3 {
             "no contention between ranks was measured, so the study cannot say where it starts: measure more ranks per node before relying on many".to_string()
         } else {
@@ -403,7 +417,7 @@ fn advice(
             two.ranks,
             s,
             base.ranks,
-            100.0 * s / (two.ranks as f64 / base.ranks as f64),
+            100.0 * s / ratio,
             serial_fraction,
         ));
     }
@@ -430,9 +444,128 @@ fn advice(
     advice
 }
 
+/// What the study could not measure well: points too short for the
+/// per-voxel cost to stand out of the fixed costs, and a launcher whose
+/// start-up is a large part of each point (the job's limit must cover it).
+fn measurability(ok: &[StudyPoint]) -> Vec<String> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let wall = median(ok.iter().map(|p| p.wall_s).collect());
+    let launcher = median(
+        ok.iter()
+            .map(|p| (p.outer_wall_s - p.wall_s).max(0.0) / p.outer_wall_s.max(1e-9))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    if wall < 1.0 {
+        out.push(format!(
+            "The study's runs last {:.0} ms (median): too short for the per-image cost to stand out of start-up and noise; study more or larger images (a second or more per point) before trusting a large extrapolation.",
+            1e3 * wall
+        ));
+    }
+    if launcher > 0.3 {
+        out.push(format!(
+            "The launcher's start-up is {:.0}% of each point's time (median): a job's time limit must cover it as well as the run.",
+            100.0 * launcher
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Numbers in a text, as written (signs, decimals, exponents).
+    fn numbers(text: &str) -> Vec<f64> {
+        text.split(|c: char| !(c.is_ascii_digit() || ".-e+".contains(c)))
+            .filter_map(|w| {
+                w.trim_matches(|c| c == '.' || c == '-' || c == '+' || c == 'e')
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_figure_is_ever_absurd_whatever_the_study() {
+        // Random studies, degenerate ones included: identical sizes, zero and
+        // tiny walls, noise far beyond any signal, one rank count or several.
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..2000 {
+            let mut pts = Vec::new();
+            let scale = [1e-3, 0.04, 1.0, 100.0][case % 4];
+            for ranks in [1, 2, 4].into_iter().take(1 + case % 3) {
+                for tasks in [1, 2, 4, 8, 16] {
+                    if next() < 0.3 {
+                        continue;
+                    }
+                    let wall =
+                        scale * (next() * 3.0 + if case % 5 == 0 { 0.0 } else { tasks as f64 });
+                    let mut p = point(ranks, tasks, wall, (next() * 1e9) as u64 + 1);
+                    p.outer_wall_s = wall + next() * scale;
+                    p.cpu_efficiency = next();
+                    if case % 7 == 0 {
+                        p.max_rank_voxels = 1000;
+                    }
+                    pts.push(p);
+                }
+            }
+            let target = Target {
+                tasks: 1 + (next() * 40000.0) as usize,
+                nodes: 1 + (next() * 4.0) as usize,
+                ranks_per_node: 1 + (next() * 8.0) as usize,
+                threads: 1,
+                mean_voxels: None,
+                largest_image_bytes: None,
+            };
+            let Ok(e) = estimate(&pts, target) else {
+                continue;
+            };
+            for iv in [&e.wall_s, &e.peak_rss_per_rank_bytes] {
+                assert!(
+                    iv.value.is_finite() && iv.low <= iv.value && iv.value <= iv.high,
+                    "{case}: {iv:?}"
+                );
+                assert!(
+                    iv.low >= -1e-9 * iv.value.abs().max(1.0) || iv.value == 0.0,
+                    "{case}: {iv:?}"
+                );
+            }
+            assert!((0.0..=1.0).contains(&e.serial_fraction), "{case}");
+            for a in &e.advice {
+                assert!(!a.contains("inf") && !a.contains("NaN"), "{case}: {a}");
+                let speedups: Vec<f64> = a
+                    .split("speed-up ")
+                    .skip(1)
+                    .flat_map(numbers)
+                    .take(1)
+                    .collect();
+                assert!(
+                    speedups.iter().all(|s| (0.05..=16.0).contains(s)),
+                    "{case}: {a}"
+                );
+                let effs: Vec<f64> = a
+                    .split("(efficiency ")
+                    .skip(1)
+                    .flat_map(numbers)
+                    .take(1)
+                    .collect();
+                assert!(
+                    effs.iter().all(|e| (0.0..=200.0).contains(e)),
+                    "{case}: {a}"
+                );
+            }
+        }
+    }
 
     fn point(ranks: usize, tasks: usize, wall: f64, peak: u64) -> StudyPoint {
         StudyPoint {
