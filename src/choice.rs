@@ -2,9 +2,9 @@
 //!
 //! Each library enum lists its names (and a line of help) once, through
 //! `named_choices!`, and then parses from and prints as those names. The
-//! command line offers them to clap from that list (`cli::choice`), so the
-//! library needs no clap type, and a report, a script and the help text
-//! spell every value the same way.
+//! command line offers them to clap from that list (`choice` in the
+//! binary's `app/cli.rs`), so the library needs no clap type, and a report,
+//! a script and the help text spell every value the same way.
 
 /// An enum whose values have names.
 pub trait Choice: Copy + PartialEq + Send + Sync + 'static {

@@ -2,7 +2,12 @@
 //!
 //! The flow follows the data: `plan` turns what the user named into tasks,
 //! `driver` shares them over processes (`driver::comm`) and runs each through
-//! `io` → `filter` → `io`, and `report` exports what was measured.
+//! `io` → `filter` → `io`, and `report` exports what was measured. `config`
+//! holds a run's settings as plain data, `resources` the memory model and the
+//! room left, `slurm` what a job's environment says and the scripts, arrays
+//! and time limits a job needs, `study` scaling studies and estimates,
+//! `generate` phantoms. The command line lives in the binary (`src/app/`);
+//! this library takes no clap type.
 // Every unsafe block says why it is sound, and every public unsafe fn states
 // its contract (CI denies both).
 #![deny(

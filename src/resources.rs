@@ -1,11 +1,12 @@
-//! How much memory this process may still take, from every limit that can
-//! end it: the cgroup it runs in (Slurm's `task/cgroup`, v1 or v2), its
-//! address-space rlimit (`ulimit -v`) and the node's available memory.
+//! Memory: the one model of what a rank holds, and the room it has left.
 //!
-//! It also holds the pipeline's side of the memory model, which the run,
-//! `sbatch` and `estimate` share: how many readers a rank gets and how many
-//! images it holds at once.
+//! The model (which the run, `sbatch` and `estimate` share): how many
+//! readers a rank gets, how many images it holds at once, and what a rank's
+//! request must cover.
 //!
+//! The room: how much memory this process may still take, from every limit
+//! that can end it: the cgroup it runs in (Slurm's `task/cgroup`, v1 or v2),
+//! its address-space rlimit (`ulimit -v`) and the node's available memory.
 //! Why: an image whose header claims more voxels than fit would otherwise be
 //! allocated anyway, and the process dies for it (an abort on `ulimit -v`,
 //! the OOM killer in a cgroup), taking every other image of the run with it.

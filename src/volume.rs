@@ -96,8 +96,8 @@ impl fmt::Display for DType {
 }
 
 impl FromStr for DType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<DType, String> {
+    type Err = crate::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<DType, Self::Err> {
         match s {
             "uint8" | "u8" => Ok(DType::U8),
             "int8" | "i8" => Ok(DType::I8),
@@ -109,7 +109,10 @@ impl FromStr for DType {
             "uint64" | "u64" => Ok(DType::U64),
             "float32" | "f32" => Ok(DType::F32),
             "float64" | "f64" => Ok(DType::F64),
-            _ => Err(format!("unknown dtype '{s}'")),
+            _ => Err(crate::choice::UnknownChoice {
+                given: s.into(),
+                expected: DType::ALL.map(|d| d.name()).join(", "),
+            }),
         }
     }
 }
@@ -133,7 +136,9 @@ pub trait Sample: bytemuck::Pod + Send + Sync + 'static {
 
 /// `cvtt32` over a slice: eight at a time with AVX-512's `vcvttpd2dq`, which
 /// gives i32::MIN for NaN and out-of-range values exactly as the scalar
-/// instruction does.
+/// instruction does. A conversion primitive below the filter (readers use it
+/// too), so it asks std's cached feature detection itself rather than the
+/// filter's `simd::level()`; the bits are the same either way.
 #[inline(always)]
 fn cvtt32_slice(src: &[f64], out: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
@@ -149,10 +154,13 @@ fn cvtt32_slice(src: &[f64], out: &mut [i32]) {
     }
 }
 
+/// # Safety
+/// The CPU has AVX-512 F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn cvtt32_avx512(src: &[f64], out: &mut [i32]) {
-    // SAFETY: the caller keeps the contract above.
+    // SAFETY: AVX-512 F is the caller's promise; every 8-lane load and store
+    // starts below `full` ≤ the shorter length, so it stays inside both slices.
     unsafe {
         use std::arch::x86_64::*;
         let n = src.len().min(out.len());

@@ -29,7 +29,7 @@ pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
     let spec = FilterSpec {
         sigma: nismooth::config::parse_sigma(&args.sigma)?,
         truncate: 4.0,
-        mode: args.mode.parse().map_err(anyhow::Error::msg)?,
+        mode: args.mode,
         cval: 0.0,
         exp: ExpFlavour::detect(),
         semantics: Semantics::Scipy,

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nismooth::choice::{Choice, UnknownChoice};
 
 pub use nismooth::config::ProgressChoice;
+use nismooth::filter::Mode;
 pub use nismooth::filter::{BackendChoice, Compat, Units};
 pub use nismooth::generate::NoiseChoice;
 pub use nismooth::plan::schedule::Schedule;
@@ -96,8 +97,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4.0)]
     pub truncate: f64,
     /// Boundary mode, as scipy.ndimage.
-    #[arg(long, default_value = "reflect")]
-    pub mode: String,
+    #[arg(long, default_value = "reflect", value_parser = choice::<Mode>())]
+    pub mode: Mode,
     /// Value outside the image for --mode constant (negative values may follow a space: --cval -7.5).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub cval: f64,
@@ -405,8 +406,8 @@ pub struct BenchFilterArgs {
     #[arg(long)]
     pub dump: Option<PathBuf>,
     /// Boundary mode, as scipy.ndimage.
-    #[arg(long, default_value = "reflect")]
-    pub mode: String,
+    #[arg(long, default_value = "reflect", value_parser = choice::<Mode>())]
+    pub mode: Mode,
     /// Filter backend: cpu, or cuda (whose kernels are also timed alone, by CUDA events).
     #[arg(long, value_parser = choice::<BackendChoice>(), default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,

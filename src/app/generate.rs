@@ -10,7 +10,7 @@ use super::EXIT_OK;
 /// `nismooth generate`: synthetic phantoms.
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<u8> {
     let shape = generate::parse_shape(&args.shape).context("--shape")?;
-    let dtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
+    let dtype = args.dtype.parse().context("--dtype")?;
     let spec = PhantomSpec {
         shape,
         dtype,

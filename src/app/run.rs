@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use nismooth::choice::{Choice, UnknownChoice};
+use nismooth::choice::Choice;
 use nismooth::config::{self, RunConfig};
 use nismooth::driver;
 use nismooth::driver::comm::Comm;
@@ -62,7 +62,7 @@ pub fn readers(a: &RunArgs, threads: usize) -> usize {
 /// The run's settings from its options and its place in the job: `ranks`
 /// processes in the run, `node_ranks` of them on this node (for the
 /// default threads), the Slurm context from the environment.
-pub fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig, UsageError> {
+fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig, UsageError> {
     if a.compat == Compat::Fsl && a.units == Units::Mm {
         return Err(UsageError::Conflict(
             "--compat fsl takes σ in mm already: --units does not apply",
@@ -88,14 +88,7 @@ pub fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunCon
         },
         compat: a.compat,
         truncate: a.truncate,
-        mode: a
-            .mode
-            .parse()
-            .map_err(|e: UnknownChoice| UsageError::BadValue {
-                option: "--mode",
-                value: e.given,
-                expected: format!("expected one of {}", e.expected),
-            })?,
+        mode: a.mode,
         cval: a.cval,
         dtype: match (a.dtype, a.compat) {
             (None, Compat::Scipy) | (Some(DtypeChoice::Input), _) => None,

@@ -14,7 +14,7 @@ use nismooth::plan::discover;
 use nismooth::resources::{pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
 use nismooth::slurm::array::{self, DEFAULT_MAX_ARRAY_SIZE};
 use nismooth::slurm::parse_mib;
-use nismooth::slurm::script::{self, JobSpec, Memory, Model};
+use nismooth::slurm::script::{self, JobSpec, Memory, Model, DEFAULT_MEMORY_MIB};
 
 use super::cli::{parse_run_args, RunArgs, SbatchArgs};
 use super::EXIT_OK;
@@ -23,11 +23,7 @@ use super::EXIT_OK;
 pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     // The run arguments are read as `run` will read them, so a script that
     // `run` would refuse is refused here, before it waits in a queue.
-    let run = parse_run_args(&args.run_args).context("the run arguments after `--`")?;
-    if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
-        anyhow::bail!("the run's input {} does not exist", missing.display());
-    }
-    let inputs = discover(&run.inputs, run.list.as_deref()).context("the run's inputs")?;
+    let (run, inputs) = checked_run(&args.run_args)?;
     let (binary, mut notes) = job_binary(args.binary.as_deref(), args.model)?;
     let cpus = args.cpus_per_task.unwrap_or(default_cpus(args.model));
     let mut spec = JobSpec {
@@ -81,6 +77,18 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// The run arguments after `--`, read as `run` will read them (so a script
+/// that `run` would refuse is refused before it waits in a queue), and
+/// the images they name, which must exist.
+pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>)> {
+    let run = parse_run_args(words).context("the run arguments after `--`")?;
+    if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
+        anyhow::bail!("the run's input {} does not exist", missing.display());
+    }
+    let inputs = discover(&run.inputs, run.list.as_deref()).context("the run's inputs")?;
+    Ok((run, inputs))
+}
+
 /// CPUs per task when `--cpus-per-task` is not given: one where the model
 /// says so, two for an array task (a reader beside the filter), four for a
 /// rank that feeds a GPU or runs threads beside other ranks, eight for a
@@ -97,7 +105,10 @@ fn default_cpus(model: Model) -> usize {
 /// The binary the job runs, absolute: `--binary` (a bare name looked up on
 /// PATH), else `nismooth` on PATH, else this one. A GPU job needs a binary
 /// built with CUDA, which its `--version` says.
-fn job_binary(asked: Option<&Path>, model: Model) -> anyhow::Result<(PathBuf, Vec<String>)> {
+pub(super) fn job_binary(
+    asked: Option<&Path>,
+    model: Model,
+) -> anyhow::Result<(PathBuf, Vec<String>)> {
     let mut notes = Vec::new();
     let binary = match asked {
         Some(p) if p.components().count() == 1 => {
@@ -177,7 +188,7 @@ fn rank_memory_mib(run: &RunArgs, inputs: &[PathBuf], cpus: usize, notes: &mut V
         notes.push(
             "Memory: a default (no input header could be read here); measure with a study.".into(),
         );
-        return 2048.0;
+        return DEFAULT_MEMORY_MIB as f64;
     };
     let need = rank_request_bytes(bytes, readers) as f64 / MIB;
     notes.push(format!(

@@ -34,7 +34,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         let dir = args.output.join("data");
         let spec = PhantomSpec {
             shape,
-            dtype: args.dtype.parse().map_err(anyhow::Error::msg)?,
+            dtype: args.dtype.parse().context("--dtype")?,
             seed: 1,
             vary_size: args.vary_size,
             noise: nismooth::generate::NoiseChoice::Rician,
@@ -178,7 +178,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         largest_image_bytes: largest,
     };
     let e = fit::estimate(&study.points, target)?;
-    let request = Request::from(&e, args.margin, threads);
+    let request = Request::from(&e, args.margin);
     let text = render(&e, &request, args);
     print!("{text}");
     if let Some(avail) = &args.mem_per_node {
@@ -213,33 +213,29 @@ fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::R
         !args.run_args.is_empty(),
         "--sbatch needs the run arguments after `--` (inputs, -o OUTDIR)"
     );
+    super::sbatch::checked_run(&args.run_args)?;
     let t = &e.target;
-    let (nodes, per_node, threads) = (t.nodes, t.ranks_per_node, t.threads);
-    let model = match (nodes * per_node, threads) {
-        (1, 1) => Model::Serial,
-        (1, _) => Model::Threads,
-        (_, 1) => Model::Mpi,
-        _ => Model::Hybrid,
-    };
-    let binary = std::env::current_exe()?.display().to_string();
+    let model = request.model;
+    let (binary, mut notes) = super::sbatch::job_binary(None, model)?;
+    notes.insert(0, format!(
+        "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
+        args.from.display(),
+        args.tasks,
+        hms(e.wall_s.value),
+        hms(e.wall_s.low),
+        hms(e.wall_s.high),
+        e.peak_rss_per_rank_bytes.value / MIB,
+        100.0 * (args.margin - 1.0)
+    ));
     let spec = JobSpec {
         time: request.time.clone(),
         partition: args.partition.clone(),
-        nodes,
-        ntasks_per_node: per_node,
-        cpus_per_task: threads,
-        memory: Memory::for_ranks(model, request.rank_mib, threads),
-        notes: vec![format!(
-            "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
-            args.from.display(),
-            args.tasks,
-            hms(e.wall_s.value),
-            hms(e.wall_s.low),
-            hms(e.wall_s.high),
-            e.peak_rss_per_rank_bytes.value / MIB,
-            100.0 * (args.margin - 1.0)
-        )],
-        ..JobSpec::new(model, binary, args.run_args.clone())
+        nodes: t.nodes,
+        ntasks_per_node: t.ranks_per_node,
+        cpus_per_task: t.threads,
+        memory: request.memory,
+        notes,
+        ..JobSpec::new(model, binary.display().to_string(), args.run_args.clone())
     }
     .shape();
     Ok(script::render(&spec))
@@ -251,19 +247,30 @@ struct Request {
     time: String,
     time_s: f64,
     mem_per_cpu_mib: u64,
+    /// The job's shape and its memory request, as the script writes it.
     #[serde(skip)]
-    rank_mib: f64,
+    model: Model,
+    #[serde(skip)]
+    memory: Memory,
 }
 
 impl Request {
-    fn from(e: &Estimate, margin: f64, threads: usize) -> Request {
+    fn from(e: &Estimate, margin: f64) -> Request {
+        let t = &e.target;
+        let model = match (t.nodes * t.ranks_per_node, t.threads) {
+            (1, 1) => Model::Serial,
+            (1, _) => Model::Threads,
+            (_, 1) => Model::Mpi,
+            _ => Model::Hybrid,
+        };
         let time_s = e.wall_s.high * margin;
         let rank_mib = e.peak_rss_per_rank_bytes.high * margin / MIB;
         Request {
             time: nismooth::slurm::time::format(time_s),
             time_s,
-            mem_per_cpu_mib: per_cpu_mib(rank_mib, threads),
-            rank_mib,
+            mem_per_cpu_mib: per_cpu_mib(rank_mib, t.threads),
+            model,
+            memory: Memory::for_ranks(model, rank_mib, t.threads),
         }
     }
 }
@@ -295,12 +302,12 @@ fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
         e.peak_rss_per_rank_bytes.value * t.ranks_per_node as f64 / MIB
     );
     o += &format!(
-        "Slurm request (interval's high end + {:.0}% margin):\n  --nodes={} --ntasks-per-node={} --cpus-per-task={} --mem-per-cpu={}M --time={}\n",
+        "Slurm request (interval's high end + {:.0}% margin):\n  --nodes={} --ntasks-per-node={} --cpus-per-task={} {} --time={}\n",
         100.0 * (args.margin - 1.0),
         t.nodes,
         t.ranks_per_node,
         t.threads,
-        r.mem_per_cpu_mib,
+        r.memory.option(),
         r.time
     );
     o += "Advice:\n";

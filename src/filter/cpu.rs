@@ -130,8 +130,8 @@ unsafe fn smooth_volume<S: Sample, D: Sample>(
     kernels: &[Option<Kernel1d>; 3],
     edge: Edge,
 ) {
-    // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the function it
-    // serves), on which every pointer below relies.
+    // SAFETY: `pass`'s contract for the whole volume, which the caller keeps: `src` and
+    // `dst` hold n[0]·n[1]·n[2] samples; each slice offset below stays inside them.
     unsafe {
         if let [Some(kx), Some(ky), kz] = kernels {
             let slice = n[0] * n[1];
@@ -349,8 +349,8 @@ impl<S: Sample, D: Sample> simd::Job for GroupJob<'_, '_, S, D> {
 /// As for `group`.
 #[inline(always)]
 unsafe fn group_body<I: Isa, S: Sample, D: Sample>(isa: I, g: Group<'_, S, D>, sc: &mut Scratch) {
-    // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the function it
-    // serves), on which every pointer below relies.
+    // SAFETY: `group`'s contract, which the caller keeps: the group's lines are valid
+    // for `len` samples at `src` (readable) and `dst` (writable).
     unsafe {
         let Group {
             geo,
@@ -499,10 +499,14 @@ struct Geometry {
 impl Geometry {
     /// Hints the cache to fetch a group's lines (into L2: they are read once,
     /// converted into the tile, and not touched again until the store).
+    ///
+    /// # Safety
+    /// `p` is the first sample of `lanes` lines laid out as `self` says,
+    /// each inside one allocation for `len` samples.
     #[inline(always)]
     unsafe fn prefetch<S>(&self, p: *const S, lanes: usize) {
-        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
-        // function it serves), on which every pointer below relies.
+        // SAFETY: the lines lie inside their allocation (this function's contract), so
+        // every offset below is in bounds; prefetch_l2 itself only hints.
         unsafe {
             let size = std::mem::size_of::<S>();
             let (runs, run_step, run_bytes) = if self.lane_step == 1 {
@@ -516,6 +520,12 @@ impl Geometry {
         }
     }
 
+    /// The group's lines into tile rows (`rows`, `width` lanes each), via
+    /// `lines` when axis 0's lines are transposed without the vector code.
+    ///
+    /// # Safety
+    /// `p` is the first sample of `lanes` lines laid out as `self` says,
+    /// each readable for `len` samples; `rows` holds `len × width`.
     #[inline(always)]
     unsafe fn load<I: Isa, S: Sample>(
         &self,
@@ -525,8 +535,8 @@ impl Geometry {
         rows: &mut [f64],
         lines: &mut [Vec<f64>],
     ) {
-        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
-        // function it serves), on which every pointer below relies.
+        // SAFETY: every pointer formed below is a sample of one of the `lanes` lines,
+        // readable for `len` samples (this function's contract); `rows` bounds the tile.
         unsafe {
             if self.lane_step == 1 {
                 for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
@@ -559,10 +569,13 @@ impl Geometry {
 
     /// `load` for full tiles of int16 or uint8 lanes (`lane_step` 1), into
     /// f32. Returns whether every value is ≥ 0.
+    ///
+    /// # Safety
+    /// As for `load`, with `width` lanes and `S` int16 or uint8.
     #[inline(always)]
     unsafe fn load_integers_f32<S: Sample>(&self, p: *const S, rows: &mut [f32]) -> bool {
-        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
-        // function it serves), on which every pointer below relies.
+        // SAFETY: as in `load`: each row read is `width` samples of the group's lanes,
+        // readable by this function's contract, and `S` is int16 or uint8 as cast.
         unsafe {
             let mut sign = 0i16;
             for (i, row) in rows.chunks_exact_mut(self.width).enumerate() {
@@ -588,6 +601,10 @@ impl Geometry {
         }
     }
 
+    /// Tile rows back into the group's lines, converted to `D`.
+    ///
+    /// # Safety
+    /// As for `load`, with the lines writable and not aliased by `rows`.
     #[inline(always)]
     unsafe fn store<I: Isa, D: Sample>(
         &self,
@@ -597,8 +614,8 @@ impl Geometry {
         p: *mut D,
         lines: &mut [Vec<f64>],
     ) {
-        // SAFETY: the caller keeps this function's contract (its `# Safety`, or that of the
-        // function it serves), on which every pointer below relies.
+        // SAFETY: every pointer formed below is a sample of one of the `lanes` lines,
+        // writable for `len` samples and not aliased by `rows` (this function's contract).
         unsafe {
             if self.lane_step == 1 {
                 for (i, row) in rows.chunks_exact(self.width).enumerate() {
@@ -733,7 +750,7 @@ mod tests {
             [32, 17, 6],
         ];
         for (si, &n) in shapes.iter().enumerate() {
-            for mode in Mode::ALL {
+            for mode in Mode::EVERY {
                 for sigma in [[2.0, 2.0, 2.0], [1.0, 2.0, 3.0], [0.0, 1.5, 0.7]] {
                     let shape = Shape {
                         spatial: n,

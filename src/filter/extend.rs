@@ -5,9 +5,6 @@
 //! line, which is what matters for axes shorter than the kernel radius; all of
 //! it reduces to "which input sample does padded position i copy".
 
-use std::fmt;
-use std::str::FromStr;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -23,24 +20,23 @@ pub enum Mode {
     Wrap,
 }
 
+crate::choice::named_choices!(Mode {
+    Reflect => "reflect": "d c b a | a b c d | d c b a (half-sample symmetric), scipy's default",
+    Nearest => "nearest": "a a a a | a b c d | d d d d",
+    Mirror => "mirror": "d c b | a b c d | c b a (whole-sample symmetric)",
+    Constant => "constant": "k k k k | a b c d | k k k k with k = --cval",
+    Wrap => "wrap": "a b c d | a b c d | a b c d",
+});
+
 impl Mode {
-    pub const ALL: [Mode; 5] = [
+    /// Every mode, for the tests that try each.
+    pub const EVERY: [Mode; 5] = [
         Mode::Reflect,
         Mode::Nearest,
         Mode::Mirror,
         Mode::Constant,
         Mode::Wrap,
     ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Reflect => "reflect",
-            Mode::Nearest => "nearest",
-            Mode::Mirror => "mirror",
-            Mode::Constant => "constant",
-            Mode::Wrap => "wrap",
-        }
-    }
 
     /// The sample of a line of length `n` that padded position `i` (may be
     /// negative or ≥ n) copies; `None` means the constant `cval`.
@@ -72,25 +68,6 @@ impl Mode {
             }
         };
         Some(j as usize)
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = crate::choice::UnknownChoice;
-    fn from_str(s: &str) -> Result<Mode, Self::Err> {
-        Mode::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| crate::choice::UnknownChoice {
-                given: s.into(),
-                expected: Mode::ALL.map(|m| m.name()).join(", "),
-            })
     }
 }
 
@@ -130,8 +107,8 @@ mod tests {
 
     #[test]
     fn parses_every_mode_and_rejects_others() {
-        for m in Mode::ALL {
-            assert_eq!(m.name().parse::<Mode>().unwrap(), m);
+        for m in Mode::EVERY {
+            assert_eq!(crate::choice::Choice::name(m).parse::<Mode>().unwrap(), m);
         }
         assert!("grid-wrap".parse::<Mode>().is_err());
     }

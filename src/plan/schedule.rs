@@ -98,6 +98,7 @@ pub fn makespan(shares: &[Vec<usize>], costs: &[u64]) -> u64 {
 }
 
 /// A lower bound of any schedule's makespan: max(total / P, largest image).
+#[cfg(test)]
 pub fn ideal_makespan(costs: &[u64], ranks: usize) -> f64 {
     let total: u64 = costs.iter().sum();
     let largest = costs.iter().copied().max().unwrap_or(0);

@@ -2,7 +2,9 @@
 //! with it: the context recorded in reports, and a job-array task's share of
 //! the image list (job-level parallelism without MPI).
 //!
-//! `script` renders ready-to-submit sbatch scripts for each parallel model.
+//! `script` renders ready-to-submit sbatch scripts for each parallel model,
+//! `array` decides how a job array covers the images (inside the cluster's
+//! `MaxArraySize`), and `time` reads and writes Slurm's time limits.
 
 pub mod array;
 pub mod script;

@@ -60,6 +60,19 @@ impl Memory {
     }
 }
 
+impl Memory {
+    /// The request as sbatch takes it: `--mem=…` or `--mem-per-cpu=…`.
+    pub fn option(self) -> String {
+        match self {
+            Memory::PerNode { mib } => format!("--mem={}", slurm_size(mib)),
+            Memory::PerCpu { mib } => format!("--mem-per-cpu={}", slurm_size(mib)),
+        }
+    }
+}
+
+/// Memory asked when nothing better is known: no input header could be read.
+pub const DEFAULT_MEMORY_MIB: u64 = 2048;
+
 /// `--mem-per-cpu` for ranks of `rank_mib` on `cpus` CPUs each.
 pub fn per_cpu_mib(rank_mib: f64, cpus: usize) -> u64 {
     round_request(rank_mib / cpus.max(1) as f64)
@@ -122,7 +135,9 @@ impl JobSpec {
             nodes: 1,
             ntasks_per_node: 1,
             cpus_per_task: 1,
-            memory: Memory::PerNode { mib: 2048 },
+            memory: Memory::PerNode {
+                mib: DEFAULT_MEMORY_MIB,
+            },
             gpus_per_node: 0,
             array_tasks: 1,
             array_limit: None,
@@ -251,10 +266,7 @@ fn requests(s: &JobSpec) -> String {
     sb(&mut o, format!("--nodes={}", s.nodes));
     sb(&mut o, format!("--ntasks-per-node={}", s.ntasks_per_node));
     sb(&mut o, format!("--cpus-per-task={}", s.cpus_per_task));
-    match s.memory {
-        Memory::PerNode { mib: m } => sb(&mut o, format!("--mem={}", slurm_size(m))),
-        Memory::PerCpu { mib: m } => sb(&mut o, format!("--mem-per-cpu={}", slurm_size(m))),
-    }
+    sb(&mut o, s.memory.option());
     if s.model == Model::Gpu {
         sb(&mut o, format!("--gres=gpu:{}", s.gpus_per_node));
     }

@@ -109,7 +109,8 @@ fn time_fits(points: &[StudyPoint], threads: usize) -> Vec<TimeFit> {
     fits
 }
 
-fn mib(b: f64) -> String {
+/// Bytes as text: "123 MiB".
+fn mib_text(b: f64) -> String {
     format!("{:.0} MiB", crate::metrics::mib(b))
 }
 
@@ -424,10 +425,10 @@ fn advice(
     if growth < 0.10 {
         let naive = target.tasks as f64 / target.ranks() as f64 * memory.target_largest;
         advice.push(format!(
-            "Memory per rank stays flat as images are added (+{:.0}% over the study): ask for {} per rank, not {} (every image of a rank held in memory at once).",
+            "Memory per rank stays flat as images are added (+{:.0}% over the study): up to {} per rank (the interval's high end, before the request's margin), not {} (every image of a rank held in memory at once).",
             100.0 * growth.max(0.0),
-            mib(memory.peak_rss.high * 1.25),
-            mib(naive)
+            mib_text(memory.peak_rss.high),
+            mib_text(naive)
         ));
     } else {
         advice.push(format!(

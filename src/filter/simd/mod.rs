@@ -24,7 +24,8 @@
 //! compiled for that level, handing it a token (`Scalar`, `Avx2`,
 //! `Avx512`) whose existence proves the features. Every kernel below takes
 //! the token and is resolved by its `Isa::LEVEL` at compile time, so the
-//! code beneath the dispatch never asks again.
+//! filter's code beneath the dispatch never asks again (`volume`'s C-cast
+//! conversion, a primitive below the filter, keeps its own check).
 
 mod scalar;
 #[cfg(test)]
@@ -163,17 +164,17 @@ unsafe impl Isa for Avx512 {
     const F32_LINE_TRANSPOSES: bool = true;
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 impl Avx2 {
-    /// A token when this process runs AVX2 code (for tests and benches).
+    /// A token when this process runs AVX2 code (for the tests of each level).
     pub fn detect() -> Option<Avx2> {
         (level() >= Level::Avx2).then_some(Avx2(()))
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 impl Avx512 {
-    /// A token when this process runs AVX-512 code (for tests and benches).
+    /// A token when this process runs AVX-512 code (for the tests of each level).
     pub fn detect() -> Option<Avx512> {
         (level() >= Level::Avx512).then_some(Avx512(()))
     }
