@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Starts a local Slurm cluster for the tests, as root on Debian 12: munged,
-# slurmctld and one slurmd per node, with a generated slurm.conf.
+# slurmctld and one slurmd per node, with a generated slurm.conf; and
+# accounting as a site has it: slurmdbd on a private MariaDB (so `sacct`
+# answers), jobs accounted through cgroups (jobacct_gather/cgroup), and memory
+# enforced by task/cgroup (ConstrainRAMSpace=yes, on the cgroup v1 memory
+# controller): a job over its request is killed OUT_OF_MEMORY.
 #
 #   ci/slurm/start.sh [--nodes 1|2] [--dir DIR]
 #
@@ -54,6 +58,8 @@ fi
 munge -n </dev/null | unmunge >/dev/null || { echo "start.sh: munge does not work" >&2; exit 1; }
 
 cpus=$(nproc)
+db_port=3307
+dbd_port=6839
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))
 host=$(hostname)
 client=""
@@ -93,9 +99,13 @@ SlurmdPidFile=$dir/run/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd-%n.log
 TmpFS=$dir/tmp/%n
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/linux
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
+JobAcctGatherType=jobacct_gather/cgroup
+JobAcctGatherFrequency=task=1
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$dbd_port
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/jobcomp.txt
 SelectType=select/cons_tres
@@ -112,6 +122,29 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 mkdir -p "$dir/tmp/$host" "$dir/tmp/node1" "$dir/tmp/node2"
 export SLURM_CONF="$dir/slurm.conf"
+# Read beside slurm.conf. No swap limit: the VM may lack swap accounting.
+cat > "$dir/cgroup.conf" <<CONF
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=no
+CONF
+cat > "$dir/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$dbd_port
+SlurmUser=root
+PidFile=$dir/run/slurmdbd.pid
+LogFile=$dir/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$db_port
+StorageUser=slurm
+StoragePass=nismooth
+StorageLoc=slurm_acct_db
+CONF
+chmod 600 "$dir/slurmdbd.conf"
 
 # Starts a daemon that writes PIDFILE, and records it.
 start_daemon() { # name pidfile command...
@@ -120,6 +153,24 @@ start_daemon() { # name pidfile command...
   for _ in $(seq 100); do [ -s "$pidfile" ] && break; sleep 0.1; done
   [ -s "$pidfile" ] || { echo "start.sh: $name did not start; see $dir/log" >&2; tail -20 "$dir"/log/* >&2 || true; exit 1; }
   echo "$name $(cat "$pidfile")" >> "$dir/pids"
+}
+
+# Accounting, where slurmctld will run (PREFIX: "" or the head's nsenter):
+# a private MariaDB, its database, slurmdbd, and the cluster registered.
+start_accounting() { # prefix...
+  mariadb-install-db --user=root --datadir="$dir/mysql" --auth-root-authentication-method=normal \
+    --skip-test-db > "$dir/log/mariadb-install.log" 2>&1
+  start_daemon mariadbd "$dir/run/mysqld.pid" "$@" sh -c 'exec mariadbd --user=root --datadir="$0/mysql" \
+    --socket="$0/run/mysqld.sock" --port="$1" --bind-address=127.0.0.1 --pid-file="$0/run/mysqld.pid" \
+    --log-error="$0/log/mysqld.log" --skip-log-bin --innodb-buffer-pool-size=32M > /dev/null 2>&1 &' "$dir" "$db_port"
+  for _ in $(seq 100); do [ -S "$dir/run/mysqld.sock" ] && break; sleep 0.1; done
+  mariadb --socket="$dir/run/mysqld.sock" -u root -e "CREATE DATABASE slurm_acct_db;
+    CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'nismooth';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+  start_daemon slurmdbd "$dir/run/slurmdbd.pid" "$@" slurmdbd
+  for _ in $(seq 100); do "$@" sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
+  "$@" sacctmgr -i add cluster nismooth >/dev/null
+  log "accounting: slurmdbd on MariaDB (port $db_port), cgroups enforce memory"
 }
 
 if [ "$use_netns" = 1 ]; then
@@ -143,6 +194,7 @@ if [ "$use_netns" = 1 ]; then
   # Names for MPI and Slurm; removed by stop.sh.
   grep -q "nismooth-slurm" /etc/hosts || printf '10.77.0.254 head # nismooth-slurm\n10.77.0.1 node1 # nismooth-slurm\n10.77.0.2 node2 # nismooth-slurm\n' >> /etc/hosts
   # nsenter, not `ip netns exec`: the latter remounts /sys and slurmd loses its cgroups.
+  start_accounting nsenter --net=/run/netns/nis-head
   start_daemon slurmctld "$dir/run/slurmctld.pid" \
     nsenter --net=/run/netns/nis-head unshare --uts sh -c 'hostname head && exec slurmctld -f "$0"' "$SLURM_CONF"
   for i in 1 2; do
@@ -151,6 +203,7 @@ if [ "$use_netns" = 1 ]; then
   done
   client="nsenter --net=/run/netns/nis-head"
 else
+  start_accounting
   start_daemon slurmctld "$dir/run/slurmctld.pid" slurmctld -f "$SLURM_CONF"
   if [ "$nodes" = 1 ]; then
     start_daemon slurmd "$dir/run/slurmd-$host.pid" slurmd -f "$SLURM_CONF" -N "$host"

@@ -142,6 +142,65 @@ def test_array_of_four_covers_the_list_once_and_merges(images, tmp_path, chunk):
     assert len(recs) == 4 and all(rec["JobState"] == "COMPLETED" for rec in recs), recs
 
 
+def sacct(jid):
+    """Slurm's own accounting (slurmdbd): one dict per job and step, keyed by sacct's field names."""
+    fields = "JobID,State,ExitCode,Elapsed,Timelimit,TotalCPU,MaxRSS,ReqMem,AllocCPUS"
+    out = client("sacct", "-j", jid, "-P", "-n", "-o", fields).stdout
+    return [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines() if line]
+
+
+def seconds(t):
+    """Slurm's [D-]HH:MM:SS (or MM:SS.mmm) as seconds."""
+    days, _, rest = t.rpartition("-")
+    parts = [float(x) for x in rest.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return (int(days) if days else 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def kib(rss):
+    """sacct's MaxRSS (e.g. 104412K) as KiB."""
+    scale = {"K": 1, "M": 1024, "G": 1024 ** 2}
+    return float(rss[:-1]) * scale[rss[-1]] if rss and rss[-1] in scale else float(rss or 0) / 1024
+
+
+@one_node
+def test_estimated_requests_hold_and_the_cluster_enforces_them(tmp_path):
+    # Six 32 MiB float32 images; a study on this host, an estimate for the six, its script as written.
+    data = tmp_path / "big"
+    subprocess.run([str(BIN), "generate", "-o", str(data), "-n", "6", "--shape", "256,256,128", "--dtype", "float32"],
+                   check=True, capture_output=True)
+    subprocess.run([str(BIN), "study", "--ranks", "1", "--threads", "1", "--tasks", "2,4", "--reps", "1", "--data",
+                    str(data), "-o", str(tmp_path / "study")], check=True, capture_output=True, env=ENV)
+    script = tmp_path / "job.sh"
+    subprocess.run([str(BIN), "estimate", "--from", str(tmp_path / "study" / "study.json"), "--tasks", "6", "--ranks",
+                    "1", "--sbatch", str(script), "--", str(data), "-o", str(tmp_path / "out")],
+                   check=True, capture_output=True, env=ENV)
+    text = script.read_text()
+    jid = submit(script, tmp_path)
+    job, batch = sacct(jid)[:2]
+    assert job["State"] == "COMPLETED", sacct(jid)
+    assert seconds(job["Elapsed"]) <= seconds(job["Timelimit"]), job
+    assert f"--time={job['Timelimit']}" in text or job["Timelimit"].endswith(text.split("--time=")[1].split()[0])
+    assert outputs(tmp_path / "out") == sorted(p.name for p in data.iterdir())
+    # nismooth's own peak against Slurm's MaxRSS of the batch step (the cgroup's high-water mark).
+    report = json.loads((tmp_path / f"nismooth-{jid}.json").read_text())
+    ours = report["summary"]["peak_rss_bytes"] / 1024
+    theirs = kib(batch["MaxRSS"])
+    print(f"peak RSS: nismooth {ours / 1024:.1f} MiB, sacct MaxRSS {theirs / 1024:.1f} MiB "
+          f"(request {job['ReqMem']}), elapsed {job['Elapsed']} of {job['Timelimit']}")
+    assert 0.75 <= theirs / ours <= 1.25, (ours, batch)
+
+    # The same job asking for a third of that peak: the cgroup kills it, and sacct says so.
+    third = max(1, int(ours / 1024 / 3))
+    small = tmp_path / "small.sh"
+    small.write_text(text.replace(str(tmp_path / "out"), str(tmp_path / "out-small"))
+                     .replace(text.split("#SBATCH --mem=")[1].split()[0], f"{third}M", 1))
+    assert f"#SBATCH --mem={third}M" in small.read_text()
+    jid = submit(small, tmp_path)
+    assert sacct(jid)[0]["State"] == "OUT_OF_MEMORY", sacct(jid)
+
+
 @one_node
 def test_an_array_whose_chunks_leave_images_out_fails_every_task(images, tmp_path):
     # Four tasks of one image each on six images: before, every task warned, ended 0 and
