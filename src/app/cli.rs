@@ -177,6 +177,10 @@ pub struct ReportArgs {
     /// Memory requested per rank (e.g. 2G), for the memory-efficiency line.
     #[arg(long)]
     pub mem_request: Option<String>,
+    /// A finished Slurm job (an array by its base id): sacct's accounting beside
+    /// nismooth's own report (WorkDir/nismooth-ID.json), as seff would judge it.
+    #[arg(long, value_name = "JOBID", conflicts_with = "files")]
+    pub job: Option<String>,
 }
 
 #[derive(Args, Debug)]

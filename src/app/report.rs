@@ -4,7 +4,10 @@
 use anyhow::Context;
 
 use nismooth::report::{self, Exporter};
-use nismooth::slurm::parse_mib;
+use std::path::Path;
+
+use nismooth::metrics::mib;
+use nismooth::slurm::{accounting, parse_mib};
 
 use super::cli::{ReportAction, ReportArgs};
 use super::{EXIT_FAILED_IMAGES, EXIT_OK};
@@ -27,10 +30,15 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
                 EXIT_OK
             })
         }
+        None if args.job.is_some() => {
+            let job = args.job.as_deref().unwrap_or_default();
+            print!("{}", accounted(job)?);
+            Ok(EXIT_OK)
+        }
         None => {
             anyhow::ensure!(
                 !args.files.is_empty(),
-                "give report files to show, or `report merge`"
+                "give report files to show, `report --job JOBID`, or `report merge`"
             );
             let request = args
                 .mem_request
@@ -49,4 +57,146 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `report --job`: every job (or array task) sacct knows under `job`, each
+/// with its seff lines, nismooth's own figures when its report is found,
+/// and advice.
+fn accounted(job: &str) -> anyhow::Result<String> {
+    let records = accounting::query(job)?;
+    let mut o = String::new();
+    for j in accounting::jobs(&records) {
+        let own = Path::new(&j.record.workdir).join(format!("nismooth-{}.json", j.record.id));
+        let own = report::merge::load(&own).ok();
+        o += &seff_block(&j, own.as_ref());
+    }
+    Ok(o)
+}
+
+fn seff_block(j: &accounting::Job, own: Option<&report::Report>) -> String {
+    let (r, s) = (&j.record, j.seff());
+    let mut o = format!(
+        "== job {} ({}): {}, exit {}\n",
+        r.id, r.name, r.state, r.exit_code
+    );
+    o += &format!(
+        "  seff: CPU efficiency {:.1}% ({:.1} s of CPU over {} × {} CPU(s))\n",
+        100.0 * s.cpu,
+        r.total_cpu_s,
+        hms(r.elapsed_s),
+        r.alloc_cpus
+    );
+    let ours = own.map(|rep| {
+        rep.processes
+            .iter()
+            .map(|p| p.peak_rss_bytes)
+            .max()
+            .unwrap_or(0)
+    });
+    let own_peak = ours.map_or(String::new(), |b| {
+        format!("; nismooth's own peak {:.1} MiB per rank", mib(b as f64))
+    });
+    match (s.memory_per_node_bytes, r.req_mem_bytes, s.memory) {
+        (Some(used), Some(req), Some(eff)) => {
+            o += &format!(
+                "  seff: memory efficiency {:.1}% (MaxRSS × tasks per node {:.1} MiB of {:.0} MiB asked per node{own_peak})\n",
+                100.0 * eff,
+                mib(used as f64),
+                mib(req as f64 / r.nodes.max(1) as f64)
+            )
+        }
+        _ => {
+            o += &format!(
+                "  seff: memory efficiency unknown (sacct has no MaxRSS: the step ended before its first sample){own_peak}\n"
+            )
+        }
+    }
+    match s.time {
+        Some(t) => {
+            o += &format!(
+                "  seff: time efficiency {:.1}% ({} of {})\n",
+                100.0 * t,
+                hms(r.elapsed_s),
+                hms(r.timelimit_s.unwrap_or(0.0))
+            )
+        }
+        None => o += "  seff: time efficiency unknown (no time limit)\n",
+    }
+    if let Some(rep) = own {
+        o += &slowest(rep);
+    }
+    for a in advice(r, &s, ours) {
+        o += &format!("  advice: {a}\n");
+    }
+    o
+}
+
+/// The three slowest images of nismooth's own report.
+fn slowest(rep: &report::Report) -> String {
+    let mut images: Vec<_> = rep.images.iter().collect();
+    images.sort_by(|a, b| {
+        let t = |i: &&report::ImageRecord| i.read_s + i.filter_s + i.write_s;
+        t(b).total_cmp(&t(a))
+    });
+    let names: Vec<String> = images
+        .iter()
+        .take(3)
+        .map(|i| {
+            format!(
+                "{} {:.2} s",
+                i.input.rsplit('/').next().unwrap_or(&i.input),
+                i.read_s + i.filter_s + i.write_s
+            )
+        })
+        .collect();
+    format!("  slowest images: {}\n", names.join(", "))
+}
+
+/// Plain advice from the verdicts (and nismooth's own peak, when known).
+fn advice(r: &accounting::Record, s: &accounting::Seff, own_peak: Option<u64>) -> Vec<String> {
+    let mut out = Vec::new();
+    let asked = r.req_mem_bytes.map_or("its request".into(), |b| {
+        format!("{:.0} MiB", mib(b as f64))
+    });
+    match r.state.as_str() {
+        "OUT_OF_MEMORY" => out.push(format!(
+            "killed for memory: ask for more than {asked} (`nismooth estimate` predicts the peak from a study)"
+        )),
+        "TIMEOUT" => out.push(
+            "stopped at its time limit: ask for more time, or resubmit with --resume to finish the rest".into(),
+        ),
+        _ => {}
+    }
+    let used = s.memory_per_node_bytes.max(own_peak).unwrap_or(0) as f64;
+    let ask = ((mib(used) * 1.25 / 64.0).ceil() * 64.0).max(256.0);
+    let asked_mib = r.req_mem_bytes.map_or(0.0, |b| mib(b as f64));
+    if r.state == "COMPLETED" && s.memory.is_some_and(|m| m < 0.5) && used > 0.0 && ask < asked_mib
+    {
+        out.push(format!(
+            "memory: {ask:.0} MiB would do (the peak + 25%), not {asked}"
+        ));
+    }
+    let limit = 2.0 * r.elapsed_s.max(30.0);
+    if r.state == "COMPLETED"
+        && s.time.is_some_and(|t| t < 0.25)
+        && r.timelimit_s.is_some_and(|l| limit < l)
+    {
+        out.push(format!(
+            "time: a limit near {} (twice the run) lets the scheduler start such jobs sooner",
+            nismooth::slurm::time::format(limit)
+        ));
+    }
+    if r.alloc_cpus > 1 && s.cpu < 0.5 && r.elapsed_s > 0.0 {
+        out.push(format!(
+            "CPUs: the job used {:.1} of its {} on average; ask for fewer",
+            r.total_cpu_s / r.elapsed_s,
+            r.alloc_cpus
+        ));
+    }
+    out
+}
+
+fn hms(s: f64) -> String {
+    let s = s.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

@@ -2,10 +2,12 @@
 //! with it: the context recorded in reports, and a job-array task's share of
 //! the image list (job-level parallelism without MPI).
 //!
+//! `accounting` reads a finished job from `sacct` and judges it as seff does,
 //! `script` renders ready-to-submit sbatch scripts for each parallel model,
 //! `array` decides how a job array covers the images (inside the cluster's
 //! `MaxArraySize`), and `time` reads and writes Slurm's time limits.
 
+pub mod accounting;
 pub mod array;
 pub mod script;
 pub mod time;

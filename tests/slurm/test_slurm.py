@@ -143,10 +143,17 @@ def test_array_of_four_covers_the_list_once_and_merges(images, tmp_path, chunk):
 
 
 def sacct(jid):
-    """Slurm's own accounting (slurmdbd): one dict per job and step, keyed by sacct's field names."""
+    """Slurm's own accounting (slurmdbd): one dict per job and step, keyed by sacct's field names.
+    slurmctld sends a finished job to slurmdbd a moment after squeue forgets it: poll until the
+    record is whole (a final state, its limit, its batch step)."""
     fields = "JobID,State,ExitCode,Elapsed,Timelimit,TotalCPU,MaxRSS,ReqMem,AllocCPUS"
-    out = client("sacct", "-j", jid, "-P", "-n", "-o", fields).stdout
-    return [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines() if line]
+    for _ in range(100):
+        out = client("sacct", "-j", jid, "-P", "-n", "-o", fields).stdout
+        recs = [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines() if line]
+        if len(recs) >= 2 and recs[0]["Timelimit"] and recs[0]["State"] not in ("PENDING", "RUNNING"):
+            return recs
+        time.sleep(0.1)
+    raise AssertionError(f"sacct has no whole record of job {jid}: {out}")
 
 
 def seconds(t):
@@ -166,14 +173,18 @@ def kib(rss):
 
 @one_node
 def test_estimated_requests_hold_and_the_cluster_enforces_them(tmp_path):
-    # Six 32 MiB float32 images; a study on this host, an estimate for the six, its script as written.
+    # 18 images of 32 MiB in float32 (six generated, each copied twice: the job must outlast a few of
+    # jobacct_gather's one-second samples, or sacct's MaxRSS stays 0); a study on this host, an
+    # estimate for the 18, its script as written.
     data = tmp_path / "big"
     subprocess.run([str(BIN), "generate", "-o", str(data), "-n", "6", "--shape", "256,256,128", "--dtype", "float32"],
                    check=True, capture_output=True)
+    for k, p in enumerate(sorted(data.iterdir()) * 2):
+        shutil.copyfile(p, data / f"sub-{k + 6:04d}_T1w.nii.gz")
     subprocess.run([str(BIN), "study", "--ranks", "1", "--threads", "1", "--tasks", "2,4", "--reps", "1", "--data",
                     str(data), "-o", str(tmp_path / "study")], check=True, capture_output=True, env=ENV)
     script = tmp_path / "job.sh"
-    subprocess.run([str(BIN), "estimate", "--from", str(tmp_path / "study" / "study.json"), "--tasks", "6", "--ranks",
+    subprocess.run([str(BIN), "estimate", "--from", str(tmp_path / "study" / "study.json"), "--tasks", "18", "--ranks",
                     "1", "--sbatch", str(script), "--", str(data), "-o", str(tmp_path / "out")],
                    check=True, capture_output=True, env=ENV)
     text = script.read_text()
@@ -190,6 +201,14 @@ def test_estimated_requests_hold_and_the_cluster_enforces_them(tmp_path):
     print(f"peak RSS: nismooth {ours / 1024:.1f} MiB, sacct MaxRSS {theirs / 1024:.1f} MiB "
           f"(request {job['ReqMem']}), elapsed {job['Elapsed']} of {job['Timelimit']}")
     assert 0.75 <= theirs / ours <= 1.25, (ours, batch)
+    # `report --job`: sacct's verdicts beside nismooth's own, as seff prints them.
+    shown = client(BIN, "report", "--job", jid).stdout
+    cpu = float(shown.split("CPU efficiency ")[1].split("%")[0])
+    mem = float(shown.split("memory efficiency ")[1].split("%")[0])
+    assert 0 < cpu <= 100 and f"{theirs / 1024:.1f} MiB of" in shown and f"own peak {ours / 1024:.1f} MiB" in shown
+    request_mib = kib(job["ReqMem"]) / 1024
+    assert abs(mem - 100 * theirs / 1024 / request_mib) < 0.1, shown
+    assert "time efficiency" in shown and "slowest images: sub-" in shown, shown
 
     # The same job asking for a third of that peak: the cgroup kills it, and sacct says so.
     third = max(1, int(ours / 1024 / 3))
@@ -199,6 +218,8 @@ def test_estimated_requests_hold_and_the_cluster_enforces_them(tmp_path):
     assert f"#SBATCH --mem={third}M" in small.read_text()
     jid = submit(small, tmp_path)
     assert sacct(jid)[0]["State"] == "OUT_OF_MEMORY", sacct(jid)
+    shown = client(BIN, "report", "--job", jid).stdout
+    assert "OUT_OF_MEMORY" in shown and f"advice: killed for memory: ask for more than {third} MiB" in shown, shown
 
 
 @one_node

@@ -1,0 +1,264 @@
+//! Slurm's own accounting of a job (`sacct`), and the seff-style verdicts
+//! a user reads after it: CPU, memory and time against what was asked.
+//!
+//! Why: nismooth's report measures the process; Slurm's accounting measures
+//! the allocation (the cgroup's high-water mark, the CPUs and the time that
+//! were reserved). The request is judged against the second, so both are
+//! shown side by side. Memory is judged per node: a step's MaxRSS is its
+//! largest task's, so a node's use is MaxRSS × the tasks on that node (an
+//! upper bound), against the request per node; counting MaxRSS once per job
+//! (as reportseff does) understates a multi-task step.
+
+use std::process::Command;
+
+/// The fields asked of `sacct -P`, in order.
+pub const FIELDS: &str =
+    "JobID,JobName,State,ExitCode,Elapsed,Timelimit,TotalCPU,MaxRSS,ReqMem,AllocCPUS,NNodes,NTasks,WorkDir";
+
+/// One line of `sacct`: a job, an array task, or one of their steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub exit_code: String,
+    pub elapsed_s: f64,
+    /// `None`: UNLIMITED (or not set on a step line).
+    pub timelimit_s: Option<f64>,
+    pub total_cpu_s: f64,
+    pub max_rss_bytes: Option<u64>,
+    pub req_mem_bytes: Option<u64>,
+    pub alloc_cpus: usize,
+    pub nodes: usize,
+    pub tasks: Option<usize>,
+    pub workdir: String,
+}
+
+/// Why accounting could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    #[error("cannot run sacct: {0}")]
+    Start(std::io::Error),
+    #[error("sacct -j {job}: {message}")]
+    Sacct { job: String, message: String },
+    #[error("sacct knows no job {0} (is accounting on, and the job finished?)")]
+    NoJob(String),
+}
+
+/// `sacct -j JOB`'s records, the job's and its steps' (and an array's tasks').
+pub fn query(job: &str) -> Result<Vec<Record>, AccountingError> {
+    let out = Command::new("sacct")
+        .args(["-j", job, "-P", "-n", "-o", FIELDS])
+        .output()
+        .map_err(AccountingError::Start)?;
+    if !out.status.success() {
+        return Err(AccountingError::Sacct {
+            job: job.into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().into(),
+        });
+    }
+    let records = parse(&String::from_utf8_lossy(&out.stdout));
+    if records.is_empty() {
+        return Err(AccountingError::NoJob(job.into()));
+    }
+    Ok(records)
+}
+
+/// Lines of `sacct -P -n -o FIELDS`; lines of another shape are skipped.
+pub fn parse(text: &str) -> Vec<Record> {
+    text.lines().filter_map(record).collect()
+}
+
+fn record(line: &str) -> Option<Record> {
+    let f: Vec<&str> = line.split('|').collect();
+    let [id, name, state, exit_code, elapsed, limit, cpu, rss, req, cpus, nodes, tasks, workdir] =
+        f.as_slice()
+    else {
+        return None;
+    };
+    Some(Record {
+        id: id.to_string(),
+        name: name.to_string(),
+        state: state.split_whitespace().next().unwrap_or("").into(),
+        exit_code: exit_code.to_string(),
+        elapsed_s: duration(elapsed)?,
+        timelimit_s: duration(limit),
+        total_cpu_s: duration(cpu).unwrap_or(0.0),
+        max_rss_bytes: size(rss),
+        req_mem_bytes: size(req),
+        alloc_cpus: cpus.parse().unwrap_or(0),
+        nodes: nodes.parse().unwrap_or(1),
+        tasks: tasks.parse().ok(),
+        workdir: workdir.to_string(),
+    })
+}
+
+/// `[D-]HH:MM:SS`, `MM:SS` or `MM:SS.mmm` as seconds; `None` otherwise.
+fn duration(t: &str) -> Option<f64> {
+    let (days, rest) = match t.split_once('-') {
+        Some((d, rest)) => (d.parse::<f64>().ok()?, rest),
+        None => (0.0, t),
+    };
+    let parts: Vec<f64> = rest
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (h, m, s) = match parts.as_slice() {
+        [m, s] => (0.0, *m, *s),
+        [h, m, s] => (*h, *m, *s),
+        _ => return None,
+    };
+    Some(days * 86400.0 + h * 3600.0 + m * 60.0 + s)
+}
+
+/// `104412K`, `256M`, `2G` (sacct's units, powers of 1024) as bytes.
+fn size(text: &str) -> Option<u64> {
+    let t = text.trim_end_matches(['n', 'c']);
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let scale: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    Some((num.parse::<f64>().ok()? * scale as f64) as u64)
+}
+
+/// A job (or one array task) and its steps.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub record: Record,
+    pub steps: Vec<Record>,
+}
+
+/// Records grouped by job: each step (`ID.step`) under its job (`ID`).
+pub fn jobs(records: &[Record]) -> Vec<Job> {
+    let mut jobs: Vec<Job> = Vec::new();
+    for r in records {
+        match r.id.split_once('.') {
+            None => jobs.push(Job {
+                record: r.clone(),
+                steps: Vec::new(),
+            }),
+            Some((job, _)) => {
+                if let Some(j) = jobs.iter_mut().find(|j| j.record.id == job) {
+                    j.steps.push(r.clone());
+                }
+            }
+        }
+    }
+    jobs
+}
+
+/// The verdicts on one job, as fractions (1.0 = all of it used).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seff {
+    /// CPU time over elapsed × allocated CPUs, at most 1 (cgroups hold a
+    /// job to its CPUs; a larger ratio is rounding in short jobs).
+    pub cpu: f64,
+    /// The largest node's use: MaxRSS × that step's tasks per node.
+    pub memory_per_node_bytes: Option<u64>,
+    /// That use over the request per node.
+    pub memory: Option<f64>,
+    /// Elapsed over the time limit.
+    pub time: Option<f64>,
+}
+
+impl Job {
+    pub fn seff(&self) -> Seff {
+        let r = &self.record;
+        let capacity = r.elapsed_s * r.alloc_cpus.max(1) as f64;
+        let cpu = if capacity > 0.0 {
+            (r.total_cpu_s / capacity).min(1.0)
+        } else {
+            0.0
+        };
+        let memory_per_node_bytes = self
+            .steps
+            .iter()
+            .filter_map(|s| {
+                let per_node = s.tasks.unwrap_or(1).div_ceil(s.nodes.max(1)).max(1) as u64;
+                // 0: the step ended before the first sample (short jobs).
+                Some(s.max_rss_bytes.filter(|&b| b > 0)? * per_node)
+            })
+            .max();
+        let request_per_node = r.req_mem_bytes.map(|b| b / r.nodes.max(1) as u64);
+        let memory = match (memory_per_node_bytes, request_per_node) {
+            (Some(used), Some(req)) if req > 0 => Some(used as f64 / req as f64),
+            _ => None,
+        };
+        let time = r.timelimit_s.filter(|&l| l > 0.0).map(|l| r.elapsed_s / l);
+        Seff {
+            cpu,
+            memory_per_node_bytes,
+            memory,
+            time,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What this project's test cluster printed for an estimated job and a
+    /// two-node MPI job (two tasks per node on the step).
+    const SACCT: &str = "\
+4|nismooth|COMPLETED|0:0|00:00:02|00:01:00|00:01.877||256M|1|1||/tmp/w
+4.batch|batch|COMPLETED|0:0|00:00:02||00:01.877|104628K||1|1|1|
+9|mpi|COMPLETED|0:0|00:01:40|00:10:00|05:20.000||4G|4|2||/tmp/m
+9.batch|batch|COMPLETED|0:0|00:01:40||00:00.100|5000K||2|1|1|
+9.0|nismooth|COMPLETED|0:0|00:01:39||05:19.900|300M||4|2|4|
+12_3|array.sh|OUT_OF_MEMORY|0:125|00:00:01|UNLIMITED|00:00.174||36M|1|1||/tmp/a
+12_3.batch|batch|OUT_OF_MEMORY|0:125|00:00:01||00:00.174|0||1|1|1|
+";
+
+    #[test]
+    fn reads_sacct_and_judges_like_seff() {
+        let records = parse(SACCT);
+        assert_eq!(records.len(), 7);
+        let jobs = jobs(&records);
+        assert_eq!(jobs.len(), 3);
+        let one = jobs[0].seff();
+        assert_eq!(one.memory_per_node_bytes, Some(104628 * 1024));
+        assert!((one.memory.unwrap() - 104628.0 / (256.0 * 1024.0)).abs() < 1e-9);
+        assert!((one.time.unwrap() - 2.0 / 60.0).abs() < 1e-9);
+        assert!((one.cpu - 1.877 / 2.0).abs() < 1e-9);
+        // Two tasks per node on the MPI step: the node holds 2 × 300 MiB of its 2 GiB.
+        let mpi = jobs[1].seff();
+        assert_eq!(mpi.memory_per_node_bytes, Some(600 << 20));
+        assert!((mpi.memory.unwrap() - 600.0 / 2048.0).abs() < 1e-9);
+        assert!((mpi.cpu - 320.0 / 400.0).abs() < 1e-9);
+        let oom = &jobs[2];
+        assert_eq!(oom.record.state, "OUT_OF_MEMORY");
+        assert_eq!(oom.seff().time, None, "UNLIMITED");
+        assert_eq!(
+            oom.seff().memory_per_node_bytes,
+            None,
+            "MaxRSS 0: not sampled"
+        );
+    }
+
+    #[test]
+    fn odd_values_do_not_panic() {
+        for line in [
+            "",
+            "a|b",
+            "1|x|RUNNING|0:0|bad|x|x|x|x|x|x|x|x",
+            "1|x|CANCELLED by 0|0:0|1-02:03:04|INVALID|||||||",
+        ] {
+            let _ = parse(line).first().map(|r| {
+                Job {
+                    record: r.clone(),
+                    steps: vec![],
+                }
+                .seff()
+            });
+        }
+        assert_eq!(duration("1-02:03:04"), Some(93784.0));
+        assert_eq!(size("2G"), Some(2 << 30));
+        assert_eq!(size("512Mn"), Some(512 << 20));
+    }
+}
