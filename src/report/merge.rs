@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Summary, SCHEMA};
+use crate::slurm::SlurmContext;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -156,11 +157,39 @@ pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
             threads_per_rank: processes.first().map(|p| p.threads).unwrap_or(0),
         }),
         array: None,
+        slurm: merged_slurm(&reports),
         summary: Summary::from_parts(&processes, &images),
         processes,
         images,
         ..first
     })
+}
+
+/// The Slurm context of the merged report: an array's reports become the
+/// array's (its base job id, no one task's id, node or rank); reports of one
+/// job keep it; reports of several jobs have none in common.
+fn merged_slurm(reports: &[Report]) -> Option<SlurmContext> {
+    let first = reports.first()?.slurm.clone()?;
+    let all = |f: &dyn Fn(&SlurmContext) -> Option<u64>| {
+        let v = f(&first)?;
+        reports
+            .iter()
+            .all(|r| r.slurm.as_ref().and_then(f) == Some(v))
+            .then_some(v)
+    };
+    if let Some(array) = all(&|s| s.array_job_id) {
+        return Some(SlurmContext {
+            job_id: Some(array),
+            step_id: None,
+            procid: None,
+            localid: None,
+            nodename: None,
+            nodelist: None,
+            array_task_id: None,
+            ..first
+        });
+    }
+    all(&|s| s.job_id).map(|_| first)
 }
 
 #[cfg(test)]
@@ -229,6 +258,29 @@ mod tests {
         assert_eq!(m.processes.len(), 2);
         assert_eq!(m.summary.wall_s, 4.0);
         assert!((m.summary.read_s - 2.0).abs() < 1e-12);
+        assert!(m.slurm.is_none(), "no Slurm context in, none out");
+    }
+
+    #[test]
+    fn an_arrays_reports_merge_under_the_arrays_id() {
+        let d = tempfile::tempdir().unwrap();
+        let task = |id: u64, task: u64, index: usize| {
+            let mut r = report(vec![record(index, Status::Ok)], 1.0);
+            r.slurm = Some(SlurmContext {
+                job_id: Some(id),
+                array_job_id: Some(70),
+                array_task_id: Some(task),
+                nodename: Some(format!("node{task}")),
+                ..Default::default()
+            });
+            write(d.path(), &format!("t{task}.json"), &r)
+        };
+        let m = merge(&[task(71, 1, 0), task(72, 2, 1)]).unwrap();
+        let s = m.slurm.unwrap();
+        assert_eq!(
+            (s.job_id, s.array_job_id, s.array_task_id, s.nodename),
+            (Some(70), Some(70), None, None)
+        );
     }
 
     #[test]

@@ -137,6 +137,7 @@ def test_array_of_four_covers_the_list_once_and_merges(images, tmp_path, chunk):
     m = json.loads((tmp_path / "merged.json").read_text())
     assert [i["index"] for i in m["images"]] == list(range(6))
     assert m["summary"]["ok"] == 6 and len(m["processes"]) == 4
+    assert m["slurm"]["job_id"] == int(jid) and m["slurm"]["array_task_id"] is None, "the array's id, no task's"
     outputs_match(tmp_path / "out", images / "single")
     recs = jobcomp(jid)
     assert len(recs) == 4 and all(rec["JobState"] == "COMPLETED" for rec in recs), recs
