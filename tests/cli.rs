@@ -198,6 +198,15 @@ fn reports_agree_with_each_other_and_the_work_done() {
     assert!((r["summary"]["filter_s"].as_f64().unwrap() - sum).abs() < 1e-9);
     let p = &r["processes"][0];
     assert_eq!(p["threads"], 2);
+    // CPU efficiency against the CPUs the process was given (outside Slurm: the
+    // machine's, when more than its filter threads), as seff measures.
+    let given = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(2);
+    assert_eq!(p["cpus"].as_u64(), Some(given as u64));
+    let cpu = p["cpu_user_s"].as_f64().unwrap() + p["cpu_sys_s"].as_f64().unwrap();
+    let eff = cpu / (p["wall_s"].as_f64().unwrap() * given as f64);
+    assert!((p["cpu_efficiency"].as_f64().unwrap() - eff).abs() < 1e-9);
     assert!(p["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
     assert!(p["wall_s"].as_f64().unwrap() >= p["busy_s"].as_f64().unwrap());
     let csv_text = std::fs::read_to_string(&csv).unwrap();

@@ -386,6 +386,7 @@ fn totals(
     start: Instant,
 ) -> ProcessTotals {
     let threads = cfg.threads;
+    let cpus = threads.max(crate::config::default_threads(comm.node_size()).0);
     let sum = |f: fn(&ImageRecord) -> f64| records.iter().map(f).sum::<f64>();
     let (read_s, filter_s, write_s) = (sum(|r| r.read_s), sum(|r| r.filter_s), sum(|r| r.write_s));
     let wall_s = start.elapsed().as_secs_f64();
@@ -406,6 +407,7 @@ fn totals(
         rank: comm.rank(),
         node_rank: comm.node_rank(),
         threads,
+        cpus,
         images: records
             .iter()
             .filter(|r| r.status != Status::Skipped)
@@ -423,7 +425,7 @@ fn totals(
         wall_s,
         cpu_user_s: u.user_s,
         cpu_sys_s: u.sys_s,
-        cpu_efficiency: (u.user_s + u.sys_s) / (wall_s * threads as f64).max(1e-9),
+        cpu_efficiency: (u.user_s + u.sys_s) / (wall_s * cpus as f64).max(1e-9),
         peak_rss_bytes: u.peak_rss_bytes,
         slurm: cfg.slurm.clone(),
     }

@@ -67,6 +67,12 @@ pub struct ProcessTotals {
     #[serde(default)]
     pub node_rank: usize,
     pub threads: usize,
+    /// The CPUs this process was given: its filter threads, or the
+    /// allocation's share when larger (SLURM_CPUS_PER_TASK, else the node's
+    /// cores over its ranks): what CPU efficiency is measured against, as
+    /// seff measures against allocated CPUs. Reports before it: `threads`.
+    #[serde(default)]
+    pub cpus: usize,
     pub images: usize,
     pub failed: usize,
     /// Voxels of the images this process handled (what `balanced` evens out).
@@ -83,7 +89,9 @@ pub struct ProcessTotals {
     pub wall_s: f64,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
-    /// (user + sys) / (wall × threads).
+    /// (user + sys) / (wall × cpus). Above 1 only where nothing holds the
+    /// process to its CPUs: its reader and writer threads ran beside the
+    /// filter threads on more CPUs than it was given.
     pub cpu_efficiency: f64,
     pub peak_rss_bytes: u64,
     /// This process's Slurm context (job, step, procid, localid, node), inside a job.
@@ -193,7 +201,10 @@ impl Summary {
         let per = |v: f64| if ok > 0 { v / ok as f64 } else { 0.0 };
         let wall_s = processes.iter().map(|p| p.wall_s).fold(0.0, f64::max);
         let cpu_s: f64 = processes.iter().map(|p| p.cpu_user_s + p.cpu_sys_s).sum();
-        let capacity: f64 = processes.iter().map(|p| p.wall_s * p.threads as f64).sum();
+        let capacity: f64 = processes
+            .iter()
+            .map(|p| p.wall_s * p.cpus.max(p.threads) as f64)
+            .sum();
         let busy: Vec<f64> = processes.iter().map(|p| p.busy_s).collect();
         let mean_busy = busy.iter().sum::<f64>() / busy.len().max(1) as f64;
         let max_busy = busy.iter().cloned().fold(0.0, f64::max);

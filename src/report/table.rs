@@ -28,12 +28,21 @@ impl Exporter for Table {
             writeln!(o, "  {name:<16}{tot:>12.3}{per:>14.4}")?;
         }
         writeln!(o, "  {:<16}{:>12.3}", "wall", s.wall_s)?;
-        writeln!(o, "  {:<16}{:>12.3}", "wtime/ptime", s.wtime_over_ptime)?;
         writeln!(
             o,
-            "  CPU efficiency  {:.1}%  (CPU {:.2} s over wall × threads)",
+            "  {:<16}{:>12.3}  (wall over read + filter + write per process: below 1, the stages overlapped)",
+            "wtime/ptime", s.wtime_over_ptime
+        )?;
+        writeln!(
+            o,
+            "  CPU efficiency  {:.1}%  (CPU {:.2} s over wall × the CPUs each process was given){}",
             100.0 * s.cpu_efficiency,
-            s.cpu_s
+            s.cpu_s,
+            if s.cpu_efficiency > 1.0 {
+                "; above 100%: readers and writer ran on more CPUs than given (nothing held the process to them)"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             o,
