@@ -568,34 +568,7 @@ mod tests {
         }
     }
 
-    fn point(ranks: usize, tasks: usize, wall: f64, peak: u64) -> StudyPoint {
-        StudyPoint {
-            ranks,
-            threads: 1,
-            tasks,
-            rep: 0,
-            wall_s: wall,
-            outer_wall_s: wall,
-            peak_rss_max_bytes: peak,
-            peak_rss_total_bytes: peak * ranks as u64,
-            read_s: 0.2 * tasks as f64,
-            filter_s: 0.1 * tasks as f64,
-            write_s: 0.7 * tasks as f64,
-            read_per_task_s: 0.2,
-            filter_per_task_s: 0.1,
-            write_per_task_s: 0.7,
-            cpu_efficiency: 0.9,
-            wtime_over_ptime: 1.0,
-            mem_per_task_bytes: 0.0,
-            max_rank_voxels: (tasks.div_ceil(ranks) * 1000) as u64,
-            max_rank_busy_s: wall - 0.3,
-            total_voxels: (tasks * 1000) as u64,
-            largest_image_bytes: 4000,
-            load_imbalance: 1.0,
-            failed: 0,
-            report: "r.json".into(),
-        }
-    }
+    use super::super::test_point as point;
 
     /// A synthetic machine: 0.3 s start-up, 1 s per image, 10% contention per extra rank.
     fn synthetic(ranks: usize, tasks: usize) -> f64 {

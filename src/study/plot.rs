@@ -100,10 +100,24 @@ where
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..xmax * 1.05, 0.0..(ymax * 1.15).max(1e-9))
         .map_err(drawing)?;
+    // Ranks are whole: one tick per rank, no 1.5.
+    let whole = xlabel == "ranks";
+    let ticks = if whole { xmax as usize + 1 } else { 10 };
+    let label = |x: &f64| {
+        if !whole {
+            format!("{x}")
+        } else if x.fract() == 0.0 {
+            format!("{x:.0}")
+        } else {
+            String::new()
+        }
+    };
     chart
         .configure_mesh()
         .x_desc(xlabel)
         .y_desc(ylabel)
+        .x_labels(ticks)
+        .x_label_formatter(&label)
         .draw()
         .map_err(drawing)?;
     for (i, (name, pts)) in data.iter().enumerate() {
@@ -156,7 +170,7 @@ where
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_desc("point (ranks-threads-tasks, in study order)")
+        .x_desc("point: ranks × threads, images (#repetition), in study order")
         .y_desc("seconds")
         .x_labels(n.min(24) + 1)
         .x_label_formatter(&|x| {
@@ -167,7 +181,7 @@ where
             }
             points
                 .get(i as usize)
-                .map(|p| format!("{}-{}-{}", p.ranks, p.threads, p.tasks))
+                .map(|p| format!("{}×{}, {} img #{}", p.ranks, p.threads, p.tasks, p.rep))
                 .unwrap_or_default()
         })
         .draw()
@@ -253,7 +267,12 @@ pub fn write_all(study: &Study, dir: &Path) -> Result<Vec<PathBuf>, StudyError> 
         |p| p.tasks as f64,
         |p| crate::metrics::mib(p.peak_rss_max_bytes as f64),
     );
-    let (speed, eff) = scaling_series(pts);
+    let (mut speed, mut eff) = scaling_series(pts);
+    // Ideal (linear) scaling over the ranks studied, for the eye to measure against.
+    let top = pts.iter().map(|p| p.ranks).max().unwrap_or(1).max(1);
+    let ranks = || (1..=top).map(|r| r as f64);
+    speed.push(("ideal (linear)".into(), ranks().map(|r| (r, r)).collect()));
+    eff.push(("ideal (linear)".into(), ranks().map(|r| (r, 1.0)).collect()));
     let png = register_font();
     if !png {
         log::warn!("no TrueType font (install fonts-dejavu-core or set NISMOOTH_FONT): writing SVG plots only");
