@@ -286,10 +286,11 @@ fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
         args.from.display()
     );
     o += &format!(
-        "  wall time      {} (interval {} to {}); model: {:.2} s + {:.3e} s/voxel × voxels on the busiest rank, serial fraction {:.3}\n",
+        "  wall time      {} (interval {} to {}), launch to exit; model: {:.2} s launcher + {:.2} s + {:.3e} s/voxel × voxels on the busiest rank, serial fraction {:.3}\n",
         hms(e.wall_s.value),
         hms(e.wall_s.low),
         hms(e.wall_s.high),
+        e.launcher_s,
         e.fixed_s,
         e.seconds_per_voxel,
         e.serial_fraction

@@ -49,6 +49,11 @@ pub struct Estimate {
     pub target: Target,
     pub wall_s: Interval,
     pub peak_rss_per_rank_bytes: Interval,
+    /// The launcher's start-up and tear-down (mpirun, srun) around the run:
+    /// the median of the study's points launched like the target (one rank
+    /// or several). `wall_s` includes it: a job's `--time` must cover the
+    /// whole launch, not only the processes' own lives.
+    pub launcher_s: f64,
     /// Fixed cost per run (start-up, planning) and seconds per voxel at one rank per node.
     pub fixed_s: f64,
     pub seconds_per_voxel: f64,
@@ -133,6 +138,7 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> Result<Estimate, Study
         target,
         wall_s: time.wall_s,
         peak_rss_per_rank_bytes: memory.peak_rss,
+        launcher_s: time.launcher_s,
         fixed_s: time.a,
         seconds_per_voxel: time.base.b,
         serial_fraction: time.serial_fraction,
@@ -153,6 +159,7 @@ struct TimeModel {
     base: TimeFit,
     serial_fraction: f64,
     a: f64,
+    launcher_s: f64,
     wall_s: Interval,
     /// The target's ranks per node are outside the study's.
     extrapolated: bool,
@@ -207,7 +214,8 @@ fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel, StudyErro
         .ceil()
         .max(1.0);
     let x = per_rank * mean_vox;
-    let wall = a + b_m * x;
+    let launcher_s = launcher(ok, target);
+    let wall = launcher_s + a + b_m * x;
     // Relative residuals of every fitted point, as the interval.
     let rel: Vec<f64> = ok
         .iter()
@@ -232,9 +240,27 @@ fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel, StudyErro
         base,
         serial_fraction,
         a,
+        launcher_s,
         wall_s,
         extrapolated,
     })
+}
+
+/// The launcher's time around the run (outer wall − the report's wall), the
+/// median over the points launched like the target: one process started
+/// directly, or several by mpirun/srun (which costs more).
+fn launcher(ok: &[StudyPoint], target: &Target) -> f64 {
+    let several = target.ranks() > 1;
+    let mut v: Vec<f64> = ok
+        .iter()
+        .filter(|p| (p.ranks > 1) == several)
+        .map(|p| (p.outer_wall_s - p.wall_s).max(0.0))
+        .collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// peak = base + k × the largest image, from runs like the target's.
@@ -573,6 +599,35 @@ mod tests {
     /// A synthetic machine: 0.3 s start-up, 1 s per image, 10% contention per extra rank.
     fn synthetic(ranks: usize, tasks: usize) -> f64 {
         0.3 + tasks.div_ceil(ranks) as f64 * (1.0 + 0.1 * (ranks - 1) as f64)
+    }
+
+    #[test]
+    fn the_launchers_time_is_part_of_the_prediction() {
+        // mpirun takes 0.5 s around a run of several ranks, nothing around one.
+        let mut pts = Vec::new();
+        for ranks in [1, 2] {
+            for tasks in [2, 4, 8] {
+                let mut p = point(ranks, tasks, synthetic(ranks, tasks), 1 << 20);
+                p.outer_wall_s = p.wall_s + if ranks > 1 { 0.5 } else { 0.0 };
+                pts.push(p);
+            }
+        }
+        let target = |ranks_per_node| Target {
+            tasks: 16,
+            nodes: 1,
+            ranks_per_node,
+            threads: 1,
+            mean_voxels: None,
+            largest_image_bytes: None,
+        };
+        let two = estimate(&pts, target(2)).unwrap();
+        assert!((two.launcher_s - 0.5).abs() < 1e-9);
+        assert!(
+            (two.wall_s.value - (0.5 + synthetic(2, 16))).abs() < 1e-6,
+            "{:?}",
+            two.wall_s
+        );
+        assert_eq!(estimate(&pts, target(1)).unwrap().launcher_s, 0.0);
     }
 
     #[test]

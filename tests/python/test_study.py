@@ -83,18 +83,20 @@ def test_estimate_from_16_images_predicts_the_64_image_run(dataset, tmp_path):
         "-o", tmp_path / "check", "--", "--no-sync")
     runs = json.loads((tmp_path / "check" / "study.json").read_text())["points"]
     assert len(runs) == 2
-    run = {k: sum(r[k] for r in runs) / 2 for k in ("wall_s", "peak_rss_max_bytes")}
-    print("64-image runs:", [round(r["wall_s"], 2) for r in runs])
-    wall_err = run["wall_s"] / e["wall_s"]["value"] - 1
+    # The prediction is launch to exit (what --time must cover): the launcher's time included.
+    run = {k: sum(r[k] for r in runs) / 2 for k in ("outer_wall_s", "peak_rss_max_bytes")}
+    print("64-image runs, launch to exit:", [round(r["outer_wall_s"], 2) for r in runs])
+    wall_err = run["outer_wall_s"] / e["wall_s"]["value"] - 1
     mem_err = run["peak_rss_max_bytes"] / e["peak_rss_per_rank_bytes"]["value"] - 1
-    print(f"wall: predicted {e['wall_s']['value']:.2f} s, measured {run['wall_s']:.2f} s ({100 * wall_err:+.1f}%); "
+    print(f"wall: predicted {e['wall_s']['value']:.2f} s, measured {run['outer_wall_s']:.2f} s ({100 * wall_err:+.1f}%); "
           f"memory: predicted {e['peak_rss_per_rank_bytes']['value'] / 2**20:.1f} MiB, "
           f"measured {run['peak_rss_max_bytes'] / 2**20:.1f} MiB ({100 * mem_err:+.1f}%)")
     # Time: inside the predicted interval and within ±25%. One CI run measured 10.54 s and 8.77 s for
     # the same 64-image run a minute apart (+26% and +5% against 8.33 s predicted): this VM's drift
     # alone exceeds ±15% for two single runs, so ±15% is left to the interleaved matrix of issue 22.
-    assert e["wall_s"]["low"] <= run["wall_s"] <= e["wall_s"]["high"], (e["wall_s"], run["wall_s"])
-    assert abs(wall_err) <= 0.25, (e["wall_s"], run["wall_s"])
+    assert e["wall_s"]["low"] <= run["outer_wall_s"] <= e["wall_s"]["high"], (e["wall_s"], run["outer_wall_s"])
+    assert abs(wall_err) <= 0.25, (e["wall_s"], run["outer_wall_s"])
+    assert e["launcher_s"] > 0, "mpirun's time is part of the prediction"
     assert abs(mem_err) <= 0.15, (e["peak_rss_per_rank_bytes"], run["peak_rss_max_bytes"])
     text = script.read_text()
     assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --time=" in text and "--mem-per-cpu=" in text
