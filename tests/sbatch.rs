@@ -258,3 +258,125 @@ fn refused_run(o: &Output, why: &str) {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains(why), "{why:?} not in: {err}");
 }
+
+#[test]
+fn scripts_run_as_written_whatever_the_run_arguments_say() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    phantoms(&inp, 4);
+    let out = t.path().join("out");
+    let count = |text: &str, flag: &str| {
+        text.matches(&format!(" {flag} ")).count() + text.matches(&format!(" {flag}\n")).count()
+    };
+    // A flag the model adds is not added again when the run arguments give it (`run` refuses repeats).
+    let text = script(&sbatch(
+        &[
+            "--model",
+            "serial",
+            "--",
+            s(&inp),
+            "-o",
+            s(&out),
+            "--threads",
+            "4",
+        ],
+        None,
+    ));
+    assert_eq!(count(&text, "--threads"), 1, "{text}");
+    let text = script(&sbatch(
+        &[
+            "--model",
+            "array",
+            "--",
+            s(&inp),
+            "-o",
+            s(&out),
+            "--array",
+            "--array-chunk",
+            "2",
+        ],
+        None,
+    ));
+    assert_eq!(
+        (count(&text, "--array"), count(&text, "--array-chunk")),
+        (1, 1),
+        "{text}"
+    );
+    assert_eq!(line(&text, "#SBATCH --array="), "#SBATCH --array=0-1");
+    refused(
+        &sbatch(
+            &[
+                "--model",
+                "array",
+                "--array-chunk",
+                "1",
+                "--",
+                s(&inp),
+                "-o",
+                s(&out),
+                "--array-chunk",
+                "2",
+            ],
+            None,
+        ),
+        "give one",
+    );
+    // What `run` would refuse.
+    refused(
+        &sbatch(
+            &[
+                "--model",
+                "serial",
+                "--",
+                s(&inp),
+                "-o",
+                s(&out),
+                "--sigma",
+                "abc",
+            ],
+            None,
+        ),
+        "--sigma",
+    );
+    refused(
+        &sbatch(&["--model", "serial", "--", "-o", s(&out)], None),
+        "no input",
+    );
+    refused(
+        &sbatch(&["--model", "serial", "--", s(&inp), "-o", s(&inp)], None),
+        "holds input",
+    );
+    // A line break in a value would end a directive and start a command.
+    refused(
+        &sbatch(
+            &[
+                "--model",
+                "serial",
+                "--account",
+                "x\ntouch /tmp/pwned",
+                "--",
+                s(&inp),
+                "-o",
+                s(&out),
+            ],
+            None,
+        ),
+        "--account",
+    );
+    refused(
+        &sbatch(
+            &[
+                "--model",
+                "serial",
+                "--setup",
+                "a\nb",
+                "--",
+                s(&inp),
+                "-o",
+                s(&out),
+            ],
+            None,
+        ),
+        "--setup",
+    );
+}

@@ -96,13 +96,13 @@ fn seff_block(j: &accounting::Job, own: Option<&report::Report>) -> String {
     let own_peak = ours.map_or(String::new(), |b| {
         format!("; nismooth's own peak {:.1} MiB per rank", mib(b as f64))
     });
-    match (s.memory_per_node_bytes, r.req_mem_bytes, s.memory) {
+    match (s.memory_per_node_bytes, r.req_mem_per_node_bytes, s.memory) {
         (Some(used), Some(req), Some(eff)) => {
             o += &format!(
                 "  seff: memory efficiency {:.1}% (MaxRSS × tasks per node {:.1} MiB of {:.0} MiB asked per node{own_peak})\n",
                 100.0 * eff,
                 mib(used as f64),
-                mib(req as f64 / r.nodes.max(1) as f64)
+                mib(req as f64)
             )
         }
         _ => {
@@ -155,7 +155,7 @@ fn slowest(rep: &report::Report) -> String {
 /// Plain advice from the verdicts (and nismooth's own peak, when known).
 fn advice(r: &accounting::Record, s: &accounting::Seff, own_peak: Option<u64>) -> Vec<String> {
     let mut out = Vec::new();
-    let asked = r.req_mem_bytes.map_or("its request".into(), |b| {
+    let asked = r.req_mem_per_node_bytes.map_or("its request".into(), |b| {
         format!("{:.0} MiB", mib(b as f64))
     });
     match r.state.as_str() {
@@ -169,7 +169,7 @@ fn advice(r: &accounting::Record, s: &accounting::Seff, own_peak: Option<u64>) -
     }
     let used = s.memory_per_node_bytes.max(own_peak).unwrap_or(0) as f64;
     let ask = ((mib(used) * 1.25 / 64.0).ceil() * 64.0).max(256.0);
-    let asked_mib = r.req_mem_bytes.map_or(0.0, |b| mib(b as f64));
+    let asked_mib = r.req_mem_per_node_bytes.map_or(0.0, |b| mib(b as f64));
     if r.state == "COMPLETED" && s.memory.is_some_and(|m| m < 0.5) && used > 0.0 && ask < asked_mib
     {
         out.push(format!(

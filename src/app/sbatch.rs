@@ -24,6 +24,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     // The run arguments are read as `run` will read them, so a script that
     // `run` would refuse is refused here, before it waits in a queue.
     let (run, inputs) = checked_run(&args.run_args)?;
+    one_line_values(args)?;
     let (binary, mut notes) = job_binary(args.binary.as_deref(), args.model)?;
     let cpus = args.cpus_per_task.unwrap_or(default_cpus(args.model));
     let mut spec = JobSpec {
@@ -51,12 +52,30 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     .shape();
     if args.model == Model::Array {
         let max = array::max_array_size();
+        // A chunk among the run arguments is the run's: the plan must use it.
+        let asked = match (args.array_chunk, run.array_chunk.map(|k| k as usize)) {
+            (Some(a), Some(b)) if a != b => {
+                anyhow::bail!(
+                    "--array-chunk {a} for sbatch but {b} among the run arguments: give one"
+                )
+            }
+            (a, b) => a.or(b),
+        };
         let plan = array::plan(
             inputs.len(),
             args.array_tasks,
-            args.array_chunk,
+            asked,
             max.unwrap_or(DEFAULT_MAX_ARRAY_SIZE),
         )?;
+        if run
+            .array_chunk
+            .is_some_and(|k| Some(k as usize) != plan.chunk)
+        {
+            anyhow::bail!(
+                "the run's --array-chunk {} would not cover the images inside this cluster's MaxArraySize: leave it to sbatch",
+                run.array_chunk.unwrap_or(0)
+            );
+        }
         (spec.array_tasks, spec.array_chunk) = (plan.tasks, plan.chunk);
         notes.extend(plan.note);
         if max.is_none() {
@@ -82,11 +101,56 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
 /// the images they name, which must exist.
 pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>)> {
     let run = parse_run_args(words).context("the run arguments after `--`")?;
+    nismooth::config::parse_sigma(&run.sigma).context("the run arguments after `--`")?;
     if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
         anyhow::bail!("the run's input {} does not exist", missing.display());
     }
     let inputs = discover(&run.inputs, run.list.as_deref()).context("the run's inputs")?;
+    anyhow::ensure!(!inputs.is_empty(), "the run arguments name no input image");
+    // The run refuses an OUTDIR that holds an input; so does its script.
+    let outdir = std::fs::canonicalize(&run.output).ok();
+    if let Some(held) = inputs.iter().find(|p| {
+        let parent = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
+        outdir.is_some() && parent == outdir
+    }) {
+        anyhow::bail!(
+            "the run's -o {} holds input {}: outputs would replace inputs",
+            run.output.display(),
+            held.display()
+        );
+    }
     Ok((run, inputs))
+}
+
+/// Every value written into a `#SBATCH` or shell line is one line: a
+/// newline would end the directive and start a command of its own.
+fn one_line_values(args: &SbatchArgs) -> anyhow::Result<()> {
+    let named = [
+        ("--job-name", Some(&args.job_name)),
+        ("--partition", args.partition.as_ref()),
+        ("--account", args.account.as_ref()),
+        ("--qos", args.qos.as_ref()),
+        ("--constraint", args.constraint.as_ref()),
+        ("--mail-type", args.mail_type.as_ref()),
+        ("--mail-user", args.mail_user.as_ref()),
+    ];
+    let many = args
+        .modules
+        .iter()
+        .map(|m| ("--module", m))
+        .chain(args.setup.iter().map(|l| ("--setup", l)));
+    for (flag, value) in named
+        .into_iter()
+        .filter_map(|(f, v)| Some((f, v?)))
+        .chain(many)
+    {
+        if value.chars().any(|c| c.is_control()) {
+            anyhow::bail!(
+                "{flag} {value:?}: a line break or control character would break the script"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// CPUs per task when `--cpus-per-task` is not given: one where the model

@@ -91,6 +91,17 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         })
         .collect();
     if !failed.is_empty() {
+        // No table or plot of an earlier study may stand beside this record.
+        let stale = ["study.md".to_string(), "study.csv".to_string()]
+            .into_iter()
+            .chain(
+                plot::CHARTS
+                    .iter()
+                    .flat_map(|c| [format!("{c}.svg"), format!("{c}.png")]),
+            );
+        for name in stale {
+            let _ = std::fs::remove_file(out.join(name));
+        }
         eprintln!(
             "nismooth: study: {} of {} point(s) failed, so no table, plot or estimate is made from it:",
             failed.len(),

@@ -27,7 +27,9 @@ pub struct Record {
     pub timelimit_s: Option<f64>,
     pub total_cpu_s: f64,
     pub max_rss_bytes: Option<u64>,
-    pub req_mem_bytes: Option<u64>,
+    /// The memory request per node: sacct's ReqMem, which is the job's
+    /// total in Slurm ≥ 21.08, or per node (`n`) or per CPU (`c`) before.
+    pub req_mem_per_node_bytes: Option<u64>,
     pub alloc_cpus: usize,
     pub nodes: usize,
     pub tasks: Option<usize>,
@@ -58,7 +60,7 @@ pub fn query(job: &str) -> Result<Vec<Record>, AccountingError> {
         });
     }
     let records = parse(&String::from_utf8_lossy(&out.stdout));
-    if records.is_empty() {
+    if jobs(&records).is_empty() {
         return Err(AccountingError::NoJob(job.into()));
     }
     Ok(records)
@@ -85,7 +87,11 @@ fn record(line: &str) -> Option<Record> {
         timelimit_s: duration(limit),
         total_cpu_s: duration(cpu).unwrap_or(0.0),
         max_rss_bytes: size(rss),
-        req_mem_bytes: size(req),
+        req_mem_per_node_bytes: request_per_node(
+            req,
+            cpus.parse().unwrap_or(0),
+            nodes.parse().unwrap_or(1),
+        ),
         alloc_cpus: cpus.parse().unwrap_or(0),
         nodes: nodes.parse().unwrap_or(1),
         tasks: tasks.parse().ok(),
@@ -124,6 +130,18 @@ fn size(text: &str) -> Option<u64> {
         _ => return None,
     };
     Some((num.parse::<f64>().ok()? * scale as f64) as u64)
+}
+
+/// ReqMem per node: `4Gn` per node, `1000Mc` per CPU (older Slurm), a
+/// bare size the job's total (Slurm ≥ 21.08: its TRES memory).
+fn request_per_node(text: &str, cpus: usize, nodes: usize) -> Option<u64> {
+    let bytes = size(text)?;
+    let nodes = nodes.max(1) as u64;
+    Some(match text.chars().last() {
+        Some('n') => bytes,
+        Some('c') => bytes.saturating_mul(cpus as u64) / nodes,
+        _ => bytes / nodes,
+    })
 }
 
 /// A job (or one array task) and its steps.
@@ -184,7 +202,7 @@ impl Job {
                 Some(s.max_rss_bytes.filter(|&b| b > 0)? * per_node)
             })
             .max();
-        let request_per_node = r.req_mem_bytes.map(|b| b / r.nodes.max(1) as u64);
+        let request_per_node = r.req_mem_per_node_bytes;
         let memory = match (memory_per_node_bytes, request_per_node) {
             (Some(used), Some(req)) if req > 0 => Some(used as f64 / req as f64),
             _ => None,
@@ -230,6 +248,9 @@ mod tests {
         let mpi = jobs[1].seff();
         assert_eq!(mpi.memory_per_node_bytes, Some(600 << 20));
         assert!((mpi.memory.unwrap() - 600.0 / 2048.0).abs() < 1e-9);
+        assert_eq!(request_per_node("4Gn", 16, 2), Some(4 << 30));
+        assert_eq!(request_per_node("1000Mc", 16, 2), Some(8000 << 20));
+        assert_eq!(request_per_node("4G", 16, 2), Some(2 << 30));
         assert!((mpi.cpu - 320.0 / 400.0).abs() < 1e-9);
         let oom = &jobs[2];
         assert_eq!(oom.record.state, "OUT_OF_MEMORY");

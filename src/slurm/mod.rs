@@ -84,6 +84,16 @@ impl SlurmContext {
                 ))
             }
         };
+        // Ids that are not evenly spaced (`--array=0,3,4,6`) have no grid:
+        // every task must refuse, or the ids off it leave their images out.
+        if let (Some(c), Some(max)) = (self.array_task_count, self.array_task_max) {
+            if c == 0 || min.checked_add((c - 1).saturating_mul(step)) != Some(max) {
+                return Err(UsageError::Array(format!(
+                    "the array's ids are not evenly spaced (min {min}, max {max}, step {step}, {c} tasks); \
+                     nismooth shares images over ids such as --array=0-99 or 1-100:1"
+                )));
+            }
+        }
         if id < min || !(id - min).is_multiple_of(step) || (id - min) / step >= count {
             return Err(UsageError::Array(format!(
                 "array task {id} is not on the array's grid (min {min}, step {step}, {count} tasks); \
@@ -113,8 +123,8 @@ impl ArraySlot {
         match chunk {
             None => (self.position..n).step_by(self.count).collect(),
             Some(k) => {
-                let start = (self.position * k).min(n);
-                (start..(start + k).min(n)).collect()
+                let start = self.position.saturating_mul(k).min(n);
+                (start..start.saturating_add(k).min(n)).collect()
             }
         }
     }
@@ -123,7 +133,7 @@ impl ArraySlot {
     pub fn uncovered(&self, n: usize, chunk: Option<usize>) -> usize {
         match chunk {
             None => 0,
-            Some(k) => n.saturating_sub(k * self.count),
+            Some(k) => n.saturating_sub(k.saturating_mul(self.count)),
         }
     }
 }
@@ -273,6 +283,34 @@ mod tests {
             .share(10, Some(3)),
             vec![3, 4, 5]
         );
+    }
+
+    #[test]
+    fn huge_chunks_and_uneven_ids_neither_panic_nor_share() {
+        let slot = ArraySlot {
+            task_id: 1,
+            position: 1,
+            count: 2,
+        };
+        assert!(slot.share(5, Some(usize::MAX)).is_empty());
+        assert_eq!(slot.uncovered(5, Some(usize::MAX)), 0);
+        // --array=0,3,4,6: min 0, max 6, four tasks; no step spaces them.
+        let ctx = |id| SlurmContext {
+            array_task_id: Some(id),
+            array_task_min: Some(0),
+            array_task_max: Some(6),
+            array_task_count: Some(4),
+            ..Default::default()
+        };
+        for id in [0, 3, 4, 6] {
+            let err = ctx(id).array_slot().unwrap_err().to_string();
+            assert!(err.contains("not evenly spaced"), "{id}: {err}");
+        }
+        let even = SlurmContext {
+            array_task_max: Some(3),
+            ..ctx(2)
+        };
+        assert_eq!(even.array_slot().unwrap().unwrap().position, 2);
     }
 
     #[test]

@@ -337,14 +337,19 @@ fn run_line(s: &JobSpec) -> String {
         args.push("--progress log".into());
     }
     match s.model {
-        Model::Serial => args.push("--threads 1".into()),
+        // What the model needs, unless the run arguments say it already
+        // (`run` refuses a flag given twice).
+        Model::Serial if !has("--threads") => args.push("--threads 1".into()),
         Model::Array => {
-            args.push("--array".into());
-            if let Some(k) = s.array_chunk {
-                args.push(format!("--array-chunk {k}"));
+            if !has("--array") {
+                args.push("--array".into());
+            }
+            match s.array_chunk {
+                Some(k) if !has("--array-chunk") => args.push(format!("--array-chunk {k}")),
+                _ => {}
             }
         }
-        Model::Gpu => args.push("--backend cuda".into()),
+        Model::Gpu if !has("--backend") => args.push("--backend cuda".into()),
         _ => {}
     }
     let launcher = match s.model {

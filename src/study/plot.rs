@@ -258,6 +258,15 @@ fn scaling_series(points: &[StudyPoint]) -> (Series, Series) {
     (speed, eff)
 }
 
+/// The charts `write_all` draws, by file name (each `.svg`, and `.png`).
+pub const CHARTS: [&str; 5] = [
+    "wall_vs_tasks",
+    "speedup_vs_ranks",
+    "efficiency_vs_ranks",
+    "memory_vs_tasks",
+    "stages",
+];
+
 /// Writes every plot into `dir` as SVG, and as PNG when a font is available.
 pub fn write_all(study: &Study, dir: &Path) -> Result<Vec<PathBuf>, StudyError> {
     let pts = &study.points;

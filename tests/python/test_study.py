@@ -116,9 +116,10 @@ def test_a_study_with_relative_paths_works_and_one_with_a_failed_point_says_so(t
 
     # The third image is not NIfTI: the 3-image point fails, the 1-image point does not.
     (data / "sub-0002_T1w.nii.gz").write_bytes(b"not a nifti file")
-    bad = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--data", "data", "-o", "bad")
+    # Into the same folder: the earlier study's table and plots must not stand beside the new record.
+    bad = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--data", "data", "-o", "rel")
     assert bad.returncode == 1, bad.stderr
     assert "1 of 2 point(s) failed" in bad.stderr and "r1-t1-n3-rep0: 1 of 3 images failed" in bad.stderr
-    out = tmp_path / "bad"
+    out = tmp_path / "rel"
     assert (out / "study.json").exists(), "the raw record stays, for a look"
-    assert not any((out / n).exists() for n in ["study.md", "study.csv", "wall_vs_tasks.svg"])
+    assert not any((out / n).exists() for n in ["study.md", "study.csv", "wall_vs_tasks.svg", "stages.png"])
