@@ -19,6 +19,14 @@ fn sbatch(args: &[&str], path: Option<&str>) -> Output {
     c.output().expect("run nismooth")
 }
 
+/// `n` phantoms in TMP/in, and TMP/out for the run's outputs.
+fn inputs(n: usize) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let (inp, out) = (t.path().join("in"), t.path().join("out"));
+    phantoms(&inp, n);
+    (t, inp, out)
+}
+
 fn script(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout.clone()).unwrap()
@@ -39,10 +47,7 @@ fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
 
 #[test]
 fn time_limits_are_read_as_slurm_reads_them() {
-    let t = tempfile::tempdir().unwrap();
-    let inp = t.path().join("in");
-    phantoms(&inp, 1);
-    let out = t.path().join("out");
+    let (_t, inp, out) = inputs(1);
     let run = ["--", s(&inp), "-o", s(&out)];
     for ok in ["90", "1-12:00:00", "00:30:00", "90:00"] {
         let args = [&["--model", "serial", "--time", ok][..], &run].concat();
@@ -58,10 +63,7 @@ fn time_limits_are_read_as_slurm_reads_them() {
 
 #[test]
 fn arrays_cover_every_image_once_within_max_array_size() {
-    let t = tempfile::tempdir().unwrap();
-    let inp = t.path().join("in");
-    phantoms(&inp, 20);
-    let out = t.path().join("out");
+    let (t, inp, out) = inputs(20);
     let run = ["--", s(&inp), "-o", s(&out)];
     let array = |extra: &[&str]| sbatch(&[&["--model", "array"], extra, &run].concat(), None);
     // The reviewed case: chunks of 2 on four tasks covered 8 of 20 images.
@@ -106,10 +108,7 @@ fn arrays_cover_every_image_once_within_max_array_size() {
 
 #[test]
 fn the_binary_is_absolute_and_can_run_the_model() {
-    let t = tempfile::tempdir().unwrap();
-    let inp = t.path().join("in");
-    phantoms(&inp, 1);
-    let out = t.path().join("out");
+    let (t, inp, out) = inputs(1);
     let run = ["--", s(&inp), "-o", s(&out)];
     // nismooth on PATH is the one the script runs.
     let bin = t.path().join("bin");
@@ -156,10 +155,7 @@ fn the_binary_is_absolute_and_can_run_the_model() {
 
 #[test]
 fn request_lines_setup_and_default_cpus() {
-    let t = tempfile::tempdir().unwrap();
-    let inp = t.path().join("in");
-    phantoms(&inp, 1);
-    let out = t.path().join("out");
+    let (_t, inp, out) = inputs(1);
     let o = sbatch(
         &[
             "--model",
@@ -218,10 +214,7 @@ fn a_run_refuses_an_array_whose_chunks_leave_images_out() {
     // What a hand-written `--array=0-3` with `--array-chunk 2` on 20 images does on
     // each task: refused (exit 2) before anything is written, not a warning and a
     // COMPLETED job with 12 images never smoothed.
-    let t = tempfile::tempdir().unwrap();
-    let inp = t.path().join("in");
-    phantoms(&inp, 20);
-    let out = t.path().join("out");
+    let (_t, inp, out) = inputs(20);
     for task in ["0", "3"] {
         let o = Command::new(env!("CARGO_BIN_EXE_nismooth"))
             .args([
@@ -245,7 +238,7 @@ fn a_run_refuses_an_array_whose_chunks_leave_images_out() {
             ])
             .output()
             .unwrap();
-        refused_run(
+        refused(
             &o,
             "leaves the last 12 of 20 images to no task: submit --array=0-9",
         );
@@ -253,18 +246,9 @@ fn a_run_refuses_an_array_whose_chunks_leave_images_out() {
     }
 }
 
-fn refused_run(o: &Output, why: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains(why), "{why:?} not in: {err}");
-}
-
 #[test]
 fn scripts_run_as_written_whatever_the_run_arguments_say() {
-    let t = tempfile::tempdir().unwrap();
-    let inp = t.path().join("in");
-    phantoms(&inp, 4);
-    let out = t.path().join("out");
+    let (_t, inp, out) = inputs(4);
     let count = |text: &str, flag: &str| {
         text.matches(&format!(" {flag} ")).count() + text.matches(&format!(" {flag}\n")).count()
     };
