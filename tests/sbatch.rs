@@ -140,6 +140,26 @@ fn the_binary_is_absolute_and_can_run_the_model() {
         ),
         "not found on PATH",
     );
+    // Something that is not nismooth, and something that never answers.
+    refused(
+        &sbatch(
+            &[&["--model", "serial", "--binary", "/bin/cat"][..], &run].concat(),
+            None,
+        ),
+        "is not nismooth",
+    );
+    let stuck = t.path().join("stuck");
+    std::fs::write(&stuck, "#!/bin/sh\nsleep 60\n").unwrap();
+    std::fs::set_permissions(&stuck, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let started = std::time::Instant::now();
+    refused(
+        &sbatch(
+            &[&["--model", "serial", "--binary", s(&stuck)][..], &run].concat(),
+            None,
+        ),
+        "did not answer within 10 s",
+    );
+    assert!(started.elapsed().as_secs() < 30);
     // A GPU job needs a CUDA build.
     let gpu = sbatch(&[&["--model", "gpu"][..], &run].concat(), None);
     let version = Command::new(env!("CARGO_BIN_EXE_nismooth"))
@@ -363,4 +383,48 @@ fn scripts_run_as_written_whatever_the_run_arguments_say() {
         ),
         "--setup",
     );
+}
+
+#[test]
+fn counts_of_zero_and_margins_below_one_are_refused() {
+    let (_t, inp, out) = inputs(1);
+    let run = ["--", s(&inp), "-o", s(&out)];
+    for flag in [
+        "--nodes",
+        "--ntasks-per-node",
+        "--cpus-per-task",
+        "--array-limit",
+        "--array-chunk",
+    ] {
+        let o = sbatch(&[&["--model", "array", flag, "0"][..], &run].concat(), None);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("must be at least 1"),
+            "{flag}"
+        );
+    }
+    let estimate = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nismooth"))
+            .args([&["estimate", "--from", "study.json"][..], args].concat())
+            .output()
+            .unwrap()
+    };
+    for (flag, value, why) in [
+        ("--tasks", "0", "must be at least 1"),
+        ("--ranks", "0", "must be at least 1"),
+        ("--margin", "0.5", "must be between 1"),
+    ] {
+        let args = if flag == "--tasks" {
+            vec![flag, value]
+        } else {
+            vec!["--tasks", "8", flag, value]
+        };
+        let o = estimate(&args);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(why),
+            "{flag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }

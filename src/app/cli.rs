@@ -59,6 +59,26 @@ pub enum Command {
     BenchFilter(BenchFilterArgs),
 }
 
+/// A count that must be at least 1 (nodes, ranks, CPUs, tasks): 0 would
+/// write a job Slurm rejects or a plan with nothing to run.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A margin on a request: at least 1 (a margin below 1 asks for less than
+/// the estimate itself).
+fn margin(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(m) if (1.0..=100.0).contains(&m) => Ok(m),
+        Ok(_) => Err("must be between 1 (no margin) and 100".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A `--time` Slurm reads, kept as written.
 fn slurm_time(text: &str) -> Result<String, nismooth::slurm::time::BadTime> {
     nismooth::slurm::time::parse(text).map(|_| text.to_string())
@@ -221,21 +241,22 @@ pub struct StudyArgs {
 
 #[derive(Args, Debug)]
 pub struct EstimateArgs {
-    /// The study (study.json).
-    #[arg(long)]
-    pub from: PathBuf,
+    /// The study (study.json); repeat to pool several studies of the same
+    /// data and machine (e.g. made at different times, to average out drift).
+    #[arg(long, required = true)]
+    pub from: Vec<PathBuf>,
     /// Images in the target workload.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub tasks: usize,
     /// Ranks on one node (or use --nodes and --ntasks-per-node).
-    #[arg(long, conflicts_with_all = ["nodes", "ntasks_per_node"])]
+    #[arg(long, value_parser = at_least_one, conflicts_with_all = ["nodes", "ntasks_per_node"])]
     pub ranks: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub nodes: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub ntasks_per_node: Option<usize>,
     /// Threads per rank (default: the study's).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Memory per node available, e.g. 64G: checked against the request.
     #[arg(long)]
@@ -244,7 +265,7 @@ pub struct EstimateArgs {
     #[arg(long)]
     pub list: Option<PathBuf>,
     /// Safety margin on time and memory in the request (1.25 = +25%).
-    #[arg(long, default_value_t = 1.25)]
+    #[arg(long, default_value_t = 1.25, value_parser = margin)]
     pub margin: f64,
     #[arg(long)]
     pub partition: Option<String>,
@@ -307,13 +328,13 @@ pub struct SbatchArgs {
     /// Wall-time limit, as Slurm reads it: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
     #[arg(long, default_value = "01:00:00", value_parser = slurm_time)]
     pub time: String,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = at_least_one, default_value_t = 1)]
     pub nodes: usize,
     /// MPI ranks per node (mpi, hybrid; gpu: one per GPU).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = at_least_one, default_value_t = 1)]
     pub ntasks_per_node: usize,
     /// CPUs (filter threads) per task; default by model: serial and mpi 1, array 2, gpu and hybrid 4, threads 8.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub cpus_per_task: Option<usize>,
     /// Memory per node, e.g. 4G (default: from the largest input image).
     #[arg(long, conflicts_with = "mem_per_cpu")]
@@ -324,13 +345,13 @@ pub struct SbatchArgs {
     #[arg(long, default_value_t = 1)]
     pub gpus_per_node: usize,
     /// Array: number of tasks (default: one per image, in chunks beyond the cluster's MaxArraySize).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub array_tasks: Option<usize>,
     /// Array: at most this many tasks at once (%L).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub array_limit: Option<usize>,
     /// Array: K consecutive images per task instead of cyclic shares.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub array_chunk: Option<usize>,
     /// The nismooth binary the job runs (default: this one).
     #[arg(long)]

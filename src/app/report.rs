@@ -79,13 +79,20 @@ fn seff_block(j: &accounting::Job, own: Option<&report::Report>) -> String {
         "== job {} ({}): {}, exit {}\n",
         r.id, r.name, r.state, r.exit_code
     );
-    o += &format!(
-        "  seff: CPU efficiency {:.1}% ({:.1} s of CPU over {} × {} CPU(s))\n",
-        100.0 * s.cpu,
-        r.total_cpu_s,
-        hms(r.elapsed_s),
-        r.alloc_cpus
-    );
+    o += &match s.cpu {
+        Some(cpu) => format!(
+            "  seff: CPU efficiency {:.1}% ({:.1} s of CPU over {} × {} CPU(s))\n",
+            100.0 * cpu,
+            r.total_cpu_s,
+            hms(r.elapsed_s),
+            r.alloc_cpus
+        ),
+        None => format!(
+            "  seff: CPU efficiency n/a (sacct gives {} CPU(s) over {}: the job did not run)\n",
+            r.alloc_cpus,
+            hms(r.elapsed_s)
+        ),
+    };
     let ours = own.map(|rep| {
         rep.processes
             .iter()
@@ -186,7 +193,7 @@ fn advice(r: &accounting::Record, s: &accounting::Seff, own_peak: Option<u64>) -
             nismooth::slurm::time::format(limit)
         ));
     }
-    if r.alloc_cpus > 1 && s.cpu < 0.5 && r.elapsed_s > 0.0 {
+    if r.alloc_cpus > 1 && s.cpu.is_some_and(|c| c < 0.5) {
         out.push(format!(
             "CPUs: the job used {:.1} of its {} on average; ask for fewer",
             r.total_cpu_s / r.elapsed_s,

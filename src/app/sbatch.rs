@@ -191,11 +191,7 @@ pub(super) fn job_binary(
             }
         },
     };
-    let version = std::process::Command::new(&binary)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("the job's binary {} does not run here", binary.display()))?;
-    let version = String::from_utf8_lossy(&version.stdout);
+    let version = version_of(&binary)?;
     if model == Model::Gpu && !version.contains("cuda") {
         anyhow::bail!(
             "--model gpu: {} was built without CUDA ({}); build with --features cuda or pass --binary",
@@ -204,6 +200,38 @@ pub(super) fn job_binary(
         );
     }
     Ok((binary, notes))
+}
+
+/// What `binary --version` says, checked to be nismooth's; stdin closed and
+/// ten seconds at most, so that a wrong `--binary` cannot hang sbatch.
+fn version_of(binary: &Path) -> anyhow::Result<String> {
+    use std::process::{Command, Stdio};
+    let runs_here = || format!("the job's binary {} does not run here", binary.display());
+    let mut child = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(runs_here)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("{}: `--version` did not answer within 10 s", runs_here());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().with_context(runs_here)?;
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        version.starts_with("nismooth"),
+        "--binary {} is not nismooth (its --version says {:?})",
+        binary.display(),
+        version.lines().next().unwrap_or("")
+    );
+    Ok(version)
 }
 
 /// `name` in a PATH folder, as an executable file.

@@ -1,6 +1,6 @@
 //! `nismooth study` and `nismooth estimate`: arguments in, files and advice out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -125,21 +125,33 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// The in-memory size of the largest image in `list`, and the mean voxels.
-fn list_sizes(list: &Path) -> anyhow::Result<(u64, f64, usize)> {
-    let inputs = nismooth::plan::discover(&[], Some(list))?;
-    let mut largest = 0u64;
-    let (mut vox, mut n) = (0u64, 0usize);
-    for p in &inputs {
+/// What the estimate needs of the target's images: each one's voxels and
+/// size in memory (list order), and the voxel types.
+struct TargetImages {
+    voxels: Vec<u64>,
+    bytes: Vec<u64>,
+    dtypes: Vec<String>,
+}
+
+/// Reads the headers of the images `inputs` and `list` name.
+fn target_images(inputs: &[PathBuf], list: Option<&Path>) -> anyhow::Result<TargetImages> {
+    let paths = nismooth::plan::discover(inputs, list)?;
+    anyhow::ensure!(!paths.is_empty(), "the target names no images");
+    let mut t = TargetImages {
+        voxels: Vec::new(),
+        bytes: Vec::new(),
+        dtypes: Vec::new(),
+    };
+    for p in &paths {
         let h = nismooth::io::read_header_info(p)
             .with_context(|| format!("reading {}", p.display()))?;
-        let bytes = h.memory_bytes();
-        largest = largest.max(bytes);
-        vox += h.voxels();
-        n += 1;
+        t.voxels.push(h.voxels());
+        t.bytes.push(h.memory_bytes());
+        t.dtypes.push(h.presented().to_string());
     }
-    anyhow::ensure!(n > 0, "{} lists no images", list.display());
-    Ok((largest, vox as f64 / n as f64, n))
+    t.dtypes.sort();
+    t.dtypes.dedup();
+    Ok(t)
 }
 
 /// Seconds for short times, h:mm:ss for long ones.
@@ -151,16 +163,33 @@ fn hms(s: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
 }
 
-pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
-    let text =
-        std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
+/// A study's record, checked to be one.
+fn read_study(path: &Path) -> anyhow::Result<Study> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let study: Study = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a study", args.from.display()))?;
+        .with_context(|| format!("{} is not a study", path.display()))?;
     anyhow::ensure!(
         study.schema == STUDY_SCHEMA,
         "{} is not a nismooth study",
-        args.from.display()
+        path.display()
     );
+    Ok(study)
+}
+
+/// The studies an estimate comes from, as the text names them.
+fn sources(args: &EstimateArgs) -> String {
+    let names: Vec<String> = args.from.iter().map(|p| p.display().to_string()).collect();
+    names.join(" + ")
+}
+
+pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
+    let studies = args
+        .from
+        .iter()
+        .map(|p| read_study(p))
+        .collect::<anyhow::Result<Vec<Study>>>()?;
+    let study = &studies[0];
+    let points: Vec<_> = studies.iter().flat_map(|s| s.points.clone()).collect();
     let (nodes, per_node) = match (args.ranks, args.nodes, args.ntasks_per_node) {
         (Some(r), _, _) => (1, r),
         (None, n, m) => (n.unwrap_or(1), m.unwrap_or(1)),
@@ -170,25 +199,38 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         "ranks, nodes and tasks must be ≥ 1"
     );
     let threads = args.threads.unwrap_or_else(|| study.spec.threads[0]);
-    let (largest, mean_vox) = match &args.list {
-        Some(l) => {
-            let (largest, mean, n) = list_sizes(l)?;
-            if n != args.tasks {
-                log::warn!("--list has {n} images but --tasks is {}", args.tasks);
-            }
-            (Some(largest), Some(mean))
-        }
-        None => (None, None),
+    // The target's images: --list, else the run arguments' inputs.
+    let images = match (&args.list, args.run_args.is_empty()) {
+        (Some(list), _) => Some(target_images(&[], Some(list))?),
+        (None, false) => Some(target_images(
+            &super::sbatch::checked_run(&args.run_args)?.1,
+            None,
+        )?),
+        (None, true) => None,
     };
+    if let Some(i) = images.as_ref().filter(|i| i.voxels.len() != args.tasks) {
+        log::warn!(
+            "the target names {} images but --tasks is {}",
+            i.voxels.len(),
+            args.tasks
+        );
+    }
+    let ranks = nodes * per_node;
     let target = Target {
         tasks: args.tasks,
         nodes,
         ranks_per_node: per_node,
         threads,
-        mean_voxels: mean_vox,
-        largest_image_bytes: largest,
+        mean_voxels: images
+            .as_ref()
+            .map(|i| i.voxels.iter().sum::<u64>() as f64 / i.voxels.len() as f64),
+        largest_image_bytes: images.as_ref().and_then(|i| i.bytes.iter().max().copied()),
+        in_flight_bytes: images
+            .as_ref()
+            .map(|i| fit::planned_in_flight(&i.voxels, &i.bytes, ranks, threads)),
+        dtypes: images.map(|i| i.dtypes),
     };
-    let e = fit::estimate(&study.points, target)?;
+    let e = fit::estimate(&points, target)?;
     let request = Request::from(&e, args.margin);
     let text = render(&e, &request, args);
     print!("{text}");
@@ -230,7 +272,7 @@ fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::R
     let (binary, mut notes) = super::sbatch::job_binary(None, model)?;
     notes.insert(0, format!(
         "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
-        args.from.display(),
+        sources(args),
         args.tasks,
         hms(e.wall_s.value),
         hms(e.wall_s.low),
@@ -294,16 +336,19 @@ fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
         t.nodes,
         t.ranks_per_node,
         t.threads,
-        args.from.display()
+        sources(args)
     );
     o += &format!(
-        "  wall time      {} (interval {} to {}), launch to exit; model: {:.2} s launcher + {:.2} s + {:.3e} s/voxel × voxels on the busiest rank, serial fraction {:.3}\n",
+        "  wall time      {} (interval {} to {}), launch to exit\n                 = {:.2} s launcher + {:.2} s per process + {:.2e} s × {:.0} images + {:.3e} s × {:.3e} voxels on the busiest rank; serial fraction {:.3}\n",
         hms(e.wall_s.value),
         hms(e.wall_s.low),
         hms(e.wall_s.high),
         e.launcher_s,
         e.fixed_s,
+        e.seconds_per_image,
+        (t.tasks as f64 / t.ranks() as f64).ceil(),
         e.seconds_per_voxel,
+        e.busiest_voxels,
         e.serial_fraction
     );
     o += &format!(
@@ -322,6 +367,12 @@ fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
         r.memory.option(),
         r.time
     );
+    if !e.warnings.is_empty() {
+        o += "Warnings (the study cannot fully support this target):\n";
+        for w in &e.warnings {
+            o += &format!("  ! {w}\n");
+        }
+    }
     o += "Advice:\n";
     for a in &e.advice {
         o += &format!("  - {a}\n");

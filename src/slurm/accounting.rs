@@ -174,8 +174,9 @@ pub fn jobs(records: &[Record]) -> Vec<Job> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Seff {
     /// CPU time over elapsed × allocated CPUs, at most 1 (cgroups hold a
-    /// job to its CPUs; a larger ratio is rounding in short jobs).
-    pub cpu: f64,
+    /// job to its CPUs; a larger ratio is rounding in short jobs). None when
+    /// sacct gives no allocated CPUs or no elapsed time (a job that never ran).
+    pub cpu: Option<f64>,
     /// The largest node's use: MaxRSS × that step's tasks per node.
     pub memory_per_node_bytes: Option<u64>,
     /// That use over the request per node.
@@ -187,12 +188,8 @@ pub struct Seff {
 impl Job {
     pub fn seff(&self) -> Seff {
         let r = &self.record;
-        let capacity = r.elapsed_s * r.alloc_cpus.max(1) as f64;
-        let cpu = if capacity > 0.0 {
-            (r.total_cpu_s / capacity).min(1.0)
-        } else {
-            0.0
-        };
+        let capacity = r.elapsed_s * r.alloc_cpus as f64;
+        let cpu = (capacity > 0.0).then(|| (r.total_cpu_s / capacity).min(1.0));
         let memory_per_node_bytes = self
             .steps
             .iter()
@@ -243,7 +240,7 @@ mod tests {
         assert_eq!(one.memory_per_node_bytes, Some(104628 * 1024));
         assert!((one.memory.unwrap() - 104628.0 / (256.0 * 1024.0)).abs() < 1e-9);
         assert!((one.time.unwrap() - 2.0 / 60.0).abs() < 1e-9);
-        assert!((one.cpu - 1.877 / 2.0).abs() < 1e-9);
+        assert!((one.cpu.unwrap() - 1.877 / 2.0).abs() < 1e-9);
         // Two tasks per node on the MPI step: the node holds 2 × 300 MiB of its 2 GiB.
         let mpi = jobs[1].seff();
         assert_eq!(mpi.memory_per_node_bytes, Some(600 << 20));
@@ -251,7 +248,17 @@ mod tests {
         assert_eq!(request_per_node("4Gn", 16, 2), Some(4 << 30));
         assert_eq!(request_per_node("1000Mc", 16, 2), Some(8000 << 20));
         assert_eq!(request_per_node("4G", 16, 2), Some(2 << 30));
-        assert!((mpi.cpu - 320.0 / 400.0).abs() < 1e-9);
+        assert!((mpi.cpu.unwrap() - 320.0 / 400.0).abs() < 1e-9);
+        // A job that never ran: no CPUs allocated, no efficiency (not 100%).
+        let never = Job {
+            record: Record {
+                alloc_cpus: 0,
+                elapsed_s: 0.0,
+                ..jobs[0].record.clone()
+            },
+            steps: Vec::new(),
+        };
+        assert_eq!(never.seff().cpu, None);
         let oom = &jobs[2];
         assert_eq!(oom.record.state, "OUT_OF_MEMORY");
         assert_eq!(oom.seff().time, None, "UNLIMITED");

@@ -17,7 +17,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::schedule::Schedule;
-use crate::report::{Report, Status};
+use crate::report::{ImageRecord, Report, Status};
+use crate::resources::{default_readers, pipeline_images};
 
 /// Why a study or an estimate could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,23 @@ pub struct StudyPoint {
     pub mem_per_task_bytes: f64,
     /// Voxels on the busiest rank (the makespan's driver).
     pub max_rank_voxels: u64,
+    /// Images on the busiest rank (0 in studies made before it was kept:
+    /// read as ⌈tasks / ranks⌉).
+    #[serde(default)]
+    pub max_rank_images: usize,
+    /// The input voxel types the point's images had (sorted, each once).
+    #[serde(default)]
+    pub dtypes: Vec<String>,
+    /// Each rank's images in the order they finished, as (voxels, seconds
+    /// since the process started): the per-image and per-voxel costs come
+    /// from the steps between them, which start-up noise does not tilt.
+    #[serde(default)]
+    pub finishes: Vec<Vec<(u64, f64)>>,
+    /// The most image bytes one rank held at once: the largest sum over
+    /// `pipeline_images` consecutive images of a rank, in the order it
+    /// read them (0 in older studies).
+    #[serde(default)]
+    pub in_flight_bytes: u64,
     /// Read + filter + write of the busiest rank, seconds.
     #[serde(default)]
     pub max_rank_busy_s: f64,
@@ -150,6 +168,27 @@ fn bytes_per_voxel(dtype: Option<&str>) -> u64 {
     }
 }
 
+/// The most image bytes one of the report's ranks held at once.
+fn in_flight(r: &Report, threads: usize) -> u64 {
+    let depth = pipeline_images(default_readers(threads));
+    (0..r.processes.len())
+        .map(|rank| {
+            let mut mine: Vec<&ImageRecord> = r
+                .images
+                .iter()
+                .filter(|i| i.rank == rank && i.status == Status::Ok)
+                .collect();
+            mine.sort_by(|a, b| a.started_s.total_cmp(&b.started_s));
+            let sizes: Vec<u64> = mine
+                .iter()
+                .map(|i| i.voxels * bytes_per_voxel(i.dtype_in.as_deref()))
+                .collect();
+            fit::in_flight_bytes(&sizes, depth)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The row of a study from one run's report.
 pub fn point_from_report(
     r: &Report,
@@ -174,6 +213,23 @@ pub fn point_from_report(
         .map(|i| i.voxels * bytes_per_voxel(i.dtype_in.as_deref()))
         .max()
         .unwrap_or(0);
+    let busiest = r.processes.iter().max_by_key(|p| p.voxels);
+    let finishes = (0..r.processes.len())
+        .map(|rank| {
+            let mut mine: Vec<(u64, f64)> = r
+                .images
+                .iter()
+                .filter(|i| i.rank == rank && i.status == Status::Ok)
+                .map(|i| (i.voxels, i.finished_s))
+                .collect();
+            mine.sort_by(|x, y| x.1.total_cmp(&y.1));
+            mine
+        })
+        .collect();
+    let in_flight_bytes = in_flight(r, threads);
+    let mut dtypes: Vec<String> = r.images.iter().filter_map(|i| i.dtype_in.clone()).collect();
+    dtypes.sort();
+    dtypes.dedup();
     StudyPoint {
         ranks,
         threads,
@@ -192,7 +248,11 @@ pub fn point_from_report(
         cpu_efficiency: s.cpu_efficiency,
         wtime_over_ptime: s.wtime_over_ptime,
         mem_per_task_bytes: peak_total as f64 / r.images.len().max(1) as f64,
-        max_rank_voxels: r.processes.iter().map(|p| p.voxels).max().unwrap_or(0),
+        max_rank_voxels: busiest.map_or(0, |p| p.voxels),
+        max_rank_images: busiest.map_or(0, |p| p.images),
+        dtypes,
+        finishes,
+        in_flight_bytes,
         max_rank_busy_s: r.processes.iter().map(|p| p.busy_s).fold(0.0, f64::max),
         total_voxels: r.images.iter().map(|i| i.voxels).sum(),
         largest_image_bytes: largest,
@@ -349,6 +409,26 @@ impl StudyPoint {
     pub fn name(&self) -> String {
         point_name(self.ranks, self.threads, self.tasks, self.rep)
     }
+
+    /// The most image bytes a rank held at once (for older studies: the
+    /// largest image times the images a rank holds at once).
+    pub fn in_flight(&self) -> f64 {
+        match self.in_flight_bytes {
+            0 => {
+                let depth = pipeline_images(default_readers(self.threads));
+                (self.largest_image_bytes * self.busiest_images().min(depth) as u64) as f64
+            }
+            b => b as f64,
+        }
+    }
+
+    /// Images on the busiest rank (⌈tasks / ranks⌉ for older studies).
+    pub fn busiest_images(&self) -> usize {
+        match self.max_rank_images {
+            0 => self.tasks.div_ceil(self.ranks.max(1)),
+            n => n,
+        }
+    }
 }
 
 /// A study point for the tests: `wall` seconds, `peak` bytes, 1000 voxels per image.
@@ -373,6 +453,10 @@ pub(crate) fn test_point(ranks: usize, tasks: usize, wall: f64, peak: u64) -> St
         wtime_over_ptime: 1.0,
         mem_per_task_bytes: 0.0,
         max_rank_voxels: (tasks.div_ceil(ranks) * 1000) as u64,
+        max_rank_images: tasks.div_ceil(ranks),
+        dtypes: vec!["int16".into()],
+        finishes: Vec::new(),
+        in_flight_bytes: 0,
         max_rank_busy_s: wall - 0.3,
         total_voxels: (tasks * 1000) as u64,
         largest_image_bytes: 4000,
