@@ -168,16 +168,25 @@ fn bytes_per_voxel(dtype: Option<&str>) -> u64 {
     }
 }
 
-/// The most image bytes one of the report's ranks held at once.
-fn in_flight(r: &Report, threads: usize) -> u64 {
+/// The report's successful images, grouped by rank in one pass.
+fn by_rank(r: &Report) -> Vec<Vec<&ImageRecord>> {
+    let mut ranks = vec![Vec::new(); r.processes.len()];
+    for i in r.images.iter().filter(|i| i.status == Status::Ok) {
+        if let Some(mine) = ranks.get_mut(i.rank) {
+            mine.push(i);
+        }
+    }
+    ranks
+}
+
+/// The most image bytes one rank held at once: its images in the order it
+/// started them, `pipeline_images` at a time.
+fn in_flight(ranks: &[Vec<&ImageRecord>], threads: usize) -> u64 {
     let depth = pipeline_images(default_readers(threads));
-    (0..r.processes.len())
-        .map(|rank| {
-            let mut mine: Vec<&ImageRecord> = r
-                .images
-                .iter()
-                .filter(|i| i.rank == rank && i.status == Status::Ok)
-                .collect();
+    ranks
+        .iter()
+        .map(|mine| {
+            let mut mine = mine.clone();
             mine.sort_by(|a, b| a.started_s.total_cmp(&b.started_s));
             let sizes: Vec<u64> = mine
                 .iter()
@@ -187,6 +196,18 @@ fn in_flight(r: &Report, threads: usize) -> u64 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Each rank's images as (voxels, finished_s), in the order they finished.
+fn finishes(ranks: &[Vec<&ImageRecord>]) -> Vec<Vec<(u64, f64)>> {
+    ranks
+        .iter()
+        .map(|mine| {
+            let mut done: Vec<(u64, f64)> = mine.iter().map(|i| (i.voxels, i.finished_s)).collect();
+            done.sort_by(|x, y| x.1.total_cmp(&y.1));
+            done
+        })
+        .collect()
 }
 
 /// The row of a study from one run's report.
@@ -214,19 +235,9 @@ pub fn point_from_report(
         .max()
         .unwrap_or(0);
     let busiest = r.processes.iter().max_by_key(|p| p.voxels);
-    let finishes = (0..r.processes.len())
-        .map(|rank| {
-            let mut mine: Vec<(u64, f64)> = r
-                .images
-                .iter()
-                .filter(|i| i.rank == rank && i.status == Status::Ok)
-                .map(|i| (i.voxels, i.finished_s))
-                .collect();
-            mine.sort_by(|x, y| x.1.total_cmp(&y.1));
-            mine
-        })
-        .collect();
-    let in_flight_bytes = in_flight(r, threads);
+    let grouped = by_rank(r);
+    let finishes = finishes(&grouped);
+    let in_flight_bytes = in_flight(&grouped, threads);
     let mut dtypes: Vec<String> = r.images.iter().filter_map(|i| i.dtype_in.clone()).collect();
     dtypes.sort();
     dtypes.dedup();
