@@ -75,6 +75,32 @@ pub struct RunConfig {
     pub sync: bool,
     #[serde(skip)]
     pub progress: ProgressChoice,
+    /// Signals, grace and deadline (`driver::stop`).
+    pub stop: StopSettings,
+}
+
+/// How a run may be stopped early: what `RunConfig` carries.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StopSettings {
+    /// Signal numbers that start a drain (a second one aborts).
+    pub signals: Vec<i32>,
+    /// How long images in flight may take to finish once draining.
+    pub grace_s: f64,
+    /// No image starts that would end after this (Unix seconds).
+    pub deadline_unix: Option<f64>,
+    /// Where the deadline came from, for the log and the report.
+    pub deadline_from: Option<String>,
+}
+
+impl Default for StopSettings {
+    fn default() -> Self {
+        StopSettings {
+            signals: vec![libc::SIGTERM, libc::SIGINT, libc::SIGUSR1],
+            grace_s: 10.0,
+            deadline_unix: None,
+            deadline_from: None,
+        }
+    }
 }
 
 pub fn parse_sigma(s: &str) -> Result<[f64; 3], UsageError> {
@@ -171,6 +197,7 @@ impl RunConfig {
             resume: false,
             sync: true,
             progress: ProgressChoice::Auto,
+            stop: StopSettings::default(),
         }
     }
 

@@ -443,3 +443,45 @@ fn sbatch_asks_memory_for_each_reader() {
     }
     assert!(!out.exists(), "sbatch runs nothing");
 }
+
+#[test]
+fn stop_options_are_checked_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    generate(&inp, 2, &[]);
+    let out = t.path().join("out");
+    for (flag, value, why) in [
+        ("--deadline", "soon", "a duration (90s, 55m"),
+        ("--deadline", "90", "a duration (90s, 55m"),
+        ("--deadline-margin", "x", "a duration (90s, 55m"),
+        ("--drain-signal", "KILL", "a catchable signal"),
+        ("--grace", "-1", "seconds, 0 or more"),
+    ] {
+        let o = nismooth(&["run", s(&inp), "-o", s(&out), flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(why), "{flag} {value}: {err}");
+        assert!(!out.exists(), "nothing written for a refused run");
+    }
+    // A deadline already past: nothing starts, every image is reported, exit 3.
+    let report = t.path().join("r.json");
+    let o = nismooth(&[
+        "run",
+        s(&inp),
+        "-o",
+        s(&out),
+        "--deadline",
+        "2000-01-01T00:00",
+        "--report",
+        s(&report),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["summary"]["not_started"], 2);
+    assert_eq!(r["stopped"]["reason"], "deadline");
+}

@@ -428,3 +428,46 @@ fn counts_of_zero_and_margins_below_one_are_refused() {
         );
     }
 }
+
+#[test]
+fn requeue_scripts_pass_the_signal_on_and_requeue_only_a_run_stopped_early() {
+    let (_t, inp, out) = inputs(2);
+    let run = ["--", s(&inp), "-o", s(&out)];
+    for model in ["serial", "mpi", "array"] {
+        let args = [
+            &["--model", model, "--time", "2:00:00", "--requeue"][..],
+            &["--max-requeues", "5", "--requeue-lead", "120"],
+            &run,
+        ]
+        .concat();
+        let text = script(&sbatch(&args, None));
+        for want in ["#SBATCH --requeue\n", "#SBATCH --signal=B:USR1@120\n"] {
+            assert!(text.contains(want), "{model}: no {want:?} in\n{text}");
+        }
+        // The run in the background, the trap passing USR1 on, and a requeue
+        // only for exit 3 with requeues left.
+        assert!(text.contains(" &\nrun_pid=$!\n"), "{text}");
+        assert!(text.contains("kill -USR1 \"$run_pid\""), "{text}");
+        let requeue = line(&text, "if [ \"$rc\" -eq 3 ]");
+        assert!(
+            requeue.contains("${SLURM_RESTART_COUNT:-0}\" -lt 5"),
+            "{requeue}"
+        );
+        // Each attempt keeps its own report (a requeued job keeps its id).
+        assert!(text.contains(".%r.json"), "{text}");
+        assert_eq!(
+            text.contains("--kill-on-bad-exit=1"),
+            model == "mpi",
+            "{text}"
+        );
+    }
+    // A lead as long as the limit would signal the job as it starts.
+    let args = [&["--model", "serial", "--time", "1", "--requeue"][..], &run].concat();
+    refused(
+        &sbatch(&args, None),
+        "--requeue-lead 90 s is not shorter than --time 1",
+    );
+    // Requeue's own options need it.
+    let args = [&["--model", "serial", "--max-requeues", "2"][..], &run].concat();
+    assert_eq!(sbatch(&args, None).status.code(), Some(2));
+}

@@ -111,12 +111,16 @@ JobCompLoc=$dir/jobcomp.txt
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=2
 MpiDefault=none
 ReturnToService=2
 MinJobAge=600
 KillWait=5
 InactiveLimit=0
+# A requeued job waits cred_expire seconds before it may start again (120 by
+# default), then for a scheduling pass (sched_interval, 60 by default): 10 and
+# 2 keep the requeue tests short.
+AuthInfo=cred_expire=10
 $node_lines
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF

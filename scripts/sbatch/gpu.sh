@@ -24,5 +24,5 @@ timed() {
   fi
 }
 
-timed srun --mpi=pmix --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$NISMOOTH" run data/T1w -o smoothed --sigma 2 --report nismooth-%j.json --progress log --backend cuda
+timed srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$NISMOOTH" run data/T1w -o smoothed --sigma 2 --report nismooth-%j.json --progress log --backend cuda
 # srun's own time covers srun only: the report has every rank's CPU efficiency and peak memory (8 ranks).

@@ -27,6 +27,7 @@ run=(-- data/T1w -o smoothed --sigma 2)
 "$bin" sbatch --model mpi --nodes 4 --ntasks-per-node 16 "${common[@]}" --mem-per-cpu 512M --write $here/mpi.sh "${run[@]}"
 "$bin" sbatch --model array --array-tasks 100 --array-limit 20 "${common[@]}" --mem 1G --write $here/array.sh "${run[@]}"
 "$bin" sbatch --model gpu --nodes 2 --gpus-per-node 4 --cpus-per-task 4 "${common[@]}" --mem-per-cpu 2G --write $here/gpu.sh "${run[@]}"
+"$bin" sbatch --model mpi --nodes 2 --ntasks-per-node 16 --requeue "${common[@]}" --mem-per-cpu 512M --write $here/mpi-requeue.sh "${run[@]}"
 "$bin" sbatch --model hybrid --nodes 4 --ntasks-per-node 4 --cpus-per-task 4 --account mylab --qos normal --mail-type END,FAIL --module openmpi "${common[@]}" --mem-per-cpu 512M --write $here/hybrid.sh "${run[@]}"
-sed -i "s#$work/bin/nismooth#/opt/nismooth/bin/nismooth#" "$here"/{serial,threads,mpi,array,gpu,hybrid}.sh
-echo "wrote scripts/sbatch/{serial,threads,mpi,array,gpu,hybrid}.sh"
+sed -i "s#$work/bin/nismooth#/opt/nismooth/bin/nismooth#" "$here"/{serial,threads,mpi,mpi-requeue,array,gpu,hybrid}.sh
+echo "wrote scripts/sbatch/{serial,threads,mpi,mpi-requeue,array,gpu,hybrid}.sh"

@@ -23,5 +23,5 @@ timed() {
   fi
 }
 
-timed srun --mpi=pmix --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$NISMOOTH" run data/T1w -o smoothed --sigma 2 --report nismooth-%j.json --progress log
+timed srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$NISMOOTH" run data/T1w -o smoothed --sigma 2 --report nismooth-%j.json --progress log
 # srun's own time covers srun only: the report has every rank's CPU efficiency and peak memory (64 ranks).

@@ -162,7 +162,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatChoice>,
     /// Write the full report (configuration, per-image records, totals) as JSON.
-    /// %j, %A and %a expand to the Slurm job, array job and array task ids.
+    /// %j, %A and %a expand to the Slurm job, array job and array task ids,
+    /// %r to the job's restart count (0, then 1 after a requeue, …).
     #[arg(long)]
     pub report: Option<String>,
     /// Write one CSV row per image (%j, %A, %a expand as for --report).
@@ -185,6 +186,36 @@ pub struct RunArgs {
     /// Progress display: a bar on a terminal, log lines otherwise.
     #[arg(long, value_parser = choice::<ProgressChoice>(), default_value_t = ProgressChoice::Auto)]
     pub progress: ProgressChoice,
+    /// A signal that drains the run (by name or number; repeatable): no new
+    /// image starts, images in flight get --grace, the report is written and
+    /// the exit code is 3. A second signal (a second or more later) abandons
+    /// the images in flight.
+    /// `none` leaves every signal's default action [default: TERM, INT, USR1].
+    #[arg(long, value_name = "SIGNAL")]
+    pub drain_signal: Vec<String>,
+    /// Seconds that images in flight may take to finish once draining;
+    /// later they are abandoned (no output, no temp file). Keep it under
+    /// Slurm's KillWait (30 s by default).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
+    pub grace: f64,
+    /// Start no image that would end after this: a duration from now (90s,
+    /// 55m, 1h30m, HH:MM:SS) or a local clock time (2026-12-03T04:00). Inside
+    /// a Slurm job the default is the job's end time less --deadline-margin.
+    /// Images left are `not_started`; the exit code is 3.
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub deadline: Option<String>,
+    /// With the job's end time as the deadline: how long before it to stop
+    /// starting images (time for the images in flight, the report and the exit).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub deadline_margin: String,
+    /// Inside Slurm, ignore the job's end time (no deadline unless --deadline).
+    #[arg(long, conflicts_with = "deadline")]
+    pub no_deadline: bool,
 }
 
 #[derive(Args, Debug)]
@@ -353,6 +384,19 @@ pub struct SbatchArgs {
     /// Array: K consecutive images per task instead of cyclic shares.
     #[arg(long, value_parser = at_least_one)]
     pub array_chunk: Option<usize>,
+    /// Requeue a job that runs out of time: Slurm signals the script
+    /// --requeue-lead seconds before the limit, the run drains and exits 3,
+    /// the job requeues itself (up to --max-requeues times) and the next
+    /// attempt resumes where this one stopped.
+    #[arg(long)]
+    pub requeue: bool,
+    /// With --requeue: how many times the job may requeue itself.
+    #[arg(long, value_parser = at_least_one, default_value_t = 3, requires = "requeue")]
+    pub max_requeues: usize,
+    /// With --requeue: seconds before the time limit that Slurm signals the
+    /// script (--signal=B:USR1@N; Slurm may send it up to a minute earlier).
+    #[arg(long, value_parser = at_least_one, default_value_t = 90, requires = "requeue")]
+    pub requeue_lead: usize,
     /// The nismooth binary the job runs (default: this one).
     #[arg(long)]
     pub binary: Option<PathBuf>,

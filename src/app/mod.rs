@@ -17,10 +17,13 @@ use std::process::ExitCode;
 
 use cli::{Cli, Command};
 
-/// Exit codes: every image done, some image failed, the command was refused.
+/// Exit codes: every image done, some image failed, the command was
+/// refused, stopped early (a signal or the deadline; `--resume` finishes
+/// the rest).
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED_IMAGES: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_STOPPED: u8 = 3;
 
 /// Runs the subcommand; an error is one line on stderr and exit 2.
 pub fn dispatch(cli: Cli) -> ExitCode {

@@ -4,26 +4,29 @@
 use anyhow::Context;
 
 use nismooth::choice::Choice;
-use nismooth::config::{self, RunConfig};
+use nismooth::config::{self, RunConfig, StopSettings};
 use nismooth::driver;
 use nismooth::driver::comm::Comm;
+use nismooth::driver::stop;
 use nismooth::error::UsageError;
 use nismooth::filter::cuda::{self, CudaBackend};
 use nismooth::filter::{cpu::CpuBackend, Backend, BackendChoice, Compat, FilterError, Units};
 use nismooth::io::OutputFormat;
 use nismooth::report::{self, Exporter};
 use nismooth::resources::default_readers;
+use nismooth::slurm::deadline;
 use nismooth::slurm::{expand_pattern, SlurmContext};
 use nismooth::volume::DType;
 
 use super::cli::{DtypeChoice, FormatChoice, RunArgs};
-use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_USAGE};
+use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
 
 /// The whole job, on however many ranks the launcher started.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let comm = driver::connect()?;
     logging::init(comm.rank(), comm.size());
     let cfg = run_config(args, comm.size(), comm.node_size())?;
+    stop::install(&cfg.stop).context("watching the drain signals")?;
     let mut backend = backend(&cfg, comm.as_ref())?;
     let command: Vec<String> = std::env::args().collect();
 
@@ -46,7 +49,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             report::export_to(&report::Csv, report, path).context("writing --csv")?;
         }
     }
-    Ok(if outcome.failed > 0 {
+    Ok(if outcome.undone > 0 {
+        if comm.is_root() {
+            eprintln!(
+                "nismooth: stopped early: {} image(s) left; run again with --resume to finish them",
+                outcome.undone
+            );
+        }
+        EXIT_STOPPED
+    } else if outcome.failed > 0 {
         EXIT_FAILED_IMAGES
     } else {
         EXIT_OK
@@ -74,6 +85,8 @@ fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig,
     };
     let slurm = SlurmContext::from_env();
     let array = array_share(a, ranks, slurm.as_ref())?;
+    let stop = stop_settings(a, slurm.as_ref())?;
+    let resume = a.resume || restarted(a, slurm.as_ref());
     let expand = |p: &Option<String>| {
         p.as_deref()
             .map(|p| expand_pattern(p, slurm.as_ref()).into())
@@ -108,13 +121,72 @@ fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig,
         array_chunk: a.array_chunk.map(|k| k as usize),
         backend: a.backend,
         skip_existing: a.skip_existing,
-        resume: a.resume,
+        resume,
         sync: !a.no_sync,
         progress: a.progress,
+        stop,
         ..RunConfig::new(a.inputs.clone(), a.output.clone())
     };
     cfg.check()?;
     Ok(cfg)
+}
+
+/// Whether Slurm restarted this job (a requeue after a drain, a node
+/// failure): then the run resumes by itself, unless told --skip-existing.
+fn restarted(a: &RunArgs, slurm: Option<&SlurmContext>) -> bool {
+    let count = slurm.and_then(|c| c.restart_count).unwrap_or(0);
+    let resume = count > 0 && !a.skip_existing && !a.resume;
+    if resume {
+        log::info!("this job was restarted (SLURM_RESTART_COUNT={count}): resuming (--resume)");
+    }
+    resume
+}
+
+/// Drain signals, grace and deadline from the options, and inside Slurm
+/// the job's end time less the margin when no --deadline is given.
+fn stop_settings(a: &RunArgs, slurm: Option<&SlurmContext>) -> Result<StopSettings, UsageError> {
+    let bad = |option, value: &str, expected: &str| UsageError::BadValue {
+        option,
+        value: value.into(),
+        expected: expected.into(),
+    };
+    let mut s = StopSettings::default();
+    if !a.drain_signal.is_empty() {
+        s.signals = if a.drain_signal.iter().any(|v| v == "none") {
+            Vec::new()
+        } else {
+            a.drain_signal
+                .iter()
+                .map(|v| {
+                    stop::parse_signal(v)
+                        .ok_or_else(|| bad("--drain-signal", v, "a catchable signal (TERM, INT, USR1, USR2, HUP, QUIT or its number) or none"))
+                })
+                .collect::<Result<_, _>>()?
+        };
+    }
+    if !(a.grace.is_finite() && a.grace >= 0.0) {
+        return Err(bad("--grace", &a.grace.to_string(), "seconds, 0 or more"));
+    }
+    s.grace_s = a.grace;
+    let now = stop::unix_now();
+    let margin = deadline::parse_duration(&a.deadline_margin)
+        .map_err(|_| bad("--deadline-margin", &a.deadline_margin, deadline::FORMS))?;
+    if let Some(text) = &a.deadline {
+        s.deadline_unix = Some(
+            deadline::parse_deadline(text, now)
+                .map_err(|_| bad("--deadline", text, deadline::FORMS))?,
+        );
+        s.deadline_from = Some(format!("--deadline {text}"));
+    } else if let (Some(ctx), false) = (slurm, a.no_deadline) {
+        if let Some((end, from)) = deadline::job_end(ctx) {
+            s.deadline_unix = Some(end - margin);
+            s.deadline_from = Some(format!("the job's end ({from}) less {}", a.deadline_margin));
+        }
+    }
+    if let (Some(d), Some(from)) = (s.deadline_unix, &s.deadline_from) {
+        log::info!("deadline: {from}, {:.0} s from now", d - now);
+    }
+    Ok(s)
 }
 
 /// The job-array task whose share this run takes: with `--array`, the one

@@ -43,6 +43,10 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         cpus_per_task: cpus,
         gpus_per_node: args.gpus_per_node,
         array_limit: args.array_limit,
+        requeue: args.requeue.then_some(script::Requeue {
+            max: args.max_requeues,
+            lead_s: args.requeue_lead,
+        }),
         ..JobSpec::new(
             args.model,
             binary.display().to_string(),
@@ -50,6 +54,15 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         )
     }
     .shape();
+    if let Some(r) = spec.requeue {
+        let limit = nismooth::slurm::time::parse(&args.time)?;
+        anyhow::ensure!(
+            (r.lead_s as u64) < limit,
+            "--requeue-lead {} s is not shorter than --time {} ({limit} s): Slurm would signal the job as it starts",
+            r.lead_s,
+            args.time
+        );
+    }
     if args.model == Model::Array {
         let max = array::max_array_size();
         // A chunk among the run arguments is the run's: the plan must use it.

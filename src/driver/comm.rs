@@ -33,6 +33,15 @@ pub trait Comm {
     fn assign(&self, rank: usize, task: Option<usize>);
     /// A one-line description for logs and reports.
     fn describe(&self) -> String;
+    /// Tells every other rank that this one is draining (`stop::Watch`).
+    fn notify_stop(&self) {}
+    /// Whether another rank's drain notice has arrived (does not block).
+    fn poll_stop(&self) -> bool {
+        false
+    }
+    /// Collective: receives every drain notice still on its way, `sent`
+    /// saying whether this rank sent some, so none is left at finalise.
+    fn settle_stops(&self, _sent: bool) {}
 
     fn is_root(&self) -> bool {
         self.rank() == 0

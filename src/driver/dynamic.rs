@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::comm::Comm;
 use super::journal::Durable;
 use super::pipeline::{self, Progress};
+use super::stop::Watch;
 use crate::config::RunConfig;
 use crate::filter::Backend;
 use crate::plan::Task;
@@ -45,10 +46,13 @@ pub fn root(
             )
         });
 
+        let watch = Watch::new(comm);
         let mut queue = order.into_iter();
         let mut handed = 0usize;
+        // Draining: every request is answered "none left"; what was never
+        // handed out is recorded below as not started.
         let mut next = |who: usize| {
-            let t = queue.next();
+            let t = if watch.check() { None } else { queue.next() };
             if let Some(i) = t {
                 handed += 1;
                 progress.tick(
@@ -85,16 +89,19 @@ pub fn root(
                 }
             }
             if !answered {
+                watch.check();
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         progress.finish();
         // Panics inside an image are caught and recorded by the pipeline; one
         // outside it would lose only root's records, never hang the others.
-        worker.join().unwrap_or_else(|_| {
+        let mut records = worker.join().unwrap_or_else(|_| {
             log::error!("root's worker thread panicked outside an image");
             Vec::new()
-        })
+        });
+        records.extend(queue.map(|i| pipeline::not_started(&tasks[i], 0)));
+        records
     })
 }
 
@@ -106,7 +113,14 @@ pub fn worker(
     durable: &Durable,
     backend: &mut dyn Backend,
 ) -> Vec<ImageRecord> {
-    let source = std::iter::from_fn(|| comm.request_task()).map(|i| &tasks[i]);
+    // A drain here is passed on (root then answers "none left"); the
+    // requests go on until root says so, or root would wait for them.
+    let watch = Watch::new(comm);
+    let source = std::iter::from_fn(|| {
+        watch.check();
+        comm.request_task()
+    })
+    .map(|i| &tasks[i]);
     pipeline::process(
         source,
         cfg,

@@ -16,6 +16,7 @@ pub mod journal;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod pipeline;
+pub mod stop;
 
 use std::time::Instant;
 
@@ -27,7 +28,7 @@ use crate::filter::Backend;
 use crate::metrics;
 use crate::plan::schedule::{self, Schedule};
 use crate::plan::{self, Task};
-use crate::report::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status};
+use crate::report::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Stopped};
 use comm::{Comm, Single};
 use pipeline::Progress;
 
@@ -53,6 +54,8 @@ struct RankResult {
 pub struct Outcome {
     /// Failed images over all ranks (the same number on every rank).
     pub failed: u64,
+    /// Images left for `--resume` (not started or interrupted) over all ranks.
+    pub undone: u64,
     /// The slowest rank's wall time (the same on every rank).
     pub wall_s: f64,
     /// The full report, on root only.
@@ -204,10 +207,12 @@ pub fn run(
         settings: cfg.output_settings(),
     };
     let records = process_my_share(&shared, cfg, comm, &durable, backend);
+    stop::Watch::new(comm).settle();
     let totals = totals(&records, comm, cfg, start);
-    let (failed, wall_s, report) = gather(totals, records, comm, cfg, backend.name(), command);
+    let (counts, wall_s, report) = gather(totals, records, comm, cfg, backend.name(), command);
     Ok(Outcome {
-        failed,
+        failed: counts.failed,
+        undone: counts.undone,
         wall_s,
         report,
         lock: shared.lock,
@@ -316,8 +321,11 @@ fn process_my_share(
     } else {
         Progress::Quiet
     };
+    let watch = stop::Watch::new(comm);
     let records = pipeline::process(
-        mine.iter().map(|&i| &tasks[i]),
+        mine.iter().map(|&i| &tasks[i]).inspect(|_| {
+            watch.check();
+        }),
         cfg,
         durable,
         backend,
@@ -326,6 +334,12 @@ fn process_my_share(
     );
     progress.finish();
     records
+}
+
+/// Images over all ranks that failed, and that were left for `--resume`.
+struct Counts {
+    failed: u64,
+    undone: u64,
 }
 
 /// Every rank's records and totals to root, which builds the report; the
@@ -337,13 +351,15 @@ fn gather(
     cfg: &RunConfig,
     backend: &str,
     command: Vec<String>,
-) -> (u64, f64, Option<Report>) {
+) -> (Counts, f64, Option<Report>) {
     let failed_here = totals.failed as u64;
+    let undone_here = records.iter().filter(|r| r.status.left_undone()).count() as u64;
     let wall_here = totals.wall_s;
     let payload = serde_json::to_vec(&RankResult { totals, records }).unwrap_or_default();
     inject_panic("gather", comm.rank());
     let gathered = comm.gather(payload);
     let failed = comm.sum_u64(failed_here);
+    let undone = comm.sum_u64(undone_here);
     let wall_s = comm.max_f64(wall_here);
     let report = gathered.map(|parts| {
         let mut processes = Vec::new();
@@ -369,9 +385,35 @@ fn gather(
         });
         report.slurm = cfg.slurm.clone();
         report.array = cfg.array;
+        report.stopped = stopped(cfg, &report);
         report
     });
-    (failed, wall_s, report)
+    (Counts { failed, undone }, wall_s, report)
+}
+
+/// Why the run stopped early (the first rank's own signal, else a drain
+/// passed on, else the deadline) and what its deadline left unused; `None`
+/// for a run that neither stopped early nor kept a deadline.
+fn stopped(cfg: &RunConfig, report: &Report) -> Option<Stopped> {
+    let by = |p: &&ProcessTotals| p.stopped_by.clone();
+    let own = report
+        .processes
+        .iter()
+        .filter(|p| p.stopped_by.as_deref() != Some("another rank"))
+        .find_map(|p| by(&p));
+    let reason = own
+        .or_else(|| report.processes.iter().find_map(|p| by(&p)))
+        .or_else(|| (report.summary.not_started > 0).then(|| "deadline".to_string()));
+    let deadline = cfg.stop.deadline_unix;
+    if reason.is_none() && deadline.is_none() {
+        return None;
+    }
+    Some(Stopped {
+        reason,
+        deadline_unix: deadline,
+        deadline_from: cfg.stop.deadline_from.clone(),
+        unused_s: deadline.map(|d| d - stop::unix_now()),
+    })
 }
 
 /// A run's id: when root started it, and root's pid (names the journals).
@@ -392,12 +434,11 @@ fn totals(
     let wall_s = start.elapsed().as_secs_f64();
     let u = metrics::usage();
     // The span this process had images in flight (stages overlap).
-    let first = records
-        .iter()
-        .map(|r| r.started_s)
-        .fold(f64::INFINITY, f64::min);
-    let last = records.iter().map(|r| r.finished_s).fold(0.0, f64::max);
-    let busy_s = if records.is_empty() {
+    // Images never started (or abandoned) have no span of their own.
+    let begun = || records.iter().filter(|r| !r.status.left_undone());
+    let first = begun().map(|r| r.started_s).fold(f64::INFINITY, f64::min);
+    let last = begun().map(|r| r.finished_s).fold(0.0, f64::max);
+    let busy_s = if begun().next().is_none() {
         0.0
     } else {
         (last - first).max(0.0)
@@ -408,10 +449,7 @@ fn totals(
         node_rank: comm.node_rank(),
         threads,
         cpus,
-        images: records
-            .iter()
-            .filter(|r| r.status != Status::Skipped)
-            .count(),
+        images: records.iter().filter(|r| r.status.did_work()).count(),
         failed: records
             .iter()
             .filter(|r| r.status == Status::Failed)
@@ -428,6 +466,7 @@ fn totals(
         cpu_efficiency: (u.user_s + u.sys_s) / (wall_s * cpus as f64).max(1e-9),
         peak_rss_bytes: u.peak_rss_bytes,
         slurm: cfg.slurm.clone(),
+        stopped_by: stop::reason(),
     }
 }
 

@@ -15,6 +15,8 @@ use super::comm::Comm;
 
 const TAG_REQUEST: i32 = 11;
 const TAG_ASSIGN: i32 = 12;
+/// "I am draining": one byte, to every other rank (`stop::Watch`).
+const TAG_STOP: i32 = 13;
 /// "No task left" in an assignment message.
 const NONE_LEFT: u64 = u64::MAX;
 
@@ -24,6 +26,8 @@ pub struct Mpi {
     node: SimpleCommunicator,
     threading: Threading,
     library: String,
+    /// Drain notices received so far (`settle_stops` takes the rest).
+    stops_received: std::cell::Cell<u64>,
     // Last: dropping the universe finalises MPI, after the communicators are freed.
     _universe: Universe,
 }
@@ -63,6 +67,7 @@ impl Mpi {
             node,
             threading,
             library,
+            stops_received: std::cell::Cell::new(0),
             _universe: universe,
         })
     }
@@ -219,6 +224,38 @@ impl Comm for Mpi {
         self.world
             .process_at_rank(rank as i32)
             .send_with_tag(&v, TAG_ASSIGN);
+    }
+
+    fn notify_stop(&self) {
+        for r in (0..self.size()).filter(|&r| r != self.rank()) {
+            // One byte: sent eagerly, so this never waits for the receiver.
+            self.world
+                .process_at_rank(r as i32)
+                .send_with_tag(&1u8, TAG_STOP);
+        }
+    }
+
+    fn poll_stop(&self) -> bool {
+        let mut any = false;
+        while let Some((msg, _)) = self
+            .world
+            .any_process()
+            .immediate_matched_probe_with_tag(TAG_STOP)
+        {
+            let _: (u8, _) = msg.matched_receive();
+            self.stops_received.set(self.stops_received.get() + 1);
+            any = true;
+        }
+        any
+    }
+
+    fn settle_stops(&self, sent: bool) {
+        let senders = self.sum_u64(sent as u64);
+        let expected = senders - sent as u64;
+        while self.stops_received.get() < expected {
+            let _ = self.world.any_process().receive_with_tag::<u8>(TAG_STOP);
+            self.stops_received.set(self.stops_received.get() + 1);
+        }
     }
 
     fn describe(&self) -> String {

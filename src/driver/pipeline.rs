@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::journal::{self, Durable, Journal};
+use super::stop::{self, Pacer};
 use crate::config::{ProgressChoice, RunConfig};
 use crate::filter::Units;
 use crate::filter::{Backend, FilterSpec, Pending, RADIUS_PER_AXIS};
@@ -185,6 +186,8 @@ pub fn process<'t>(
     // keeps them on disk in case the whole process dies.
     let finished = Mutex::new(Vec::new());
     let mut journal = Journal::open(&cfg.outdir, &durable.run, rank, &durable.settings);
+    let pacer = cfg.stop.deadline_unix.map(Pacer::new);
+    let pacer = pacer.as_ref();
     // The readers share the task queue and the spare buffers.
     let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
     let (spare_tx, spare_rx) = mpsc::channel::<Voxels>();
@@ -214,7 +217,7 @@ pub fn process<'t>(
         });
         let finished = &finished;
         let committer = stage("commit").spawn_scoped(s, move || {
-            commit_stage(commit_rx, &mut journal, progress, finished, cfg.sync)
+            commit_stage(commit_rx, &mut journal, progress, finished, pacer, cfg.sync)
         });
         let readers: Result<Vec<_>, _> = readers.into_iter().collect();
         let (Ok(readers), Ok(filterer), Ok(writer), Ok(committer)) =
@@ -224,12 +227,18 @@ pub fn process<'t>(
             drop(task_tx);
             return Err(tasks);
         };
-        // The source is always drained, even if the reader has died: under
-        // the dynamic schedule root waits for every rank's last request.
+        // The source is always drained, even if the reader has died or the
+        // run is stopping: under the dynamic schedule root waits for every
+        // rank's last request, and every image must end as a record.
         let mut fed = Vec::new();
         for task in tasks {
             fed.push(task);
-            let _ = task_tx.send(task);
+            match held_back(task, pacer, rank) {
+                Some(rec) => finished.lock().unwrap_or_else(|e| e.into_inner()).push(rec),
+                None => {
+                    let _ = task_tx.send(task);
+                }
+            }
         }
         drop(task_tx);
         for reader in readers {
@@ -242,6 +251,49 @@ pub fn process<'t>(
         Ok(fed) => in_feeding_order(fed, finished, rank),
         Err(mut tasks) => all_failed(&mut tasks, "cannot start the pipeline's threads"),
     }
+}
+
+/// A task that must not start, as its record: the run is draining, or its
+/// pace so far says the image would end after the deadline.
+fn held_back(task: &Task, pacer: Option<&Pacer>, rank: usize) -> Option<ImageRecord> {
+    let why = if stop::draining() {
+        let reason = stop::reason().unwrap_or_else(|| "a signal".into());
+        format!("not started: the run was draining ({reason})")
+    } else {
+        let pacer = pacer?;
+        let voxels = io::read_header_info(&task.input).map_or(0, |h| h.voxels());
+        let late = pacer.admit(task.index, voxels).err()?;
+        format!("not started: at this rank's pace it would end {late:.1} s after the deadline")
+    };
+    let mut rec = not_started(task, rank);
+    rec.note = Some(why);
+    Some(rec)
+}
+
+/// The record of an image that was never started (a drain came first).
+pub fn not_started(task: &Task, rank: usize) -> ImageRecord {
+    let mut rec = blank(task, rank);
+    rec.status = Status::NotStarted;
+    rec.started_s = 0.0;
+    rec.note = Some("not started: the run was draining".into());
+    rec
+}
+
+/// Abandons an image in flight once the drain's grace is over (or a second
+/// signal came): no output, and its record says so. True if it did.
+fn abandon_if_aborting(job: &mut InFlight<'_>) -> bool {
+    if job.img.is_none() || !stop::aborting() {
+        return false;
+    }
+    job.img = None;
+    interrupted(&mut job.rec);
+    true
+}
+
+fn interrupted(rec: &mut ImageRecord) {
+    rec.status = Status::Interrupted;
+    rec.note =
+        Some("interrupted: abandoned in flight (a second signal, or --grace ran out)".into());
 }
 
 /// A reader: takes tasks from the shared queue until it closes, reads each
@@ -326,12 +378,16 @@ fn commit_stage(
     journal: &mut Journal,
     progress: &mut Progress,
     finished: &Mutex<Vec<ImageRecord>>,
+    pacer: Option<&Pacer>,
     sync: bool,
 ) {
     let mut done = 0;
     while let Some(batch) = next_batch(&input, sync) {
         for mut c in commit(batch, sync) {
             c.rec.finished_s = since_start();
+            if let Some(p) = pacer {
+                p.done(c.task.index, c.rec.status.did_work());
+            }
             journal.record(&c.rec, &c.task.output, c.input);
             done += 1;
             progress.tick(done, &c.rec.input);
@@ -454,6 +510,10 @@ fn read<'t>(
         pending: None,
         staged: None,
     };
+    if stop::aborting() {
+        interrupted(&mut rec);
+        return job(rec, None);
+    }
     if cfg.skip_existing && io::exists_nonempty(&task.output) {
         rec.status = Status::Skipped;
         rec.note = Some("output exists (--skip-existing)".into());
@@ -545,6 +605,9 @@ fn finish_oldest<'t>(
 /// Hands the image's voxels to the backend; a synchronous backend is done
 /// at once, a GPU only queues the work (`finish` collects it).
 fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend) -> InFlight<'t> {
+    if abandon_if_aborting(&mut job) {
+        return job;
+    }
     let Some(img) = job.img.as_mut() else {
         return job;
     };
@@ -587,6 +650,9 @@ fn write<'t>(
     durable: bool,
     spare: &mut Option<Voxels>,
 ) -> InFlight<'t> {
+    if abandon_if_aborting(&mut job) {
+        return job;
+    }
     let Some(img) = job.img.take() else {
         return job;
     };

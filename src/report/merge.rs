@@ -1,12 +1,14 @@
 //! Several reports become one: the reports of a job array's tasks, or of runs
 //! that each covered part of a list. Images are keyed by their index in the
-//! full list; the same image in two reports is allowed only when one of them
-//! skipped it (a rerun with --skip-existing), and the finished record wins.
+//! full list; the same image written in two reports is refused (the runs
+//! overlapped), and otherwise the most final record wins: a requeued job's
+//! attempts each report every image, the ones they did not reach as
+//! `not_started` and the ones an earlier attempt wrote as `skipped`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Summary, SCHEMA};
+use super::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Stopped, Summary, SCHEMA};
 use crate::slurm::SlurmContext;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +80,7 @@ fn from_journal(path: &Path) -> Result<Report, MergeError> {
     if created_unix == 0 {
         return Err(unreadable("not a nismooth journal (no start line)".into()));
     }
-    let done: Vec<&ImageRecord> = images
-        .iter()
-        .filter(|r| r.status != Status::Skipped)
-        .collect();
+    let done: Vec<&ImageRecord> = images.iter().filter(|r| r.status.did_work()).collect();
     process.images = done.len();
     process.failed = done.iter().filter(|r| r.status == Status::Failed).count();
     process.voxels = done.iter().map(|r| r.voxels).sum();
@@ -108,6 +107,20 @@ fn from_journal(path: &Path) -> Result<Report, MergeError> {
     ))
 }
 
+/// How final a record is, when two reports hold the same image: written
+/// beats failed (a retry that worked), failed beats skipped (the run that
+/// skipped it found it done elsewhere), and anything beats what an attempt
+/// stopped early left undone.
+fn finality(s: Status) -> u8 {
+    match s {
+        Status::NotStarted => 0,
+        Status::Interrupted => 1,
+        Status::Skipped => 2,
+        Status::Failed => 3,
+        Status::Ok => 4,
+    }
+}
+
 /// Merges reports read from `paths`, in the order given.
 pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
     let reports: Vec<Report> = paths.iter().map(|p| load(p)).collect::<Result<_, _>>()?;
@@ -118,23 +131,18 @@ pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
         processes.extend(report.processes.iter().cloned());
         for img in &report.images {
             match images.get(&img.index) {
-                None => {
-                    images.insert(img.index, (img.clone(), path));
+                Some((old, old_path)) if old.status == Status::Ok && img.status == Status::Ok => {
+                    return Err(MergeError::Overlap {
+                        index: img.index,
+                        input: img.input.clone(),
+                        first: old_path.to_path_buf(),
+                        second: path.clone(),
+                    });
                 }
-                Some((old, old_path)) => {
-                    let (old_done, new_done) =
-                        (old.status != Status::Skipped, img.status != Status::Skipped);
-                    if old_done && new_done {
-                        return Err(MergeError::Overlap {
-                            index: img.index,
-                            input: img.input.clone(),
-                            first: old_path.to_path_buf(),
-                            second: path.clone(),
-                        });
-                    }
-                    if new_done {
-                        images.insert(img.index, (img.clone(), path));
-                    }
+                // The more final record wins; between equals, the later run.
+                Some((old, _)) if finality(old.status) > finality(img.status) => {}
+                _ => {
+                    images.insert(img.index, (img.clone(), path));
                 }
             }
         }
@@ -158,6 +166,13 @@ pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
         }),
         array: None,
         slurm: merged_slurm(&reports),
+        stopped: images
+            .iter()
+            .any(|i| i.status.left_undone())
+            .then(|| Stopped {
+                reason: Some("a run stopped early and no later one finished its images".into()),
+                ..Stopped::default()
+            }),
         summary: Summary::from_parts(&processes, &images),
         processes,
         images,
@@ -305,8 +320,29 @@ mod tests {
             "s.json",
             &report(vec![record(0, Status::Skipped)], 1.0),
         );
-        let m = merge(&[s, a]).unwrap();
+        let m = merge(&[s, a.clone()]).unwrap();
         assert_eq!(m.images[0].status, Status::Ok);
+        // A requeued job's attempts: written, then skipped; never started, then written.
+        let later = write(
+            d.path(),
+            "later.json",
+            &report(vec![record(0, Status::Skipped), record(1, Status::Ok)], 1.0),
+        );
+        let early = write(
+            d.path(),
+            "early.json",
+            &report(
+                vec![record(0, Status::Ok), record(1, Status::NotStarted)],
+                1.0,
+            ),
+        );
+        let m = merge(&[early.clone(), later]).unwrap();
+        assert_eq!(
+            m.images.iter().map(|i| i.status).collect::<Vec<_>>(),
+            [Status::Ok, Status::Ok]
+        );
+        assert!(m.stopped.is_none());
+        assert!(merge(&[early]).unwrap().stopped.is_some());
         let bad = d.path().join("bad.json");
         std::fs::write(&bad, b"{\"schema\": 1}").unwrap();
         assert!(matches!(merge(&[bad]), Err(MergeError::Unreadable { .. })));

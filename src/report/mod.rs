@@ -18,14 +18,43 @@ pub use self::table::Table;
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "nismooth-report";
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
     Failed,
     Skipped,
+    /// A drain or the deadline came first: not read at all.
+    NotStarted,
+    /// Begun, then abandoned (a second signal, or the grace ran out); no
+    /// output and no temp file.
+    Interrupted,
+}
+
+impl Status {
+    /// Whether the image was smoothed (or tried and failed) in this run.
+    pub fn did_work(self) -> bool {
+        matches!(self, Status::Ok | Status::Failed)
+    }
+
+    /// Whether `--resume` has something left to do for the image.
+    pub fn left_undone(self) -> bool {
+        matches!(self, Status::NotStarted | Status::Interrupted)
+    }
+}
+
+/// Why a run stopped before its last image, and what a deadline left unused.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Stopped {
+    /// "SIGTERM", "another rank", "deadline", …; `None` when nothing stopped it.
+    pub reason: Option<String>,
+    /// The deadline the run kept (Unix seconds), and where it came from.
+    pub deadline_unix: Option<f64>,
+    pub deadline_from: Option<String>,
+    /// Seconds between the run's end and its deadline.
+    pub unused_s: Option<f64>,
 }
 
 /// One image's journey through read → filter → write.
@@ -97,6 +126,9 @@ pub struct ProcessTotals {
     /// This process's Slurm context (job, step, procid, localid, node), inside a job.
     #[serde(default)]
     pub slurm: Option<crate::slurm::SlurmContext>,
+    /// What began this process's drain ("SIGTERM", "another rank"), if one did.
+    #[serde(default)]
+    pub stopped_by: Option<String>,
 }
 
 /// Totals over every process, in the terms of the course's tables.
@@ -106,6 +138,11 @@ pub struct Summary {
     pub ok: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Left for `--resume`: never started, or abandoned in flight.
+    #[serde(default)]
+    pub not_started: usize,
+    #[serde(default)]
+    pub interrupted: usize,
     pub processes: usize,
     pub threads_per_process: usize,
     /// The slowest process's wall time.
@@ -156,6 +193,9 @@ pub struct Report {
     /// The job-array task this report covers (its share of the list).
     #[serde(default)]
     pub array: Option<crate::slurm::ArraySlot>,
+    /// Set when a signal or a deadline stopped the run early, or a deadline was kept.
+    #[serde(default)]
+    pub stopped: Option<Stopped>,
     pub summary: Summary,
     pub processes: Vec<ProcessTotals>,
     pub images: Vec<ImageRecord>,
@@ -184,6 +224,7 @@ impl Report {
             parallel: None,
             slurm: None,
             array: None,
+            stopped: None,
             summary: Summary::from_parts(&processes, &images),
             processes,
             images,
@@ -214,6 +255,8 @@ impl Summary {
             ok,
             failed: count(Status::Failed),
             skipped: count(Status::Skipped),
+            not_started: count(Status::NotStarted),
+            interrupted: count(Status::Interrupted),
             processes: processes.len(),
             threads_per_process: processes.first().map(|p| p.threads).unwrap_or(0),
             wall_s,

@@ -10,6 +10,30 @@ fn mib(b: u64) -> f64 {
     crate::metrics::mib(b as f64)
 }
 
+/// What stopped the run early and what its deadline left unused.
+fn stopped_lines(o: &mut String, r: &Report) -> std::fmt::Result {
+    let s = &r.summary;
+    let Some(st) = &r.stopped else {
+        return Ok(());
+    };
+    if s.not_started + s.interrupted > 0 {
+        writeln!(
+            o,
+            "  stopped early ({}): {} not started, {} interrupted; `--resume` finishes them (exit code 3)",
+            st.reason.as_deref().unwrap_or("unknown"),
+            s.not_started,
+            s.interrupted
+        )?;
+    }
+    if let (Some(unused), Some(from)) = (st.unused_s, &st.deadline_from) {
+        writeln!(
+            o,
+            "  deadline        {from}: {unused:.1} s left unused at the end"
+        )?;
+    }
+    Ok(())
+}
+
 impl Exporter for Table {
     fn render(&self, r: &Report) -> Result<String, ExportError> {
         let s = &r.summary;
@@ -19,6 +43,7 @@ impl Exporter for Table {
             "nismooth {}: {} tasks ({} ok, {} failed, {} skipped) on {} process(es) × {} thread(s), backend {}",
             r.nismooth_version, s.tasks, s.ok, s.failed, s.skipped, s.processes, s.threads_per_process, r.backend
         )?;
+        stopped_lines(&mut o, r)?;
         writeln!(o, "  {:<16}{:>12}{:>14}", "", "total (s)", "per task (s)")?;
         for (name, tot, per) in [
             ("read", s.read_s, s.read_per_task_s),

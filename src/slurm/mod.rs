@@ -9,6 +9,7 @@
 
 pub mod accounting;
 pub mod array;
+pub mod deadline;
 pub mod script;
 pub mod time;
 
@@ -35,6 +36,9 @@ pub struct SlurmContext {
     pub array_task_max: Option<u64>,
     pub array_task_step: Option<u64>,
     pub array_task_count: Option<u64>,
+    /// How many times Slurm has requeued or restarted this job.
+    #[serde(default)]
+    pub restart_count: Option<u64>,
 }
 
 impl SlurmContext {
@@ -65,6 +69,7 @@ impl SlurmContext {
             array_task_max: num("SLURM_ARRAY_TASK_MAX"),
             array_task_step: num("SLURM_ARRAY_TASK_STEP"),
             array_task_count: num("SLURM_ARRAY_TASK_COUNT"),
+            restart_count: num("SLURM_RESTART_COUNT"),
         })
     }
 
@@ -158,12 +163,15 @@ pub fn parse_mib(s: &str) -> Result<u64, BadMemory> {
 }
 
 /// Expands Slurm's filename patterns in a report path: %A (array job id),
-/// %a (array task id), %j (job id), %% (a percent sign). Outside an array,
+/// %a (array task id), %j (job id), %% (a percent sign), and ours: %r (how
+/// many times the job was requeued, 0 at first: a requeued job keeps its
+/// id, and each attempt's report must stay apart). Outside an array,
 /// %a expands to 0 and %A to the job id (or 0), so the name stays valid.
 pub fn expand_pattern(path: &str, ctx: Option<&SlurmContext>) -> String {
     let job = ctx.and_then(|c| c.job_id).unwrap_or(0);
     let array_job = ctx.and_then(|c| c.array_job_id).unwrap_or(job);
     let task = ctx.and_then(|c| c.array_task_id).unwrap_or(0);
+    let restart = ctx.and_then(|c| c.restart_count).unwrap_or(0);
     let mut out = String::with_capacity(path.len());
     let mut chars = path.chars();
     while let Some(c) = chars.next() {
@@ -175,6 +183,7 @@ pub fn expand_pattern(path: &str, ctx: Option<&SlurmContext>) -> String {
             Some('A') => out.push_str(&array_job.to_string()),
             Some('a') => out.push_str(&task.to_string()),
             Some('j') => out.push_str(&job.to_string()),
+            Some('r') => out.push_str(&restart.to_string()),
             Some('%') => out.push('%'),
             Some(other) => {
                 out.push('%');

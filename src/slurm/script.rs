@@ -114,6 +114,17 @@ pub struct JobSpec {
     pub run_args: Vec<String>,
     /// Why the memory and time are what they are (written as comments).
     pub notes: Vec<String>,
+    /// Drain before the time limit and requeue (`nismooth sbatch --requeue`).
+    pub requeue: Option<Requeue>,
+}
+
+/// A job that requeues itself when its time runs out before its images.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Requeue {
+    /// Requeues at most (`SLURM_RESTART_COUNT` counts them).
+    pub max: usize,
+    /// Seconds before the limit that Slurm signals the script.
+    pub lead_s: usize,
 }
 
 impl JobSpec {
@@ -145,6 +156,7 @@ impl JobSpec {
             binary,
             run_args,
             notes: Vec::new(),
+            requeue: None,
         }
     }
 
@@ -281,6 +293,12 @@ fn requests(s: &JobSpec) -> String {
     } else {
         sb(&mut o, "--output=%x-%j.out".into());
     }
+    if let Some(r) = s.requeue {
+        sb(&mut o, "--requeue".into());
+        sb(&mut o, format!("--signal=B:USR1@{}", r.lead_s));
+        // Every attempt appends to one output file instead of truncating it.
+        sb(&mut o, "--open-mode=append".into());
+    }
     o
 }
 
@@ -301,6 +319,10 @@ fn preamble(s: &JobSpec) -> String {
         "echo \"job ${{SLURM_JOB_ID}}{} on ${{SLURM_JOB_NODELIST}}: ${{SLURM_NTASKS:-1}} task(s) x ${{SLURM_CPUS_PER_TASK:-1}} CPU(s)\"",
         if array { " (array task ${SLURM_ARRAY_TASK_ID} of ${SLURM_ARRAY_TASK_COUNT})" } else { "" }
     );
+    if s.requeue.is_some() {
+        // The run goes to the background (`requeued`): no `timed` around it.
+        return o;
+    }
     // The course's \time: GNU time where installed, else bash's `time` keyword.
     o.push_str(concat!(
         "timed() {\n",
@@ -326,10 +348,12 @@ fn run_line(s: &JobSpec) -> String {
             .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
     };
     if !has("--report") {
-        let name = if array {
-            "nismooth-%A_%a.json"
-        } else {
-            "nismooth-%j.json"
+        // A requeued job keeps its id: each attempt's report is apart (%r).
+        let name = match (array, s.requeue.is_some()) {
+            (true, false) => "nismooth-%A_%a.json",
+            (true, true) => "nismooth-%A_%a.%r.json",
+            (false, false) => "nismooth-%j.json",
+            (false, true) => "nismooth-%j.%r.json",
         };
         args.push(format!("--report {name}"));
     }
@@ -355,12 +379,53 @@ fn run_line(s: &JobSpec) -> String {
     let launcher = match s.model {
         // Since Slurm 22.05 srun no longer inherits --cpus-per-task from the
         // allocation: pass it, or each rank is confined to one CPU.
+        // A rank that dies alone (killed, a lost node) ends the step: the
+        // others would wait for it in their next collective. Ranks that end
+        // well end together with one exit code.
         Model::Mpi | Model::Gpu | Model::Hybrid => {
-            "srun --mpi=pmix --cpus-per-task=\"${SLURM_CPUS_PER_TASK:-1}\" "
+            "srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=\"${SLURM_CPUS_PER_TASK:-1}\" "
         }
         _ => "",
     };
-    format!("\ntimed {launcher}\"$NISMOOTH\" run {}\n", args.join(" "))
+    let run = format!("{launcher}\"$NISMOOTH\" run {}", args.join(" "));
+    match s.requeue {
+        None => format!("\ntimed {run}\n"),
+        Some(r) => requeued(&run, r),
+    }
+}
+
+/// The run in the background, so that the script's trap can pass Slurm's
+/// USR1 on to it (srun passes it to every rank); the job requeues itself
+/// when the run stopped early (exit 3) and requeues are left. A restarted
+/// job's run resumes by itself (`SLURM_RESTART_COUNT`).
+fn requeued(run: &str, r: Requeue) -> String {
+    format!(
+        concat!(
+            "\n# Slurm sends USR1 {lead} s before the time limit: the run stops starting images,\n",
+            "# finishes those in flight, writes its report and exits 3; the job then requeues\n",
+            "# itself (at most {max} times) and the next attempt resumes where this one stopped.\n",
+            "attempt=$(( ${{SLURM_RESTART_COUNT:-0}} + 1 ))\n",
+            "echo \"attempt ${{attempt}} started $(date -Is)\"\n",
+            "{run} &\n",
+            "run_pid=$!\n",
+            "trap 'echo \"USR1: draining the run\"; kill -USR1 \"$run_pid\" 2>/dev/null || true' USR1\n",
+            "rc=0\n",
+            "# `wait` returns early when the trap runs: wait again until the run has ended.\n",
+            "while :; do\n",
+            "  wait \"$run_pid\" && rc=0 || rc=$?\n",
+            "  kill -0 \"$run_pid\" 2>/dev/null || break\n",
+            "done\n",
+            "echo \"attempt ${{attempt}} ended $(date -Is) with exit code ${{rc}}\"\n",
+            "if [ \"$rc\" -eq 3 ] && [ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {max} ]; then\n",
+            "  echo \"stopped early: requeueing job ${{SLURM_JOB_ID}} for attempt $(( attempt + 1 ))\"\n",
+            "  scontrol requeue \"$SLURM_JOB_ID\"\n",
+            "fi\n",
+            "exit \"$rc\"\n",
+        ),
+        lead = r.lead_s,
+        max = r.max,
+        run = run
+    )
 }
 
 /// What to read after the job: where CPU efficiency is, and for an array
@@ -380,7 +445,17 @@ fn afterword(s: &JobSpec) -> String {
             s.ranks()
         );
     }
-    if s.model == Model::Array {
+    if s.requeue.is_some() {
+        let reports = if s.model == Model::Array {
+            "nismooth-<array job id>_*.*.json"
+        } else {
+            "nismooth-<job id>.*.json"
+        };
+        let _ = writeln!(
+            o,
+            "# One report per attempt (.0, .1, …); the whole job's:\n#   $NISMOOTH report merge {reports} -o nismooth-<job id>.json"
+        );
+    } else if s.model == Model::Array {
         let _ = writeln!(
             o,
             "# When every task is done, one report for the whole array:\n#   $NISMOOTH report merge nismooth-<array job id>_*.json -o nismooth-<array job id>.json"

@@ -322,3 +322,71 @@ def test_study_through_srun(tmp_path):
         assert all(q["slurm"] and q["slurm"]["job_id"] for q in r["processes"]), "ran as a Slurm step"
         if p["ranks"] == 2:
             assert r["parallel"]["comm"].startswith("MPI, 2 rank")
+
+
+def temps(d):
+    """Temp files (ours are dot-names ending .tmp) in an output directory."""
+    return [p.name for p in Path(d).iterdir() if p.name.endswith(".tmp")] if Path(d).exists() else []
+
+
+@one_node
+def test_a_job_out_of_time_drains_requeues_and_completes(tmp_path):
+    # 48 images of 256×256×128 (12 generated, each copied 3 times), two MPI ranks under srun; a
+    # one-minute limit whose deadline (the job's end from squeue, less 57 s) leaves each attempt
+    # about 3 s, and in the second attempt Slurm's USR1 to the script (as --signal=B:USR1 sends it)
+    # drains the run early. Each attempt exits 3 and requeues the job, the next resumes.
+    data, single = tmp_path / "in", tmp_path / "single"
+    subprocess.run([str(BIN), "generate", "-o", str(data), "-n", "12", "--shape", "256,256,128", "--seed", "5"],
+                   check=True, capture_output=True)
+    subprocess.run([str(BIN), "run", str(data), "-o", str(single), "--progress", "none", "--no-sync"], check=True,
+                   capture_output=True)
+    originals = sorted(data.iterdir())
+    for k in range(12, 48):
+        shutil.copyfile(originals[k % 12], data / f"sub-{k:04d}_T1w.nii.gz")
+    script, out = tmp_path / "job.sh", tmp_path / "out"
+    subprocess.run([str(BIN), "sbatch", "--model", "mpi", "--ntasks-per-node", "2", "--time", "1", "--requeue",
+                    "--requeue-lead", "20", "--max-requeues", "8", "--write", str(script), "--", str(data), "-o",
+                    str(out), "--deadline-margin", "57s", "--no-sync"], check=True, capture_output=True)
+    text = script.read_text()
+    assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@20" in text and "scontrol requeue" in text
+    jid = client("sbatch", "--parsable", f"--chdir={tmp_path}", script).stdout.strip()
+    start, signalled, states = time.time(), False, []
+    while time.time() - start < 240:
+        fields = client("squeue", "-h", "-j", jid, "-o", "%T|%S", check=False).stdout.strip()
+        if not fields:
+            break
+        state = fields.split("|")[0]
+        restarts = int(client("scontrol", "show", "job", jid).stdout.split("Restarts=")[1].split()[0])
+        states.append((state, restarts))
+        if state == "PENDING" and restarts > 0:
+            assert temps(out) == [], "a drained attempt leaves no temp file"
+        if state == "RUNNING" and restarts == 1 and not signalled:
+            time.sleep(1.0)
+            client("scancel", "--batch", "--signal=USR1", jid, check=False)
+            signalled = True
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"job {jid} still queued or running after 240 s: {states[-5:]}")
+    log = (tmp_path / f"nismooth-{jid}.out").read_text()
+    ends = [line for line in log.splitlines() if line.startswith("attempt ") and " ended " in line]
+    codes = [int(line.rsplit(" ", 1)[1]) for line in ends]
+    assert len(codes) >= 3 and codes[-1] == 0 and set(codes[:-1]) == {3}, log
+    assert "USR1: draining the run" in log, log
+    reports = [json.loads((tmp_path / f"nismooth-{jid}.{k}.json").read_text()) for k in range(len(codes))]
+    reasons = [r["stopped"]["reason"] if r.get("stopped") else None for r in reports]
+    assert "SIGUSR1" in reasons and "deadline" in reasons, reasons
+    for r in reports:
+        assert len(r["images"]) == 48, "every image of the run in every attempt's report"
+    merged = tmp_path / "merged.json"
+    client(BIN, "report", "merge", *[tmp_path / f"nismooth-{jid}.{k}.json" for k in range(len(codes))], "-o", merged)
+    m = json.loads(merged.read_text())
+    assert [i["status"] for i in m["images"]] == ["ok"] * 48, "the merged report has each image done once"
+    done = [sum(i["status"] == "ok" for i in r["images"]) for r in reports]
+    assert sum(done) == 48, done
+    print(f"attempts {len(codes)}: images done per attempt {done}, stopped by {reasons}; "
+          f"walls {[round(r['summary']['wall_s'], 2) for r in reports]} s")
+    assert temps(out) == []
+    for k in range(48):
+        name = f"sub-{k:04d}_T1w.nii.gz"
+        assert (out / name).read_bytes() == (single / originals[k % 12].name).read_bytes(), name
+    assert sorted(p.name for p in out.iterdir() if p.name != ".nismooth") == sorted(p.name for p in data.iterdir())
