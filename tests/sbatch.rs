@@ -453,6 +453,13 @@ fn requeue_scripts_pass_the_signal_on_and_requeue_only_a_run_stopped_early() {
             requeue.contains("${SLURM_RESTART_COUNT:-0}\" -lt 5"),
             "{requeue}"
         );
+        // An array task requeues itself alone (the array's id would requeue them all).
+        let id = if model == "array" {
+            "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\""
+        } else {
+            "scontrol requeue \"${SLURM_JOB_ID}\""
+        };
+        assert!(text.contains(id), "{text}");
         // Each attempt keeps its own report (a requeued job keeps its id).
         assert!(text.contains(".%r.json"), "{text}");
         assert_eq!(

@@ -390,7 +390,7 @@ fn run_line(s: &JobSpec) -> String {
     let run = format!("{launcher}\"$NISMOOTH\" run {}", args.join(" "));
     match s.requeue {
         None => format!("\ntimed {run}\n"),
-        Some(r) => requeued(&run, r),
+        Some(r) => requeued(&run, r, array),
     }
 }
 
@@ -398,7 +398,15 @@ fn run_line(s: &JobSpec) -> String {
 /// USR1 on to it (srun passes it to every rank); the job requeues itself
 /// when the run stopped early (exit 3) and requeues are left. A restarted
 /// job's run resumes by itself (`SLURM_RESTART_COUNT`).
-fn requeued(run: &str, r: Requeue) -> String {
+fn requeued(run: &str, r: Requeue, array: bool) -> String {
+    // An array task by its array id and index: one of the tasks has the
+    // array's own id as its SLURM_JOB_ID, and requeueing that id requeues
+    // every task of the array.
+    let job = if array {
+        "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+    } else {
+        "${SLURM_JOB_ID}"
+    };
     format!(
         concat!(
             "\n# Slurm sends USR1 {lead} s before the time limit: the run stops starting images,\n",
@@ -417,14 +425,15 @@ fn requeued(run: &str, r: Requeue) -> String {
             "done\n",
             "echo \"attempt ${{attempt}} ended $(date -Is) with exit code ${{rc}}\"\n",
             "if [ \"$rc\" -eq 3 ] && [ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {max} ]; then\n",
-            "  echo \"stopped early: requeueing job ${{SLURM_JOB_ID}} for attempt $(( attempt + 1 ))\"\n",
-            "  scontrol requeue \"$SLURM_JOB_ID\"\n",
+            "  echo \"stopped early: requeueing job {job} for attempt $(( attempt + 1 ))\"\n",
+            "  scontrol requeue \"{job}\"\n",
             "fi\n",
             "exit \"$rc\"\n",
         ),
         lead = r.lead_s,
         max = r.max,
-        run = run
+        run = run,
+        job = job
     )
 }
 

@@ -184,3 +184,18 @@ def test_under_mpirun_a_drain_reaches_every_rank(data, tmp_path, to):
     assert reached == (["SIGTERM", "SIGTERM"] if to == "every rank" else ["SIGTERM", "another rank"]), reached
     assert temps(out) == []
     resumes_to_the_whole(data, out)
+
+
+def test_a_rank_killed_outright_does_not_leave_the_other_waiting(data, tmp_path):
+    if shutil.which("mpirun") is None:
+        pytest.skip("needs mpirun")
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    p = start(["mpirun", "-n", "2", *run_args(data, out, report)], out)
+    wait_for_outputs(out, 4)
+    os.kill(rank_pids(out)[-1], signal.SIGKILL)
+    t = time.monotonic()
+    p.communicate(timeout=60)
+    print(f"SIGKILL to one rank: mpirun ended {time.monotonic() - t:.2f} s later, exit {p.returncode}")
+    assert p.returncode != 0 and rank_pids(out) == []
+    # The killed rank's temp file, if it was writing, is a dead run's: --resume removes it and finishes.
+    resumes_to_the_whole(data, out)

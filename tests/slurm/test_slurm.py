@@ -329,20 +329,43 @@ def temps(d):
     return [p.name for p in Path(d).iterdir() if p.name.endswith(".tmp")] if Path(d).exists() else []
 
 
-@one_node
-def test_a_job_out_of_time_drains_requeues_and_completes(tmp_path):
-    # 48 images of 256×256×128 (12 generated, each copied 3 times), two MPI ranks under srun; a
-    # one-minute limit whose deadline (the job's end from squeue, less 57 s) leaves each attempt
-    # about 3 s, and in the second attempt Slurm's USR1 to the script (as --signal=B:USR1 sends it)
-    # drains the run early. Each attempt exits 3 and requeues the job, the next resumes.
-    data, single = tmp_path / "in", tmp_path / "single"
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """48 images of 256×256×128 int16 (12 generated, each copied 3 times) and the 12 originals'
+    outputs from one uninterrupted run: a copy's output must equal its original's."""
+    d = tmp_path_factory.mktemp("big")
+    data, single = d / "in", d / "single"
     subprocess.run([str(BIN), "generate", "-o", str(data), "-n", "12", "--shape", "256,256,128", "--seed", "5"],
                    check=True, capture_output=True)
     subprocess.run([str(BIN), "run", str(data), "-o", str(single), "--progress", "none", "--no-sync"], check=True,
                    capture_output=True)
-    originals = sorted(data.iterdir())
     for k in range(12, 48):
-        shutil.copyfile(originals[k % 12], data / f"sub-{k:04d}_T1w.nii.gz")
+        shutil.copyfile(data / f"sub-{k % 12:04d}_T1w.nii.gz", data / f"sub-{k:04d}_T1w.nii.gz")
+    return d
+
+
+def whole_and_identical(out, big):
+    """Every image written once, byte-identical to the uninterrupted run, and no temp file."""
+    assert temps(out) == []
+    for k in range(48):
+        name = f"sub-{k:04d}_T1w.nii.gz"
+        assert (out / name).read_bytes() == (big / "single" / f"sub-{k % 12:04d}_T1w.nii.gz").read_bytes(), name
+    assert sorted(p.name for p in out.iterdir() if p.name != ".nismooth") == sorted(p.name for p in (big / "in").iterdir())
+
+
+def attempts(log):
+    """Each attempt's exit code, from the script's own lines."""
+    ends = [line for line in log.splitlines() if line.startswith("attempt ") and " ended " in line]
+    return [int(line.rsplit(" ", 1)[1]) for line in ends]
+
+
+@one_node
+def test_a_job_out_of_time_drains_requeues_and_completes(big, tmp_path):
+    # 48 images, two MPI ranks under srun; a one-minute limit whose deadline (the job's end from
+    # squeue, less 57 s) leaves each attempt about 3 s, and in the second attempt Slurm's USR1 to the
+    # script (as --signal=B:USR1 sends it) drains the run early. Each attempt exits 3 and requeues
+    # the job, the next resumes.
+    data = big / "in"
     script, out = tmp_path / "job.sh", tmp_path / "out"
     subprocess.run([str(BIN), "sbatch", "--model", "mpi", "--ntasks-per-node", "2", "--time", "1", "--requeue",
                     "--requeue-lead", "20", "--max-requeues", "8", "--write", str(script), "--", str(data), "-o",
@@ -368,8 +391,7 @@ def test_a_job_out_of_time_drains_requeues_and_completes(tmp_path):
     else:
         raise AssertionError(f"job {jid} still queued or running after 240 s: {states[-5:]}")
     log = (tmp_path / f"nismooth-{jid}.out").read_text()
-    ends = [line for line in log.splitlines() if line.startswith("attempt ") and " ended " in line]
-    codes = [int(line.rsplit(" ", 1)[1]) for line in ends]
+    codes = attempts(log)
     assert len(codes) >= 3 and codes[-1] == 0 and set(codes[:-1]) == {3}, log
     assert "USR1: draining the run" in log, log
     reports = [json.loads((tmp_path / f"nismooth-{jid}.{k}.json").read_text()) for k in range(len(codes))]
@@ -385,8 +407,32 @@ def test_a_job_out_of_time_drains_requeues_and_completes(tmp_path):
     assert sum(done) == 48, done
     print(f"attempts {len(codes)}: images done per attempt {done}, stopped by {reasons}; "
           f"walls {[round(r['summary']['wall_s'], 2) for r in reports]} s")
-    assert temps(out) == []
-    for k in range(48):
-        name = f"sub-{k:04d}_T1w.nii.gz"
-        assert (out / name).read_bytes() == (single / originals[k % 12].name).read_bytes(), name
-    assert sorted(p.name for p in out.iterdir() if p.name != ".nismooth") == sorted(p.name for p in data.iterdir())
+    whole_and_identical(out, big)
+
+
+@one_node
+def test_an_array_task_out_of_time_requeues_itself(big, tmp_path):
+    # Two array tasks of 24 images each, one minute, the deadline 56 s before the end: each task
+    # stops early, requeues itself alone, and resumes its own share.
+    script, out = tmp_path / "job.sh", tmp_path / "out"
+    subprocess.run([str(BIN), "sbatch", "--model", "array", "--array-tasks", "2", "--cpus-per-task", "1", "--time",
+                    "1", "--requeue", "--requeue-lead", "20", "--max-requeues", "8", "--write", str(script), "--",
+                    str(big / "in"), "-o", str(out), "--deadline-margin", "56s", "--no-sync", "--threads", "1"],
+                   check=True, capture_output=True)
+    jid = client("sbatch", "--parsable", f"--chdir={tmp_path}", script).stdout.strip()
+    start = time.time()
+    while client("squeue", "-h", "-j", jid, check=False).stdout.strip():
+        assert time.time() - start < 240, f"array {jid} still queued or running after 240 s"
+        time.sleep(0.3)
+    reports = []
+    for task in (0, 1):
+        log = (tmp_path / f"nismooth-{jid}_{task}.out").read_text()
+        codes = attempts(log)
+        assert len(codes) >= 2 and codes[-1] == 0 and set(codes[:-1]) == {3}, log
+        reports += [tmp_path / f"nismooth-{jid}_{task}.{k}.json" for k in range(len(codes))]
+        print(f"array task {task}: {len(codes)} attempts")
+    merged = tmp_path / "merged.json"
+    client(BIN, "report", "merge", *reports, "-o", merged)
+    m = json.loads(merged.read_text())
+    assert [i["status"] for i in m["images"]] == ["ok"] * 48
+    whole_and_identical(out, big)
