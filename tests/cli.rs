@@ -454,7 +454,8 @@ fn stop_options_are_checked_before_any_work() {
         ("--deadline", "soon", "a duration (90s, 55m"),
         ("--deadline", "90", "a duration (90s, 55m"),
         ("--deadline-margin", "x", "a duration (90s, 55m"),
-        ("--drain-signal", "KILL", "a catchable signal"),
+        ("--drain-signal", "KILL", "one of TERM, INT, USR1"),
+        ("--drain-signal", "17", "one of TERM, INT, USR1"),
         ("--grace", "-1", "seconds, 0 or more"),
     ] {
         let o = nismooth(&["run", s(&inp), "-o", s(&out), flag, value]);

@@ -447,7 +447,12 @@ fn requeue_scripts_pass_the_signal_on_and_requeue_only_a_run_stopped_early() {
         // The run in the background, the trap passing USR1 on, and a requeue
         // only for exit 3 with requeues left.
         assert!(text.contains(" &\nrun_pid=$!\n"), "{text}");
-        assert!(text.contains("kill -USR1 \"$run_pid\""), "{text}");
+        let (traps, run) = (
+            text.find("trap 'pass_on USR1' USR1").unwrap(),
+            text.find(" &\nrun_pid").unwrap(),
+        );
+        assert!(traps < run, "the traps are set before the run starts");
+        assert!(text.contains("trap 'pass_on TERM' TERM"), "{text}");
         let requeue = line(&text, "if [ \"$rc\" -eq 3 ]");
         assert!(
             requeue.contains("${SLURM_RESTART_COUNT:-0}\" -lt 5"),
@@ -455,9 +460,9 @@ fn requeue_scripts_pass_the_signal_on_and_requeue_only_a_run_stopped_early() {
         );
         // An array task requeues itself alone (the array's id would requeue them all).
         let id = if model == "array" {
-            "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\""
+            "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\" ||"
         } else {
-            "scontrol requeue \"${SLURM_JOB_ID}\""
+            "scontrol requeue \"${SLURM_JOB_ID}\" ||"
         };
         assert!(text.contains(id), "{text}");
         // Each attempt keeps its own report (a requeued job keeps its id).

@@ -210,8 +210,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION|TIME")]
     pub deadline: Option<String>,
     /// With the job's end time as the deadline: how long before it to stop
-    /// starting images (time for the images in flight, the report and the exit).
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    /// starting images (time for the images in flight, the report and the
+    /// exit). `auto`: a minute, but at most a tenth of the job's limit.
+    #[arg(long, value_name = "DURATION", default_value = "auto")]
     pub deadline_margin: String,
     /// Inside Slurm, ignore the job's end time (no deadline unless --deadline).
     #[arg(long, conflicts_with = "deadline")]

@@ -23,10 +23,12 @@ use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
 
 /// The whole job, on however many ranks the launcher started.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    // Drain signals first: one that comes while MPI starts or squeue
+    // answers must not kill the process with nothing written.
+    stop::install(&signal_settings(args)?).context("watching the drain signals")?;
     let comm = driver::connect()?;
     logging::init(comm.rank(), comm.size());
-    let cfg = run_config(args, comm.size(), comm.node_size())?;
-    stop::install(&cfg.stop).context("watching the drain signals")?;
+    let cfg = run_config(args, comm.size(), comm.node_size(), comm.is_root())?;
     let mut backend = backend(&cfg, comm.as_ref())?;
     let command: Vec<String> = std::env::args().collect();
 
@@ -40,15 +42,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    if let Some(report) = &outcome.report {
-        eprint!("{}", report::Table.render(report)?);
-        if let Some(path) = &cfg.report {
-            report::export_to(&report::Json, report, path).context("writing --report")?;
-        }
-        if let Some(path) = &cfg.csv {
-            report::export_to(&report::Csv, report, path).context("writing --csv")?;
-        }
-    }
+    let written = outcome
+        .report
+        .as_ref()
+        .map_or(Ok(()), |r| show_and_export(r, &cfg));
+    // Every rank waits here for root's report: a launcher that ends a step
+    // when one rank exits non-zero (srun --kill-on-bad-exit) must not kill
+    // root while it writes. Root reaches it even when writing failed.
+    comm.sum_u64(0);
+    written?;
     Ok(if outcome.undone > 0 {
         if comm.is_root() {
             eprintln!(
@@ -64,6 +66,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// The summary table, and the report and CSV where asked for.
+fn show_and_export(report: &report::Report, cfg: &RunConfig) -> anyhow::Result<()> {
+    eprint!("{}", report::Table.render(report)?);
+    if let Some(path) = &cfg.report {
+        report::export_to(&report::Json, report, path).context("writing --report")?;
+    }
+    if let Some(path) = &cfg.csv {
+        report::export_to(&report::Csv, report, path).context("writing --csv")?;
+    }
+    Ok(())
+}
+
 /// The readers a run with these options gets when it has `threads` threads:
 /// `--readers`, else the default.
 pub fn readers(a: &RunArgs, threads: usize) -> usize {
@@ -73,7 +87,12 @@ pub fn readers(a: &RunArgs, threads: usize) -> usize {
 /// The run's settings from its options and its place in the job: `ranks`
 /// processes in the run, `node_ranks` of them on this node (for the
 /// default threads), the Slurm context from the environment.
-fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig, UsageError> {
+fn run_config(
+    a: &RunArgs,
+    ranks: usize,
+    node_ranks: usize,
+    root: bool,
+) -> Result<RunConfig, UsageError> {
     if a.compat == Compat::Fsl && a.units == Units::Mm {
         return Err(UsageError::Conflict(
             "--compat fsl takes σ in mm already: --units does not apply",
@@ -85,7 +104,7 @@ fn run_config(a: &RunArgs, ranks: usize, node_ranks: usize) -> Result<RunConfig,
     };
     let slurm = SlurmContext::from_env();
     let array = array_share(a, ranks, slurm.as_ref())?;
-    let stop = stop_settings(a, slurm.as_ref())?;
+    let stop = stop_settings(a, slurm.as_ref(), root)?;
     let resume = a.resume || restarted(a, slurm.as_ref());
     let expand = |p: &Option<String>| {
         p.as_deref()
@@ -142,49 +161,75 @@ fn restarted(a: &RunArgs, slurm: Option<&SlurmContext>) -> bool {
     resume
 }
 
-/// Drain signals, grace and deadline from the options, and inside Slurm
-/// the job's end time less the margin when no --deadline is given.
-fn stop_settings(a: &RunArgs, slurm: Option<&SlurmContext>) -> Result<StopSettings, UsageError> {
-    let bad = |option, value: &str, expected: &str| UsageError::BadValue {
+fn bad(option: &'static str, value: &str, expected: &str) -> UsageError {
+    UsageError::BadValue {
         option,
         value: value.into(),
         expected: expected.into(),
-    };
+    }
+}
+
+/// The drain signals and the grace from the options.
+fn signal_settings(a: &RunArgs) -> Result<StopSettings, UsageError> {
     let mut s = StopSettings::default();
-    if !a.drain_signal.is_empty() {
-        s.signals = if a.drain_signal.iter().any(|v| v == "none") {
-            Vec::new()
-        } else {
-            a.drain_signal
-                .iter()
-                .map(|v| {
-                    stop::parse_signal(v)
-                        .ok_or_else(|| bad("--drain-signal", v, "a catchable signal (TERM, INT, USR1, USR2, HUP, QUIT or its number) or none"))
+    if a.drain_signal.iter().any(|v| v == "none") {
+        s.signals = Vec::new();
+    } else if !a.drain_signal.is_empty() {
+        s.signals = a
+            .drain_signal
+            .iter()
+            .map(|v| {
+                stop::parse_signal(v).ok_or_else(|| {
+                    bad(
+                        "--drain-signal",
+                        v,
+                        "one of TERM, INT, USR1, USR2, HUP, QUIT, or none",
+                    )
                 })
-                .collect::<Result<_, _>>()?
-        };
+            })
+            .collect::<Result<_, _>>()?;
     }
     if !(a.grace.is_finite() && a.grace >= 0.0) {
         return Err(bad("--grace", &a.grace.to_string(), "seconds, 0 or more"));
     }
     s.grace_s = a.grace;
+    Ok(s)
+}
+
+/// Signals, grace and deadline: `--deadline`, or inside Slurm the job's
+/// end time less the margin. Only root asks Slurm (one `squeue` a job, not
+/// one a rank); the driver gives every rank root's deadline.
+fn stop_settings(
+    a: &RunArgs,
+    slurm: Option<&SlurmContext>,
+    root: bool,
+) -> Result<StopSettings, UsageError> {
+    let mut s = signal_settings(a)?;
     let now = stop::unix_now();
-    let margin = deadline::parse_duration(&a.deadline_margin)
-        .map_err(|_| bad("--deadline-margin", &a.deadline_margin, deadline::FORMS))?;
+    let margin = match a.deadline_margin.as_str() {
+        "auto" => None,
+        text => Some(
+            deadline::parse_duration(text)
+                .map_err(|_| bad("--deadline-margin", text, deadline::FORMS))?,
+        ),
+    };
     if let Some(text) = &a.deadline {
-        s.deadline_unix = Some(
-            deadline::parse_deadline(text, now)
-                .map_err(|_| bad("--deadline", text, deadline::FORMS))?,
-        );
-        s.deadline_from = Some(format!("--deadline {text}"));
-    } else if let (Some(ctx), false) = (slurm, a.no_deadline) {
-        if let Some((end, from)) = deadline::job_end(ctx) {
-            s.deadline_unix = Some(end - margin);
-            s.deadline_from = Some(format!("the job's end ({from}) less {}", a.deadline_margin));
+        let at = deadline::parse_deadline(text, now)
+            .map_err(|_| bad("--deadline", text, deadline::FORMS))?;
+        (s.deadline_unix, s.deadline_from) = (Some(at), Some(format!("--deadline {text}")));
+    } else if let (Some(ctx), false, true) = (slurm, a.no_deadline, root) {
+        if let Some(window) = deadline::job_window(ctx) {
+            let keep = margin.unwrap_or_else(|| window.auto_margin());
+            s.deadline_unix = Some(window.end - keep);
+            s.deadline_from = Some(format!("the job's end ({}) less {keep:.0} s", window.from));
         }
     }
-    if let (Some(d), Some(from)) = (s.deadline_unix, &s.deadline_from) {
-        log::info!("deadline: {from}, {:.0} s from now", d - now);
+    if let (Some(d), Some(from), true) = (s.deadline_unix, &s.deadline_from, root) {
+        if d <= now {
+            log::warn!("deadline: {from} has passed: no image will start");
+        } else {
+            log::info!("deadline: {from}, {:.0} s from now", d - now);
+        }
     }
     Ok(s)
 }

@@ -15,6 +15,7 @@ mod dynamic;
 pub mod journal;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod pace;
 pub mod pipeline;
 pub mod stop;
 
@@ -39,6 +40,8 @@ enum PlanMsg {
     Tasks {
         tasks: Vec<Task>,
         run: String,
+        /// Root's deadline (Unix seconds): one for every rank.
+        deadline: Option<f64>,
     },
     Refused(String),
 }
@@ -201,6 +204,9 @@ pub fn run(
 ) -> Result<Outcome, UsageError> {
     let start = metrics::process_start();
     let shared = share_plan(cfg, comm)?;
+    let mut cfg = cfg.clone();
+    cfg.stop.deadline_unix = shared.deadline;
+    let cfg = &cfg;
     let durable = journal::Durable {
         run: shared.run.clone(),
         resume: cfg.resume.then(|| journal::Index::load(&cfg.outdir)),
@@ -224,6 +230,7 @@ pub fn run(
 struct SharedPlan {
     tasks: Vec<Task>,
     run: String,
+    deadline: Option<f64>,
     costs: Vec<u64>,
     lock: Option<plan::lock::Lock>,
 }
@@ -244,6 +251,7 @@ fn share_plan(cfg: &RunConfig, comm: &dyn Comm) -> Result<SharedPlan, UsageError
                 PlanMsg::Tasks {
                     tasks: planned.tasks,
                     run: run_id(),
+                    deadline: cfg.stop.deadline_unix,
                 }
             }
             Err(e) => PlanMsg::Refused(e.to_string()),
@@ -256,9 +264,14 @@ fn share_plan(cfg: &RunConfig, comm: &dyn Comm) -> Result<SharedPlan, UsageError
         Vec::new()
     };
     match serde_json::from_slice(&comm.broadcast(plan)) {
-        Ok(PlanMsg::Tasks { tasks, run }) => Ok(SharedPlan {
+        Ok(PlanMsg::Tasks {
             tasks,
             run,
+            deadline,
+        }) => Ok(SharedPlan {
+            tasks,
+            run,
+            deadline,
             costs,
             lock,
         }),

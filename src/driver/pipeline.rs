@@ -20,13 +20,14 @@ use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::journal::{self, Durable, Journal};
-use super::stop::{self, Pacer};
+use super::pace::{Pacer, Refusal};
+use super::stop;
 use crate::config::{ProgressChoice, RunConfig};
 use crate::filter::Units;
 use crate::filter::{Backend, FilterSpec, Pending, RADIUS_PER_AXIS};
@@ -188,25 +189,27 @@ pub fn process<'t>(
     let mut journal = Journal::open(&cfg.outdir, &durable.run, rank, &durable.settings);
     let pacer = cfg.stop.deadline_unix.map(Pacer::new);
     let pacer = pacer.as_ref();
-    // The readers share the task queue and the spare buffers.
+    // The readers share the task queue and the spare buffers. Only they
+    // hold the queue's receiver: when the last one ends (or dies), feeding
+    // fails at once instead of waiting for a reader that will never come.
     let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
     let (spare_tx, spare_rx) = mpsc::channel::<Voxels>();
-    let (task_rx, spare_rx) = (Mutex::new(task_rx), Mutex::new(spare_rx));
+    let (task_rx, spare_rx) = (Arc::new(Mutex::new(task_rx)), Mutex::new(spare_rx));
     let outcome = std::thread::scope(|s| {
         let (read_tx, read_rx) = mpsc::sync_channel::<InFlight>(0);
         let (filtered_tx, filtered_rx) = mpsc::sync_channel::<InFlight>(0);
         let stage = |name: &str| std::thread::Builder::new().name(format!("nismooth-{name}"));
 
-        let (task_rx, spare_rx) = (&task_rx, &spare_rx);
+        let spare_rx = &spare_rx;
         let readers: Vec<_> = (0..cfg.readers.max(1))
             .map(|i| {
-                let read_tx = read_tx.clone();
+                let (read_tx, task_rx) = (read_tx.clone(), Arc::clone(&task_rx));
                 stage(&format!("read-{i}")).spawn_scoped(s, move || {
-                    read_stage(task_rx, spare_rx, read_tx, cfg, durable, rank)
+                    read_stage(&task_rx, spare_rx, read_tx, cfg, durable, rank)
                 })
             })
             .collect();
-        drop(read_tx);
+        drop((read_tx, task_rx));
         let filterer = stage("filter").spawn_scoped(s, move || {
             filter_stage(read_rx, filtered_tx, backend, cfg, rank)
         });
@@ -233,10 +236,16 @@ pub fn process<'t>(
         let mut fed = Vec::new();
         for task in tasks {
             fed.push(task);
-            match held_back(task, pacer, rank) {
+            match held_back(task, cfg, durable, pacer, rank) {
                 Some(rec) => finished.lock().unwrap_or_else(|e| e.into_inner()).push(rec),
                 None => {
-                    let _ = task_tx.send(task);
+                    // No reader left to take it: its record is made below, as
+                    // lost with a dead stage; the pace must not wait for it.
+                    if task_tx.send(task).is_err() {
+                        if let Some(p) = pacer {
+                            p.done(task.index, false);
+                        }
+                    }
                 }
             }
         }
@@ -254,20 +263,46 @@ pub fn process<'t>(
 }
 
 /// A task that must not start, as its record: the run is draining, or its
-/// pace so far says the image would end after the deadline.
-fn held_back(task: &Task, pacer: Option<&Pacer>, rank: usize) -> Option<ImageRecord> {
-    let why = if stop::draining() {
+/// pace so far says the image would end after the deadline. An image that
+/// will be skipped (its output done) always goes on: it costs nothing.
+fn held_back(
+    task: &Task,
+    cfg: &RunConfig,
+    durable: &Durable,
+    pacer: Option<&Pacer>,
+    rank: usize,
+) -> Option<ImageRecord> {
+    let draining = || {
         let reason = stop::reason().unwrap_or_else(|| "a signal".into());
         format!("not started: the run was draining ({reason})")
+    };
+    let why = if stop::draining() {
+        draining()
     } else {
         let pacer = pacer?;
+        if will_skip(task, cfg, durable) {
+            return None;
+        }
         let voxels = io::read_header_info(&task.input).map_or(0, |h| h.voxels());
-        let late = pacer.admit(task.index, voxels).err()?;
-        format!("not started: at this rank's pace it would end {late:.1} s after the deadline")
+        match pacer.admit(task.index, voxels).err()? {
+            Refusal::Draining => draining(),
+            Refusal::Late(late) => format!(
+                "not started: at this rank's pace it would end {late:.1} s after the deadline"
+            ),
+        }
     };
     let mut rec = not_started(task, rank);
     rec.note = Some(why);
     Some(rec)
+}
+
+/// Whether the reader will skip the task (`--skip-existing`, `--resume`).
+fn will_skip(task: &Task, cfg: &RunConfig, durable: &Durable) -> bool {
+    (cfg.skip_existing && io::exists_nonempty(&task.output))
+        || durable
+            .resume
+            .as_ref()
+            .is_some_and(|index| journal::complete(task, index, &durable.settings))
 }
 
 /// The record of an image that was never started (a drain came first).

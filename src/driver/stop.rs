@@ -15,25 +15,31 @@
 //! The state is process-wide (atomics), because a signal is: the watcher
 //! thread sets it, the pipeline's stages read it at their boundaries, and
 //! the driver's main thread passes a drain on to the other MPI ranks
-//! (`Watch`). A deadline is the same stop decided ahead of time: an image
-//! whose predicted finish (`Pace`) falls after it is not started.
+//! (`Watch`). A deadline is the same stop decided ahead of time, image by
+//! image (`pace`). A third signal, or a second one once the images in flight
+//! are abandoned, takes the signal's default action: a process stuck
+//! somewhere must still be stoppable.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::comm::Comm;
 use crate::config::StopSettings;
 
-/// Nothing asked; no new image starts; in-flight images are abandoned.
+/// Nothing asked.
 const RUNNING: u8 = 0;
+/// No new image starts; images in flight finish within the grace.
 const DRAINING: u8 = 1;
+/// Images in flight are abandoned at their next stage boundary.
 const ABORTING: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(RUNNING);
 /// When the drain began (ms since the Unix epoch) and the grace it gives.
 static DRAIN_SINCE_MS: AtomicU64 = AtomicU64::new(0);
+/// When this process's own first drain signal came (0: none yet); a drain
+/// passed on by another rank does not make this rank's own signal a second.
+static OWN_SINCE_MS: AtomicU64 = AtomicU64::new(0);
 static GRACE_MS: AtomicU64 = AtomicU64::new(10_000);
 /// A signal this soon after the drain began is the first one again.
 const ECHO_MS: u64 = 1000;
@@ -71,23 +77,36 @@ pub fn install(settings: &StopSettings) -> std::io::Result<()> {
         .name("nismooth-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                let name = signal_name(sig);
-                if begin_drain(&name) {
-                    log::warn!(
-                        "{name}: draining: no new image starts; images in flight get {grace} s \
-                         (--grace); a second signal abandons them now"
-                    );
-                } else if now_ms().saturating_sub(DRAIN_SINCE_MS.load(Ordering::SeqCst)) < ECHO_MS {
-                    // The same event by a second path (`scancel --full`,
-                    // a launcher passing on what Slurm also sent): not a second signal.
-                    log::info!("{name} again within a second: taken as the same request");
-                } else {
-                    STATE.store(ABORTING, Ordering::SeqCst);
-                    log::warn!("{name} again: abandoning the images in flight (no output, no temp file left)");
-                }
+                on_signal(sig, grace);
             }
         })?;
     Ok(())
+}
+
+/// One drain signal: the first drains; the same again within a second is
+/// one event by two paths (`scancel --full`, a launcher passing on what
+/// Slurm also sent); a later one abandons the images in flight; one more
+/// after that takes the default action.
+fn on_signal(sig: i32, grace: f64) {
+    let name = signal_name(sig);
+    let now = now_ms();
+    let own = OWN_SINCE_MS.load(Ordering::SeqCst);
+    if own == 0 {
+        OWN_SINCE_MS.store(now, Ordering::SeqCst);
+        if begin_drain(&name) {
+            log::warn!(
+                "{name}: draining: no new image starts; images in flight get {grace} s \
+                 (--grace); a second signal abandons them now"
+            );
+        }
+    } else if now.saturating_sub(own) < ECHO_MS {
+        log::info!("{name} again within a second: taken as the same request");
+    } else if STATE.swap(ABORTING, Ordering::SeqCst) != ABORTING {
+        log::warn!("{name} again: abandoning the images in flight (no output, no temp file left)");
+    } else {
+        log::warn!("{name} a third time: stopping now, as {name} does by default");
+        let _ = signal_hook::low_level::emulate_default_handler(sig);
+    }
 }
 
 /// What started the drain ("SIGTERM", "another rank").
@@ -96,11 +115,13 @@ static REASON: Mutex<Option<String>> = Mutex::new(None);
 /// Starts a drain for `reason` (a signal, another rank); false if one had
 /// already begun.
 pub fn begin_drain(reason: &str) -> bool {
+    // The time first: a stage that sees DRAINING must see when it began,
+    // or it would read the grace as long over.
+    let _ = DRAIN_SINCE_MS.compare_exchange(0, now_ms(), Ordering::SeqCst, Ordering::SeqCst);
     let began = STATE
         .compare_exchange(RUNNING, DRAINING, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok();
     if began {
-        DRAIN_SINCE_MS.store(now_ms(), Ordering::SeqCst);
         *REASON.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
     }
     began
@@ -142,25 +163,25 @@ pub fn signal_name(sig: i32) -> String {
     }
 }
 
-/// A signal by name (`TERM`, `SIGUSR1`) or number, for `--drain-signal`.
+/// The signals `--drain-signal` may name: those a job's tools send to
+/// stop or notify a job. Others (CHLD, PIPE, BUS, …) mean something else.
+const DRAIN_SIGNALS: [(&str, i32); 6] = [
+    ("TERM", libc::SIGTERM),
+    ("INT", libc::SIGINT),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+    ("HUP", libc::SIGHUP),
+    ("QUIT", libc::SIGQUIT),
+];
+
+/// A drain signal by name (`TERM`, `SIGUSR1`, any case).
 pub fn parse_signal(text: &str) -> Option<i32> {
     let t = text.trim().to_ascii_uppercase();
     let name = t.strip_prefix("SIG").unwrap_or(&t);
-    let known = [
-        ("TERM", libc::SIGTERM),
-        ("INT", libc::SIGINT),
-        ("USR1", libc::SIGUSR1),
-        ("USR2", libc::SIGUSR2),
-        ("HUP", libc::SIGHUP),
-        ("QUIT", libc::SIGQUIT),
-        ("CONT", libc::SIGCONT),
-    ];
-    known
+    DRAIN_SIGNALS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|&(_, s)| s)
-        .or_else(|| name.parse().ok().filter(|&n| (1..32).contains(&n)))
-        .filter(|&s| !signal_hook::consts::FORBIDDEN.contains(&s))
 }
 
 /// The driver's main thread's view of stops across ranks: it tells the
@@ -196,127 +217,16 @@ impl<'c> Watch<'c> {
     }
 }
 
-/// Before any image is done, this many seconds per voxel: about three
-/// times the slowest per-voxel wall measured at one thread (docs/slurm.md).
-pub const PRIOR_S_PER_VOXEL: f64 = 100e-9;
-
-/// Keeps a rank to its deadline: an image starts only if the rank's pace so
-/// far says it ends in time. The pace is the wall time since the first
-/// image started over the voxels done (skipped images cost nothing); an
-/// image fed now ends after its own voxels and those still in flight ahead
-/// of it. Before any image is done, the prior.
-pub struct Pacer {
-    deadline_unix: f64,
-    state: Mutex<PaceState>,
-    /// Signalled when an image leaves the pipeline.
-    ended: Condvar,
-}
-
-#[derive(Default)]
-struct PaceState {
-    /// Voxels of each image in flight, by task index.
-    in_flight: HashMap<usize, u64>,
-    worked_voxels: u64,
-    first: Option<Instant>,
-}
-
-impl Pacer {
-    pub fn new(deadline_unix: f64) -> Pacer {
-        Pacer {
-            deadline_unix,
-            state: Mutex::new(PaceState::default()),
-            ended: Condvar::new(),
-        }
-    }
-
-    /// Whether an image of `voxels` (task `index`) may start now; if so it
-    /// counts as in flight. While it does not fit but images are in flight,
-    /// waits for one to end (the pace then counts it) and looks again; with
-    /// none in flight, `Err` holds how many seconds late it would end.
-    pub fn admit(&self, index: usize, voxels: u64) -> Result<(), f64> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let ahead: u64 = st.in_flight.values().sum();
-            let elapsed = st.first.map_or(0.0, |t| t.elapsed().as_secs_f64());
-            let ends = finish_at(unix_now(), voxels, ahead, st.worked_voxels, elapsed);
-            if ends <= self.deadline_unix {
-                st.first.get_or_insert_with(Instant::now);
-                st.in_flight.insert(index, voxels);
-                return Ok(());
-            }
-            if st.in_flight.is_empty() {
-                return Err(ends - self.deadline_unix);
-            }
-            st = self.ended.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    /// An image has left the pipeline; `worked` when it was smoothed (or
-    /// tried), not skipped.
-    pub fn done(&self, index: usize, worked: bool) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = st.in_flight.remove(&index) {
-            if worked {
-                st.worked_voxels += v;
-            }
-        }
-        self.ended.notify_all();
-    }
-}
-
-/// When an image of `voxels`, fed at `now` behind `ahead` voxels in flight,
-/// would end, given `done` voxels worked in `elapsed` seconds.
-fn finish_at(now: f64, voxels: u64, ahead: u64, done: u64, elapsed: f64) -> f64 {
-    let rate = if done > 0 && elapsed > 0.0 {
-        elapsed / done as f64
-    } else {
-        PRIOR_S_PER_VOXEL
-    };
-    now + HEADROOM * rate * (voxels + ahead) as f64
-}
-
-/// The pace drifts (this VM's by ±15–30% from minute to minute): 10% more
-/// than measured keeps the last image inside the deadline.
-const HEADROOM: f64 = 1.1;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn signals_parse_by_name_and_number_but_not_the_uncatchable() {
+    fn drain_signals_parse_by_name_only() {
         assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
         assert_eq!(parse_signal("sigusr1"), Some(libc::SIGUSR1));
-        assert_eq!(parse_signal("10"), Some(10));
-        assert_eq!(parse_signal("KILL"), None);
-        assert_eq!(parse_signal("9"), None);
-        assert_eq!(parse_signal("nonsense"), None);
-    }
-
-    #[test]
-    fn the_pace_uses_the_prior_until_an_image_is_done() {
-        assert!((finish_at(10.0, 1_000_000, 0, 0, 0.0) - (10.0 + 0.11)).abs() < 1e-9);
-        // 2 s for 1e8 voxels: 20 ns each; 1e6 voxels behind 1e6 in flight.
-        let t = finish_at(10.0, 1_000_000, 1_000_000, 100_000_000, 2.0);
-        assert!((t - 10.044).abs() < 1e-9, "{t}");
-    }
-
-    #[test]
-    fn the_pacer_admits_what_fits_and_counts_what_is_in_flight() {
-        // 1e7 voxels at the prior: 1.1 s each.
-        let p = Pacer::new(unix_now() + 1.5);
-        assert!(p.admit(0, 10_000_000).is_ok());
-        // Behind the first, the second would end after 2 s: it waits for
-        // the first to end (skipped: no pace), then fits alone.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                p.done(0, false);
-            });
-            assert!(p.admit(1, 10_000_000).is_ok());
-        });
-        // Alone and still too long: refused, with how late it would end.
-        let late = Pacer::new(unix_now() - 1.0).admit(0, 1).unwrap_err();
-        assert!((1.0..1.5).contains(&late), "{late}");
+        for other in ["10", "KILL", "9", "CHLD", "PIPE", "nonsense"] {
+            assert_eq!(parse_signal(other), None, "{other}");
+        }
     }
 }

@@ -85,8 +85,9 @@ pub fn parse_clock(text: &str) -> Option<f64> {
         return None;
     }
     // SAFETY: `tm` is a plain C struct, zeroed then filled; `mktime` reads
-    // and normalises it and touches nothing else.
-    let unix = unsafe {
+    // and normalises it in place (and reads the time zone, process-wide
+    // state that nismooth never changes).
+    let (unix, tm) = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
         tm.tm_year = y - 1900;
         tm.tm_mon = mo - 1;
@@ -95,9 +96,11 @@ pub fn parse_clock(text: &str) -> Option<f64> {
         tm.tm_min = *mi;
         tm.tm_sec = s;
         tm.tm_isdst = -1;
-        libc::mktime(&mut tm)
+        (libc::mktime(&mut tm), tm)
     };
-    (unix != -1).then_some(unix as f64)
+    // mktime turns 31 February into 3 March: a date that moved was not one.
+    let kept = tm.tm_mday == *da && tm.tm_mon == mo - 1;
+    (unix != -1 && kept).then_some(unix as f64)
 }
 
 /// A `--deadline` as Unix seconds: a duration from `now`, or a clock time.
@@ -107,23 +110,52 @@ pub fn parse_deadline(text: &str, now: f64) -> Result<f64, BadDeadline> {
         .ok_or_else(|| BadDeadline(text.into()))
 }
 
-/// The job's end time (Unix seconds) and where it came from: Slurm's
-/// `SLURM_JOB_END_TIME`, else `squeue`. `None` outside a job, for a job
-/// without a limit, or when `squeue` does not answer within 10 s.
-pub fn job_end(ctx: &SlurmContext) -> Option<(f64, &'static str)> {
-    if let Some(t) = std::env::var("SLURM_JOB_END_TIME")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|&t| t > 0.0)
-    {
-        return Some((t, "SLURM_JOB_END_TIME"));
+/// A job's time window: when it started and when its limit ends (Unix
+/// seconds), and where that came from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JobWindow {
+    pub start: f64,
+    pub end: f64,
+    pub from: &'static str,
+}
+
+impl JobWindow {
+    /// The margin to keep before the end when none is given: a minute, but
+    /// never more than a tenth of the job's limit (a one-minute job keeps
+    /// six seconds, not all of it).
+    pub fn auto_margin(&self) -> f64 {
+        (0.1 * (self.end - self.start)).clamp(0.0, 60.0)
+    }
+}
+
+/// The job's window: Slurm's `SLURM_JOB_START_TIME`/`SLURM_JOB_END_TIME`,
+/// else `squeue`. `None` outside a job, for a job without a limit, or when
+/// `squeue` does not answer within 10 s.
+pub fn job_window(ctx: &SlurmContext) -> Option<JobWindow> {
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|&t| t > 0.0)
+    };
+    if let (Some(start), Some(end)) = (env("SLURM_JOB_START_TIME"), env("SLURM_JOB_END_TIME")) {
+        return Some(JobWindow {
+            start,
+            end,
+            from: "SLURM_JOB_END_TIME",
+        });
     }
     let id = ctx.job_id?;
     let out = output_within(
-        Command::new("squeue").args(["-h", "-j", &id.to_string(), "-o", "%e"]),
+        Command::new("squeue").args(["-h", "-j", &id.to_string(), "-o", "%S %e"]),
         Duration::from_secs(10),
     )?;
-    parse_clock(out.lines().next()?).map(|t| (t, "squeue"))
+    let (start, end) = out.lines().next()?.split_once(' ')?;
+    Some(JobWindow {
+        start: parse_clock(start)?,
+        end: parse_clock(end)?,
+        from: "squeue",
+    })
 }
 
 /// A command's standard output, if it succeeds within `limit`.
@@ -184,5 +216,17 @@ mod tests {
         assert_eq!(parse_deadline("10m", 100.0), Ok(700.0));
         assert_eq!(parse_deadline("2026-12-03T04:00", 0.0), Ok(a));
         assert!(parse_deadline("soon", 0.0).is_err());
+    }
+
+    #[test]
+    fn the_automatic_margin_is_a_minute_or_a_tenth_of_the_limit() {
+        let w = |limit| JobWindow {
+            start: 1000.0,
+            end: 1000.0 + limit,
+            from: "test",
+        };
+        assert_eq!(w(60.0).auto_margin(), 6.0);
+        assert_eq!(w(3600.0).auto_margin(), 60.0);
+        assert_eq!(w(300.0).auto_margin(), 30.0);
     }
 }

@@ -373,6 +373,11 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> Result<Vec<StudyPoint
             .arg(&report)
             .args(&spec.run_args)
             .env("RUST_LOG", "warn");
+        // Inside a job, a point keeps no deadline of its own (one squeue and
+        // a header read an image would be timed with it), unless asked.
+        if !spec.run_args.iter().any(|a| a.starts_with("--deadline")) {
+            cmd.arg("--no-deadline");
+        }
         // Each point's own output (its table, any error) goes to its log.
         let log_path = runs.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;

@@ -5,9 +5,10 @@ made through the same launcher, as a point of the same study (so that the VM's d
 peak memory per rank must land within ±15% of the prediction, launch-to-exit time within ±25%.
 
 Time is held to ±25%, not the ±15% asked: on this VM a 64-image run can cost 10–60% more per voxel than
-the 16-image runs a study may use, because the kernel's time grows with the run (page faults on each
-image's freshly mapped buffers: sys time per image doubled); no short run can measure that (docs/scaling.md).
-With the data sets below, 5 rows of 6 were within ±15% and all within ±25%.
+the 16-image runs a study may use, because the kernel's time grows with the run: the VM hands every freed
+page back to its host at once (free page reporting), and writing outputs into the page cache then faults
+on the host, more in a longer run. With that limited, every row was within ±11% (docs/scaling.md); the
+tests leave the machine's kernel settings as they are.
 """
 import os
 import shutil
