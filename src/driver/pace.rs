@@ -30,7 +30,8 @@ pub enum Refusal {
 /// far says it ends in time. The pace is the wall time since the first
 /// image started over the voxels done (skipped images cost nothing); an
 /// image fed now ends after its own voxels and those still in flight ahead
-/// of it. Before any image is done, the prior.
+/// of it. Before any image is done, the prior, except for the first image,
+/// which starts whenever the deadline has not passed.
 pub struct Pacer {
     deadline_unix: f64,
     state: Mutex<PaceState>,
@@ -67,8 +68,13 @@ impl Pacer {
             }
             let ahead: u64 = st.in_flight.values().sum();
             let elapsed = st.first.map_or(0.0, |t| t.elapsed().as_secs_f64());
-            let ends = finish_at(unix_now(), voxels, ahead, st.worked_voxels, elapsed);
-            if ends <= self.deadline_unix {
+            let now = unix_now();
+            let ends = finish_at(now, voxels, ahead, st.worked_voxels, elapsed);
+            // The first image starts whenever the deadline has not passed:
+            // without it there is no pace, only the prior, and a run that
+            // never tries would be requeued to make no progress again.
+            let first = st.first.is_none() && st.in_flight.is_empty();
+            if ends <= self.deadline_unix || (first && now < self.deadline_unix) {
                 st.first.get_or_insert_with(Instant::now);
                 st.in_flight.insert(index, voxels);
                 return Ok(());
@@ -128,9 +134,11 @@ mod tests {
 
     #[test]
     fn the_pacer_admits_what_fits_and_counts_what_is_in_flight() {
-        // 1e7 voxels at the prior: 1.1 s each.
+        // 1e7 voxels at the prior: 1.1 s each. The first starts anyway,
+        // even one the prior says is too long.
         let p = Pacer::new(unix_now() + 1.5);
         assert!(p.admit(0, 10_000_000).is_ok());
+        assert!(Pacer::new(unix_now() + 0.5).admit(0, 10_000_000).is_ok());
         // Behind the first, the second would end after 2 s: it waits for
         // the first to end (skipped: no pace), then fits alone.
         std::thread::scope(|s| {
