@@ -280,7 +280,7 @@ fn held_back(
         draining()
     } else {
         let pacer = pacer?;
-        if will_skip(task, cfg, durable) {
+        if skip_reason(task, cfg, durable).is_some() {
             return None;
         }
         let voxels = io::read_header_info(&task.input).map_or(0, |h| h.voxels());
@@ -296,13 +296,16 @@ fn held_back(
     Some(rec)
 }
 
-/// Whether the reader will skip the task (`--skip-existing`, `--resume`).
-fn will_skip(task: &Task, cfg: &RunConfig, durable: &Durable) -> bool {
-    (cfg.skip_existing && io::exists_nonempty(&task.output))
-        || durable
-            .resume
-            .as_ref()
-            .is_some_and(|index| journal::complete(task, index, &durable.settings))
+/// Why the task's output needs no work (`--skip-existing`, `--resume`):
+/// the reader's test, and the pacer's (a skipped image costs no time).
+fn skip_reason(task: &Task, cfg: &RunConfig, durable: &Durable) -> Option<&'static str> {
+    if cfg.skip_existing && io::exists_nonempty(&task.output) {
+        return Some("output exists (--skip-existing)");
+    }
+    let vouched = durable.resume.as_ref();
+    vouched
+        .is_some_and(|index| journal::complete(task, index, &durable.settings))
+        .then_some("output complete (journal: same settings, same input)")
 }
 
 /// The record of an image that was never started (a drain came first).
@@ -549,15 +552,9 @@ fn read<'t>(
         interrupted(&mut rec);
         return job(rec, None);
     }
-    if cfg.skip_existing && io::exists_nonempty(&task.output) {
+    if let Some(why) = skip_reason(task, cfg, durable) {
         rec.status = Status::Skipped;
-        rec.note = Some("output exists (--skip-existing)".into());
-        return job(rec, None);
-    }
-    let vouched = durable.resume.as_ref();
-    if vouched.is_some_and(|index| journal::complete(task, index, &durable.settings)) {
-        rec.status = Status::Skipped;
-        rec.note = Some("output complete (journal: same settings, same input)".into());
+        rec.note = Some(why.into());
         return job(rec, None);
     }
     let t = Instant::now();
