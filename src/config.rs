@@ -35,6 +35,8 @@ pub struct RunConfig {
     pub inputs: Vec<PathBuf>,
     #[serde(skip)]
     pub list: Option<PathBuf>,
+    /// Folders are searched to the bottom, the tree kept in OUTDIR.
+    pub recursive: bool,
     pub outdir: PathBuf,
     /// Sigma per axis in `units`.
     pub sigma: [f64; 3],
@@ -103,13 +105,19 @@ impl Default for StopSettings {
     }
 }
 
+/// `--sigma` or `--fwhm`: one value, or three (x,y,z).
 pub fn parse_sigma(s: &str) -> Result<[f64; 3], UsageError> {
+    parse_axes("--sigma", s)
+}
+
+pub fn parse_axes(option: &'static str, s: &str) -> Result<[f64; 3], UsageError> {
     let vals: Vec<f64> = s
         .split(',')
         .map(|v| v.trim().parse::<f64>())
         .collect::<Result<_, _>>()
         .map_err(|_| {
             bad_sigma(
+                option,
                 s,
                 "expected a number or three comma-separated numbers".into(),
             )
@@ -119,20 +127,21 @@ pub fn parse_sigma(s: &str) -> Result<[f64; 3], UsageError> {
         [a, b, c] => [*a, *b, *c],
         _ => {
             return Err(bad_sigma(
+                option,
                 s,
                 format!("give one value or three (x,y,z), not {}", vals.len()),
             ))
         }
     };
     if sigma.iter().any(|v| !v.is_finite() || *v < 0.0) {
-        return Err(bad_sigma(s, "values must be finite and ≥ 0".into()));
+        return Err(bad_sigma(option, s, "values must be finite and ≥ 0".into()));
     }
     Ok(sigma)
 }
 
-fn bad_sigma(value: &str, expected: String) -> UsageError {
+fn bad_sigma(option: &'static str, value: &str, expected: String) -> UsageError {
     UsageError::BadValue {
-        option: "--sigma",
+        option,
         value: value.into(),
         expected,
     }
@@ -172,6 +181,7 @@ impl RunConfig {
         RunConfig {
             inputs,
             list: None,
+            recursive: false,
             outdir,
             sigma: [2.0; 3],
             units: Units::Voxel,
@@ -198,6 +208,16 @@ impl RunConfig {
             sync: true,
             progress: ProgressChoice::Auto,
             stop: StopSettings::default(),
+        }
+    }
+
+    /// What the user named as inputs, to discover.
+    pub fn sources(&self) -> crate::plan::Sources {
+        crate::plan::Sources {
+            paths: self.inputs.clone(),
+            list: self.list.clone(),
+            recursive: self.recursive,
+            outdir: Some(self.outdir.clone()),
         }
     }
 
@@ -229,15 +249,33 @@ impl RunConfig {
                  --mode, --truncate and --cval do not apply",
             ));
         }
+        if self.compat == Compat::Nilearn {
+            if self.units != Units::FwhmMm {
+                return Err(UsageError::Conflict(
+                    "--compat nilearn smooths by a FWHM in mm, as smooth_img(img, fwhm): give --fwhm",
+                ));
+            }
+            if self.mode != Mode::Reflect || self.truncate != 4.0 || self.cval != 0.0 {
+                return Err(UsageError::Conflict(
+                    "--compat nilearn uses scipy's defaults, as smooth_img does: \
+                     --mode, --truncate and --cval do not apply",
+                ));
+            }
+            if self.dtype.is_some() {
+                return Err(UsageError::Conflict(
+                    "--compat nilearn decides the dtype as smooth_img does (integers become float32): --dtype does not apply",
+                ));
+            }
+        }
         if self.array_chunk.is_some() && self.array.is_none() {
             return Err(UsageError::Conflict(
                 "--array-chunk needs a job array (SLURM_ARRAY_TASK_ID)",
             ));
         }
-        self.filter_spec([1.0; 3]).check_radius(
+        self.filter_spec([1.0; 3], [1.0; 3]).check_radius(
             3,
             crate::filter::MAX_RADIUS,
-            " (from the options; --units mm counted at 1 mm voxels)",
+            " (from the options; σ in mm counted at 1 mm voxels)",
         )?;
         Ok(())
     }
@@ -259,15 +297,26 @@ impl RunConfig {
         })
     }
 
-    /// The filter for an image with voxel size `pixdim` (used with `--units
-    /// mm`, and by FSL's semantics, whose σ stays in mm).
-    pub fn filter_spec(&self, pixdim: [f32; 3]) -> FilterSpec {
+    /// The filter for an image with voxel size `pixdim` and, as nibabel's
+    /// affine has it, `voxel_sizes` (σ in mm and FWHM are converted with
+    /// pixdim, as FSL reads it, except under nilearn's semantics).
+    pub fn filter_spec(&self, pixdim: [f32; 3], voxel_sizes: [f64; 3]) -> FilterSpec {
+        let ratio = crate::filter::nilearn::fwhm_over_sigma();
         let sigma = match (self.compat, self.units) {
-            (Compat::Fsl, _) | (_, Units::Voxel) => self.sigma,
-            (_, Units::Mm) => std::array::from_fn(|a| self.sigma[a] / pixdim[a].abs() as f64),
+            (_, Units::Voxel) | (Compat::Fsl, Units::Mm) => self.sigma,
+            (Compat::Fsl, Units::FwhmMm) => self.sigma.map(|f| f / ratio),
+            (Compat::Nilearn, _) => {
+                std::array::from_fn(|a| self.sigma[a] / (ratio * voxel_sizes[a]))
+            }
+            (Compat::Scipy, Units::Mm) => {
+                std::array::from_fn(|a| self.sigma[a] / pixdim[a].abs() as f64)
+            }
+            (Compat::Scipy, Units::FwhmMm) => {
+                std::array::from_fn(|a| self.sigma[a] / (ratio * pixdim[a].abs() as f64))
+            }
         };
         let semantics = match self.compat {
-            Compat::Scipy => Semantics::Scipy,
+            Compat::Scipy | Compat::Nilearn => Semantics::Scipy,
             Compat::Fsl => Semantics::Fsl { pixdim },
         };
         FilterSpec {
@@ -277,6 +326,16 @@ impl RunConfig {
             cval: self.cval,
             exp: self.exp,
             semantics,
+        }
+    }
+
+    /// The dtype an image presented in `dtype` is written in: `--dtype`,
+    /// else nilearn's rule under its semantics, else the input's.
+    pub fn output_dtype(&self, dtype: DType) -> DType {
+        match (self.dtype, self.compat) {
+            (Some(d), _) => d,
+            (None, Compat::Nilearn) => crate::filter::nilearn::dtype(dtype),
+            (None, _) => dtype,
         }
     }
 }

@@ -10,6 +10,9 @@ pub enum UsageError {
     /// No input files after expanding directories and the list file.
     #[error("no input images (give files, directories holding *.nii/*.nii.gz, or --list)")]
     NoInputs,
+    /// An input named on the command line does not exist (a typo: nothing runs).
+    #[error("input {0} does not exist")]
+    MissingInput(PathBuf),
     /// The output directory is the directory of an input: outputs would replace inputs.
     #[error("output directory {outdir} holds input {input}; choose another directory so inputs are never overwritten")]
     OutdirHoldsInput { outdir: PathBuf, input: PathBuf },

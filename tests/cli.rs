@@ -118,14 +118,29 @@ fn refusals_exit_2_and_touch_nothing() {
 }
 
 #[test]
-fn a_missing_input_fails_alone() {
+fn a_missing_input_on_the_command_line_is_refused_and_in_a_list_fails_alone() {
     let t = tempfile::tempdir().unwrap();
     let imgs = generate(&t.path().join("in"), 2, &[]);
     let missing = t.path().join("in").join("nope.nii.gz");
     let out = t.path().join("out");
+    // A typo on the command line: nothing runs, nothing is created.
     let o = nismooth(&["run", s(&imgs[0]), s(&missing), s(&imgs[1]), "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("nope.nii.gz does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // In a list of many, it is named before the run and fails as its image.
+    let list = t.path().join("list.txt");
+    let lines = [&imgs[0], &missing, &imgs[1]].map(|p| p.display().to_string());
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let o = nismooth(&["run", "--list", s(&list), "-o", s(&out)]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("nope.nii.gz"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("1 of 3 image(s)"), "{err}");
+    assert!(err.contains("nope.nii.gz"), "{err}");
     assert_eq!(outputs(&out).len(), 2);
 }
 

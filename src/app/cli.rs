@@ -99,10 +99,18 @@ pub fn parse_run_args(words: &[String]) -> Result<RunArgs, clap::Error> {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Input files, or directories (every *.nii / *.nii.gz inside, sorted).
+    /// Input files, or directories (every *.nii / *.nii.gz inside, sorted;
+    /// with -r every one below). A file that does not exist is refused.
     pub inputs: Vec<PathBuf>,
-    /// A file listing inputs, one path a line ('#' starts a comment).
-    #[arg(long)]
+    /// Search folders to the bottom; each output goes to the same place
+    /// below OUTDIR as its input below the folder named (hidden folders, a
+    /// `derivatives` folder and OUTDIR itself are skipped).
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// A file listing inputs, one path a line, relative to the working
+    /// directory ('#' starts a comment line; `-` reads standard input).
+    /// Listed files that do not exist are named in the log and fail as images.
+    #[arg(long, value_name = "FILE|-")]
     pub list: Option<PathBuf>,
     /// Output directory (created if missing); must not hold any input.
     #[arg(short, long)]
@@ -113,6 +121,11 @@ pub struct RunArgs {
     /// Units of sigma: voxels (as scipy), or mm (divided by the voxel size, pixdim).
     #[arg(long, value_parser = choice::<Units>(), default_value_t = Units::Voxel)]
     pub units: Units,
+    /// The kernel as a full width at half maximum in mm, one value or three
+    /// (x,y,z), instead of --sigma: σ = FWHM / √(8 ln 2) mm, divided by
+    /// each image's voxel size (nilearn's and SPM's way to say it).
+    #[arg(long, value_name = "MM", conflicts_with_all = ["sigma", "units"])]
+    pub fwhm: Option<String>,
     /// Kernel radius in sigmas: radius = int(truncate * sigma + 0.5).
     #[arg(long, default_value_t = 4.0)]
     pub truncate: f64,
@@ -127,8 +140,10 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeChoice>,
     /// Whose semantics to reproduce: scipy.ndimage.gaussian_filter (σ in
-    /// voxels unless --units mm), or `fslmaths -s` (σ in mm, edge
-    /// renormalisation instead of a boundary mode, single precision).
+    /// voxels unless --units mm), `fslmaths -s` (σ in mm, edge
+    /// renormalisation instead of a boundary mode, single precision), or
+    /// nilearn.image.smooth_img(img, fwhm) (with --fwhm: voxel sizes from
+    /// the affine, integers smoothed as float32, NaN and Inf set to 0).
     #[arg(long, value_parser = choice::<Compat>(), default_value_t = Compat::Scipy)]
     pub compat: Compat,
     /// Filter threads per rank (default: SLURM_CPUS_PER_TASK when set, else the

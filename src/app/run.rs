@@ -78,6 +78,16 @@ fn show_and_export(report: &report::Report, cfg: &RunConfig) -> anyhow::Result<(
     Ok(())
 }
 
+/// The inputs these options name, as the run will discover them.
+pub fn sources(a: &RunArgs) -> nismooth::plan::Sources {
+    nismooth::plan::Sources {
+        paths: a.inputs.clone(),
+        list: a.list.clone(),
+        recursive: a.recursive,
+        outdir: Some(a.output.clone()),
+    }
+}
+
 /// The readers a run with these options gets when it has `threads` threads:
 /// `--readers`, else the default.
 pub fn readers(a: &RunArgs, threads: usize) -> usize {
@@ -112,18 +122,22 @@ fn run_config(
     };
     let cfg = RunConfig {
         list: a.list.clone(),
-        sigma: config::parse_sigma(&a.sigma)?,
-        units: if a.compat == Compat::Fsl {
-            Units::Mm
-        } else {
-            a.units
+        recursive: a.recursive,
+        sigma: match &a.fwhm {
+            Some(f) => config::parse_axes("--fwhm", f)?,
+            None => config::parse_sigma(&a.sigma)?,
+        },
+        units: match (&a.fwhm, a.compat) {
+            (Some(_), _) => Units::FwhmMm,
+            (None, Compat::Fsl) => Units::Mm,
+            (None, _) => a.units,
         },
         compat: a.compat,
         truncate: a.truncate,
         mode: a.mode,
         cval: a.cval,
         dtype: match (a.dtype, a.compat) {
-            (None, Compat::Scipy) | (Some(DtypeChoice::Input), _) => None,
+            (None, Compat::Scipy | Compat::Nilearn) | (Some(DtypeChoice::Input), _) => None,
             (None, Compat::Fsl) | (Some(DtypeChoice::Float32), _) => Some(DType::F32),
             (Some(DtypeChoice::Float64), _) => Some(DType::F64),
         },

@@ -10,7 +10,6 @@ use anyhow::Context;
 
 use nismooth::io::read_header_info;
 use nismooth::metrics::MIB;
-use nismooth::plan::discover;
 use nismooth::resources::{pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
 use nismooth::slurm::array::{self, DEFAULT_MAX_ARRAY_SIZE};
 use nismooth::slurm::parse_mib;
@@ -115,10 +114,17 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
 pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>)> {
     let run = parse_run_args(words).context("the run arguments after `--`")?;
     nismooth::config::parse_sigma(&run.sigma).context("the run arguments after `--`")?;
+    if run.list.as_deref() == Some(std::path::Path::new("-")) {
+        anyhow::bail!(
+            "--list - reads standard input, which a batch job does not have: give a file"
+        );
+    }
     if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
         anyhow::bail!("the run's input {} does not exist", missing.display());
     }
-    let inputs = discover(&run.inputs, run.list.as_deref()).context("the run's inputs")?;
+    let inputs = super::run::sources(&run)
+        .paths()
+        .context("the run's inputs")?;
     anyhow::ensure!(!inputs.is_empty(), "the run arguments name no input image");
     // The run refuses an OUTDIR that holds an input; so does its script.
     let outdir = std::fs::canonicalize(&run.output).ok();

@@ -1,12 +1,13 @@
 //! `nismooth study` and `nismooth estimate`: arguments in, files and advice out.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
 use nismooth::generate::{self, PhantomSpec};
 use nismooth::io::OutputFormat;
 use nismooth::metrics::MIB;
+use nismooth::plan::Sources;
 use nismooth::slurm::script::{self, per_cpu_mib, JobSpec, Memory, Model};
 use nismooth::study::fit::{self, Estimate, Target};
 use nismooth::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
@@ -43,7 +44,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         eprintln!("generating {max_tasks} image(s) in {}", dir.display());
         generate::generate(&dir, max_tasks, &spec)?
     } else {
-        nismooth::plan::discover(&args.data, None)?
+        nismooth::plan::Sources::new(args.data.clone()).paths()?
     };
     let spec = StudySpec {
         ranks: args.ranks.clone(),
@@ -133,9 +134,9 @@ struct TargetImages {
     dtypes: Vec<String>,
 }
 
-/// Reads the headers of the images `inputs` and `list` name.
-fn target_images(inputs: &[PathBuf], list: Option<&Path>) -> anyhow::Result<TargetImages> {
-    let paths = nismooth::plan::discover(inputs, list)?;
+/// Reads the headers of the images `sources` name.
+fn target_images(sources: &Sources) -> anyhow::Result<TargetImages> {
+    let paths = sources.paths()?;
     anyhow::ensure!(!paths.is_empty(), "the target names no images");
     let mut t = TargetImages {
         voxels: Vec::new(),
@@ -201,11 +202,13 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(|| study.spec.threads[0]);
     // The target's images: --list, else the run arguments' inputs.
     let images = match (&args.list, args.run_args.is_empty()) {
-        (Some(list), _) => Some(target_images(&[], Some(list))?),
-        (None, false) => Some(target_images(
-            &super::sbatch::checked_run(&args.run_args)?.1,
-            None,
-        )?),
+        (Some(list), _) => Some(target_images(&Sources {
+            list: Some(list.clone()),
+            ..Sources::default()
+        })?),
+        (None, false) => Some(target_images(&Sources::new(
+            super::sbatch::checked_run(&args.run_args)?.1,
+        ))?),
         (None, true) => None,
     };
     if let Some(i) = images.as_ref().filter(|i| i.voxels.len() != args.tasks) {

@@ -77,7 +77,7 @@ struct Planned {
 /// Discovery, every refusal, the lock on OUTDIR, `--resume`'s checks and
 /// the costs the schedule needs: root's work before the broadcast.
 fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
-    let inputs = plan::discover(&cfg.inputs, cfg.list.as_deref())?;
+    let inputs = cfg.sources().discover()?;
     if let Some(slot) = cfg.array {
         covers_every_image(inputs.len(), slot, cfg.array_chunk)?;
     }
@@ -97,7 +97,7 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
         index.check_settings(&tasks, &cfg.output_settings(), &cfg.outdir)?;
         // The lock proves that no live run of this share writes here: every
         // temp file of these outputs is a dead run's.
-        let removed = plan::remove_stale_temps(&tasks, &cfg.outdir);
+        let removed = plan::remove_stale_temps(&tasks);
         if removed > 0 {
             log::info!("--resume: removed {removed} temp file(s) a killed run left");
         }

@@ -29,8 +29,8 @@ use super::journal::{self, Durable, Journal};
 use super::pace::{Pacer, Refusal};
 use super::stop;
 use crate::config::{ProgressChoice, RunConfig};
-use crate::filter::Units;
 use crate::filter::{Backend, FilterSpec, Pending, RADIUS_PER_AXIS};
+use crate::filter::{Compat, Units};
 use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
@@ -582,17 +582,25 @@ fn read<'t>(
     }
     let dtype_in = img.voxels.dtype();
     rec.dtype_in = Some(dtype_in.to_string());
-    let out = cfg.dtype.unwrap_or(dtype_in);
+    let out = cfg.output_dtype(dtype_in);
     rec.dtype_out = Some(out.to_string());
 
-    if cfg.units == Units::Mm {
+    if cfg.units != Units::Voxel {
+        let size = |a: usize| match cfg.compat {
+            Compat::Nilearn => img.voxel_sizes[a],
+            _ => img.pixdim[a] as f64,
+        };
         let bad = (0..img.shape.spatial_ndim)
-            .find(|&a| cfg.sigma[a] > 0.0 && !(img.pixdim[a].is_finite() && img.pixdim[a] != 0.0));
+            .find(|&a| cfg.sigma[a] > 0.0 && !(size(a).is_finite() && size(a) != 0.0));
         if let Some(a) = bad {
+            let what = match cfg.compat {
+                Compat::Nilearn => "the affine's voxel size",
+                _ => "pixdim",
+            };
             let msg = format!(
-                "pixdim[{}] is {}: cannot convert sigma from mm to voxels",
+                "{what} along axis {} is {}: cannot convert the kernel from mm to voxels",
                 a + 1,
-                img.pixdim[a]
+                size(a)
             );
             fail(&mut rec, &task.input, msg);
             return job(rec, None);
@@ -600,7 +608,7 @@ fn read<'t>(
     }
     let ndim = img.shape.spatial_ndim;
     let longest = img.shape.spatial[..ndim].iter().copied().max().unwrap_or(1);
-    let bounded = cfg.filter_spec(img.pixdim).check_radius(
+    let bounded = cfg.filter_spec(img.pixdim, img.voxel_sizes).check_radius(
         ndim,
         FilterSpec::image_bound(longest),
         &format!(" ({RADIUS_PER_AXIS}× this image's longest axis, {longest} voxels)"),
@@ -643,9 +651,12 @@ fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend)
     let Some(img) = job.img.as_mut() else {
         return job;
     };
-    let spec = cfg.filter_spec(img.pixdim);
+    let spec = cfg.filter_spec(img.pixdim, img.voxel_sizes);
     let t = Instant::now();
-    let voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
+    let mut voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
+    if cfg.compat == Compat::Nilearn {
+        voxels = crate::filter::nilearn::prepare(voxels, job.out);
+    }
     job.pending = Some(backend.submit(voxels, img.shape, &spec, job.out));
     job.rec.filter_s = t.elapsed().as_secs_f64();
     job

@@ -9,6 +9,7 @@ pub mod cuda;
 pub mod extend;
 pub mod fsl;
 pub mod kernel;
+pub mod nilearn;
 pub mod simd;
 
 pub use extend::Mode;
@@ -18,23 +19,27 @@ use crate::choice::named_choices;
 pub use crate::volume::Shape;
 use crate::volume::{DType, Voxels};
 
-/// What sigma is measured in.
+/// What the kernel's size is given as: σ in voxels, σ in mm, or the full
+/// width at half maximum in mm (`--fwhm`, σ = FWHM / √(8 ln 2)).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Units {
     Voxel,
     Mm,
+    FwhmMm,
 }
-named_choices!(Units { Voxel => "voxel", Mm => "mm" });
+named_choices!(Units { Voxel => "voxel", Mm => "mm", FwhmMm => "fwhm-mm" });
 
-/// Whose semantics to reproduce: scipy.ndimage.gaussian_filter, or fslmaths -s.
+/// Whose semantics to reproduce: scipy.ndimage.gaussian_filter, fslmaths
+/// -s, or nilearn.image.smooth_img.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compat {
     Scipy,
     Fsl,
+    Nilearn,
 }
-named_choices!(Compat { Scipy => "scipy", Fsl => "fsl" });
+named_choices!(Compat { Scipy => "scipy", Fsl => "fsl", Nilearn => "nilearn" });
 
 /// Which filter backend a run asks for; `Auto` takes CUDA where it works.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]

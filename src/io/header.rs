@@ -81,7 +81,7 @@ impl Version {
             Version::Nifti2 => 16,
         }
     }
-    fn pixdim_at(self) -> usize {
+    pub(super) fn pixdim_at(self) -> usize {
         match self {
             Version::Nifti1 => 76,
             Version::Nifti2 => 104,
@@ -103,7 +103,7 @@ impl Version {
         self.scl_at() + self.widths().1
     }
     /// Bytes of one integer (dim) and one float (pixdim, scaling) field.
-    fn widths(self) -> (usize, usize) {
+    pub(super) fn widths(self) -> (usize, usize) {
         match self {
             Version::Nifti1 => (2, 4),
             Version::Nifti2 => (8, 8),
@@ -137,8 +137,11 @@ impl Fields<'_> {
             _ => i64::from_le_bytes(self.bytes(off)),
         }
     }
+    pub fn i32(&self, off: usize) -> i32 {
+        i32::from_le_bytes(self.bytes(off))
+    }
     /// A float field of the version's width (pixdim, vox_offset in NIfTI-1, scaling).
-    fn float(&self, off: usize) -> f64 {
+    pub(super) fn float(&self, off: usize) -> f64 {
         match self.version.widths().1 {
             4 => f32::from_le_bytes(self.bytes(off)) as f64,
             _ => f64::from_le_bytes(self.bytes(off)),
@@ -232,6 +235,9 @@ pub struct HeaderInfo {
     pub shape: Shape,
     pub stored: DType,
     pub pixdim: [f32; 3],
+    /// The column norms of nibabel's affine (sform, else qform, else
+    /// pixdim): the voxel sizes nilearn smooths with.
+    pub voxel_sizes: [f64; 3],
     /// Where the voxels start: in the file itself, or in the `.img` of a pair.
     pub vox_offset: usize,
     pub big_endian: bool,
@@ -371,6 +377,7 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
         },
         stored,
         pixdim,
+        voxel_sizes: super::affine::voxel_sizes(&f, ndim as usize),
         vox_offset: vox as usize,
         big_endian,
         gz,

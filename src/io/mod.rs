@@ -8,6 +8,7 @@
 //! temporary file in the output directory that is renamed into place only when
 //! complete, so a crash or an error never leaves a half-written output.
 
+mod affine;
 pub mod gzip;
 pub mod header;
 mod read;
@@ -39,6 +40,8 @@ pub struct Image {
     pub shape: Shape,
     /// Voxel size along x, y, z (pixdim[1..=3]) in the header's units.
     pub pixdim: [f32; 3],
+    /// Voxel sizes from nibabel's affine (`HeaderInfo::voxel_sizes`).
+    pub voxel_sizes: [f64; 3],
     /// The dtype on disk (before scaling).
     pub stored: DType,
     /// True when scl_slope/scl_inter were applied on read.

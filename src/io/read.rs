@@ -325,6 +325,7 @@ fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, source: Source) -> 
         big_endian: info.big_endian,
         shape: info.shape,
         pixdim: info.pixdim,
+        voxel_sizes: info.voxel_sizes,
         stored: info.stored,
         scaled: info.scaling.is_some(),
         voxels,

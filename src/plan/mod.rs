@@ -5,12 +5,15 @@
 //! two inputs writing the same output) happen here, before any image is read,
 //! so a bad command line costs nothing and never touches a file.
 
+pub mod discover;
 pub mod identity;
 pub mod lock;
 pub mod schedule;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+pub use discover::{Input, Sources};
 
 use crate::error::UsageError;
 use crate::io::OutputFormat;
@@ -85,85 +88,6 @@ pub fn is_gz_name(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Expands directories (their *.nii, *.nii.gz and *.hdr[.gz], sorted) and the list file.
-/// Plain file arguments are kept as given, even if missing: a missing file is
-/// that image's error, reported with the others processed. In a folder, a
-/// NIfTI name that is not a regular file (a broken symlink, say an annexed
-/// file not fetched) is kept too, to fail as an image; everything else that
-/// is not a NIfTI file is skipped, and the log says how many of each.
-pub fn discover(inputs: &[PathBuf], list: Option<&Path>) -> Result<Vec<PathBuf>, UsageError> {
-    let mut out = Vec::new();
-    let mut named: Vec<PathBuf> = inputs.to_vec();
-    if let Some(list) = list {
-        named.extend(read_list(list)?);
-    }
-    for p in named {
-        if p.is_dir() {
-            out.extend(scan_folder(&p)?);
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(out)
-}
-
-/// A list file's paths: one a line, relative to the list's folder; a line
-/// whose first non-blank character is `#` is a comment (a `#` inside a file
-/// name is part of the name).
-fn read_list(list: &Path) -> Result<Vec<PathBuf>, UsageError> {
-    let text = std::fs::read(list).map_err(|source| UsageError::Unreadable {
-        path: list.to_path_buf(),
-        source,
-    })?;
-    let base = list.parent().unwrap_or(Path::new(""));
-    Ok(text
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).trim_ascii())
-        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
-        .map(|l| {
-            let p = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(l));
-            if p.is_relative() {
-                base.join(p)
-            } else {
-                p
-            }
-        })
-        .collect())
-}
-
-/// A folder's NIfTI entries, sorted; what was left out is counted in the log.
-fn scan_folder(dir: &Path) -> Result<Vec<PathBuf>, UsageError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| UsageError::Unreadable {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let (mut found, mut folders, mut special, mut other) = (Vec::new(), 0, 0, 0);
-    for entry in rd.filter_map(Result::ok) {
-        let path = entry.path();
-        let nifti = is_nifti_name(&path);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && nifti => found.push(path),
-            Ok(m) if m.is_dir() => folders += 1,
-            Ok(m) if !m.is_file() => {
-                // Rare, and never expected in a data folder: each is named.
-                log::info!("skipped {}: not a regular file", path.display());
-                special += 1;
-            }
-            Err(_) if nifti => found.push(path), // broken symlink: the image's error
-            _ => other += 1,
-        }
-    }
-    let _ = other; // Other files (notes, sidecars) are expected in a data folder.
-    if folders + special > 0 {
-        log::info!(
-            "{}: skipped {folders} subfolder(s) and {special} special file(s) (FIFOs, sockets, devices)",
-            dir.display()
-        );
-    }
-    found.sort();
-    Ok(found)
-}
-
 /// The output path of `input`: its file name in `outdir`, with the extension of `format`.
 pub fn output_path(input: &Path, outdir: &Path, format: Option<OutputFormat>) -> PathBuf {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -227,7 +151,7 @@ pub type ReportFiles<'a> = [(&'static str, &'a Path)];
 /// Builds the task list and applies every refusal. Creates `outdir`, and
 /// removes again what it created when a later refusal stops the run.
 pub fn make_tasks(
-    inputs: Vec<PathBuf>,
+    inputs: Vec<Input>,
     outdir: &Path,
     format: Option<OutputFormat>,
     reports: &ReportFiles,
@@ -235,24 +159,39 @@ pub fn make_tasks(
     if inputs.is_empty() {
         return Err(UsageError::NoInputs);
     }
-    // OUTDIR as it will be once created: compared by identity with the
-    // folder of every input (as named, and through symlinks).
-    let out_id = FileId::of(&identity::resolve_future(outdir));
+    // Each output folder as it will be once created: compared by identity
+    // with the folder of every input (as named, and through symlinks).
+    let mut folder_ids: HashMap<PathBuf, Option<FileId>> = HashMap::new();
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     let mut tasks = Vec::with_capacity(inputs.len());
-    for (index, input) in inputs.into_iter().enumerate() {
+    for (
+        index,
+        Input {
+            path: input,
+            subdir,
+        },
+    ) in inputs.into_iter().enumerate()
+    {
+        let folder = outdir.join(&subdir);
+        let out_id = *folder_ids
+            .entry(subdir)
+            .or_insert_with(|| FileId::of(&identity::resolve_future(&folder)));
         if out_id.is_some() && input_folders(&input).contains(&out_id.unwrap()) {
             return Err(UsageError::OutdirHoldsInput {
-                outdir: outdir.to_path_buf(),
+                outdir: folder,
                 input,
             });
         }
-        let output = output_path(&input, outdir, format);
+        let output = output_path(&input, &folder, format);
         if let Some(first) = seen.get(&output) {
             return Err(UsageError::DuplicateOutput {
                 first: first.clone(),
                 second: input,
-                name: output.file_name().unwrap().to_string_lossy().into_owned(),
+                name: output
+                    .strip_prefix(outdir)
+                    .unwrap_or(&output)
+                    .display()
+                    .to_string(),
             });
         }
         seen.insert(output.clone(), input.clone());
@@ -263,7 +202,9 @@ pub fn make_tasks(
         });
     }
     let created = create_outdir(outdir)?;
-    let checked = probe_writable(outdir).and_then(|()| check_reports(reports, &tasks));
+    let checked = probe_writable(outdir)
+        .and_then(|()| check_reports(reports, &tasks))
+        .and_then(|()| create_subfolders(&tasks, outdir));
     if let (Err(_), Some(top)) = (&checked, created) {
         // Only empty folders go: what we made, from OUTDIR up to the top one.
         for folder in outdir.ancestors() {
@@ -274,6 +215,19 @@ pub fn make_tasks(
         }
     }
     checked.map(|()| tasks)
+}
+
+/// The folders below OUTDIR that a tree's outputs go to.
+fn create_subfolders(tasks: &[Task], outdir: &Path) -> Result<(), UsageError> {
+    let folders: std::collections::BTreeSet<&Path> =
+        tasks.iter().filter_map(|t| t.output.parent()).collect();
+    for f in folders.into_iter().filter(|f| *f != outdir) {
+        std::fs::create_dir_all(f).map_err(|source| UsageError::Outdir {
+            path: f.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Creates `outdir` and its missing parents; returns the topmost folder it
@@ -365,21 +319,25 @@ fn probe_writable(outdir: &Path) -> Result<(), UsageError> {
 /// Removes the temp files a killed run left for these tasks' outputs (only
 /// ours: `.NAME.nismooth-PID-N.tmp` for an output NAME of this plan).
 /// Returns how many went.
-pub fn remove_stale_temps(tasks: &[Task], outdir: &Path) -> usize {
-    let names: std::collections::HashSet<String> = tasks
-        .iter()
-        .filter_map(|t| t.output.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .collect();
-    let Ok(dir) = std::fs::read_dir(outdir) else {
-        return 0;
-    };
+pub fn remove_stale_temps(tasks: &[Task]) -> usize {
+    let mut names: HashMap<&Path, std::collections::HashSet<String>> = HashMap::new();
+    for t in tasks {
+        if let (Some(folder), Some(name)) = (t.output.parent(), t.output.file_name()) {
+            let name = name.to_string_lossy().into_owned();
+            names.entry(folder).or_default().insert(name);
+        }
+    }
     let mut removed = 0;
-    for entry in dir.filter_map(Result::ok) {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let ours = crate::io::temp_owner(&file).is_some_and(|dest| names.contains(dest));
-        if ours && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
+    for (folder, names) in names {
+        let Ok(dir) = std::fs::read_dir(folder) else {
+            continue;
+        };
+        for entry in dir.filter_map(Result::ok) {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let ours = crate::io::temp_owner(&file).is_some_and(|dest| names.contains(dest));
+            if ours && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
         }
     }
     removed
@@ -419,6 +377,10 @@ mod tests {
         );
     }
 
+    fn flat(paths: Vec<PathBuf>) -> Vec<Input> {
+        paths.into_iter().map(Input::flat).collect()
+    }
+
     #[test]
     fn refusals() {
         let dir = tempfile::tempdir().unwrap();
@@ -430,10 +392,10 @@ mod tests {
             make_tasks(vec![], &b, None, &[]),
             Err(UsageError::NoInputs)
         ));
-        let r = make_tasks(vec![a.join("x.nii")], &a, None, &[]);
+        let r = make_tasks(flat(vec![a.join("x.nii")]), &a, None, &[]);
         assert!(matches!(r, Err(UsageError::OutdirHoldsInput { .. })));
         let r = make_tasks(
-            vec![a.join("x.nii"), b.join("x.nii")],
+            flat(vec![a.join("x.nii"), b.join("x.nii")]),
             &dir.path().join("o"),
             None,
             &[],
@@ -441,7 +403,7 @@ mod tests {
         assert!(matches!(r, Err(UsageError::DuplicateOutput { .. })));
         // x.nii and x.nii.gz collide once the format is forced.
         let r = make_tasks(
-            vec![a.join("x.nii"), b.join("x.nii.gz")],
+            flat(vec![a.join("x.nii"), b.join("x.nii.gz")]),
             &dir.path().join("o"),
             Some(OutputFormat::NiiGz),
             &[],
@@ -450,31 +412,6 @@ mod tests {
         assert!(
             !dir.path().join("o").exists(),
             "refused runs create nothing"
-        );
-    }
-
-    #[test]
-    fn discovery_sorts_directories_and_reads_lists() {
-        let dir = tempfile::tempdir().unwrap();
-        for n in ["b.nii.gz", "a.nii", "notes.txt", "c.nii"] {
-            std::fs::write(dir.path().join(n), b"x").unwrap();
-        }
-        let found = discover(&[dir.path().to_path_buf()], None).unwrap();
-        let names: Vec<_> = found
-            .iter()
-            .map(|p| p.file_name().unwrap().to_str().unwrap())
-            .collect();
-        assert_eq!(names, ["a.nii", "b.nii.gz", "c.nii"]);
-        let list = dir.path().join("list.txt");
-        std::fs::write(
-            &list,
-            "# header\na.nii\n\n  c.nii  \n  # indented comment\n",
-        )
-        .unwrap();
-        let found = discover(&[], Some(&list)).unwrap();
-        assert_eq!(
-            found,
-            vec![dir.path().join("a.nii"), dir.path().join("c.nii")]
         );
     }
 }
