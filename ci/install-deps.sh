@@ -3,7 +3,8 @@
 # ISA-L (gzip codec), OpenMPI with PMIx (rsmpi's bindgen needs libclang) and DejaVu
 # fonts (text in the study's PNG plots) and strace (the durability test
 # watches fsync and rename) from Debian,
-# the Python references (numpy, scipy, nibabel, pytest) from PyPI, and NVRTC
+# the Python references (numpy, scipy, nibabel, nilearn, pytest) and the
+# official BIDS validator (bids-validator-deno) from PyPI, and NVRTC
 # (CUDA's run-time compiler, no GPU needed) from PyPI for the cuda feature's tests.
 set -euo pipefail
 
@@ -21,9 +22,13 @@ if ((${#need_apt[@]})); then
 fi
 
 if [ "${NISMOOTH_SKIP_PYTHON:-0}" != 1 ]; then
-  if ! python3 -c "import numpy, scipy, nibabel, pytest" >/dev/null 2>&1; then
-    echo "== pip install numpy scipy nibabel pytest"
-    python3 -m pip install -q --disable-pip-version-check numpy scipy nibabel pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
+  if ! python3 -c "import numpy, scipy, nibabel, nilearn, pytest" >/dev/null 2>&1; then
+    echo "== pip install numpy scipy nibabel nilearn pytest"
+    python3 -m pip install -q --disable-pip-version-check numpy scipy nibabel nilearn pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
+  fi
+  if ! command -v bids-validator-deno >/dev/null 2>&1; then
+    echo "== pip install bids-validator-deno"
+    python3 -m pip install -q --disable-pip-version-check bids-validator-deno 2>&1 | grep -v "Running pip as the 'root' user" || true
   fi
 fi
 

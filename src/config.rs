@@ -37,6 +37,9 @@ pub struct RunConfig {
     pub list: Option<PathBuf>,
     /// Folders are searched to the bottom, the tree kept in OUTDIR.
     pub recursive: bool,
+    /// A BIDS dataset's images instead of paths (`nismooth bids`).
+    #[serde(skip)]
+    pub bids: Option<crate::bids::Query>,
     pub outdir: PathBuf,
     /// Sigma per axis in `units`.
     pub sigma: [f64; 3],
@@ -182,6 +185,7 @@ impl RunConfig {
             inputs,
             list: None,
             recursive: false,
+            bids: None,
             outdir,
             sigma: [2.0; 3],
             units: Units::Voxel,
@@ -218,6 +222,7 @@ impl RunConfig {
             list: self.list.clone(),
             recursive: self.recursive,
             outdir: Some(self.outdir.clone()),
+            bids: self.bids.clone(),
         }
     }
 

@@ -77,6 +77,9 @@ pub enum UsageError {
     /// of a build without MPI, MPI initialised twice.
     #[error("{0}")]
     Launch(String),
+    /// A BIDS dataset that is not one, or a query it cannot answer.
+    #[error("{0}")]
+    Bids(String),
     /// A job-array task that cannot take a share of the list.
     #[error("{0}")]
     Array(String),

@@ -16,6 +16,7 @@
     clippy::missing_safety_doc
 )]
 
+pub mod bids;
 pub mod choice;
 pub mod config;
 pub mod driver;

@@ -41,6 +41,9 @@ pub struct Cli {
 pub enum Command {
     /// Smooth every input image and write the results to OUTDIR.
     Run(RunArgs),
+    /// Smooth a BIDS dataset into a BIDS derivatives dataset (a BIDS App:
+    /// BIDS_DIR OUTPUT_DIR participant).
+    Bids(Box<BidsArgs>),
     /// Write deterministic synthetic T1-like phantoms.
     Generate(GenerateArgs),
     /// Show reports (one or more JSON files), or merge them (`report merge`).
@@ -97,6 +100,51 @@ pub fn parse_run_args(words: &[String]) -> Result<RunArgs, clap::Error> {
     Words::try_parse_from(argv).map(|w| w.run)
 }
 
+/// `nismooth bids`: the BIDS-Apps form, with `run`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct BidsArgs {
+    /// The BIDS dataset: raw, or derivatives (fMRIPrep-style names with space-/desc-).
+    pub bids_dir: PathBuf,
+    /// Where the derivatives dataset goes (created if missing): sub-X/[ses-Y/]<datatype>/,
+    /// a JSON sidecar per image, dataset_description.json.
+    pub output_dir: PathBuf,
+    /// participant: smooth each participant's images; group: nothing to do
+    /// (accepted, as BIDS Apps do).
+    #[arg(value_parser = ["participant", "group"])]
+    pub analysis_level: String,
+    /// Participants to smooth (labels, with or without sub-) [default: all].
+    #[arg(long, num_args = 1.., value_name = "LABEL")]
+    pub participant_label: Vec<String>,
+    /// Sessions to smooth (labels, with or without ses-) [default: all, and
+    /// the images of participants without sessions].
+    #[arg(long, num_args = 1.., value_name = "LABEL")]
+    pub session_label: Vec<String>,
+    /// Datatype folders to search.
+    #[arg(long, num_args = 1.., default_values = ["anat", "func"])]
+    pub datatype: Vec<String>,
+    /// Suffixes of the images to smooth (masks and segmentations are not smoothed unless named).
+    #[arg(long, num_args = 1.., default_values = ["T1w", "T2w", "bold"])]
+    pub suffix: Vec<String>,
+    /// The outputs' desc- label (letters and digits) [default: from the
+    /// kernel: smooth6mm for --fwhm 6, smoothsigma2vox for --sigma 2].
+    #[arg(long, value_name = "LABEL")]
+    pub desc: Option<String>,
+    #[command(flatten)]
+    pub options: RunOptions,
+}
+
+/// `nismooth bids`'s arguments given as words (after sbatch's `-- bids`).
+pub fn parse_bids_args(words: &[String]) -> Result<BidsArgs, clap::Error> {
+    #[derive(Parser)]
+    #[command(name = "nismooth bids")]
+    struct Words {
+        #[command(flatten)]
+        bids: BidsArgs,
+    }
+    let argv = std::iter::once("nismooth bids".to_string()).chain(words.iter().cloned());
+    Words::try_parse_from(argv).map(|w| w.bids)
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Input files, or directories (every *.nii / *.nii.gz inside, sorted;
@@ -115,6 +163,21 @@ pub struct RunArgs {
     /// Output directory (created if missing); must not hold any input.
     #[arg(short, long)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub options: RunOptions,
+}
+
+/// A run's options apart from what it reads and where it writes: shared by
+/// `run` and `bids`.
+impl std::ops::Deref for RunArgs {
+    type Target = RunOptions;
+    fn deref(&self) -> &RunOptions {
+        &self.options
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunOptions {
     /// Gaussian sigma: one value, or three comma-separated (x,y,z).
     #[arg(long, default_value = "2")]
     pub sigma: String,

@@ -6,6 +6,7 @@
 pub mod cli;
 
 mod bench;
+mod bids;
 mod generate;
 mod logging;
 mod report;
@@ -27,12 +28,13 @@ pub const EXIT_STOPPED: u8 = 3;
 
 /// Runs the subcommand; an error is one line on stderr and exit 2.
 pub fn dispatch(cli: Cli) -> ExitCode {
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Bids(_)) {
         // `run` sets its logging once it knows its rank.
         logging::init(0, 1);
     }
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
+        Command::Bids(args) => bids::bids(&args),
         Command::Generate(args) => generate::generate(&args),
         Command::Report(args) => report::report(&args),
         Command::Sbatch(args) => sbatch::sbatch(&args),

@@ -21,14 +21,29 @@ use nismooth::volume::DType;
 use super::cli::{DtypeChoice, FormatChoice, RunArgs};
 use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
 
+/// Work root does with the report before showing it (`bids`: the
+/// derivatives' metadata).
+pub type AfterRun<'a> = &'a dyn Fn(&report::Report, &RunConfig) -> anyhow::Result<()>;
+
 /// The whole job, on however many ranks the launcher started.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    run_with(args, None, &|_, _| Ok(()))
+}
+
+/// A run over `args`' inputs, or over a BIDS query's images, with `after`
+/// on root once the images are done.
+pub fn run_with(
+    args: &RunArgs,
+    bids: Option<nismooth::bids::Query>,
+    after: AfterRun,
+) -> anyhow::Result<u8> {
     // Drain signals first: one that comes while MPI starts or squeue
     // answers must not kill the process with nothing written.
     stop::install(&signal_settings(args)?).context("watching the drain signals")?;
     let comm = driver::connect()?;
     logging::init(comm.rank(), comm.size());
-    let cfg = run_config(args, comm.size(), comm.node_size(), comm.is_root())?;
+    let mut cfg = run_config(args, comm.size(), comm.node_size(), comm.is_root())?;
+    cfg.bids = bids;
     let mut backend = backend(&cfg, comm.as_ref())?;
     let command: Vec<String> = std::env::args().collect();
 
@@ -42,10 +57,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    let written = outcome
-        .report
-        .as_ref()
-        .map_or(Ok(()), |r| show_and_export(r, &cfg));
+    let written = outcome.report.as_ref().map_or(Ok(()), |r| {
+        after(r, &cfg).and_then(|()| show_and_export(r, &cfg))
+    });
     // Every rank waits here for root's report: a launcher that ends a step
     // when one rank exits non-zero (srun --kill-on-bad-exit) must not kill
     // root while it writes. Root reaches it even when writing failed.
@@ -85,6 +99,7 @@ pub fn sources(a: &RunArgs) -> nismooth::plan::Sources {
         list: a.list.clone(),
         recursive: a.recursive,
         outdir: Some(a.output.clone()),
+        bids: None,
     }
 }
 

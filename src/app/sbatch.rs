@@ -22,7 +22,7 @@ use super::EXIT_OK;
 pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     // The run arguments are read as `run` will read them, so a script that
     // `run` would refuse is refused here, before it waits in a queue.
-    let (run, inputs) = checked_run(&args.run_args)?;
+    let (run, inputs, units) = checked_job(&args.run_args)?;
     one_line_values(args)?;
     let (binary, mut notes) = job_binary(args.binary.as_deref(), args.model)?;
     let cpus = args.cpus_per_task.unwrap_or(default_cpus(args.model));
@@ -74,7 +74,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
             (a, b) => a.or(b),
         };
         let plan = array::plan(
-            inputs.len(),
+            units,
             args.array_tasks,
             asked,
             max.unwrap_or(DEFAULT_MAX_ARRAY_SIZE),
@@ -106,6 +106,29 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         None => print!("{text}"),
     }
     Ok(EXIT_OK)
+}
+
+/// The job after `--`: `run`'s arguments, or `bids BIDS_DIR OUT participant
+/// …`; its images, and what an array shares (images, or participants).
+fn checked_job(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>, usize)> {
+    if words.first().map(String::as_str) != Some("bids") {
+        let (run, inputs) = checked_run(words)?;
+        let n = inputs.len();
+        return Ok((run, inputs, n));
+    }
+    let bids = super::cli::parse_bids_args(&words[1..]).context("the bids arguments after `--`")?;
+    let query = super::bids::query(&bids)?;
+    let found = query.discover().context("the BIDS dataset")?;
+    anyhow::ensure!(
+        !found.is_empty(),
+        "the query selects no image in {}",
+        query.root.display()
+    );
+    let mut participants: Vec<&str> = found.iter().filter_map(|i| i.group.as_deref()).collect();
+    participants.dedup();
+    let units = participants.len();
+    let inputs = found.iter().map(|i| i.path.clone()).collect();
+    Ok((super::bids::run_args(&bids), inputs, units))
 }
 
 /// The run arguments after `--`, read as `run` will read them (so a script

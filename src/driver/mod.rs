@@ -78,8 +78,9 @@ struct Planned {
 /// the costs the schedule needs: root's work before the broadcast.
 fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
     let inputs = cfg.sources().discover()?;
+    let (unit_of, units) = array_units(&inputs);
     if let Some(slot) = cfg.array {
-        covers_every_image(inputs.len(), slot, cfg.array_chunk)?;
+        covers_every_image(units, slot, cfg.array_chunk)?;
     }
     let reports: Vec<(&'static str, &std::path::Path)> =
         [("--report", &cfg.report), ("--csv", &cfg.csv)]
@@ -88,7 +89,7 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
             .collect();
     let all = plan::make_tasks(inputs, &cfg.outdir, cfg.format, &reports)?;
     let tasks = match cfg.array {
-        Some(slot) => array_share(all, slot, cfg.array_chunk),
+        Some(slot) => array_share(all, &unit_of, units, slot, cfg.array_chunk),
         None => all,
     };
     let lock = plan::lock::acquire(&cfg.outdir, cfg.array)?;
@@ -141,19 +142,57 @@ fn covers_every_image(
     )))
 }
 
+/// What a job array shares: images, or the groups they belong to (a BIDS
+/// participant's images stay on one task). The unit of each input, and how
+/// many units there are.
+fn array_units(inputs: &[plan::Input]) -> (Vec<usize>, usize) {
+    let mut index: std::collections::HashMap<&str, usize> = Default::default();
+    let mut unit_of = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        unit_of.push(match &input.group {
+            Some(g) => {
+                let next = index.len();
+                *index.entry(g.as_str()).or_insert(next)
+            }
+            None => i,
+        });
+    }
+    let units = if index.is_empty() {
+        inputs.len()
+    } else {
+        index.len()
+    };
+    (unit_of, units)
+}
+
 /// This array task's images (global indices kept, so merged reports line up).
-fn array_share(all: Vec<Task>, slot: crate::slurm::ArraySlot, chunk: Option<usize>) -> Vec<Task> {
+fn array_share(
+    all: Vec<Task>,
+    unit_of: &[usize],
+    units: usize,
+    slot: crate::slurm::ArraySlot,
+    chunk: Option<usize>,
+) -> Vec<Task> {
     let n = all.len();
-    let keep = slot.share(n, chunk);
+    let keep: std::collections::HashSet<usize> = slot.share(units, chunk).into_iter().collect();
+    let mine: Vec<Task> = all
+        .into_iter()
+        .filter(|t| keep.contains(&unit_of[t.index]))
+        .collect();
+    let what = if units == n {
+        "images"
+    } else {
+        "groups (participants)"
+    };
     log::info!(
-        "array task {} ({} of {}): {} of {n} images",
+        "array task {} ({} of {}): {} of {units} {what}, {} of {n} images",
         slot.task_id,
         slot.position + 1,
         slot.count,
-        keep.len()
+        keep.len(),
+        mine.len()
     );
-    let mut all: Vec<Option<Task>> = all.into_iter().map(Some).collect();
-    keep.into_iter().filter_map(|i| all[i].take()).collect()
+    mine
 }
 
 /// The communicator for this process: MPI when a launcher started us (and

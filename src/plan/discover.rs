@@ -28,6 +28,8 @@ pub struct Sources {
     pub recursive: bool,
     /// OUTDIR, never searched (it may sit inside an input tree).
     pub outdir: Option<PathBuf>,
+    /// A BIDS dataset's query, instead of paths and a list (`nismooth bids`).
+    pub bids: Option<crate::bids::Query>,
 }
 
 /// One image found: where it is, and the folder (relative, possibly empty)
@@ -36,6 +38,11 @@ pub struct Sources {
 pub struct Input {
     pub path: PathBuf,
     pub subdir: PathBuf,
+    /// The output's file name when it is not the input's (a BIDS
+    /// derivative's `desc-`); the extension still follows `--format`.
+    pub name: Option<std::ffi::OsString>,
+    /// The unit a job array shares (a BIDS participant); None: the image.
+    pub group: Option<String>,
 }
 
 impl Input {
@@ -44,6 +51,8 @@ impl Input {
         Input {
             path,
             subdir: PathBuf::new(),
+            name: None,
+            group: None,
         }
     }
 }
@@ -62,6 +71,9 @@ impl Sources {
 
     /// Every input image, in order: the command line's, then the list's.
     pub fn discover(&self) -> Result<Vec<Input>, UsageError> {
+        if let Some(query) = &self.bids {
+            return query.discover();
+        }
         if let Some(missing) = self
             .paths
             .iter()
@@ -175,8 +187,8 @@ fn walk(
     }
     let found = scan_folder(dir)?;
     out.extend(found.files.into_iter().map(|path| Input {
-        path,
         subdir: rel.to_path_buf(),
+        ..Input::flat(path)
     }));
     for sub in found.folders {
         let name = sub.file_name().unwrap_or_default().to_string_lossy();

@@ -164,14 +164,13 @@ pub fn make_tasks(
     let mut folder_ids: HashMap<PathBuf, Option<FileId>> = HashMap::new();
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     let mut tasks = Vec::with_capacity(inputs.len());
-    for (
-        index,
-        Input {
+    for (index, found) in inputs.into_iter().enumerate() {
+        let Input {
             path: input,
             subdir,
-        },
-    ) in inputs.into_iter().enumerate()
-    {
+            name,
+            ..
+        } = found;
         let folder = outdir.join(&subdir);
         let out_id = *folder_ids
             .entry(subdir)
@@ -182,7 +181,11 @@ pub fn make_tasks(
                 input,
             });
         }
-        let output = output_path(&input, &folder, format);
+        let output = output_path(
+            name.as_ref().map_or(&input, |n| Path::new(n)),
+            &folder,
+            format,
+        );
         if let Some(first) = seen.get(&output) {
             return Err(UsageError::DuplicateOutput {
                 first: first.clone(),

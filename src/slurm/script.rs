@@ -341,7 +341,12 @@ fn preamble(s: &JobSpec) -> String {
 /// for the models whose ranks it starts.
 fn run_line(s: &JobSpec) -> String {
     let array = s.model == Model::Array;
-    let mut args: Vec<String> = s.run_args.iter().map(|a| shell_quote(a)).collect();
+    // `bids BIDS_DIR OUT participant …` runs `nismooth bids`; anything else `nismooth run`.
+    let (command, words) = match s.run_args.split_first() {
+        Some((first, rest)) if first == "bids" => ("bids", rest),
+        _ => ("run", &s.run_args[..]),
+    };
+    let mut args: Vec<String> = words.iter().map(|a| shell_quote(a)).collect();
     let has = |flag: &str| {
         s.run_args
             .iter()
@@ -387,7 +392,7 @@ fn run_line(s: &JobSpec) -> String {
         }
         _ => "",
     };
-    let run = format!("{launcher}\"$NISMOOTH\" run {}", args.join(" "));
+    let run = format!("{launcher}\"$NISMOOTH\" {command} {}", args.join(" "));
     match s.requeue {
         None => format!("\ntimed {run}\n"),
         Some(r) => requeued(&run, r, array),
