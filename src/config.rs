@@ -288,8 +288,14 @@ impl RunConfig {
     /// What determines an output's bytes, by option name: recorded in the
     /// journal, so that `--resume` never skips an output made otherwise.
     pub fn output_settings(&self) -> serde_json::Value {
+        // FWHM values under their own name, so that a refusal says "fwhm".
+        let kernel = if self.units == Units::FwhmMm {
+            "fwhm"
+        } else {
+            "sigma"
+        };
         serde_json::json!({
-            "sigma": self.sigma,
+            kernel: self.sigma,
             "units": self.units,
             "compat": self.compat,
             "truncate": self.truncate,

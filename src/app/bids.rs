@@ -16,6 +16,11 @@ use super::cli::{BidsArgs, RunArgs};
 use super::{run, EXIT_OK};
 
 pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
+    anyhow::ensure!(
+        args.bids_dir.join("dataset_description.json").is_file(),
+        "{} is not a BIDS dataset: it has no dataset_description.json",
+        args.bids_dir.display()
+    );
     if args.analysis_level == "group" {
         eprintln!("nismooth bids: the group level has nothing to do: each participant's images are smoothed at the participant level");
         return Ok(EXIT_OK);
@@ -23,9 +28,28 @@ pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
     let run_args = run_args(args);
     let query = query(args)?;
     let root = query.root.clone();
+    inside_derivatives(&root, &args.output_dir)?;
     run::run_with(&run_args, Some(query), &|report, cfg| {
         derivatives(&root, report, cfg).context("writing the derivatives' metadata")
     })
+}
+
+/// An OUTPUT_DIR inside the dataset must be below its `derivatives/`:
+/// anywhere else its files would make the dataset itself invalid.
+fn inside_derivatives(root: &Path, out: &Path) -> anyhow::Result<()> {
+    use nismooth::plan::identity::resolve_future;
+    let (root, out) = (resolve_future(root), resolve_future(out));
+    if let Ok(rel) = out.strip_prefix(&root) {
+        let first = rel.components().next().map(|c| c.as_os_str().to_owned());
+        anyhow::ensure!(
+            first.is_some_and(|f| f == "derivatives"),
+            "OUTPUT_DIR {} is inside the BIDS dataset {}: put it below {}/derivatives/ or outside the dataset",
+            out.display(),
+            root.display(),
+            root.display()
+        );
+    }
+    Ok(())
 }
 
 /// `run`'s arguments for the same job: the output directory and the options.
@@ -70,17 +94,9 @@ pub fn query(args: &BidsArgs) -> anyhow::Result<Query> {
 /// now (made or kept), and the dataset's description.
 fn derivatives(root: &Path, report: &Report, cfg: &RunConfig) -> anyhow::Result<()> {
     let link = SourceLink::new(root, &cfg.outdir);
-    let mut settings = cfg.output_settings();
-    if cfg.units == Units::FwhmMm {
-        // The journal's key is "sigma" whatever the units; a reader of the
-        // sidecar should not have to know that.
-        if let Some(v) = settings.as_object_mut().and_then(|m| m.remove("sigma")) {
-            settings["fwhm"] = v;
-        }
-    }
     let smoothing = sidecar::Smoothing {
         description: describe(cfg),
-        settings,
+        settings: cfg.output_settings(),
     };
     let mut written = 0;
     for rec in &report.images {
@@ -89,7 +105,7 @@ fn derivatives(root: &Path, report: &Report, cfg: &RunConfig) -> anyhow::Result<
         }
         let input = Path::new(&rec.input);
         let rel = input.strip_prefix(root).unwrap_or(input);
-        let meta = sidecar::inherited(root, input);
+        let meta = sidecar::inherited(root, input).map_err(anyhow::Error::msg)?;
         sidecar::write_sidecar(Path::new(&rec.output), &link.uri(rel), meta, &smoothing)?;
         written += 1;
     }

@@ -100,6 +100,14 @@ pub fn label_ok(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+fn or_all(labels: &[String]) -> String {
+    if labels.is_empty() {
+        "all".into()
+    } else {
+        labels.join(" ")
+    }
+}
+
 /// A label given as `sub-01` or `01`: the part BIDS calls the label.
 fn bare<'a>(label: &'a str, key: &str) -> &'a str {
     label
@@ -153,6 +161,20 @@ impl Query {
             if wanted.is_empty() || wanted.contains(&label.as_str()) {
                 self.subject(&label, &dir, &mut out)?;
             }
+        }
+        if out.is_empty() {
+            return Err(UsageError::Bids(format!(
+                "no image in {} matches: participants {}, sessions {}, datatypes {}, suffixes {}",
+                self.root.display(),
+                or_all(&self.participants),
+                or_all(&self.sessions),
+                self.datatypes.join(" "),
+                self.suffixes.join(" ")
+            )));
+        }
+        // Metadata that cannot be read is refused now, not lost later.
+        for input in &out {
+            sidecar::inherited(&self.root, &input.path).map_err(UsageError::Bids)?;
         }
         Ok(out)
     }

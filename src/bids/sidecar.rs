@@ -21,12 +21,14 @@ pub type Metadata = Map<String, Value>;
 /// The source image's metadata by the inheritance principle: at each level
 /// from `root` down to the image's folder, the JSON files whose suffix is
 /// the image's and whose entities are all the image's, fewer entities first.
-pub fn inherited(root: &Path, image: &Path) -> Metadata {
+/// A sidecar that is not a JSON object is an error naming it: its
+/// metadata would silently be missing from every derivative below it.
+pub fn inherited(root: &Path, image: &Path) -> Result<Metadata, String> {
     let Some(name) = image
         .file_name()
         .and_then(|n| Name::parse(&n.to_string_lossy()))
     else {
-        return Metadata::new();
+        return Ok(Metadata::new());
     };
     let rel = image.strip_prefix(root).unwrap_or(image);
     let mut levels = vec![root.to_path_buf()];
@@ -39,16 +41,15 @@ pub fn inherited(root: &Path, image: &Path) -> Metadata {
     let mut merged = Metadata::new();
     for level in levels {
         for (_, path) in applicable(&level, &name) {
-            let read = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-            match read {
-                Some(Value::Object(m)) => merged.extend(m),
-                _ => log::warn!("{}: not a JSON object, not inherited", path.display()),
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(m)) => merged.extend(m),
+                Ok(_) => return Err(format!("{}: not a JSON object", path.display())),
+                Err(e) => return Err(format!("{}: invalid JSON: {e}", path.display())),
             }
         }
     }
-    merged
+    Ok(merged)
 }
 
 /// The sidecars in `dir` that apply to `image`, fewer entities first.
@@ -175,6 +176,17 @@ pub fn write_dataset_description(
     smoothing: &Smoothing,
 ) -> Result<(), crate::io::WriteError> {
     let src = &link.description;
+    let ours = json!({
+        "Name": "nismooth",
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Description": format!("{} Command: {}", smoothing.description, command.join(" ")),
+    });
+    // A derivatives folder may hold several kernels (several desc- labels):
+    // each run that wrote into it is kept in GeneratedBy.
+    let mut generated_by = earlier_generators(root);
+    if !generated_by.contains(&ours) {
+        generated_by.push(ours);
+    }
     let source_name = src
         .get("Name")
         .and_then(Value::as_str)
@@ -187,11 +199,7 @@ pub fn write_dataset_description(
         "Name": format!("{source_name}, smoothed by nismooth"),
         "BIDSVersion": src.get("BIDSVersion").cloned().unwrap_or(json!("1.10.0")),
         "DatasetType": "derivative",
-        "GeneratedBy": [{
-            "Name": "nismooth",
-            "Version": env!("CARGO_PKG_VERSION"),
-            "Description": format!("{} Command: {}", smoothing.description, command.join(" ")),
-        }],
+        "GeneratedBy": generated_by,
         "SourceDatasets": [source],
         "DatasetLinks": {link.name.clone(): link.target.clone()},
     });
@@ -211,6 +219,15 @@ pub fn write_dataset_description(
         write_file_atomic(&readme, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// The `GeneratedBy` entries of a derivatives dataset already at `root`.
+fn earlier_generators(root: &Path) -> Vec<Value> {
+    std::fs::read(root.join("dataset_description.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("GeneratedBy")?.as_array().cloned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -239,13 +256,22 @@ mod tests {
             json!({"EchoTime": 0.03}),
         );
         let img = func.join("sub-01_task-rest_run-1_bold.nii.gz");
-        let m = inherited(root, &img);
+        let m = inherited(root, &img).unwrap();
         assert_eq!(m["RepetitionTime"], json!(2.5));
         assert_eq!(m["TaskName"], json!("rest"));
         assert_eq!(m["EchoTime"], json!(0.03));
         assert!(!m.contains_key("Field"));
-        let run2 = inherited(root, &func.join("sub-01_task-rest_run-2_bold.nii.gz"));
+        let run2 = inherited(root, &func.join("sub-01_task-rest_run-2_bold.nii.gz")).unwrap();
         assert!(!run2.contains_key("EchoTime"));
+        put(
+            "sub-01/sub-01_task-rest_bold.json",
+            json!(["not an object"]),
+        );
+        let err = inherited(root, &img).unwrap_err();
+        assert!(
+            err.contains("sub-01_task-rest_bold.json: not a JSON object"),
+            "{err}"
+        );
     }
 
     #[test]

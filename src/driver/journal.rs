@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::UsageError;
 use crate::io::InputId;
@@ -108,16 +108,30 @@ struct Entry {
     input: Option<InputId>,
 }
 
-/// Outputs that journals say were written whole (file name → the latest
-/// line), and each run's settings.
+/// An output's key in the index: its folder resolved (runs may spell
+/// OUTDIR differently, and a tree's outputs share file names) and its name.
+/// `folders` caches the resolutions.
+fn output_key(output: &Path, folders: &mut HashMap<PathBuf, PathBuf>) -> PathBuf {
+    let (Some(folder), Some(name)) = (output.parent(), output.file_name()) else {
+        return output.to_path_buf();
+    };
+    let resolved = folders
+        .entry(folder.to_path_buf())
+        .or_insert_with(|| std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf()));
+    resolved.join(name)
+}
+
+/// Outputs that journals say were written whole (resolved path → the
+/// latest line), and each run's settings.
 pub struct Index {
-    outputs: HashMap<String, Entry>,
+    outputs: HashMap<PathBuf, Entry>,
     settings: HashMap<String, serde_json::Value>,
 }
 
 impl Index {
     pub fn load(outdir: &Path) -> Index {
         let (mut outputs, mut settings) = (HashMap::new(), HashMap::new());
+        let mut folders = HashMap::new();
         for line in read_all(outdir) {
             match line {
                 Line::Start {
@@ -133,10 +147,8 @@ impl Index {
                     input,
                     record,
                 } => {
-                    if let Some(name) = Path::new(&record.output).file_name() {
-                        let name = name.to_string_lossy().into_owned();
-                        outputs.insert(name, Entry { stamp, run, input });
-                    }
+                    let key = output_key(Path::new(&record.output), &mut folders);
+                    outputs.insert(key, Entry { stamp, run, input });
                 }
                 _ => {}
             }
@@ -147,8 +159,8 @@ impl Index {
     /// The journal entry that vouches for `task`'s output as it is on disk now.
     fn vouching(&self, task: &Task) -> Option<&Entry> {
         let stamp = Stamp::of(&task.output)?;
-        let name = task.output.file_name()?.to_string_lossy();
-        self.outputs.get(name.as_ref()).filter(|e| e.stamp == stamp)
+        let key = output_key(&task.output, &mut HashMap::new());
+        self.outputs.get(&key).filter(|e| e.stamp == stamp)
     }
 
     /// Refuses `--resume` when outputs on disk were made with settings other

@@ -585,6 +585,14 @@ fn read<'t>(
     let out = cfg.output_dtype(dtype_in);
     rec.dtype_out = Some(out.to_string());
 
+    if cfg.compat == Compat::Nilearn && img.shape.spatial_ndim < 3 {
+        let msg = format!(
+            "a {}-D image: nilearn's smooth_img filters three spatial axes and fails on it (no reference to match)",
+            img.shape.spatial_ndim
+        );
+        fail(&mut rec, &task.input, msg);
+        return job(rec, None);
+    }
     if cfg.units != Units::Voxel {
         let size = |a: usize| match cfg.compat {
             Compat::Nilearn => img.voxel_sizes[a],

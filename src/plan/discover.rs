@@ -146,6 +146,8 @@ struct Skip {
 }
 
 impl Skip {
+    const OUTDIR: &'static str = "the output directory";
+
     fn new(outdir: Option<&Path>) -> Skip {
         Skip {
             outdir: outdir.and_then(FileId::of),
@@ -159,7 +161,7 @@ impl Skip {
         } else if SKIPPED_FOLDERS.contains(&name) {
             Some("a derivatives folder")
         } else if self.outdir.is_some() && FileId::of(dir) == self.outdir {
-            Some("the output directory")
+            Some(Skip::OUTDIR)
         } else {
             None
         }
@@ -191,14 +193,53 @@ fn walk(
         ..Input::flat(path)
     }));
     for sub in found.folders {
-        let name = sub.file_name().unwrap_or_default().to_string_lossy();
-        if let Some(why) = skip.why(&sub, &name) {
+        let name = sub.file_name().unwrap_or_default();
+        if let Some(why) = skip.why(&sub, &name.to_string_lossy()) {
+            if why == Skip::OUTDIR {
+                refuse_foreign_outdir(&sub)?;
+            }
             log::info!("skipped {}: {why}", sub.display());
             continue;
         }
-        walk(&sub, &rel.join(&*name), skip, seen, out)?;
+        walk(&sub, &rel.join(name), skip, seen, out)?;
     }
     Ok(())
+}
+
+/// OUTDIR inside the tree being smoothed is skipped when it is nismooth's
+/// (it holds `.nismooth`, the state of an earlier run); one that holds
+/// images of its own, at any depth, is refused: they are images of the tree
+/// that the run would neither smooth nor spare.
+fn refuse_foreign_outdir(dir: &Path) -> Result<(), UsageError> {
+    if dir.join(crate::plan::STATE_DIR).is_dir() {
+        return Ok(());
+    }
+    match first_image_below(dir, &mut HashSet::new()) {
+        Some(input) => Err(UsageError::OutdirHoldsInput {
+            outdir: dir.to_path_buf(),
+            input,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Any NIfTI file below `dir` (hidden folders aside), the search ending at the first.
+fn first_image_below(dir: &Path, seen: &mut HashSet<FileId>) -> Option<PathBuf> {
+    if !FileId::of(dir).is_some_and(|id| seen.insert(id)) {
+        return None;
+    }
+    let found = scan_folder(dir).ok()?;
+    if let Some(f) = found.files.into_iter().next() {
+        return Some(f);
+    }
+    found
+        .folders
+        .iter()
+        .filter(|f| {
+            !f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .find_map(|f| first_image_below(f, seen))
 }
 
 /// A list's paths: one a line, relative to the working directory; a line
@@ -328,6 +369,7 @@ mod tests {
                 ".git/y.nii",
                 "derivatives/old/z.nii.gz",
                 "out/o.nii.gz",
+                "out/.nismooth/lock",
             ],
         );
         let sources = Sources {

@@ -159,8 +159,15 @@ pub fn make_tasks(
     if inputs.is_empty() {
         return Err(UsageError::NoInputs);
     }
-    // Each output folder as it will be once created: compared by identity
-    // with the folder of every input (as named, and through symlinks).
+    // Each output folder as it will be once created is compared by identity
+    // with the folders of all inputs (as named, and through symlinks): in a
+    // tree, one image's output folder may hold another image.
+    let mut input_folder: HashMap<FileId, PathBuf> = HashMap::new();
+    for found in &inputs {
+        for id in input_folders(&found.path) {
+            input_folder.entry(id).or_insert_with(|| found.path.clone());
+        }
+    }
     let mut folder_ids: HashMap<PathBuf, Option<FileId>> = HashMap::new();
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     let mut tasks = Vec::with_capacity(inputs.len());
@@ -175,10 +182,10 @@ pub fn make_tasks(
         let out_id = *folder_ids
             .entry(subdir)
             .or_insert_with(|| FileId::of(&identity::resolve_future(&folder)));
-        if out_id.is_some() && input_folders(&input).contains(&out_id.unwrap()) {
+        if let Some(held) = out_id.and_then(|id| input_folder.get(&id)) {
             return Err(UsageError::OutdirHoldsInput {
                 outdir: folder,
-                input,
+                input: held.clone(),
             });
         }
         let output = output_path(

@@ -155,3 +155,46 @@ def test_sbatch_writes_the_bids_form_with_an_array_of_participants(raw, tmp_path
     script = proc.stdout
     assert "#SBATCH --array=0-2" in script, script
     assert f'"$NISMOOTH" bids {raw} {tmp_path / "o"} participant --fwhm 6' in script, script
+
+
+def test_broken_metadata_is_refused_before_any_work(raw, tmp_path):
+    broken = tmp_path / "raw"
+    shutil.copytree(raw, broken)
+    (broken / "task-rest_bold.json").write_text('{"RepetitionTime": 2.0,')
+    proc = nismooth("bids", broken, tmp_path / "o", "participant", expect=2)
+    assert "task-rest_bold.json: invalid JSON" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_empty_selection_says_what_was_asked(raw, tmp_path):
+    proc = nismooth("bids", raw, tmp_path / "o", "participant", "--participant-label", "02",
+                    "--session-label", "01", expect=2)
+    assert "no image in" in proc.stderr and "sessions 01" in proc.stderr, proc.stderr
+
+
+def test_output_inside_the_dataset_must_be_below_derivatives(raw, tmp_path):
+    ds = tmp_path / "raw"
+    shutil.copytree(raw, ds)
+    proc = nismooth("bids", ds, ds / "sub-01", "participant", expect=2)
+    assert "below" in proc.stderr and "derivatives" in proc.stderr
+    nismooth("bids", ds, ds / "derivatives" / "nismooth", "participant", "--participant-label", "02")
+    code, errors, _ = validate(ds)
+    assert code == 0 and not errors, errors
+    link = json.loads((ds / "derivatives/nismooth/dataset_description.json").read_text())
+    assert link["DatasetLinks"]["raw"] == "../.."
+
+
+def test_two_kernels_in_one_derivatives_dataset_are_both_described(raw, tmp_path):
+    out = tmp_path / "o"
+    nismooth("bids", raw, out, "participant", "--participant-label", "03", "--fwhm", "6")
+    nismooth("bids", raw, out, "participant", "--participant-label", "03", "--fwhm", "8")
+    gen = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert [("FWHM 6 mm" in g["Description"], "FWHM 8 mm" in g["Description"]) for g in gen] == [
+        (True, False), (False, True)]
+    code, errors, _ = validate(out)
+    assert code == 0 and not errors, errors
+
+
+def test_group_level_still_needs_a_dataset(tmp_path):
+    proc = nismooth("bids", tmp_path / "nothing", tmp_path / "o", "group", expect=2)
+    assert "not a BIDS dataset" in proc.stderr

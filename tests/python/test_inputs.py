@@ -123,3 +123,59 @@ def test_recursive_under_mpi_two_ranks(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert relative_files(out) == ["s1/anat/T1.nii.gz", "s2/anat/T1.nii.gz",
                                    "s2/func/bold.nii", "top.nii.gz"]
+
+
+def test_an_output_folder_that_holds_another_input_is_refused(tmp_path):
+    """-r out/data -o out: out/data/data/T1's output would be input out/data/T1."""
+    for rel in ["out/data/T1.nii.gz", "out/data/data/T1.nii.gz", "tree/sub/T1.nii.gz",
+                "out/sub/T1.nii.gz"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        save(tmp_path / rel, noise((8, 8, 8), np.float32, len(rel)))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.nii.gz")}
+    proc = nismooth("run", "-r", tmp_path / "out/data", "-o", tmp_path / "out", expect=2)
+    assert "holds input" in proc.stderr
+    # A tree and a file that sits where the tree's outputs go.
+    proc = nismooth("run", "-r", tmp_path / "tree", tmp_path / "out/sub/T1.nii.gz",
+                    "-o", tmp_path / "out", expect=2)
+    assert "holds input" in proc.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.nii.gz")} == before
+
+
+def test_outdir_inside_the_tree_is_refused_when_it_holds_images_of_its_own(tmp_path):
+    data = tmp_path / "data"
+    tree(data)
+    (data / "link").symlink_to(data / "s1")
+    before = {p: p.read_bytes() for p in data.rglob("*.nii*")}
+    for outdir in [data / "s1", data / "link"]:
+        proc = nismooth("run", "-r", data, "-o", outdir, expect=2)
+        assert "holds input" in proc.stderr, proc.stderr
+    assert {p: p.read_bytes() for p in data.rglob("*.nii*")} == before
+    # nismooth's own OUTDIR inside the tree is skipped, run after run.
+    (data / "link").unlink()
+    nismooth("run", "-r", data, "-o", data / "smoothed")
+    proc = nismooth("run", "-r", data, "-o", data / "smoothed", "--resume")
+    assert "skipped" in proc.stderr and relative_files(data / "smoothed") == [
+        "s1/anat/T1.nii.gz", "s2/anat/T1.nii.gz", "s2/func/bold.nii", "top.nii.gz"]
+
+
+def test_resume_over_a_tree_skips_every_finished_output(tmp_path):
+    """Outputs with equal names in different folders are different outputs."""
+    data = tmp_path / "data"
+    tree(data)
+    out = tmp_path / "out"
+    nismooth("run", "-r", data, "-o", out)
+    proc = nismooth("run", "-r", data, "-o", out, "--resume", "--report", tmp_path / "r.json")
+    import json
+    statuses = [i["status"] for i in json.loads((tmp_path / "r.json").read_text())["images"]]
+    assert statuses == ["skipped"] * 4, proc.stderr
+
+
+def test_folder_names_that_are_not_utf8_are_mirrored_byte_for_byte(tmp_path):
+    data = tmp_path / "data"
+    for raw in [b"bad\xff", b"bad\xfe"]:
+        d = os.path.join(os.fsencode(data), raw)
+        os.makedirs(d)
+        save(os.fsdecode(os.path.join(d, b"T1.nii.gz")), noise((6, 6, 6), np.int16, raw[-1]))
+    out = tmp_path / "out"
+    nismooth("run", "-r", data, "-o", out)
+    assert sorted(os.listdir(os.fsencode(out))) == [b".nismooth", b"bad\xfe", b"bad\xff"]

@@ -136,3 +136,13 @@ def test_fwhm_and_sigma_exclude_each_other(tmp_path):
     path = write(tmp_path / "a.nii.gz", noise((8, 8, 8), np.int16, 1), np.eye(4))
     proc = nismooth("run", path, "-o", tmp_path / "out", "--fwhm", "6", "--sigma", "2", expect=2)
     assert "--sigma" in proc.stderr
+
+
+def test_a_2d_image_fails_as_its_image_since_nilearn_has_no_answer(tmp_path):
+    flat = write(tmp_path / "flat.nii.gz", noise((9, 8), np.float32, 3), np.eye(4))
+    vol = write(tmp_path / "vol.nii.gz", noise((9, 8, 7), np.float32, 4), np.eye(4))
+    proc = nismooth("run", flat, vol, "-o", tmp_path / "out", "--compat", "nilearn", "--fwhm", "6",
+                    expect=1)
+    assert "flat.nii.gz" in proc.stderr and "2-D image" in proc.stderr
+    assert (tmp_path / "out" / "vol.nii.gz").exists()
+    assert not (tmp_path / "out" / "flat.nii.gz").exists()
