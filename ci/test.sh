@@ -20,7 +20,7 @@ phase "cargo build --release"
 cargo build --release --quiet
 phase "cargo test"
 cargo test --release --quiet
-phase "pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'))"
+phase "pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'), nilearn $(python3 -c 'import nilearn; print(nilearn.__version__)'))"
 # MPI tests must run here, not skip: CI has mpirun.
 NISMOOTH_REQUIRE_MPI=1 NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/python
 # The GPU tests skip here (no GPU); collecting them keeps them importable and ready.

@@ -32,9 +32,9 @@ def python_loop(raw, out, fwhm):
         smooth_img(str(src), fwhm).to_filename(str(dest))
 
 
-def ours(raw, out, fwhm, threads):
+def ours(raw, out, fwhm, threads, *extra):
     subprocess.run([str(BIN), "bids", str(raw), str(out), "participant", "--fwhm", str(fwhm),
-                    "--compat", "nilearn", "--threads", str(threads), "--progress", "none"],
+                    "--compat", "nilearn", "--threads", str(threads), "--progress", "none", *extra],
                    check=True, capture_output=True)
 
 
@@ -78,16 +78,19 @@ def main():
             return tmp / f"o{k}"
 
         # Interleaved: each rep runs every contender once.
-        times = {"python": [], "ours1": [], "oursN": []}
+        times = {"python": [], "ours1": [], "ours1ns": [], "oursN": []}
         for _ in range(a.reps):
             for key, fn in [("python", lambda: python_loop(raw, fresh(), a.fwhm)),
                             ("ours1", lambda: ours(raw, fresh(), a.fwhm, 1)),
+                            ("ours1ns", lambda: ours(raw, fresh(), a.fwhm, 1, "--no-sync")),
                             ("oursN", lambda: ours(raw, fresh(), a.fwhm, os.cpu_count()))]:
                 times[key].append(best(fn, 1))
         py = min(times["python"])
         rows.append(("Python loop: nibabel + nilearn smooth_img + to_filename", py, 1.0))
         rows.append(("nismooth bids --compat nilearn, 1 thread", min(times["ours1"]),
                      py / min(times["ours1"])))
+        rows.append(("nismooth bids --compat nilearn, 1 thread, --no-sync (no fsync, as Python)",
+                     min(times["ours1ns"]), py / min(times["ours1ns"])))
         rows.append((f"nismooth bids --compat nilearn, {os.cpu_count()} threads", min(times["oursN"]),
                      py / min(times["oursN"])))
     print(f"{n} images ({voxels / 1e6:.1f} M voxels), FWHM {a.fwhm:g} mm, all equal to smooth_img; "
