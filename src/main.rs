@@ -9,14 +9,16 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 mod app;
 
 fn main() -> ExitCode {
     nismooth::metrics::mark_start();
     fixed_mmap_threshold();
-    app::dispatch(app::cli::Cli::parse())
+    let matches = app::shell::command().get_matches();
+    let cli = app::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    app::dispatch(cli)
 }
 
 /// Image buffers are tens of MiB. glibc raises its mmap threshold after the

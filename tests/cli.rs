@@ -501,3 +501,45 @@ fn stop_options_are_checked_before_any_work() {
     assert_eq!(r["summary"]["not_started"], 2);
     assert_eq!(r["stopped"]["reason"], "deadline");
 }
+
+#[test]
+fn completions_man_page_and_version_come_from_the_command_line_itself() {
+    let o = nismooth(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = String::from_utf8_lossy(&o.stdout);
+    for word in [
+        "_nismooth",
+        "bids",
+        "--fwhm",
+        "--recursive",
+        "--participant-label",
+    ] {
+        assert!(script.contains(word), "bash completion lacks {word}");
+    }
+    for shell in ["zsh", "fish"] {
+        let o = nismooth(&["completions", shell]);
+        assert!(o.status.success() && !o.stdout.is_empty(), "{shell}");
+    }
+    let o = nismooth(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = nismooth(&["man"]);
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH nismooth"),
+        "{page:.200}"
+    );
+    for sub in ["nismooth-run", "nismooth-bids", "nismooth-sbatch"] {
+        assert!(page.contains(&format!(".TH {sub}")), "man page lacks {sub}");
+    }
+    assert!(
+        !page.contains(".TH nismooth-bench"),
+        "hidden commands stay out"
+    );
+    let o = nismooth(&["--version"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("nismooth 0."), "{text}");
+    assert!(text.contains("SIMD: ") && text.contains("exp: "), "{text}");
+    let short = nismooth(&["-V"]);
+    assert_eq!(String::from_utf8_lossy(&short.stdout).lines().count(), 1);
+}

@@ -54,12 +54,25 @@ pub enum Command {
     Study(StudyArgs),
     /// Predict time and memory for a target workload from a study, with the Slurm request.
     Estimate(EstimateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), every subcommand included.
+    Man,
     /// Print the Gaussian taps nismooth uses (one per line, full precision).
     #[command(hide = true)]
     Weights(WeightsArgs),
     /// Times the filter alone on one image in memory (for scripts/bench.py).
     #[command(hide = true, name = "bench-filter")]
     BenchFilter(BenchFilterArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Install, e.g.:\n  nismooth completions bash > ~/.local/share/bash-completion/completions/nismooth\n  nismooth completions zsh > ~/.zfunc/_nismooth\n  nismooth completions fish > ~/.config/fish/completions/nismooth.fish"
+)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 /// A count that must be at least 1 (nodes, ranks, CPUs, tasks): 0 would

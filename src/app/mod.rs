@@ -12,6 +12,7 @@ mod logging;
 mod report;
 mod run;
 mod sbatch;
+pub mod shell;
 mod study;
 
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Sbatch(args) => sbatch::sbatch(&args),
         Command::Study(args) => study::study(&args),
         Command::Estimate(args) => study::estimate(&args).map(|_| EXIT_OK),
+        Command::Completions(args) => shell::completions(&args),
+        Command::Man => shell::man(),
         Command::Weights(args) => bench::weights(&args),
         Command::BenchFilter(args) => bench::bench_filter(&args),
     };

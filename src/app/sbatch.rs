@@ -234,7 +234,7 @@ pub(super) fn job_binary(
         },
     };
     let version = version_of(&binary)?;
-    if model == Model::Gpu && !version.contains("cuda") {
+    if model == Model::Gpu && !version.lines().next().unwrap_or("").contains("cuda") {
         anyhow::bail!(
             "--model gpu: {} was built without CUDA ({}); build with --features cuda or pass --binary",
             binary.display(),

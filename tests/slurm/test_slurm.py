@@ -436,3 +436,38 @@ def test_an_array_task_out_of_time_requeues_itself(big, tmp_path):
     m = json.loads(merged.read_text())
     assert [i["status"] for i in m["images"]] == ["ok"] * 48
     whole_and_identical(out, big)
+
+
+@pytest.fixture(scope="module")
+def bids_raw(tmp_path_factory):
+    """A BIDS dataset (3 participants) and the derivatives one process makes of it."""
+    d = tmp_path_factory.mktemp("bids")
+    subprocess.run(["python3", str(ROOT / "scripts" / "make_bids_sample.py"), str(d / "raw")], check=True)
+    subprocess.run([str(BIN), "bids", str(d / "raw"), str(d / "single"), "participant", "--fwhm", "6"],
+                   check=True, capture_output=True)
+    return d
+
+
+@one_node
+@pytest.mark.parametrize("model", ["array", "mpi"])
+def test_bids_job_scripts_run_as_is(bids_raw, tmp_path, model):
+    """sbatch's bids form: an array of one task per participant, or MPI ranks;
+    the derivatives dataset is the single process's, byte for byte."""
+    script = tmp_path / "job.sh"
+    opts = ["--ntasks-per-node", "2"] if model == "mpi" else []
+    proc = subprocess.run([str(BIN), "sbatch", "--model", model, "--partition", "debug", "--time", "00:05:00",
+                           *opts, "--write", str(script), "--", "bids", str(bids_raw / "raw"),
+                           str(tmp_path / "out"), "participant", "--fwhm", "6"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    if model == "array":
+        assert "#SBATCH --array=0-2" in script.read_text()
+    jid = submit(script, tmp_path)
+    recs = jobcomp(jid)
+    assert recs and all(r["JobState"] == "COMPLETED" for r in recs), recs
+    assert len(recs) == (3 if model == "array" else 1)
+    single = bids_raw / "single"
+    made = sorted(str(p.relative_to(single)) for p in single.rglob("sub-*/*/*") if p.is_file())
+    made += sorted(str(p.relative_to(single)) for p in single.rglob("sub-*/ses-*/*/*") if p.is_file())
+    assert len(made) == 18
+    for rel in made:
+        assert (tmp_path / "out" / rel).read_bytes() == (single / rel).read_bytes(), rel
