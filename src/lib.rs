@@ -26,6 +26,8 @@ pub mod generate;
 pub mod io;
 pub mod metrics;
 pub mod plan;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod report;
 pub mod resources;
 pub mod slurm;

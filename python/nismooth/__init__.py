@@ -1,0 +1,245 @@
+"""nismooth: exact, fast Gaussian smoothing.
+
+``gaussian_filter`` is ``scipy.ndimage.gaussian_filter``, bit for bit, run by
+nismooth's vector code on several threads with the GIL released;
+``smooth_img`` is ``nilearn.image.smooth_img``, bit for bit.
+"""
+import numbers
+import os
+
+import numpy as np
+
+from . import _native
+
+__all__ = ["gaussian_filter", "smooth_img"]
+__version__ = _native.__version__
+
+_MODES = {"reflect": "reflect", "grid-mirror": "reflect", "nearest": "nearest",
+          "mirror": "mirror", "constant": "constant", "grid-constant": "constant",
+          "wrap": "wrap", "grid-wrap": "wrap"}
+_DTYPES = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
+                                 np.uint64, np.int64, np.float32, np.float64)}
+
+
+def _per_axis(value, n, name):
+    """scipy's _normalize_sequence: one value for every axis, or one per axis."""
+    if isinstance(value, str) or not hasattr(value, "__len__"):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise RuntimeError(f"sequence argument {name} must have length equal to input rank")
+    return value
+
+
+def _axes(axes, ndim):
+    if axes is None:
+        return list(range(ndim))
+    axes = [axes] if isinstance(axes, numbers.Integral) else list(axes)
+    out = []
+    for ax in axes:
+        if not isinstance(ax, numbers.Integral) or not -ndim <= ax < ndim:
+            raise ValueError("axes must be integers from -input.ndim to input.ndim - 1")
+        out.append(int(ax) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError("axes must be unique")
+    return out
+
+
+def _output(output, input):
+    """scipy's _get_output: a new array of the input's dtype, of a dtype asked, or the one given."""
+    # Values as scipy's; the memory order follows the input's (scipy's is
+    # always C), which spares a transposing copy of a Fortran-ordered image.
+    order = "F" if input.flags.f_contiguous and not input.flags.c_contiguous else "C"
+    if output is None:
+        return np.empty(input.shape, dtype=input.dtype.name, order=order)
+    if isinstance(output, (type, np.dtype, str)):
+        return np.empty(input.shape, dtype=np.dtype(output), order=order)
+    if output.shape != input.shape:
+        raise RuntimeError("output shape not correct")
+    return output
+
+
+def _truncate_for(sigma, truncate, radius):
+    """The truncate that gives scipy's kernel radius: int(truncate·σ + 0.5), or `radius`."""
+    if radius is None:
+        return float(truncate)
+    if not isinstance(radius, numbers.Integral) or radius < 0:
+        raise ValueError("Radius must be a nonnegative integer.")
+    t = radius / sigma
+    while int(t * sigma + 0.5) > radius:
+        t = np.nextafter(t, 0.0)
+    while int(t * sigma + 0.5) < radius:
+        t = np.nextafter(t, np.inf)
+    return float(t)
+
+
+def _threads(threads):
+    if threads is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if int(threads) < 1:
+        raise ValueError("threads must be at least 1")
+    return int(threads)
+
+
+def _native_order(a):
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0,
+                    *, radius=None, axes=None, threads=None):
+    """Multidimensional Gaussian filter: ``scipy.ndimage.gaussian_filter``, bit for bit.
+
+    Parameters
+    ----------
+    input : array_like
+        The input array: integers of 8 to 64 bits, float32 or float64, any
+        strides or memory order.
+    sigma : scalar or sequence of scalars
+        Standard deviation of the Gaussian kernel, per axis or one for all.
+    order : int or sequence of ints
+        Only 0 (smoothing); derivatives raise ``NotImplementedError``.
+    output : array or dtype, optional
+        The array to place the output in, or its dtype. By default an array
+        of the input's dtype is created.
+    mode : str or sequence of str
+        'reflect', 'constant', 'nearest', 'mirror', 'wrap' (and scipy's
+        'grid-' aliases), one for all axes or one per axis.
+    cval : scalar
+        The value outside the array with mode 'constant'.
+    truncate : float
+        The kernel's radius in standard deviations: ``int(truncate * sigma + 0.5)``.
+    radius : None or int or sequence of ints
+        The kernel's radius, overriding ``truncate``.
+    axes : tuple of int or None
+        The axes to filter (default all), ``sigma``, ``order``, ``mode`` and
+        ``radius`` then given per listed axis.
+    threads : int, optional
+        Threads to use (default: the CPUs this process may run on). The GIL
+        is released while they run.
+
+    Returns
+    -------
+    numpy.ndarray
+        The filtered array (``output`` when one was given).
+    """
+    input = np.asarray(input)
+    if input.dtype.kind == "c":
+        raise NotImplementedError(f"complex input ({input.dtype}): filter its real and imaginary parts")
+    if input.dtype not in _DTYPES and input.dtype.newbyteorder("=") not in _DTYPES:
+        raise NotImplementedError(f"input dtype {input.dtype} (integers of 8 to 64 bits, float32, float64)")
+    out = _output(output, input)
+    if out.dtype not in _DTYPES and out.dtype.newbyteorder("=") not in _DTYPES:
+        raise NotImplementedError(f"output dtype {out.dtype} (integers of 8 to 64 bits, float32, float64)")
+    axes = _axes(axes, input.ndim)
+    n = len(axes)
+    orders = _per_axis(order, n, "order")
+    if any(o != 0 for o in orders):
+        raise NotImplementedError("order other than 0 (derivatives of the Gaussian)")
+    sigmas = _per_axis(sigma, n, "sigma")
+    modes = _per_axis(mode, n, "mode")
+    radii = _per_axis(radius, n, "radius")
+    passes = []
+    for ax, s, m, r in zip(axes, sigmas, modes, radii):
+        if m not in _MODES:
+            raise RuntimeError(f"boundary mode not supported: {m!r}")
+        if s > 1e-15:
+            passes.append((ax, float(s), _MODES[m], _truncate_for(float(s), truncate, r)))
+    if not passes:
+        out[...] = input
+        return out
+    if out.size == 0:
+        return out
+    if not out.flags.writeable:
+        raise ValueError("output array is read-only")
+    threads = _threads(threads)
+    src = _native_order(input)
+    shape = input.shape
+    if src.flags.c_contiguous and not src.flags.f_contiguous:
+        # A C-ordered array is a Fortran-ordered one with its axes reversed:
+        # no transposing copy, each pass renamed (scipy's order is kept).
+        src = src.T
+        shape = src.shape
+        passes = [(input.ndim - 1 - ax, s, m, t) for ax, s, m, t in passes]
+        work = out.T if (out.flags.c_contiguous and out.dtype.isnative) else \
+            np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
+        target = out.T
+    else:
+        src = np.asfortranarray(src)
+        work = out if (out.flags.f_contiguous and out.dtype.isnative) else \
+            np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
+        target = out
+    for call in _calls(shape, passes):
+        spatial, volumes, sig, trunc, m = call
+        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads)
+        src = work
+    if work is not target and not np.shares_memory(work, target):
+        target[...] = work
+    return out
+
+
+def _calls(shape, passes):
+    """Native calls for scipy's passes, in scipy's order: one call for passes
+    over increasing axes among the first three with one mode and one
+    truncate (volumes beyond), else one call per pass with the array seen
+    as (before, axis, after)."""
+    dims = list(shape) + [1] * max(0, 3 - len(shape))
+    together = (all(a < b for (a, *_), (b, *_) in zip(passes, passes[1:]))
+                and all(p[0] < 3 for p in passes)
+                and len({(p[2], p[3]) for p in passes}) == 1)
+    if together:
+        sig = [0.0, 0.0, 0.0]
+        for ax, s, _, _ in passes:
+            sig[ax] = s
+        volumes = int(np.prod(dims[3:], dtype=np.int64)) if len(dims) > 3 else 1
+        return [(dims[:3], volumes, sig, passes[0][3], passes[0][2])]
+    calls = []
+    volumes = int(np.prod(dims[3:], dtype=np.int64)) if len(dims) > 3 else 1
+    for ax, s, m, t in passes:
+        if ax < 3:
+            # The axis as the engine's own x, y or z: its tuned pass.
+            sig = [0.0, 0.0, 0.0]
+            sig[ax] = s
+            calls.append((dims[:3], volumes, sig, t, m))
+        else:
+            before = int(np.prod(dims[:ax], dtype=np.int64))
+            after = int(np.prod(dims[ax + 1:], dtype=np.int64))
+            calls.append(([before, dims[ax], after], 1, [0.0, s, 0.0], t, m))
+    return calls
+
+
+def smooth_img(img, fwhm):
+    """Smooth an image by a Gaussian of full width at half maximum `fwhm` mm:
+    ``nilearn.image.smooth_img``, bit for bit (nilearn 0.14).
+
+    Parameters
+    ----------
+    img : str, os.PathLike or nibabel image
+        A 3-D or 4-D NIfTI image or its path.
+    fwhm : scalar or sequence of 3 scalars
+        The kernel's FWHM in mm, per axis or one for all; None or 0: none.
+
+    Returns
+    -------
+    nibabel image
+        The smoothed image, of the input's class, with its affine: integer
+        data becomes float32 (64-bit integers float64), non-finite values 0.
+    """
+    import nibabel as nib
+
+    if isinstance(img, (str, os.PathLike)):
+        img = nib.load(os.fspath(img))
+    arr = np.asanyarray(img.dataobj)
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.float64 if arr.dtype.itemsize == 8 else np.float32)
+    else:
+        arr = arr.copy()
+    arr[~np.isfinite(arr)] = 0
+    if fwhm is not None and not (isinstance(fwhm, (int, float)) and fwhm == 0):
+        fwhm = np.asarray([0.0 if f is None else f for f in np.asarray([fwhm]).ravel()])
+        affine = img.affine[:3, :3]
+        sigma = fwhm / (np.sqrt(8 * np.log(2)) * np.sqrt(np.sum(affine ** 2, axis=0)))
+        for n, s in enumerate(sigma):
+            if s > 0.0:
+                gaussian_filter(arr, float(s), output=arr, axes=(n,))
+    klass = nib.Nifti1Image if isinstance(img, nib.Nifti1Pair) and not isinstance(img, nib.Nifti1Image) else img.__class__
+    return klass(arr, img.affine)

@@ -1,0 +1,104 @@
+"""The Python module (`pip install .`): nismooth.gaussian_filter against
+scipy.ndimage.gaussian_filter and nismooth.smooth_img against nilearn's,
+bit for bit."""
+import itertools
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+nismooth = pytest.importorskip("nismooth", reason="pip install . builds the module (ci/test.sh does)")
+
+DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64,
+          np.float32, np.float64]
+MODES = ["reflect", "nearest", "mirror", "constant", "wrap", "grid-wrap", "grid-mirror", "grid-constant"]
+
+
+def data(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return (rng.standard_normal(shape) * 300 + 500).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -30000), min(info.max, 30000), size=shape,
+                        endpoint=True).astype(dtype)
+
+
+def same(got, want):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), (
+        f"{np.count_nonzero(got != want)} values differ")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_every_dtype_and_mode(dtype, mode):
+    a = data((13, 11, 9), dtype, 1)
+    for sigma in [1.5, (0.7, 2.0, 3.1)]:
+        same(nismooth.gaussian_filter(a, sigma, mode=mode, cval=-7.5, threads=2),
+             ndimage.gaussian_filter(a, sigma, mode=mode, cval=-7.5))
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_one_to_four_dimensions_in_any_memory_order(ndim, dtype):
+    shape = (17, 12, 9, 5)[:ndim]
+    a = data(shape, dtype, ndim)
+    views = {"C": a, "F": np.asfortranarray(a), "negative strides": a[::-1],
+             "every other": data(tuple(2 * s for s in shape), dtype, 9)[(slice(None, None, 2),) * ndim],
+             "transposed": a.T}
+    for name, v in views.items():
+        same(nismooth.gaussian_filter(v, 2.0), ndimage.gaussian_filter(v, 2.0))
+
+
+def test_truncate_radius_axes_and_output():
+    a = data((20, 16, 12, 3), np.float32, 3)
+    same(nismooth.gaussian_filter(a, 3.0, truncate=2.2), ndimage.gaussian_filter(a, 3.0, truncate=2.2))
+    same(nismooth.gaussian_filter(a, 2.0, radius=3), ndimage.gaussian_filter(a, 2.0, radius=3))
+    same(nismooth.gaussian_filter(a, (1.0, 2.0), radius=(2, 5), axes=(2, 0)),
+         ndimage.gaussian_filter(a, (1.0, 2.0), radius=(2, 5), axes=(2, 0)))
+    same(nismooth.gaussian_filter(a, 2.0, axes=(-1, 1)), ndimage.gaussian_filter(a, 2.0, axes=(-1, 1)))
+    same(nismooth.gaussian_filter(a, 2.0, mode=["wrap", "reflect", "nearest", "mirror"]),
+         ndimage.gaussian_filter(a, 2.0, mode=["wrap", "reflect", "nearest", "mirror"]))
+    i = data((15, 14, 13), np.int16, 4)
+    same(nismooth.gaussian_filter(i, 2.0, output=np.float64), ndimage.gaussian_filter(i, 2.0, output=np.float64))
+    same(nismooth.gaussian_filter(i, 2.0, output="uint8"), ndimage.gaussian_filter(i, 2.0, output="uint8"))
+    out, want = np.zeros(i.shape, np.float32), np.zeros(i.shape, np.float32)
+    assert nismooth.gaussian_filter(i, 1.2, output=out) is out
+    ndimage.gaussian_filter(i, 1.2, output=want)
+    same(out, want)
+    same(nismooth.gaussian_filter(i, 0.0), ndimage.gaussian_filter(i, 0.0))
+
+
+def test_non_finite_values_and_byte_order():
+    a = data((12, 10, 8), np.float32, 5)
+    a[3, 4, 5], a[0, 0, 0], a[7, 7, 7] = np.nan, np.inf, -np.inf
+    same(nismooth.gaussian_filter(a, 1.5), ndimage.gaussian_filter(a, 1.5))
+    b = data((12, 10, 8), np.int16, 6).astype(">i2")
+    same(nismooth.gaussian_filter(b, 1.5).astype("=i2"), ndimage.gaussian_filter(b, 1.5).astype("=i2"))
+
+
+def test_what_it_cannot_do_is_named():
+    a = data((8, 8, 8), np.float32, 7)
+    with pytest.raises(NotImplementedError, match="order"):
+        nismooth.gaussian_filter(a, 2.0, order=1)
+    with pytest.raises(NotImplementedError, match="complex"):
+        nismooth.gaussian_filter(a.astype(np.complex64), 2.0)
+    with pytest.raises(RuntimeError, match="output shape"):
+        nismooth.gaussian_filter(a, 2.0, output=np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match="Radius"):
+        nismooth.gaussian_filter(a, 2.0, radius=-1)
+
+
+def test_smooth_img_is_nilearns(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    nilearn_image = pytest.importorskip("nilearn.image")
+    aff = np.array([[1.7, 0.3, 0, 4], [-0.2, 2.1, 0.1, -3], [0, 0.2, 2.9, 1], [0, 0, 0, 1]])
+    for dtype, shape in [(np.int16, (14, 12, 10)), (np.float32, (12, 10, 8, 3))]:
+        d = data(shape, dtype, 8)
+        path = tmp_path / f"{np.dtype(dtype).name}.nii.gz"
+        nib.save(nib.Nifti1Image(d, aff), str(path))
+        for fwhm in [6, (4, 0, 8)]:
+            want = np.asanyarray(nilearn_image.smooth_img(str(path), fwhm).dataobj)
+            got = np.asanyarray(nismooth.smooth_img(str(path), fwhm).dataobj)
+            same(got, want)
