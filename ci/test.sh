@@ -24,6 +24,8 @@ cargo test --release --quiet
 phase "pip install . (the Python module, built by maturin)"
 python3 -m pip install -q --disable-pip-version-check . 2>&1 | grep -v "Running pip as the 'root' user" || true
 python3 -c "import nismooth; print('nismooth', nismooth.__version__, 'from', nismooth.__file__)"
+phase "the wheel: built, shown by auditwheel, installed and run in a fresh venv"
+bash scripts/build_wheel.sh target/wheels-ci
 phase "pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'), nilearn $(python3 -c 'import nilearn; print(nilearn.__version__)'))"
 # MPI tests must run here, not skip: CI has mpirun.
 NISMOOTH_REQUIRE_MPI=1 NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/python

@@ -7,7 +7,9 @@
 //! room left, `slurm` what a job's environment says and the scripts, arrays
 //! and time limits a job needs, `study` scaling studies and estimates,
 //! `generate` phantoms. The command line lives in the binary (`src/app/`);
-//! this library takes no clap type.
+//! this library takes no clap type. With the `python` feature alone, the
+//! Python module also compiles `src/app/` inside it, so that the wheel's
+//! `nismooth` command is the same program as the binary.
 // Every unsafe block says why it is sound, and every public unsafe fn states
 // its contract (CI denies both).
 #![deny(
@@ -28,6 +30,9 @@ pub mod metrics;
 pub mod plan;
 #[cfg(feature = "python")]
 pub mod python;
+// `src/app/` names this library `nismooth`, as the binary sees it.
+#[cfg(feature = "python")]
+extern crate self as nismooth;
 pub mod report;
 pub mod resources;
 pub mod slurm;

@@ -16,6 +16,23 @@ pub fn mark_start() {
     START.get_or_init(Instant::now);
 }
 
+/// Image buffers are tens of MiB. glibc raises its mmap threshold after the
+/// first such buffer is freed, and later ones then come from the heap and stay
+/// resident: RSS would grow with the number of images. A fixed threshold keeps
+/// every large buffer in its own mapping, returned to the OS when dropped.
+/// Call before any thread starts.
+pub fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        // Fixing the mmap threshold also pins the trim threshold at 128 KiB:
+        // the filter's per-thread scratch (a few hundred KiB, freed after each
+        // pass) would then be returned to the OS and faulted in again every time.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 /// When the process started (or first asked, if `mark_start` was never called).
 pub fn process_start() -> Instant {
     *START.get_or_init(Instant::now)

@@ -3,8 +3,9 @@
 //! runs. `python/nismooth/__init__.py` turns scipy's `gaussian_filter`
 //! signature into calls of `filter`: each call smooths a Fortran-ordered
 //! buffer as up to three spatial axes (and volumes), the same code and bits
-//! as `nismooth run`.
+//! as `nismooth run`. `main` is the `nismooth` command itself.
 
+use clap::FromArgMatches;
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
@@ -117,9 +118,38 @@ impl Shared {
 // nothing else writes it (the GIL-holding caller waits for the closure).
 unsafe impl Send for Shared {}
 
+/// The binary's command line, compiled into the module.
+#[path = "app/mod.rs"]
+#[allow(dead_code)]
+mod app;
+
+/// `nismooth ARGS…` as the binary runs it (the wheel's `nismooth` command):
+/// the exit code. The GIL is released for the whole run.
+#[pyfunction]
+fn main(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.detach(move || {
+        crate::metrics::mark_start();
+        let matches = match app::shell::command().try_get_matches_from(argv) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = e.print();
+                return e.exit_code() as u8;
+            }
+        };
+        match app::cli::Cli::from_arg_matches(&matches) {
+            Ok(cli) => app::dispatch(cli),
+            Err(e) => {
+                let _ = e.print();
+                e.exit_code() as u8
+            }
+        }
+    })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(filter, m)?)?;
+    m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -15,8 +15,6 @@ mod sbatch;
 pub mod shell;
 mod study;
 
-use std::process::ExitCode;
-
 use cli::{Cli, Command};
 
 /// Exit codes: every image done, some image failed, the command was
@@ -28,7 +26,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_STOPPED: u8 = 3;
 
 /// Runs the subcommand; an error is one line on stderr and exit 2.
-pub fn dispatch(cli: Cli) -> ExitCode {
+pub fn dispatch(cli: Cli) -> u8 {
     if !matches!(cli.command, Command::Run(_) | Command::Bids(_)) {
         // `run` sets its logging once it knows its rank.
         logging::init(0, 1);
@@ -47,10 +45,10 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::BenchFilter(args) => bench::bench_filter(&args),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) => {
             eprintln!("nismooth: error: {e:#}");
-            ExitCode::from(EXIT_USAGE)
+            EXIT_USAGE
         }
     }
 }

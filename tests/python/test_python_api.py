@@ -102,3 +102,31 @@ def test_smooth_img_is_nilearns(tmp_path):
             want = np.asanyarray(nilearn_image.smooth_img(str(path), fwhm).dataobj)
             got = np.asanyarray(nismooth.smooth_img(str(path), fwhm).dataobj)
             same(got, want)
+
+
+def test_the_wheels_command_is_the_binary(tmp_path):
+    """`nismooth` installed by pip runs the binary's command line in the
+    module: no MPI in it, and the same output bytes as the binary's."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    from conftest import BIN
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name == "nismooth"}
+    assert scripts == {"nismooth": "nismooth._cli:main"}
+    cli = [sys.executable, "-m", "nismooth._cli"]
+    version = subprocess.run([*cli, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.splitlines()[0].endswith("(features: cpu)"), version
+    subprocess.run([str(BIN), "generate", "-o", str(tmp_path / "in"), "-n", "3", "--shape", "20,18,12",
+                    "--dtype", "int16"], check=True, capture_output=True)
+    subprocess.run([*cli, "run", str(tmp_path / "in"), "-o", str(tmp_path / "a"), "--sigma", "1.5"],
+                   check=True, capture_output=True)
+    subprocess.run([str(BIN), "run", str(tmp_path / "in"), "-o", str(tmp_path / "b"), "--sigma", "1.5"],
+                   check=True, capture_output=True)
+    names = sorted(p.name for p in (tmp_path / "b").glob("*.nii.gz"))
+    assert len(names) == 3
+    for n in names:
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+    bad = subprocess.run([*cli, "run", "--no-such-flag"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--no-such-flag" in bad.stderr
