@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::filter::cpu::CpuBackend;
-use crate::filter::{Backend, ExpFlavour, FilterSpec, Mode, Semantics};
+use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
 use crate::volume::{DType, Shape, Voxels};
 
 /// The voxel type of a numpy dtype name (`"float32"`), if nismooth has it.
@@ -38,11 +38,11 @@ fn buffer(a: &Bound<'_, PyUntypedArray>, what: &str) -> PyResult<(*mut u8, usize
 
 /// Smooths `input` into `output` (both Fortran-contiguous, native order,
 /// `spatial[0]·spatial[1]·spatial[2]·volumes` values): scipy's passes over
-/// the spatial axes whose σ is above 1e-15, in order x, y, z, each stored in
-/// the output's dtype before the next.
+/// the spatial axes whose σ is above 1e-15, in the order `order` (a
+/// permutation of 0, 1, 2), each stored in the output's dtype before the next.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (input, output, spatial, volumes, sigma, truncate, mode, cval, threads))]
+#[pyo3(signature = (input, output, spatial, volumes, sigma, truncate, mode, cval, threads, order))]
 fn filter(
     py: Python<'_>,
     input: &Bound<'_, PyUntypedArray>,
@@ -54,6 +54,7 @@ fn filter(
     mode: &str,
     cval: f64,
     threads: usize,
+    order: [usize; 3],
 ) -> PyResult<()> {
     let din = dtype(&input.dtype().to_string())?;
     let dout = dtype(&output.dtype().to_string())?;
@@ -89,7 +90,7 @@ fn filter(
     };
     let result = py.detach(move || {
         let mut backend = CpuBackend::new(threads)?;
-        let smoothed = backend.smooth(voxels, shape, &spec, dout)?;
+        let smoothed = backend.smooth_in_order(voxels, shape, &spec, dout, order)?;
         let bytes = smoothed.as_bytes();
         assert_eq!(
             bytes.len(),

@@ -160,6 +160,35 @@ fn the_binary_is_absolute_and_can_run_the_model() {
         "did not answer within 10 s",
     );
     assert!(started.elapsed().as_secs() < 30);
+    // The pip wheel's nismooth (no MPI) on PATH gives way to this binary
+    // for the models srun starts as MPI ranks, and is refused by name.
+    let wheel = t.path().join("wheel");
+    std::fs::create_dir(&wheel).unwrap();
+    let fake = wheel.join("nismooth");
+    std::fs::write(&fake, "#!/bin/sh\necho 'nismooth 0.1.0 (features: cpu)'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", s(&wheel));
+    let text = script(&sbatch(
+        &[&["--model", "mpi"][..], &run].concat(),
+        Some(&path),
+    ));
+    assert_eq!(
+        line(&text, "NISMOOTH="),
+        format!("NISMOOTH={}", env!("CARGO_BIN_EXE_nismooth"))
+    );
+    assert!(text.contains("was built without MPI"), "{text}");
+    let text = script(&sbatch(
+        &[&["--model", "serial"][..], &run].concat(),
+        Some(&path),
+    ));
+    assert_eq!(line(&text, "NISMOOTH="), format!("NISMOOTH={}", s(&fake)));
+    refused(
+        &sbatch(
+            &[&["--model", "hybrid", "--binary", s(&fake)][..], &run].concat(),
+            None,
+        ),
+        "was built without MPI",
+    );
     // A GPU job needs a CUDA build.
     let gpu = sbatch(&[&["--model", "gpu"][..], &run].concat(), None);
     let version = Command::new(env!("CARGO_BIN_EXE_nismooth"))

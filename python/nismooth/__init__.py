@@ -169,8 +169,8 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
             np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
         target = out
     for call in _calls(shape, passes):
-        spatial, volumes, sig, trunc, m = call
-        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads)
+        spatial, volumes, sig, trunc, m, order = call
+        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads, order)
         src = work
     if work is not target and not np.shares_memory(work, target):
         target[...] = work
@@ -178,32 +178,32 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
 
 
 def _calls(shape, passes):
-    """Native calls for scipy's passes, in scipy's order: one call for passes
-    over increasing axes among the first three with one mode and one
-    truncate (volumes beyond), else one call per pass with the array seen
-    as (before, axis, after)."""
+    """Native calls for scipy's passes, in scipy's order: one call when the
+    passes are over distinct axes among the first three with one mode and
+    one truncate (volumes beyond; the native side runs them in the order
+    given), else one call per pass, an axis beyond the third seen as the
+    middle one of (before, axis, after)."""
     dims = list(shape) + [1] * max(0, 3 - len(shape))
-    together = (all(a < b for (a, *_), (b, *_) in zip(passes, passes[1:]))
-                and all(p[0] < 3 for p in passes)
+    volumes = int(np.prod(dims[3:], dtype=np.int64)) if len(dims) > 3 else 1
+    axes = [p[0] for p in passes]
+    together = (len(set(axes)) == len(axes) and all(a < 3 for a in axes)
                 and len({(p[2], p[3]) for p in passes}) == 1)
     if together:
         sig = [0.0, 0.0, 0.0]
         for ax, s, _, _ in passes:
             sig[ax] = s
-        volumes = int(np.prod(dims[3:], dtype=np.int64)) if len(dims) > 3 else 1
-        return [(dims[:3], volumes, sig, passes[0][3], passes[0][2])]
+        order = axes + [a for a in range(3) if a not in axes]
+        return [(dims[:3], volumes, sig, passes[0][3], passes[0][2], order)]
     calls = []
-    volumes = int(np.prod(dims[3:], dtype=np.int64)) if len(dims) > 3 else 1
     for ax, s, m, t in passes:
         if ax < 3:
-            # The axis as the engine's own x, y or z: its tuned pass.
             sig = [0.0, 0.0, 0.0]
             sig[ax] = s
-            calls.append((dims[:3], volumes, sig, t, m))
+            calls.append((dims[:3], volumes, sig, t, m, [0, 1, 2]))
         else:
             before = int(np.prod(dims[:ax], dtype=np.int64))
             after = int(np.prod(dims[ax + 1:], dtype=np.int64))
-            calls.append(([before, dims[ax], after], 1, [0.0, s, 0.0], t, m))
+            calls.append(([before, dims[ax], after], 1, [0.0, s, 0.0], t, m, [0, 1, 2]))
     return calls
 
 

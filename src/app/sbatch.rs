@@ -209,22 +209,58 @@ fn default_cpus(model: Model) -> usize {
 }
 
 /// The binary the job runs, absolute: `--binary` (a bare name looked up on
-/// PATH), else `nismooth` on PATH, else this one. A GPU job needs a binary
-/// built with CUDA, which its `--version` says.
+/// PATH), else `nismooth` on PATH, else this one. The models that srun
+/// starts as MPI ranks need a binary built with MPI, and a GPU job one
+/// built with CUDA, which `--version`'s first line says: a `nismooth` on
+/// PATH without them (the pip wheel has no MPI) gives way to this binary
+/// when this one has them.
 pub(super) fn job_binary(
     asked: Option<&Path>,
     model: Model,
 ) -> anyhow::Result<(PathBuf, Vec<String>)> {
     let mut notes = Vec::new();
+    let needs: &[&str] = match model {
+        Model::Gpu => &["cuda", "mpi"],
+        Model::Mpi | Model::Hybrid => &["mpi"],
+        _ => &[],
+    };
+    let lacking = |version: &str| -> Option<&str> {
+        let features = version.lines().next().unwrap_or("");
+        needs
+            .iter()
+            .copied()
+            .find(|f| !features.contains(f))
+            .map(|f| match f {
+                "mpi" => "MPI",
+                _ => "CUDA",
+            })
+    };
+    let me = || std::env::current_exe().context("locating this nismooth binary");
     let binary = match asked {
         Some(p) if p.components().count() == 1 => {
             on_path(p).with_context(|| format!("--binary {}: not found on PATH", p.display()))?
         }
         Some(p) => std::path::absolute(p)?,
         None => match on_path(Path::new("nismooth")) {
-            Some(p) => p,
+            Some(p) => match version_of(&p).ok().as_deref().map(lacking) {
+                Some(Some(feature))
+                    if me()
+                        .ok()
+                        .and_then(|m| version_of(&m).ok())
+                        .is_some_and(|v| lacking(&v).is_none()) =>
+                {
+                    let me = me()?;
+                    notes.push(format!(
+                        "Binary: the nismooth on PATH ({}) was built without {feature} (the pip wheel has no MPI), so the job runs this one ({}); pass --binary to choose.",
+                        p.display(),
+                        me.display()
+                    ));
+                    me
+                }
+                _ => p,
+            },
             None => {
-                let me = std::env::current_exe().context("locating this nismooth binary")?;
+                let me = me()?;
                 notes.push(format!(
                     "Binary: nismooth is not on PATH here, so the job runs this one ({}); install it where the nodes see it, or pass --binary.",
                     me.display()
@@ -234,11 +270,17 @@ pub(super) fn job_binary(
         },
     };
     let version = version_of(&binary)?;
-    if model == Model::Gpu && !version.lines().next().unwrap_or("").contains("cuda") {
+    if let Some(feature) = lacking(&version) {
+        let how = if feature == "MPI" {
+            "cargo build --release (MPI is a default feature)"
+        } else {
+            "cargo build --release --features cuda"
+        };
         anyhow::bail!(
-            "--model gpu: {} was built without CUDA ({}); build with --features cuda or pass --binary",
+            "--model {}: {} was built without {feature} ({}); build with `{how}` or pass --binary",
+            format!("{model:?}").to_lowercase(),
             binary.display(),
-            version.trim()
+            version.lines().next().unwrap_or("").trim()
         );
     }
     Ok((binary, notes))

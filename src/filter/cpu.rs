@@ -67,23 +67,63 @@ impl Backend for CpuBackend {
                 .pool
                 .install(|| super::fsl::smooth(&input, shape, spec.sigma, pixdim, spec.exp, out)));
         }
-        let kernels = spec.kernels(shape.spatial_ndim);
-        let result = self
-            .pool
-            .install(|| smooth_all(input, shape, &kernels, spec, out));
-        Ok(result)
+        self.smooth_in_order(input, shape, spec, out, [0, 1, 2])
     }
+}
+
+impl CpuBackend {
+    /// scipy's passes in another order of axes (`order` a permutation of
+    /// 0, 1, 2): a C-ordered numpy array is a Fortran-ordered one with its
+    /// axes reversed, and scipy filters its axis 0, our z, first. Each pass
+    /// is stored in the output dtype before the next, as in scipy.
+    pub fn smooth_in_order(
+        &mut self,
+        input: Voxels,
+        shape: Shape,
+        spec: &FilterSpec,
+        out: DType,
+        order: [usize; 3],
+    ) -> Result<Voxels, FilterError> {
+        if input.len() != shape.len() {
+            return Err(FilterError::ShapeMismatch {
+                got: input.len(),
+                want: shape.len(),
+            });
+        }
+        let mut sorted = order;
+        sorted.sort_unstable();
+        if sorted != [0, 1, 2] {
+            return Err(FilterError::Unavailable(format!(
+                "pass order {order:?} is not a permutation of the axes 0, 1, 2"
+            )));
+        }
+        let kernels = spec.kernels(shape.spatial_ndim);
+        let passes = Passes {
+            kernels: &kernels,
+            order,
+        };
+        Ok(self
+            .pool
+            .install(|| smooth_all(input, shape, passes, spec, out)))
+    }
+}
+
+/// The kernels of the three axes, and the order their passes run in.
+#[derive(Clone, Copy)]
+struct Passes<'k> {
+    kernels: &'k [Option<Kernel1d>; 3],
+    order: [usize; 3],
 }
 
 /// Runs the passes of every volume; in place when the dtype does not change.
 fn smooth_all(
     input: Voxels,
     shape: Shape,
-    kernels: &[Option<Kernel1d>; 3],
+    passes: Passes,
     spec: &FilterSpec,
     out: DType,
 ) -> Voxels {
-    if kernels.iter().all(Option::is_none) {
+    if passes.kernels.iter().all(Option::is_none) {
         // scipy copies the input into the output array when no axis is filtered.
         return input.cast(out);
     }
@@ -98,7 +138,7 @@ fn smooth_all(
             // SAFETY: `off` is the start of one volume inside `buf` (for_each_volume
             // stays within shape.len()); in place, src and dst are the same volume.
             for_each_volume(shape, |off| unsafe {
-                smooth_volume(ptr.add(off), ptr.add(off), shape.spatial, kernels, edge)
+                smooth_volume(ptr.add(off), ptr.add(off), shape.spatial, passes, edge)
             });
         });
         buf
@@ -109,7 +149,7 @@ fn smooth_all(
             // SAFETY: `off` is the start of one volume in both buffers, which hold
             // shape.len() voxels each and do not alias.
             for_each_volume(shape, |off| unsafe {
-                smooth_volume(sp.add(off), dp.add(off), shape.spatial, kernels, edge)
+                smooth_volume(sp.add(off), dp.add(off), shape.spatial, passes, edge)
             });
         }));
         result
@@ -127,13 +167,15 @@ unsafe fn smooth_volume<S: Sample, D: Sample>(
     src: *const S,
     dst: *mut D,
     n: [usize; 3],
-    kernels: &[Option<Kernel1d>; 3],
+    passes: Passes,
     edge: Edge,
 ) {
+    let kernels = passes.kernels;
     // SAFETY: `pass`'s contract for the whole volume, which the caller keeps: `src` and
     // `dst` hold n[0]·n[1]·n[2] samples; each slice offset below stays inside them.
     unsafe {
-        if let [Some(kx), Some(ky), kz] = kernels {
+        let x_then_y = passes.order[..2] == [0, 1];
+        if let ([Some(kx), Some(ky), kz], true) = (kernels, x_then_y) {
             let slice = n[0] * n[1];
             let (s, d) = (Shared(src as *mut S), Shared(dst));
             (0..n[2])
@@ -156,8 +198,8 @@ unsafe fn smooth_volume<S: Sample, D: Sample>(
             return;
         }
         let mut first = true;
-        for (a, k) in kernels.iter().enumerate() {
-            let Some(k) = k else { continue };
+        for a in passes.order {
+            let Some(k) = &kernels[a] else { continue };
             if first {
                 pass(src, dst, n, a, k, edge, None);
                 first = false;
