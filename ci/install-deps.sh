@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what nismooth needs to build and test on Debian/Ubuntu, only when missing:
-# ISA-L (gzip codec), OpenMPI with PMIx (rsmpi's bindgen needs libclang) and DejaVu
+# ISA-L (gzip codec), OpenMPI with PMIx (rsmpi's bindgen needs libclang), MPICH
+# (the second MPI the build is tested against: ci/mpich.sh) and DejaVu
 # fonts (text in the study's PNG plots) and strace (the durability test
 # watches fsync and rename) from Debian,
 # the Python references (numpy, scipy, nibabel, nilearn, pytest) and the
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in libisal-dev libopenmpi-dev openmpi-bin libclang-dev libpmix-dev fonts-dejavu-core strace; do
+for pkg in libisal-dev libopenmpi-dev openmpi-bin libclang-dev libpmix-dev mpich libmpich-dev fonts-dejavu-core strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)

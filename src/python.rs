@@ -40,6 +40,8 @@ fn buffer(a: &Bound<'_, PyUntypedArray>, what: &str) -> PyResult<(*mut u8, usize
 /// `spatial[0]·spatial[1]·spatial[2]·volumes` values): scipy's passes over
 /// the spatial axes whose σ is above 1e-15, in the order `order` (a
 /// permutation of 0, 1, 2), each stored in the output's dtype before the next.
+/// The engine reads and writes the arrays' own memory; only an input that
+/// overlaps the output in another layout, or is not aligned, is copied first.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (input, output, spatial, volumes, sigma, truncate, mode, cval, threads, order))]
@@ -67,14 +69,22 @@ fn filter(
         .map_err(|_| PyValueError::new_err(format!("mode {mode:?}")))?;
     let (src, src_len) = buffer(input, "input")?;
     let (dst, dst_len) = buffer(output, "output")?;
-    let mut voxels = Voxels::zeros(din, n);
-    // SAFETY: numpy holds `src_len` contiguous bytes at `src` while the
-    // array is borrowed for this call; they are only read, and before any
-    // write to the output (which may be the same array, smoothed in place).
-    voxels
-        .as_bytes_mut()
-        .copy_from_slice(unsafe { std::slice::from_raw_parts(src, src_len) });
-    let out = Shared(dst);
+    if !aligned(dst, dout) {
+        return Err(PyValueError::new_err("output must be aligned"));
+    }
+    let in_place = src == dst && din == dout;
+    let overlap =
+        (src as usize) < dst as usize + dst_len && (dst as usize) < src as usize + src_len;
+    // The engine's contract (`smooth_raw`): one buffer of one dtype, or two
+    // disjoint ones, each aligned. Anything else reads from a copy.
+    let copy = ((overlap && !in_place) || !aligned(src, din)).then(|| {
+        let mut v = Voxels::zeros(din, n);
+        // SAFETY: numpy holds `src_len` contiguous bytes at `src` while the
+        // array is borrowed for this call; they are read before any write.
+        v.as_bytes_mut()
+            .copy_from_slice(unsafe { std::slice::from_raw_parts(src, src_len) });
+        v
+    });
     let spec = FilterSpec {
         sigma,
         truncate,
@@ -88,25 +98,29 @@ fn filter(
         spatial_ndim: 3,
         volumes,
     };
+    let (src, dst) = (Shared(src), Shared(dst));
     let result = py.detach(move || {
         let mut backend = CpuBackend::new(threads)?;
-        let smoothed = backend.smooth_in_order(voxels, shape, &spec, dout, order)?;
-        let bytes = smoothed.as_bytes();
-        assert_eq!(
-            bytes.len(),
-            dst_len,
-            "the output holds n values of its dtype"
-        );
-        // SAFETY: the output array (borrowed for this call, writeable: the
-        // Python side checks) holds `dst_len` contiguous bytes at `dst`; the
-        // input's bytes were copied out before this write.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.ptr(), dst_len) };
-        Ok::<(), crate::filter::FilterError>(())
+        let from = copy
+            .as_ref()
+            .map_or(src.ptr(), |v| v.as_bytes().as_ptr().cast_mut());
+        // SAFETY: `from` holds n values of `din` (the input array, or its
+        // aligned copy), `dst` n values of `dout` (the output array, aligned,
+        // writeable: the Python side checks); both stay borrowed for this
+        // call and nothing else touches them (the caller waits, GIL held by
+        // none of ours); they are one buffer of one dtype or disjoint (above).
+        unsafe { backend.smooth_raw(from, din, dst.ptr(), dout, shape, &spec, order) }
     });
     result.map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// The output's address, carried into the GIL-free closure.
+/// Whether `p` is aligned for values of `t` (numpy arrays usually are; a
+/// view made from a byte buffer at an odd offset need not be).
+fn aligned(p: *mut u8, t: DType) -> bool {
+    crate::with_dtype!(t, T => (p as usize).is_multiple_of(std::mem::align_of::<T>()))
+}
+
+/// An array's address, carried into the GIL-free closure.
 struct Shared(*mut u8);
 
 impl Shared {
@@ -115,8 +129,8 @@ impl Shared {
         self.0
     }
 }
-// SAFETY: the closure runs while this call still borrows the array, and
-// nothing else writes it (the GIL-holding caller waits for the closure).
+// SAFETY: the closure runs while this call still borrows the arrays, and
+// nothing else writes them (the GIL-holding caller waits for the closure).
 unsafe impl Send for Shared {}
 
 /// The binary's command line, compiled into the module.

@@ -540,6 +540,17 @@ fn completions_man_page_and_version_come_from_the_command_line_itself() {
     let mut lines = text.lines();
     assert!(lines.next().unwrap().starts_with("nismooth 0."), "{text}");
     assert!(text.contains("SIMD: ") && text.contains("exp: "), "{text}");
+    // The MPI library the build links, named (a site's module must match it).
+    let mpi = text.lines().find(|l| l.starts_with("MPI: "));
+    if cfg!(feature = "mpi") {
+        let mpi = mpi.unwrap_or_else(|| panic!("no MPI line: {text}"));
+        assert!(
+            ["Open MPI", "MPICH"].iter().any(|m| mpi.contains(m)),
+            "{mpi}"
+        );
+    } else {
+        assert!(mpi.is_none(), "{text}");
+    }
     let short = nismooth(&["-V"]);
     assert_eq!(String::from_utf8_lossy(&short.stdout).lines().count(), 1);
 }

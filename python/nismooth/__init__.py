@@ -160,12 +160,12 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
         src = src.T
         shape = src.shape
         passes = [(input.ndim - 1 - ax, s, m, t) for ax, s, m, t in passes]
-        work = out.T if (out.flags.c_contiguous and out.dtype.isnative) else \
+        work = out.T if (out.flags.c_contiguous and out.dtype.isnative and out.flags.aligned) else \
             np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
         target = out.T
     else:
         src = np.asfortranarray(src)
-        work = out if (out.flags.f_contiguous and out.dtype.isnative) else \
+        work = out if (out.flags.f_contiguous and out.dtype.isnative and out.flags.aligned) else \
             np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
         target = out
     for call in _calls(shape, passes):

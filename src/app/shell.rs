@@ -10,13 +10,21 @@ use super::cli::{Cli, CompletionsArgs, VERSION};
 use super::EXIT_OK;
 
 /// The clap command with `--version`'s long form: the features compiled in
-/// (first line, which `sbatch` reads), the vector code this CPU runs and
-/// the numpy `exp` the taps reproduce.
+/// (first line, which `sbatch` reads), the vector code this CPU runs, the
+/// numpy `exp` the taps reproduce and the MPI library linked in.
 pub fn command() -> clap::Command {
     let level = nismooth::filter::simd::level();
     let exp = nismooth::filter::ExpFlavour::detect();
+    // Which MPI the binary was built against: a site's module must match it.
+    #[cfg(feature = "mpi")]
+    let mpi = format!(
+        "\nMPI: {} (built against it)",
+        nismooth::driver::mpi::library()
+    );
+    #[cfg(not(feature = "mpi"))]
+    let mpi = "";
     let long = format!(
-        "{VERSION}\nSIMD: {} on this CPU (NISMOOTH_SIMD=avx2|scalar caps it)\nexp: {} (numpy's exp on this CPU; NISMOOTH_EXP sets it)",
+        "{VERSION}\nSIMD: {} on this CPU (NISMOOTH_SIMD=avx2|scalar caps it)\nexp: {} (numpy's exp on this CPU; NISMOOTH_EXP sets it){mpi}",
         format!("{level:?}").to_lowercase(),
         serde_json::to_value(exp).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
     );

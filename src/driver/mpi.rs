@@ -48,20 +48,38 @@ pub fn launched() -> bool {
         || std::env::var("NISMOOTH_MPI").as_deref() == Ok("force")
 }
 
+/// The MPI library this binary is linked against, its first line ("Open MPI
+/// v4.1.4", "MPICH Version: 4.0.2"). MPI allows the call before
+/// `MPI_Init`, so `--version` and the study's launcher use it without
+/// starting MPI.
+pub fn library() -> String {
+    mpi::environment::library_version()
+        .unwrap_or_default()
+        .trim_end_matches('\0')
+        .split([',', '\n'])
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether that library is MPICH or one derived from it (Intel MPI, Cray
+/// MPICH, MVAPICH), whose launcher (Hydra) takes other flags than OpenMPI's.
+pub fn library_is_mpich() -> bool {
+    let lib = library().to_lowercase();
+    ["mpich", "intel", "mvapich"]
+        .iter()
+        .any(|m| lib.contains(m))
+}
+
 impl Mpi {
     /// Initialises MPI; `None` when it was already initialised.
     pub fn init() -> Option<Mpi> {
         let (universe, threading) = mpi::initialize_with_threading(Threading::Funneled)?;
         let world = universe.world();
         let node = world.split_shared(world.rank());
-        let library = mpi::environment::library_version()
-            .unwrap_or_default()
-            .trim_end_matches('\0')
-            .split([',', '\n'])
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let library = library();
         Some(Mpi {
             world,
             node,

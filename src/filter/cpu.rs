@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::simd::{self, Isa, LANES};
 use super::{Backend, FilterError, FilterSpec, Kernel1d, Mode, Shape};
 use crate::volume::{DType, Sample, Voxels};
-use crate::with_voxels;
+use crate::{with_dtype, with_voxels};
 
 pub struct CpuBackend {
     pool: Arc<rayon::ThreadPool>,
@@ -90,13 +90,7 @@ impl CpuBackend {
                 want: shape.len(),
             });
         }
-        let mut sorted = order;
-        sorted.sort_unstable();
-        if sorted != [0, 1, 2] {
-            return Err(FilterError::Unavailable(format!(
-                "pass order {order:?} is not a permutation of the axes 0, 1, 2"
-            )));
-        }
+        check_order(order)?;
         let kernels = spec.kernels(shape.spatial_ndim);
         let passes = Passes {
             kernels: &kernels,
@@ -106,6 +100,70 @@ impl CpuBackend {
             .pool
             .install(|| smooth_all(input, shape, passes, spec, out)))
     }
+
+    /// `smooth_in_order` from `src` into `dst`, buffers the caller owns (the
+    /// Python module's numpy arrays), without copying either: the first
+    /// pass reads `src`, every pass writes `dst`. `src` may be `dst` itself
+    /// (in place) when the dtypes are equal.
+    ///
+    /// # Safety
+    /// `src` must hold `shape.len()` values of `din` and `dst` as many of
+    /// `dout`, each aligned for its type; the two are the same buffer with
+    /// `din == dout`, or do not overlap; nothing else reads or writes them
+    /// during the call.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn smooth_raw(
+        &mut self,
+        src: *const u8,
+        din: DType,
+        dst: *mut u8,
+        dout: DType,
+        shape: Shape,
+        spec: &FilterSpec,
+        order: [usize; 3],
+    ) -> Result<(), FilterError> {
+        check_order(order)?;
+        let kernels = spec.kernels(shape.spatial_ndim);
+        if kernels.iter().all(Option::is_none) {
+            return Err(FilterError::Unavailable(
+                "no axis to filter (every sigma is 0)".into(),
+            ));
+        }
+        let passes = Passes {
+            kernels: &kernels,
+            order,
+        };
+        let edge = Edge {
+            mode: spec.mode,
+            cval: spec.cval,
+        };
+        let (src, dst) = (Shared(src as *mut u8), Shared(dst));
+        self.pool.install(move || {
+            let (src, dst) = (src, dst);
+            with_dtype!(din, S => with_dtype!(dout, D => {
+                let (sp, dp) = (src.0 as *const S, dst.0 as *mut D);
+                // SAFETY: the caller's contract: `off` is the start of one
+                // volume (for_each_volume stays within shape.len()), and the
+                // buffers are one (in place, one dtype) or disjoint.
+                for_each_volume(shape, |off| unsafe {
+                    smooth_volume(sp.add(off), dp.add(off), shape.spatial, passes, edge)
+                });
+            }))
+        });
+        Ok(())
+    }
+}
+
+/// `order` must be a permutation of the three axes.
+fn check_order(order: [usize; 3]) -> Result<(), FilterError> {
+    let mut sorted = order;
+    sorted.sort_unstable();
+    if sorted != [0, 1, 2] {
+        return Err(FilterError::Unavailable(format!(
+            "pass order {order:?} is not a permutation of the axes 0, 1, 2"
+        )));
+    }
+    Ok(())
 }
 
 /// The kernels of the three axes, and the order their passes run in.

@@ -283,19 +283,27 @@ fn resolve_launcher(l: Launcher, ranks: usize) -> Result<Launcher, StudyError> {
     })
 }
 
+/// Whether `mpirun` is MPICH's Hydra: the binary's own MPI says which
+/// launcher belongs to it.
+fn mpich_launcher() -> bool {
+    #[cfg(feature = "mpi")]
+    return crate::driver::mpi::library_is_mpich();
+    #[cfg(not(feature = "mpi"))]
+    false
+}
+
 /// The command for one point.
 fn point_command(binary: &Path, launcher: Launcher, ranks: usize, threads: usize) -> Command {
     match launcher {
         Launcher::Mpirun => {
             let mut c = Command::new("mpirun");
-            // Threads need more than the one core OpenMPI binds each rank to.
-            c.args([
-                "-n",
-                &ranks.to_string(),
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-            ]);
+            c.args(["-n", &ranks.to_string()]);
+            // Threads need more than the one core OpenMPI binds each rank to;
+            // MPICH's Hydra neither binds nor limits ranks to cores by default,
+            // and refuses OpenMPI's flags.
+            if !mpich_launcher() {
+                c.args(["--oversubscribe", "--bind-to", "none"]);
+            }
             // SAFETY: geteuid only reads this process's user id.
             if unsafe { libc::geteuid() } == 0 {
                 c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")

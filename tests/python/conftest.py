@@ -1,6 +1,7 @@
 """Shared helpers: run the nismooth binary, make NIfTI files with nibabel, read raw headers."""
 import gzip
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("NISMOOTH_BIN", ROOT / "target" / "release" / "nismooth"))
+# The MPI launcher: PATH's mpirun (OpenMPI here), or NISMOOTH_MPIRUN (CI's
+# MPICH pass sets mpiexec.mpich, with a binary built against MPICH).
+MPIRUN = os.environ.get("NISMOOTH_MPIRUN") or shutil.which("mpirun")
+
+
+def mpi_flavour():
+    """"mpich" for a Hydra launcher (MPICH, Intel MPI), else "openmpi"."""
+    if MPIRUN is None:
+        return None
+    out = subprocess.run([MPIRUN, "--version"], capture_output=True, text=True).stdout
+    return "mpich" if "HYDRA" in out.upper() else "openmpi"
+
+
+MPI_FLAVOUR = mpi_flavour()
+# The rank of this process, in either launcher's variable (a shell expansion).
+RANK_VAR = "${OMPI_COMM_WORLD_RANK:-$PMI_RANK}"
+
+
+def mpi_launch(ranks, *flags):
+    """`mpirun -n RANKS`, with what this launcher needs to start more ranks
+    than cores: OpenMPI wants --oversubscribe; Hydra oversubscribes freely and
+    does not bind. OpenMPI-only `flags` (such as --bind-to none) go to OpenMPI."""
+    if MPI_FLAVOUR == "mpich":
+        return [MPIRUN, "-n", str(ranks)]
+    return [MPIRUN, "-n", str(ranks), "--oversubscribe", *flags]
 
 
 def nismooth(*args, expect=0, env=None):

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, names, noise, read_bytes, save, write_bytes
+from conftest import BIN, MPIRUN, mpi_launch, names, noise, read_bytes, save, write_bytes
 from test_mpi import ENV as MPI_ENV
-from test_mpi import MPIRUN
 from test_mpi import mpirun as mpirun_each_rank
 from test_reference import assert_exact, scipy_ref
 
@@ -246,7 +245,7 @@ def mpirun_direct(args, env, timeout=60):
     """`mpirun -n 2 BIN ARGS` without test_mpi's per-rank shell wrapper (the
     wrapper would hide a rank's panic from mpirun). In a session of its own:
     after it returns, no process of it may be left; on a timeout all are killed."""
-    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-n", "2", str(BIN), *map(str, args)]
+    cmd = [*mpi_launch(2), str(BIN), *map(str, args)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             errors="replace", env={**MPI_ENV, **env}, start_new_session=True)
     deadline = time.time() + timeout

@@ -1,4 +1,5 @@
-"""The MPI driver under a real `mpirun` (OpenMPI), 1 to 4 ranks, oversubscribed.
+"""The MPI driver under a real `mpirun` (OpenMPI, or MPICH's Hydra with
+NISMOOTH_MPIRUN), 1 to 4 ranks, oversubscribed.
 
 For every schedule: each image is processed exactly once, the outputs are
 byte-identical to a single-process run, the report holds every rank, and all
@@ -14,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, names, outputs
+from conftest import BIN, MPIRUN, RANK_VAR, mpi_launch, names, outputs
 
-MPIRUN = shutil.which("mpirun")
 pytestmark = pytest.mark.skipif(
     MPIRUN is None and os.environ.get("NISMOOTH_REQUIRE_MPI") != "1",
     reason="no mpirun (CI sets NISMOOTH_REQUIRE_MPI=1 so that this cannot pass silently)",
@@ -34,8 +34,8 @@ ENV = dict(
 def mpirun(ranks, args, exits, timeout=120):
     """Runs nismooth on `ranks` ranks; each rank's exit code lands in `exits`."""
     exits.mkdir(parents=True, exist_ok=True)
-    wrapper = 'st=0; "$0" "$@" || st=$?; echo $st > "$EXITS/$OMPI_COMM_WORLD_RANK"'
-    cmd = [MPIRUN, "-n", str(ranks), "--oversubscribe", "sh", "-c", wrapper, str(BIN), *map(str, args)]
+    wrapper = 'st=0; "$0" "$@" || st=$?; echo $st > "$EXITS/%s"' % RANK_VAR
+    cmd = [*mpi_launch(ranks), "sh", "-c", wrapper, str(BIN), *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(ENV, EXITS=str(exits)))
     codes = {int(p.name): int(p.read_text()) for p in exits.iterdir()}
     assert sorted(codes) == list(range(ranks)), f"missing ranks: {codes}\n{proc.stderr}"
@@ -178,7 +178,7 @@ def test_default_threads_share_the_node(dataset, tmp_path):
     """Without --threads or SLURM_CPUS_PER_TASK, each rank gets cores / ranks on the node (at least 1)."""
     out, report = tmp_path / "out", tmp_path / "r.json"
     env = {k: v for k, v in ENV.items() if k != "SLURM_CPUS_PER_TASK"}
-    proc = subprocess.run([MPIRUN, "-n", "2", "--bind-to", "none", str(BIN), "run", str(dataset / "in"),
+    proc = subprocess.run([*mpi_launch(2, "--bind-to", "none"), str(BIN), "run", str(dataset / "in"),
                            "-o", str(out), "--progress", "none", "--report", str(report)],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -216,7 +216,7 @@ def test_kill_9_one_rank_then_resume_redoes_only_the_missing(tmp_path):
     subprocess.run(list(map(str, [BIN, "run", src, "-o", single, *common])), check=True, capture_output=True, env=ENV)
     all_names = names(single)
 
-    cmd = [MPIRUN, "-n", "2", "--oversubscribe", str(BIN), "run", str(src), "-o", str(out),
+    cmd = [*mpi_launch(2), str(BIN), "run", str(src), "-o", str(out),
            "--schedule", "cyclic", *common]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
