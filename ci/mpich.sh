@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MPICC=mpicc.mpich cargo build --profile ci-mpich --quiet --target-dir target/mpich --bin nismooth
-bin="$PWD/target/mpich/ci-mpich/nismooth"
+MPICC=mpicc.mpich cargo build --profile ci --quiet --target-dir target/mpich --bin nismooth
+bin="$PWD/target/mpich/ci/nismooth"
 ldd "$bin" | grep -q libmpich || { echo "ci/mpich.sh: $bin does not link libmpich" >&2; exit 1; }
 ! ldd "$bin" | grep -q "libmpi\.so" || { echo "ci/mpich.sh: $bin links OpenMPI's libmpi" >&2; exit 1; }
 "$bin" --version | grep "^MPI: MPICH"

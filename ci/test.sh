@@ -52,13 +52,13 @@ if [ "${NISMOOTH_SKIP_SLURM:-0}" != 1 ]; then
   done
   echo "== Slurm part: $((SECONDS - slurm_start)) s"
 fi
-# Last, because it rebuilds target/release/nismooth with the feature: the cuda
-# build on a machine without a GPU, with the kernels through the real NVRTC
-# (from PyPI), --backend cuda refused cleanly and auto falling back.
+# The cuda build on a machine without a GPU, with the kernels through the real
+# NVRTC (from PyPI), --backend cuda refused cleanly and auto falling back.
 # Only the targets that the feature changes: the library's own tests, the CLI
-# (the refusal and the fallback) and the kernels; the driver's and the
-# readers' tests do not depend on it, and rebuilding them cost minutes.
-phase "cargo test --features cuda (no GPU here: NVRTC only)"
-NISMOOTH_REQUIRE_NVRTC=1 LD_LIBRARY_PATH="$(bash ci/nvrtc-path.sh):${LD_LIBRARY_PATH:-}" \
-  cargo test --release --quiet --features cuda --lib --test cli --test cuda_nvrtc --test cuda_kernels_on_host
+# (the refusal and the fallback) and the kernels. Built on the MPICH build's
+# compiled dependencies (target/mpich, profile ci; MPICC says which MPI, as
+# there), which saves compiling them a third time.
+phase "cargo test --features cuda (no GPU here: NVRTC only; on the MPICH build)"
+MPICC=mpicc.mpich NISMOOTH_REQUIRE_NVRTC=1 LD_LIBRARY_PATH="$(bash ci/nvrtc-path.sh):${LD_LIBRARY_PATH:-}" \
+  cargo test --profile ci --target-dir target/mpich --quiet --features cuda --lib --test cli --test cuda_nvrtc --test cuda_kernels_on_host
 phase "all tests passed"

@@ -24,9 +24,9 @@ pub enum ProgressChoice {
 }
 named_choices!(ProgressChoice {
     Auto => "auto": "a bar on a terminal, log lines otherwise",
-    Bar => "bar",
-    Log => "log",
-    None => "none",
+    Bar => "bar": "a bar, redrawn in place (for a terminal)",
+    Log => "log": "a line every --progress-interval seconds, and one at the end",
+    None => "none": "nothing",
 });
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -80,6 +80,9 @@ pub struct RunConfig {
     pub sync: bool,
     #[serde(skip)]
     pub progress: ProgressChoice,
+    /// How often log-mode progress lines come.
+    #[serde(skip)]
+    pub progress_every: std::time::Duration,
     /// Signals, grace and deadline (`driver::stop`).
     pub stop: StopSettings,
 }
@@ -211,6 +214,7 @@ impl RunConfig {
             resume: false,
             sync: true,
             progress: ProgressChoice::Auto,
+            progress_every: std::time::Duration::from_secs(10),
             stop: StopSettings::default(),
         }
     }

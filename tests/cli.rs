@@ -188,7 +188,10 @@ fn reports_agree_with_each_other_and_the_work_done() {
         s(&csv),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("CPU efficiency"));
+    // The summary is the result: standard output; the logs are on stderr.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("CPU efficiency"), "{stdout}");
+    assert!(!stderr(&o).contains("CPU efficiency"), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["schema"], "nismooth-report");
     assert_eq!(r["schema_version"], nismooth::report::SCHEMA_VERSION);
@@ -317,8 +320,7 @@ fn cuda_is_refused_with_its_reason_and_auto_falls_back_to_the_cpu() {
             "--progress",
             "none",
         ])
-        .args(["--backend", "auto", "--report", s(&report)])
-        .env("RUST_LOG", "info")
+        .args(["--backend", "auto", "--report", s(&report), "-v"])
         .output()
         .unwrap();
     assert!(auto.status.success(), "{}", stderr(&auto));

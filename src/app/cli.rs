@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use nismooth::choice::{Choice, UnknownChoice};
 
+use super::help;
+
 pub use nismooth::config::ProgressChoice;
 use nismooth::filter::Mode;
 pub use nismooth::filter::{BackendChoice, Compat, Units};
@@ -30,29 +32,44 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: cpu)")
 #[command(
     name = "nismooth",
     version = VERSION,
-    about = "Exact, fast Gaussian smoothing of NIfTI image collections (scipy.ndimage.gaussian_filter, bit for bit)"
+    about = "Exact, fast Gaussian smoothing of NIfTI image collections (scipy.ndimage.gaussian_filter, bit for bit)",
+    after_help = help::TOP
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Warnings and errors only on standard error (no progress, no info lines).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More on standard error: -v debug, -vv trace. Without either, RUST_LOG
+    /// (env_logger's syntax, e.g. RUST_LOG=nismooth::driver=debug) is honoured.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Smooth every input image and write the results to OUTDIR.
+    #[command(after_help = help::RUN)]
     Run(RunArgs),
     /// Smooth a BIDS dataset into a BIDS derivatives dataset (a BIDS App:
     /// BIDS_DIR OUTPUT_DIR participant).
+    #[command(after_help = help::BIDS)]
     Bids(Box<BidsArgs>),
     /// Write deterministic synthetic T1-like phantoms.
+    #[command(after_help = help::GENERATE)]
     Generate(GenerateArgs),
     /// Show reports (one or more JSON files), or merge them (`report merge`).
+    #[command(after_help = help::REPORT)]
     Report(ReportArgs),
     /// Print a ready-to-submit sbatch script for a parallel model.
+    #[command(after_help = help::SBATCH)]
     Sbatch(Box<SbatchArgs>),
     /// Run a scaling study: ranks × threads × image counts, each point a real run.
+    #[command(after_help = help::STUDY)]
     Study(StudyArgs),
     /// Predict time and memory for a target workload from a study, with the Slurm request.
+    #[command(after_help = help::ESTIMATE)]
     Estimate(EstimateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
@@ -91,6 +108,15 @@ fn margin(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(m) if (1.0..=100.0).contains(&m) => Ok(m),
         Ok(_) => Err("must be between 1 (no margin) and 100".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A number of seconds between 0.1 and a day.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=86_400.0).contains(&s) => Ok(s),
+        Ok(_) => Err("must be between 0.1 and 86400 seconds".into()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -274,9 +300,14 @@ pub struct RunOptions {
     /// (docs/reliability.md) on scratch data.
     #[arg(long)]
     pub no_sync: bool,
-    /// Progress display: a bar on a terminal, log lines otherwise.
+    /// Progress on standard error, over every rank: images done of the
+    /// total, images/s, MB/s read, elapsed time and ETA. `auto`: a bar on a
+    /// terminal, log lines otherwise (a batch job's output file).
     #[arg(long, value_parser = choice::<ProgressChoice>(), default_value_t = ProgressChoice::Auto)]
     pub progress: ProgressChoice,
+    /// Seconds between progress log lines (`--progress log`, and `auto` off a terminal).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub progress_interval: f64,
     /// A signal that drains the run (by name or number; repeatable): no new
     /// image starts, images in flight get --grace, the report is written and
     /// the exit code is 3. A second signal (a second or more later) abandons
@@ -318,7 +349,7 @@ pub struct ReportArgs {
     /// Reports to show (JSON files written by --report).
     pub files: Vec<PathBuf>,
     /// Memory requested per rank (e.g. 2G), for the memory-efficiency line.
-    #[arg(long)]
+    #[arg(long, value_name = "SIZE")]
     pub mem_request: Option<String>,
     /// A finished Slurm job (an array by its base id): sacct's accounting beside
     /// nismooth's own report (WorkDir/nismooth-ID.json), as seff would judge it.
@@ -337,8 +368,10 @@ pub struct StudyArgs {
     /// Image counts to try; each point uses the first N images of the data set.
     #[arg(long, default_value = "1,4,8,16", value_delimiter = ',')]
     pub tasks: Vec<usize>,
+    /// How each point's images are shared among its ranks (as `run --schedule`).
     #[arg(long, value_parser = choice::<Schedule>(), default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,
+    /// What starts each point's ranks.
     #[arg(long, value_parser = choice::<nismooth::study::Launcher>(), default_value_t = nismooth::study::Launcher::Auto)]
     pub launcher: nismooth::study::Launcher,
     /// Repetitions of every point (interleaved).
@@ -347,11 +380,13 @@ pub struct StudyArgs {
     /// The data set: files or directories (default: generate one).
     #[arg(long, num_args = 1..)]
     pub data: Vec<PathBuf>,
-    /// When generating: image shape, dtype, and whether sizes vary.
+    /// When generating: the image shape x,y,z.
     #[arg(long, default_value = "256,256,128")]
     pub shape: String,
+    /// When generating: the voxel type (float32, int16, uint8, …).
     #[arg(long, default_value = "float32")]
     pub dtype: String,
+    /// When generating: each image's shape within ±50% of --shape.
     #[arg(long)]
     pub vary_size: bool,
     /// Study directory: study.json/.csv/.md, plots, per-point reports.
@@ -374,22 +409,26 @@ pub struct EstimateArgs {
     /// Ranks on one node (or use --nodes and --ntasks-per-node).
     #[arg(long, value_parser = at_least_one, conflicts_with_all = ["nodes", "ntasks_per_node"])]
     pub ranks: Option<usize>,
+    /// Nodes (Slurm's --nodes), with --ntasks-per-node ranks on each.
     #[arg(long, value_parser = at_least_one)]
     pub nodes: Option<usize>,
+    /// MPI ranks per node (Slurm's --ntasks-per-node).
     #[arg(long, value_parser = at_least_one)]
     pub ntasks_per_node: Option<usize>,
     /// Threads per rank (default: the study's).
     #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
-    /// Memory per node available, e.g. 64G: checked against the request.
-    #[arg(long)]
-    pub mem_per_node: Option<String>,
+    /// The memory one node has, e.g. 64G (Slurm's RealMemory: `scontrol
+    /// show node`): the request is checked against it.
+    #[arg(long, value_name = "SIZE", alias = "mem-per-node")]
+    pub node_memory: Option<String>,
     /// The target's images (one path a line): their sizes replace the study's.
     #[arg(long)]
     pub list: Option<PathBuf>,
     /// Safety margin on time and memory in the request (1.25 = +25%).
     #[arg(long, default_value_t = 1.25, value_parser = margin)]
     pub margin: f64,
+    /// The Slurm partition for the script (--partition).
     #[arg(long)]
     pub partition: Option<String>,
     /// Write the estimate as JSON.
@@ -424,8 +463,10 @@ pub struct SbatchArgs {
     /// The parallel model.
     #[arg(long, value_parser = choice::<Model>())]
     pub model: Model,
+    /// The job's name (--job-name); the report is nismooth-JOBID.json either way.
     #[arg(long, default_value = "nismooth")]
     pub job_name: String,
+    /// The Slurm partition (--partition).
     #[arg(long)]
     pub partition: Option<String>,
     /// Account to charge (--account).
@@ -440,6 +481,7 @@ pub struct SbatchArgs {
     /// When Slurm mails (--mail-type), e.g. END,FAIL.
     #[arg(long)]
     pub mail_type: Option<String>,
+    /// Where Slurm mails (--mail-user).
     #[arg(long)]
     pub mail_user: Option<String>,
     /// A `module load NAME` line before the run (repeatable).
@@ -451,6 +493,7 @@ pub struct SbatchArgs {
     /// Wall-time limit, as Slurm reads it: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
     #[arg(long, default_value = "01:00:00", value_parser = slurm_time)]
     pub time: String,
+    /// Nodes (--nodes; mpi, hybrid and gpu models).
     #[arg(long, value_parser = at_least_one, default_value_t = 1)]
     pub nodes: usize,
     /// MPI ranks per node (mpi, hybrid; gpu: one per GPU).
@@ -459,12 +502,13 @@ pub struct SbatchArgs {
     /// CPUs (filter threads) per task; default by model: serial and mpi 1, array 2, gpu and hybrid 4, threads 8.
     #[arg(long, value_parser = at_least_one)]
     pub cpus_per_task: Option<usize>,
-    /// Memory per node, e.g. 4G (default: from the largest input image).
-    #[arg(long, conflicts_with = "mem_per_cpu")]
+    /// Memory to request per node (--mem), e.g. 4G (default: from the largest input image).
+    #[arg(long, value_name = "SIZE", conflicts_with = "mem_per_cpu")]
     pub mem: Option<String>,
-    /// Memory per allocated CPU, e.g. 1500M.
-    #[arg(long)]
+    /// Memory to request per allocated CPU (--mem-per-cpu), e.g. 1500M.
+    #[arg(long, value_name = "SIZE")]
     pub mem_per_cpu: Option<String>,
+    /// GPUs per node (--gpus-per-node; gpu model).
     #[arg(long, default_value_t = 1)]
     pub gpus_per_node: usize,
     /// Array: number of tasks (default: one per image, in chunks beyond the cluster's MaxArraySize).

@@ -8,6 +8,7 @@ pub mod cli;
 mod bench;
 mod bids;
 mod generate;
+mod help;
 mod logging;
 mod report;
 mod run;
@@ -27,6 +28,7 @@ pub const EXIT_STOPPED: u8 = 3;
 
 /// Runs the subcommand; an error is one line on stderr and exit 2.
 pub fn dispatch(cli: Cli) -> u8 {
+    logging::choose(cli.quiet, cli.verbose);
     if !matches!(cli.command, Command::Run(_) | Command::Bids(_)) {
         // `run` sets its logging once it knows its rank.
         logging::init(0, 1);

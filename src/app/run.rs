@@ -18,7 +18,7 @@ use nismooth::slurm::deadline;
 use nismooth::slurm::{expand_pattern, SlurmContext};
 use nismooth::volume::DType;
 
-use super::cli::{DtypeChoice, FormatChoice, RunArgs};
+use super::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs};
 use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
 
 /// Work root does with the report before showing it (`bids`: the
@@ -82,7 +82,8 @@ pub fn run_with(
 
 /// The summary table, and the report and CSV where asked for.
 fn show_and_export(report: &report::Report, cfg: &RunConfig) -> anyhow::Result<()> {
-    eprint!("{}", report::Table.render(report)?);
+    // The result, on standard output (logs and progress are on stderr).
+    print!("{}", report::Table.render(report)?);
     if let Some(path) = &cfg.report {
         report::export_to(&report::Json, report, path).context("writing --report")?;
     }
@@ -171,7 +172,12 @@ fn run_config(
         skip_existing: a.skip_existing,
         resume,
         sync: !a.no_sync,
-        progress: a.progress,
+        progress: if super::logging::quiet() {
+            ProgressChoice::None
+        } else {
+            a.progress
+        },
+        progress_every: std::time::Duration::from_secs_f64(a.progress_interval),
         stop,
         ..RunConfig::new(a.inputs.clone(), a.output.clone())
     };
@@ -349,11 +355,17 @@ pub fn start_backend(
         }
         BackendChoice::Cuda => gpu(),
         BackendChoice::Auto if compat == Compat::Fsl => {
-            log::info!("backend auto: cpu (--compat fsl runs on the CPU)");
+            log::debug!("backend auto: cpu (--compat fsl runs on the CPU)");
             cpu()
         }
         BackendChoice::Auto => gpu().or_else(|e| {
-            log::info!("backend auto: cpu ({e})");
+            // A CUDA build that finds no usable GPU is worth a line; a build
+            // without CUDA falling back is the expected case.
+            if cfg!(feature = "cuda") {
+                log::info!("backend auto: cpu ({e})");
+            } else {
+                log::debug!("backend auto: cpu ({e})");
+            }
             cpu()
         }),
     }

@@ -237,8 +237,8 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let request = Request::from(&e, args.margin);
     let text = render(&e, &request, args);
     print!("{text}");
-    if let Some(avail) = &args.mem_per_node {
-        let avail = nismooth::slurm::parse_mib(avail).context("--mem-per-node")? as f64;
+    if let Some(avail) = &args.node_memory {
+        let avail = nismooth::slurm::parse_mib(avail).context("--node-memory")? as f64;
         let need = request.mem_per_cpu_mib as f64 * (per_node * threads) as f64;
         if need > avail {
             println!(

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use super::comm::Comm;
 use super::journal::Durable;
-use super::pipeline::{self, Progress};
+use super::pipeline;
+use super::progress::Progress;
 use super::stop::Watch;
 use crate::config::RunConfig;
 use crate::filter::Backend;
@@ -26,7 +27,7 @@ pub fn root(
     cfg: &RunConfig,
     durable: &Durable,
     backend: &mut dyn Backend,
-    progress: &mut Progress,
+    progress: &Progress,
 ) -> Vec<ImageRecord> {
     let (ask_tx, ask_rx) = channel::<()>();
     let (give_tx, give_rx) = channel::<Option<usize>>();
@@ -42,23 +43,18 @@ pub fn root(
                 durable,
                 backend,
                 0,
-                &mut Progress::Quiet,
+                progress,
             )
         });
 
         let watch = Watch::new(comm);
         let mut queue = order.into_iter();
-        let mut handed = 0usize;
         // Draining: every request is answered "none left"; what was never
         // handed out is recorded below as not started.
         let mut next = |who: usize| {
             let t = if watch.check() { None } else { queue.next() };
             if let Some(i) = t {
-                handed += 1;
-                progress.tick(
-                    handed,
-                    &format!("{} to rank {who}", tasks[i].input.display()),
-                );
+                log::debug!("{} to rank {who}", tasks[i].input.display());
             }
             t
         };
@@ -93,7 +89,6 @@ pub fn root(
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        progress.finish();
         // Panics inside an image are caught and recorded by the pipeline; one
         // outside it would lose only root's records, never hang the others.
         let mut records = worker.join().unwrap_or_else(|_| {
@@ -127,6 +122,6 @@ pub fn worker(
         durable,
         backend,
         comm.rank(),
-        &mut Progress::Quiet,
+        &Progress::quiet(),
     )
 }

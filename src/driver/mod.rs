@@ -17,6 +17,7 @@ pub mod journal;
 pub mod mpi;
 pub mod pace;
 pub mod pipeline;
+pub mod progress;
 pub mod stop;
 
 use std::time::Instant;
@@ -31,7 +32,7 @@ use crate::plan::schedule::{self, Schedule};
 use crate::plan::{self, Task};
 use crate::report::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Stopped};
 use comm::{Comm, Single};
-use pipeline::Progress;
+use progress::Progress;
 
 /// What root decides and every rank receives.
 #[derive(Serialize, Deserialize)]
@@ -251,10 +252,13 @@ pub fn run(
         resume: cfg.resume.then(|| journal::Index::load(&cfg.outdir)),
         settings: cfg.output_settings(),
     };
-    let records = process_my_share(&shared, cfg, comm, &durable, backend);
+    let mut progress = show_progress(&shared, cfg, comm, &durable);
+    let records = process_my_share(&shared, cfg, comm, &durable, backend, &progress);
     stop::Watch::new(comm).settle();
     let totals = totals(&records, comm, cfg, start);
     let (counts, wall_s, report) = gather(totals, records, comm, cfg, backend.name(), command);
+    // After the gather every rank's journal is complete: the last line counts all.
+    progress.finish();
     Ok(Outcome {
         failed: counts.failed,
         undone: counts.undone,
@@ -321,6 +325,25 @@ fn share_plan(cfg: &RunConfig, comm: &dyn Comm) -> Result<SharedPlan, UsageError
     }
 }
 
+/// Root shows the whole run's progress, every rank's journal counted; the
+/// other ranks show none.
+fn show_progress(
+    plan: &SharedPlan,
+    cfg: &RunConfig,
+    comm: &dyn Comm,
+    durable: &journal::Durable,
+) -> Progress {
+    if !comm.is_root() {
+        return Progress::quiet();
+    }
+    let scope = progress::Scope {
+        outdir: cfg.outdir.clone(),
+        run: durable.run.clone(),
+        total: plan.tasks.len(),
+    };
+    Progress::start(cfg.progress, cfg.progress_every, scope)
+}
+
 /// This rank's images, filtered: handed out on request by root
 /// (`--schedule dynamic`), or the share root's partition scatters to it.
 fn process_my_share(
@@ -329,6 +352,7 @@ fn process_my_share(
     comm: &dyn Comm,
     durable: &journal::Durable,
     backend: &mut dyn Backend,
+    progress: &Progress,
 ) -> Vec<ImageRecord> {
     let (rank, size, tasks) = (comm.rank(), comm.size(), &plan.tasks);
     if cfg.schedule == Schedule::Dynamic {
@@ -342,9 +366,8 @@ fn process_my_share(
             cfg.threads,
             backend.name()
         );
-        let mut progress = Progress::new(cfg.progress, tasks.len(), "handed out");
         let order = schedule::dynamic_order(&plan.costs);
-        return dynamic::root(comm, tasks, order, cfg, durable, backend, &mut progress);
+        return dynamic::root(comm, tasks, order, cfg, durable, backend, progress);
     }
     let parts = comm.is_root().then(|| {
         schedule::partition(cfg.schedule, &plan.costs, size)
@@ -368,11 +391,6 @@ fn process_my_share(
         cfg.readers,
         backend.name()
     );
-    let mut progress = if comm.is_root() {
-        Progress::new(cfg.progress, mine.len(), "done")
-    } else {
-        Progress::Quiet
-    };
     let watch = stop::Watch::new(comm);
     let records = pipeline::process(
         mine.iter().map(|&i| &tasks[i]).inspect(|_| {
@@ -382,9 +400,8 @@ fn process_my_share(
         durable,
         backend,
         rank,
-        &mut progress,
+        progress,
     );
-    progress.finish();
     records
 }
 

@@ -17,18 +17,16 @@
 //! exit code, later, at the top.
 
 use std::collections::VecDeque;
-use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use super::journal::{self, Durable, Journal};
 use super::pace::{Pacer, Refusal};
+use super::progress::Progress;
 use super::stop;
-use crate::config::{ProgressChoice, RunConfig};
+use crate::config::RunConfig;
 use crate::filter::{Backend, FilterSpec, Pending, RADIUS_PER_AXIS};
 use crate::filter::{Compat, Units};
 use crate::io::gzip::Compressor;
@@ -36,67 +34,6 @@ use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
 use crate::report::{ImageRecord, Status};
 use crate::volume::{DType, Voxels};
-
-/// Shows progress: a bar on a terminal, a log line every few seconds otherwise
-/// (a Slurm output file is not a terminal and must not fill with redraws).
-pub enum Progress {
-    Bar(ProgressBar),
-    Log {
-        total: usize,
-        verb: &'static str,
-        last: Instant,
-    },
-    Quiet,
-}
-
-impl Progress {
-    /// Counts `total` images; `verb` says what happened to them in log lines
-    /// ("done", or "handed out" for the dynamic dispatcher).
-    pub fn new(choice: ProgressChoice, total: usize, verb: &'static str) -> Progress {
-        let tty = std::io::stderr().is_terminal();
-        match choice {
-            ProgressChoice::None => Progress::Quiet,
-            ProgressChoice::Bar => Progress::bar(total),
-            ProgressChoice::Auto if tty => Progress::bar(total),
-            _ => Progress::Log {
-                total,
-                verb,
-                last: Instant::now(),
-            },
-        }
-    }
-
-    fn bar(total: usize) -> Progress {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} images, eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        Progress::Bar(bar)
-    }
-
-    pub fn tick(&mut self, done: usize, latest: &str) {
-        match self {
-            Progress::Bar(b) => b.set_position(done as u64),
-            Progress::Log { total, verb, last } => {
-                if last.elapsed() >= Duration::from_secs(10) || done == *total {
-                    log::info!("{done}/{total} images {verb} (latest: {latest})");
-                    *last = Instant::now();
-                }
-            }
-            Progress::Quiet => {}
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Progress::Bar(b) = self {
-            b.finish_and_clear();
-        }
-    }
-}
 
 /// Outputs written but not yet in place, at most: each holds an open file
 /// (no voxels), so the writer runs ahead of the disk by this much.
@@ -161,7 +98,7 @@ pub fn process<'t>(
     durable: &Durable,
     backend: &mut dyn Backend,
     rank: usize,
-    progress: &mut Progress,
+    progress: &Progress,
 ) -> Vec<ImageRecord> {
     let all_failed = |tasks: &mut dyn Iterator<Item = &'t Task>, msg: &str| -> Vec<ImageRecord> {
         tasks
@@ -414,12 +351,11 @@ fn write_stage<'t>(
 fn commit_stage(
     input: mpsc::Receiver<Committing<'_>>,
     journal: &mut Journal,
-    progress: &mut Progress,
+    progress: &Progress,
     finished: &Mutex<Vec<ImageRecord>>,
     pacer: Option<&Pacer>,
     sync: bool,
 ) {
-    let mut done = 0;
     while let Some(batch) = next_batch(&input, sync) {
         for mut c in commit(batch, sync) {
             c.rec.finished_s = since_start();
@@ -427,14 +363,12 @@ fn commit_stage(
                 p.done(c.task.index, c.rec.status.did_work());
             }
             journal.record(&c.rec, &c.task.output, c.input);
-            done += 1;
-            progress.tick(done, &c.rec.input);
+            progress.tick();
             if let Ok(mut f) = finished.lock() {
                 f.push(c.rec);
             }
         }
     }
-    progress.finish();
 }
 
 /// One record per task fed, in feeding order; a task whose record was lost

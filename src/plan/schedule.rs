@@ -1,7 +1,7 @@
 //! How a list of images is shared among ranks: pure functions of the image
 //! costs and the number of ranks, so every schedule is unit-tested without I/O.
 //!
-//! `block` and `cyclic` ignore the costs (the course's contiguous chunks and
+//! `block` and `cyclic` ignore the costs (contiguous chunks and
 //! job-array order); `balanced` is Graham's longest-processing-time-first rule
 //! (within 4/3 of the optimal makespan); `dynamic` is decided at run time by
 //! whichever rank asks first, and here only fixes the order images are handed

@@ -131,7 +131,7 @@ pub struct ProcessTotals {
     pub stopped_by: Option<String>,
 }
 
-/// Totals over every process, in the terms of the course's tables.
+/// Totals over every process, in the terms of the summary table and the study's tables.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub tasks: usize,

@@ -1,4 +1,4 @@
-//! The end-of-run summary for humans, in the spirit of the course's tables and seff.
+//! The end-of-run summary for humans, in the spirit of seff.
 
 use std::fmt::Write;
 

@@ -1,10 +1,10 @@
-//! Ready-to-submit sbatch scripts, one shape per parallel model of the course.
+//! Ready-to-submit sbatch scripts, one shape per parallel model.
 //!
 //! The resource request follows the model: one task for serial and threads;
 //! nodes × tasks-per-node ranks started by `srun --mpi=pmix` for MPI, GPU and
 //! hybrid; an array of single-task jobs for job-level parallelism. Output
 //! files use `%x-%j` (`%x-%A_%a` for arrays), and every script times the run
-//! in the manner of the course's `\time` (wall, user, sys, CPU%, max RSS);
+//! in the manner of `\time` (wall, user, sys, CPU%, max RSS);
 //! nismooth's own report adds per-rank CPU efficiency and peak memory.
 
 use std::fmt::Write;
@@ -323,7 +323,7 @@ fn preamble(s: &JobSpec) -> String {
         // The run goes to the background (`requeued`): no `timed` around it.
         return o;
     }
-    // The course's \time: GNU time where installed, else bash's `time` keyword.
+    // `\time`: GNU time where installed, else bash's `time` keyword.
     o.push_str(concat!(
         "timed() {\n",
         "  if [ -x /usr/bin/time ]; then\n",

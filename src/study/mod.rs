@@ -1,8 +1,8 @@
-//! Scaling studies: the course's experiments in one command.
+//! Scaling studies: ranks × threads × image counts, each a real run, in one command.
 //!
 //! A study sweeps ranks × threads × image counts over one data set; each point
 //! is a real `nismooth run` through the chosen launcher (none, mpirun, srun),
-//! and its report becomes one row of the course's table. `fit` turns a study
+//! and its report becomes one row of the study's table. `fit` turns a study
 //! into predictions for a target workload (`nismooth estimate`), `plot` draws
 //! it, `tables` writes it as Markdown and CSV.
 
@@ -74,9 +74,9 @@ pub enum Launcher {
 
 crate::choice::named_choices!(Launcher {
     Auto => "auto": "srun inside a Slurm allocation, else mpirun; none for one rank",
-    None => "none",
-    Mpirun => "mpirun",
-    Srun => "srun",
+    None => "none": "one process per point (ranks must be 1)",
+    Mpirun => "mpirun": "mpirun -n RANKS (OpenMPI's or MPICH's, as the binary links)",
+    Srun => "srun": "srun --mpi=pmix -n RANKS -c THREADS, inside an allocation",
 });
 
 /// What to sweep and on what.
@@ -95,7 +95,7 @@ pub struct StudySpec {
     pub run_args: Vec<String>,
 }
 
-/// One row of the course's table: a run at (ranks, threads, tasks).
+/// One row of the study's table: a run at (ranks, threads, tasks).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StudyPoint {
     pub ranks: usize,
@@ -116,7 +116,7 @@ pub struct StudyPoint {
     pub write_per_task_s: f64,
     pub cpu_efficiency: f64,
     pub wtime_over_ptime: f64,
-    /// Total peak memory over tasks (what the course's "memory per task" column holds).
+    /// Total peak memory over tasks (the "memory per task" column).
     pub mem_per_task_bytes: f64,
     /// Voxels on the busiest rank (the makespan's driver).
     pub max_rank_voxels: u64,

@@ -1,4 +1,4 @@
-//! A study as the course's tables: Markdown for people, CSV for spreadsheets.
+//! A study as tables: Markdown for people, CSV for spreadsheets.
 
 use std::fmt::Write;
 

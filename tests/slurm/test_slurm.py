@@ -252,7 +252,7 @@ def test_generated_scripts_run_as_is(images, tmp_path, model):
     assert recs and all(r["JobState"] == "COMPLETED" for r in recs), recs
     outputs_match(tmp_path / "out", images / "single")
     logs = "".join(p.read_text() for p in tmp_path.glob("nismooth-*.out"))
-    assert "time: wall" in logs, "the script times the run like the course's \\time"
+    assert "time: wall" in logs, "the script times the run like \\time"
     assert "setup-ran-" in logs, "--setup lines run before the job"
     reports = list(tmp_path.glob("nismooth-*.json"))
     assert len(reports) == (3 if model == "array" else 1)
