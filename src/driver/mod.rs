@@ -382,7 +382,7 @@ fn process_my_share(
         .map(|i| i as usize)
         .collect();
     log::info!(
-        "{}: rank {rank} of {size} has {} of {} images ({:?} schedule), {} thread(s), {} reader(s), backend {}",
+        "{}: rank {rank} of {size} has {} of {} images ({} schedule), {} thread(s), {} reader(s), backend {}",
         comm.describe(),
         mine.len(),
         tasks.len(),

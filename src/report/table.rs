@@ -75,7 +75,7 @@ impl Exporter for Table {
             mib(s.peak_rss_bytes)
         )?;
         if let Some(p) = &r.parallel {
-            writeln!(o, "  parallel        {:?} schedule; {}", p.schedule, p.comm)?;
+            writeln!(o, "  parallel        {} schedule; {}", p.schedule, p.comm)?;
         }
         if let Some(a) = &r.array {
             writeln!(

@@ -63,7 +63,7 @@ pub fn markdown(study: &Study) -> String {
     let s = &study.spec;
     let _ = writeln!(
         o,
-        "Study on {} ({}, {} cores), nismooth {}: ranks {:?}, threads {:?}, tasks {:?}, schedule {:?}, {} rep(s).\n",
+        "Study on {} ({}, {} cores), nismooth {}: ranks {:?}, threads {:?}, tasks {:?}, schedule {}, {} rep(s).\n",
         study.host, study.cpu, study.cores, study.nismooth_version, s.ranks, s.threads, s.tasks, s.schedule, s.reps
     );
     let headers = [
