@@ -41,6 +41,9 @@ pub struct Scope {
 pub struct Figures {
     pub done: u64,
     pub failed: u64,
+    /// Of `done`, those skipped (`--resume`, `--skip-existing`): counted as
+    /// done, not in the rate, so the ETA is the work left at the work's pace.
+    pub skipped: u64,
     /// Bytes of the inputs finished (as read from disk).
     pub bytes: u64,
 }
@@ -183,7 +186,8 @@ impl Text {
 /// is finished).
 pub fn describe(f: Figures, total: usize, elapsed: Duration) -> Text {
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let rate = f.done as f64 / secs;
+    let worked = f.done.saturating_sub(f.skipped);
+    let rate = worked as f64 / secs;
     let pct = if total == 0 {
         100.0
     } else {
@@ -192,7 +196,7 @@ pub fn describe(f: Figures, total: usize, elapsed: Duration) -> Text {
     let left = (total as u64).saturating_sub(f.done);
     let eta = if left == 0 {
         clock(0.0)
-    } else if f.done == 0 {
+    } else if worked == 0 {
         "?".to_string()
     } else {
         clock(left as f64 / rate)
@@ -276,6 +280,7 @@ fn read_more(path: &Path, offset: &mut u64, partial: &mut Vec<u8>, f: &mut Figur
             f.done += 1;
             f.bytes += record.bytes_in;
             f.failed += u64::from(record.status == Status::Failed);
+            f.skipped += u64::from(record.status == Status::Skipped);
         }
     }
     partial.drain(..=end);
@@ -326,6 +331,7 @@ mod tests {
             done,
             failed,
             bytes,
+            skipped: 0,
         };
         assert_eq!(j.read(), figures(2, 1, 15));
         write("journal-R-rank1.jsonl", &format!("{tail}\n"));
@@ -340,12 +346,27 @@ mod tests {
             done: 30,
             failed: 2,
             bytes: 60_000_000,
+            skipped: 0,
         };
         let l = describe(f, 120, Duration::from_secs(60));
         assert_eq!(l.counts, "progress: 30/120 images (25%), 2 failed");
         assert_eq!(
             l.rates,
             "0.5 images/s, 1.0 MB/s, elapsed 0:01:00, ETA 0:03:00"
+        );
+        // After --resume: 90 of 100 skipped, 5 smoothed in 10 s. The rate
+        // and the ETA are the smoothing's (0.5/s, 10 s for the last 5).
+        let resumed = Figures {
+            done: 95,
+            failed: 0,
+            bytes: 0,
+            skipped: 90,
+        };
+        let r = describe(resumed, 100, Duration::from_secs(10));
+        assert!(
+            r.rates.starts_with("0.5 images/s") && r.rates.ends_with("ETA 0:00:10"),
+            "{}",
+            r.rates
         );
         let none = describe(Figures::default(), 10, Duration::from_secs(5));
         assert!(none.rates.ends_with("ETA ?"), "{}", none.rates);

@@ -184,10 +184,7 @@ fn check_conflicts(
         if !conflicts(&n, share) || ours.is_some_and(|o| o == e.path()) {
             continue;
         }
-        let holder = std::fs::read(e.path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
-        match holder {
+        match read_holder(&e.path()) {
             Some(h) if h.gone() => {
                 log::warn!(
                     "removing the stale lock {} (its run, {}, is gone)",
@@ -202,11 +199,23 @@ fn check_conflicts(
     Ok(())
 }
 
+/// The holder a lock file names; `None` for anything but a regular file
+/// (opening a FIFO planted there would block the run forever) or one that
+/// does not parse. Such a lock is never taken as stale: it is refused.
+fn read_holder(file: &Path) -> Option<Holder> {
+    let meta = std::fs::symlink_metadata(file).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let bytes = std::fs::read(file).ok()?;
+    serde_json::from_slice::<Holder>(&bytes).ok()
+}
+
 fn held(outdir: &Path, file: &Path) -> LockError {
-    let holder = std::fs::read(file)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
-        .map_or_else(|| "holder unreadable".to_string(), |h| h.describe());
+    let holder = read_holder(file).map_or_else(
+        || "holder unreadable (not a lock nismooth wrote)".to_string(),
+        |h| h.describe(),
+    );
     LockError::Held {
         outdir: outdir.to_path_buf(),
         holder,
@@ -217,6 +226,30 @@ fn held(outdir: &Path, file: &Path) -> LockError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_at_the_lock_is_refused_not_waited_on() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join(DIR)).unwrap();
+        let fifo =
+            std::ffi::CString::new(d.path().join(DIR).join("lock").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let outdir = d.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                acquire(&outdir, None)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("acquire blocked on a FIFO lock");
+        let e = got.unwrap_err();
+        assert!(e.contains("not a lock nismooth wrote"), "{e}");
+    }
 
     #[test]
     fn a_second_run_is_refused_and_a_dead_holder_is_stale() {
