@@ -461,9 +461,9 @@ impl Voxels {
         with_voxels!(self, v => wrap(v[range].to_vec()))
     }
 
-    /// A zeroed buffer of `n` voxels.
+    /// A zeroed buffer of `n` voxels (`zeroed_vec`).
     pub fn zeros(dtype: DType, n: usize) -> Voxels {
-        with_dtype!(dtype, T => T::wrap(vec![<T as bytemuck::Zeroable>::zeroed(); n]))
+        with_dtype!(dtype, T => T::wrap(zeroed_vec(n)))
     }
 
     /// Converts every voxel with scipy's cast rules (used when no axis is filtered).
@@ -500,6 +500,16 @@ impl Shape {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `n` zeroed values, for a whole image's voxels. The allocator maps a large
+/// buffer fresh from the kernel, already zero, so nothing is written here;
+/// each page is faulted in where it is first written (the read, the filter),
+/// not once more by a clearing pass. (Asking for huge pages, to fault once
+/// per 2 MiB, was tried: with the kernel's usual `defrag=madvise` a fault
+/// could stall for a compaction, up to 0.7 s; docs/performance.md.)
+pub fn zeroed_vec<T: bytemuck::Zeroable + Clone>(n: usize) -> Vec<T> {
+    vec![T::zeroed(); n]
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 pub mod comm;
 mod dynamic;
+mod handoff;
 pub mod journal;
 #[cfg(feature = "mpi")]
 pub mod mpi;

@@ -19,9 +19,10 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::handoff::{self, Receiver, Sender};
 use super::journal::{self, Durable, Journal};
 use super::pace::{Pacer, Refusal};
 use super::progress::Progress;
@@ -57,13 +58,13 @@ const COMMIT_WINDOW: Duration = Duration::from_millis(25);
 /// comes within the window (none without `sync`). While the disk is slower
 /// than the pipeline the batches grow by themselves, and one sync covers
 /// more files.
-fn next_batch<'t>(rx: &mpsc::Receiver<Committing<'t>>, sync: bool) -> Option<Vec<Committing<'t>>> {
-    let mut batch = vec![rx.recv().ok()?];
+fn next_batch<'t>(rx: &Receiver<Committing<'t>>, sync: bool) -> Option<Vec<Committing<'t>>> {
+    let mut batch = vec![rx.recv()?];
     let deadline = Instant::now() + if sync { COMMIT_WINDOW } else { Duration::ZERO };
     while batch.len() < COMMIT_QUEUE {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(next) => batch.push(next),
-            Err(_) => break,
+            Some(next) => batch.push(next),
+            None => break,
         }
     }
     Some(batch)
@@ -129,28 +130,27 @@ pub fn process<'t>(
     // The readers share the task queue and the spare buffers. Only they
     // hold the queue's receiver: when the last one ends (or dies), feeding
     // fails at once instead of waiting for a reader that will never come.
-    let (task_tx, task_rx) = mpsc::sync_channel::<&Task>(0);
-    let (spare_tx, spare_rx) = mpsc::channel::<Voxels>();
-    let (task_rx, spare_rx) = (Arc::new(Mutex::new(task_rx)), Mutex::new(spare_rx));
+    let (task_tx, task_rx) = handoff::channel::<&Task>(0);
+    let (spare_tx, spare_rx) = handoff::channel::<Voxels>(usize::MAX);
     let outcome = std::thread::scope(|s| {
-        let (read_tx, read_rx) = mpsc::sync_channel::<InFlight>(0);
-        let (filtered_tx, filtered_rx) = mpsc::sync_channel::<InFlight>(0);
+        let (read_tx, read_rx) = handoff::channel::<InFlight>(0);
+        let (filtered_tx, filtered_rx) = handoff::channel::<InFlight>(0);
         let stage = |name: &str| std::thread::Builder::new().name(format!("nismooth-{name}"));
 
-        let spare_rx = &spare_rx;
         let readers: Vec<_> = (0..cfg.readers.max(1))
             .map(|i| {
-                let (read_tx, task_rx) = (read_tx.clone(), Arc::clone(&task_rx));
+                let (read_tx, task_rx, spare_rx) =
+                    (read_tx.clone(), task_rx.clone(), spare_rx.clone());
                 stage(&format!("read-{i}")).spawn_scoped(s, move || {
-                    read_stage(&task_rx, spare_rx, read_tx, cfg, durable, rank)
+                    read_stage(task_rx, spare_rx, read_tx, cfg, durable, rank)
                 })
             })
             .collect();
-        drop((read_tx, task_rx));
+        drop((read_tx, task_rx, spare_rx));
         let filterer = stage("filter").spawn_scoped(s, move || {
             filter_stage(read_rx, filtered_tx, backend, cfg, rank)
         });
-        let (commit_tx, commit_rx) = mpsc::sync_channel::<Committing>(COMMIT_QUEUE);
+        let (commit_tx, commit_rx) = handoff::channel::<Committing>(COMMIT_QUEUE);
         let gzip = &gzip;
         let writer = stage("write").spawn_scoped(s, move || {
             write_stage(filtered_rx, commit_tx, spare_tx, gzip, cfg.sync, rank)
@@ -274,21 +274,15 @@ fn interrupted(rec: &mut ImageRecord) {
 /// A reader: takes tasks from the shared queue until it closes, reads each
 /// (into a spare buffer when one has come back) and passes it on.
 fn read_stage<'t>(
-    tasks: &Mutex<mpsc::Receiver<&'t Task>>,
-    spares: &Mutex<mpsc::Receiver<Voxels>>,
-    out: mpsc::SyncSender<InFlight<'t>>,
+    tasks: Receiver<&'t Task>,
+    spares: Receiver<Voxels>,
+    out: Sender<InFlight<'t>>,
     cfg: &RunConfig,
     durable: &Durable,
     rank: usize,
 ) {
-    loop {
-        // The lock is held only while waiting for a task, never while reading one.
-        let next = tasks
-            .lock()
-            .map_err(drop)
-            .and_then(|rx| rx.recv().map_err(drop));
-        let Ok(task) = next else { break };
-        let spare = spares.lock().ok().and_then(|rx| rx.try_recv().ok());
+    for task in tasks {
+        let spare = spares.try_recv();
         let job = guarded(task, rank, || read(task, cfg, durable, rank, spare));
         if out.send(job).is_err() {
             break;
@@ -299,8 +293,8 @@ fn read_stage<'t>(
 /// The filter: a GPU backend keeps `depth` images submitted; the oldest is
 /// finished (waited for) only when the next one has been queued.
 fn filter_stage<'t>(
-    input: mpsc::Receiver<InFlight<'t>>,
-    out: mpsc::SyncSender<InFlight<'t>>,
+    input: Receiver<InFlight<'t>>,
+    out: Sender<InFlight<'t>>,
     backend: &mut dyn Backend,
     cfg: &RunConfig,
     rank: usize,
@@ -319,9 +313,9 @@ fn filter_stage<'t>(
 /// The writer: stages each output (a temporary file, not yet in place) and
 /// sends its buffer back to the readers.
 fn write_stage<'t>(
-    input: mpsc::Receiver<InFlight<'t>>,
-    out: mpsc::SyncSender<Committing<'t>>,
-    spares: mpsc::Sender<Voxels>,
+    input: Receiver<InFlight<'t>>,
+    out: Sender<Committing<'t>>,
+    spares: Sender<Voxels>,
     gzip: &Compressor,
     sync: bool,
     rank: usize,
@@ -349,7 +343,7 @@ fn write_stage<'t>(
 /// The committer: puts staged outputs in place a batch at a time, journals
 /// each, and keeps its record where `process` finds it.
 fn commit_stage(
-    input: mpsc::Receiver<Committing<'_>>,
+    input: Receiver<Committing<'_>>,
     journal: &mut Journal,
     progress: &Progress,
     finished: &Mutex<Vec<ImageRecord>>,
@@ -574,7 +568,7 @@ fn read<'t>(
 fn finish_oldest<'t>(
     queued: &mut VecDeque<InFlight<'t>>,
     backend: &mut dyn Backend,
-    to_writer: &mpsc::SyncSender<InFlight<'t>>,
+    to_writer: &Sender<InFlight<'t>>,
     rank: usize,
 ) -> bool {
     let Some(job) = queued.pop_front() else {

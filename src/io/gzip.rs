@@ -379,23 +379,28 @@ impl Compressor {
         let mut first = 0;
         while first < nchunks && !data.is_empty() {
             let end = (first + window).min(nchunks);
-            let done: Vec<Result<Deflated, DeflateError>> = self.pool.install(|| {
-                (first..end)
-                    .into_par_iter()
-                    .map(|i| {
-                        let lo = i * CHUNK;
-                        let hi = (lo + CHUNK).min(data.len());
-                        let dict_lo = lo.saturating_sub(DICT);
-                        // Dictionary and chunk, swapped together when needed.
-                        let span = swapped(&data[dict_lo..hi], swap);
-                        let (dict, chunk) = span.split_at(lo - dict_lo);
-                        let dict = if i == 0 { tail(header) } else { dict };
-                        let mut z = self.take_buffer();
-                        deflate_chunk(self.level, dict, chunk, i + 1 == nchunks, &mut z)?;
-                        Ok((z, crc32(chunk), chunk.len()))
-                    })
-                    .collect()
-            });
+            let chunk = |i: usize| {
+                let lo = i * CHUNK;
+                let hi = (lo + CHUNK).min(data.len());
+                let dict_lo = lo.saturating_sub(DICT);
+                // Dictionary and chunk, swapped together when needed.
+                let span = swapped(&data[dict_lo..hi], swap);
+                let (dict, chunk) = span.split_at(lo - dict_lo);
+                let dict = if i == 0 { tail(header) } else { dict };
+                let mut z = self.take_buffer();
+                deflate_chunk(self.level, dict, chunk, i + 1 == nchunks, &mut z)?;
+                Ok((z, crc32(chunk), chunk.len()))
+            };
+            // One chunk (an image under 1 MiB), or one thread: deflated right
+            // here. The pool's hand-off would cost more than a small chunk,
+            // and a time slice per wake-up on a node whose cores are all busy.
+            let serial = end - first == 1 || self.pool.current_num_threads() == 1;
+            let done: Vec<Result<Deflated, DeflateError>> = if serial {
+                (first..end).map(chunk).collect()
+            } else {
+                self.pool
+                    .install(|| (first..end).into_par_iter().map(chunk).collect())
+            };
             for r in done {
                 let (z, c, n) = r.map_err(std::io::Error::other)?;
                 out.write_all(&z)?;

@@ -399,9 +399,15 @@ fn read_typed<T: Sample + VoxelVec>(
 ) -> Result<Voxels, ReadError> {
     // A reused buffer keeps its old (initialised) values until read_exact
     // overwrites them all: no clearing pass over tens of MB.
-    let mut v: Vec<T> = spare.and_then(T::unwrap).unwrap_or_default();
-    v.truncate(n);
-    v.resize(n, T::zeroed());
+    let mut v: Vec<T> = match spare.and_then(T::unwrap) {
+        Some(mut v) => {
+            v.truncate(n);
+            v.resize(n, T::zeroed());
+            v
+        }
+        // Fresh from the kernel, already zero: not written twice.
+        None => crate::volume::zeroed_vec(n),
+    };
     r.read_exact(bytemuck::cast_slice_mut(&mut v))
         .map_err(|e| stream_error(e, gz, "voxel data"))?;
     if big_endian != cfg!(target_endian = "big") {

@@ -42,6 +42,42 @@ impl CpuBackend {
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
+
+    /// Runs `work` across the pool, or right here on the calling thread when
+    /// the pool has one thread or the volumes are too small to share: handing
+    /// a job to the pool and waking its threads costs tens of microseconds
+    /// on a quiet node, and a time slice per wake-up where every core is busy
+    /// with other work, while an 8³ volume filters in a few microseconds.
+    /// The loops inside split only when they find themselves in the pool
+    /// (`for_each_index`).
+    fn run<R: Send>(&self, volume_len: usize, work: impl FnOnce() -> R + Send) -> R {
+        if self.threads() == 1 || volume_len < SHARED_FROM {
+            work()
+        } else {
+            self.pool.install(work)
+        }
+    }
+}
+
+/// Volumes of fewer voxels than this (a 40³ volume) are filtered on the
+/// calling thread: splitting them would cost more than it saves.
+const SHARED_FROM: usize = 1 << 16;
+
+/// `work(state, i)` for every i in 0..n: split across the pool's threads
+/// (each with its own `init()` state) when called inside the pool, in order
+/// on this thread otherwise. Outside the pool rayon would start its global
+/// pool of one thread per CPU, which a rank given one core must not do.
+fn for_each_index<T>(
+    n: usize,
+    init: impl Fn() -> T + Sync + Send,
+    work: impl Fn(&mut T, usize) + Sync + Send,
+) {
+    if rayon::current_thread_index().is_some() {
+        (0..n).into_par_iter().for_each_init(init, work);
+    } else {
+        let mut state = init();
+        (0..n).for_each(|i| work(&mut state, i));
+    }
 }
 
 impl Backend for CpuBackend {
@@ -96,9 +132,9 @@ impl CpuBackend {
             kernels: &kernels,
             order,
         };
-        Ok(self
-            .pool
-            .install(|| smooth_all(input, shape, passes, spec, out)))
+        Ok(self.run(shape.volume_len(), || {
+            smooth_all(input, shape, passes, spec, out)
+        }))
     }
 
     /// `smooth_in_order` from `src` into `dst`, buffers the caller owns (the
@@ -138,7 +174,7 @@ impl CpuBackend {
             cval: spec.cval,
         };
         let (src, dst) = (Shared(src as *mut u8), Shared(dst));
-        self.pool.install(move || {
+        self.run(shape.volume_len(), move || {
             let (src, dst) = (src, dst);
             with_dtype!(din, S => with_dtype!(dout, D => {
                 let (sp, dp) = (src.0 as *const S, dst.0 as *mut D);
@@ -236,20 +272,18 @@ unsafe fn smooth_volume<S: Sample, D: Sample>(
         if let ([Some(kx), Some(ky), kz], true) = (kernels, x_then_y) {
             let slice = n[0] * n[1];
             let (s, d) = (Shared(src as *mut S), Shared(dst));
-            (0..n[2])
-                .into_par_iter()
-                .for_each_init(Scratch::default, move |sc, z| {
-                    let (s, d) = (s, d);
-                    let (sz, dz) = (s.0.add(z * slice), d.0.add(z * slice));
-                    pass(sz, dz, [n[0], n[1], 1], 0, kx, edge, Some((sc, None)));
-                    // While y filters this slice, bring the next slice's source
-                    // into L2, where the next x pass will find it.
-                    let next = (z + 1 < n[2]).then(|| Ahead {
-                        from: s.0.add((z + 1) * slice) as *const u8,
-                        bytes: slice * std::mem::size_of::<S>(),
-                    });
-                    pass(dz, dz, [n[0], n[1], 1], 1, ky, edge, Some((sc, next)));
+            for_each_index(n[2], Scratch::default, move |sc, z| {
+                let (s, d) = (s, d);
+                let (sz, dz) = (s.0.add(z * slice), d.0.add(z * slice));
+                pass(sz, dz, [n[0], n[1], 1], 0, kx, edge, Some((sc, None)));
+                // While y filters this slice, bring the next slice's source
+                // into L2, where the next x pass will find it.
+                let next = (z + 1 < n[2]).then(|| Ahead {
+                    from: s.0.add((z + 1) * slice) as *const u8,
+                    bytes: slice * std::mem::size_of::<S>(),
                 });
+                pass(dz, dz, [n[0], n[1], 1], 1, ky, edge, Some((sc, next)));
+            });
             if let Some(kz) = kz {
                 pass(dst, dst, n, 2, kz, edge, None);
             }
@@ -362,7 +396,7 @@ unsafe fn pass<S: Sample, D: Sample>(
         }
     };
     match reuse {
-        None => (0..groups).into_par_iter().for_each_init(scratch, work),
+        None => for_each_index(groups, scratch, work),
         Some((sc, ahead)) => {
             sc.fit(len, r, width, axis);
             for g in 0..groups {
