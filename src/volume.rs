@@ -503,9 +503,10 @@ impl Shape {
 }
 
 /// `n` zeroed values, for a whole image's voxels. The allocator maps a large
-/// buffer fresh from the kernel, already zero, so nothing is written here;
-/// each page is faulted in where it is first written (the read, the filter),
-/// not once more by a clearing pass. (Asking for huge pages, to fault once
+/// buffer (beyond malloc's mmap threshold, at most 32 MiB) fresh from the
+/// kernel, already zero, so nothing is written here; each page is faulted in
+/// where it is first written (the read, the filter), not once more by a
+/// clearing pass. (Asking for huge pages, to fault once
 /// per 2 MiB, was tried: with the kernel's usual `defrag=madvise` a fault
 /// could stall for a compaction, up to 0.7 s; docs/performance.md.)
 pub fn zeroed_vec<T: bytemuck::Zeroable + Clone>(n: usize) -> Vec<T> {

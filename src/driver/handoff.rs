@@ -69,6 +69,7 @@ impl<T> Shared<T> {
     }
 }
 
+/// The sending end; clones share the channel.
 pub struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
@@ -124,6 +125,7 @@ impl<T> Drop for Sender<T> {
     }
 }
 
+/// The receiving end; clones share the values (each goes to one of them).
 pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
@@ -142,8 +144,10 @@ impl<T> Receiver<T> {
 
     /// The next value if one comes within `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<T> {
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.recv();
+        };
         let shared = &*self.shared;
-        let deadline = Instant::now() + timeout;
         let mut s = shared.lock();
         while s.queue.is_empty() && s.senders > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -207,6 +211,7 @@ impl<T> IntoIterator for Receiver<T> {
     }
 }
 
+/// The values of a receiver, until the channel is empty and closed.
 pub struct IntoIter<T>(Receiver<T>);
 
 impl<T> Iterator for IntoIter<T> {
@@ -252,10 +257,19 @@ mod tests {
             drop(tx);
             for _ in 0..2 {
                 let (rx, got) = (rx.clone(), &got);
-                s.spawn(move || got.lock().unwrap().extend(&rx));
+                s.spawn(move || {
+                    // Collected first: both receivers take values at once.
+                    let mine: Vec<u64> = rx.into_iter().collect();
+                    got.lock().unwrap().push(mine);
+                });
             }
         });
-        let mut got = got.into_inner().unwrap();
+        let per_receiver = got.into_inner().unwrap();
+        assert!(
+            per_receiver.iter().all(|v| !v.is_empty()),
+            "a receiver took nothing"
+        );
+        let mut got: Vec<u64> = per_receiver.concat();
         got.sort_unstable();
         assert_eq!(got, (0..3000).collect::<Vec<_>>());
     }

@@ -405,7 +405,7 @@ fn read_typed<T: Sample + VoxelVec>(
             v.resize(n, T::zeroed());
             v
         }
-        // Fresh from the kernel, already zero: not written twice.
+        // A large one comes fresh from the kernel, already zero: not written twice.
         None => crate::volume::zeroed_vec(n),
     };
     r.read_exact(bytemuck::cast_slice_mut(&mut v))

@@ -5,8 +5,8 @@
 //! accumulation `acc = x[i]*w0; acc += (x[i-k] + x[i+k]) * w[k]` for k = r..1
 //! on whole rows, so the compiler emits SIMD adds and multiplies (never FMA:
 //! Rust does not contract, which keeps every voxel bit-identical to scipy).
-//! Groups of lines are disjoint, so passes run in place and in parallel over
-//! rayon's pool; the result of each pass is stored in the output dtype before
+//! Groups of lines are disjoint, so passes run in place and, for images big
+//! enough to share (`CpuBackend::run`), in parallel over rayon's pool; the result of each pass is stored in the output dtype before
 //! the next pass reads it, exactly as scipy does.
 //!
 //! int16 and uint8 images, whose outputs are truncated to integers, take
@@ -44,14 +44,15 @@ impl CpuBackend {
     }
 
     /// Runs `work` across the pool, or right here on the calling thread when
-    /// the pool has one thread or the volumes are too small to share: handing
+    /// the pool has one thread or the image is too small to share: handing
     /// a job to the pool and waking its threads costs tens of microseconds
     /// on a quiet node, and a time slice per wake-up where every core is busy
-    /// with other work, while an 8³ volume filters in a few microseconds.
-    /// The loops inside split only when they find themselves in the pool
-    /// (`for_each_index`).
-    fn run<R: Send>(&self, volume_len: usize, work: impl FnOnce() -> R + Send) -> R {
-        if self.threads() == 1 || volume_len < SHARED_FROM {
+    /// with other work, while an 8³ image filters in a few microseconds.
+    /// `voxels` is the whole image's count, all volumes: a long series of
+    /// small volumes is still shared. The loops inside split only when they
+    /// find themselves in the pool (`for_each_index`).
+    fn run<R: Send>(&self, voxels: usize, work: impl FnOnce() -> R + Send) -> R {
+        if self.threads() == 1 || voxels < SHARED_FROM {
             work()
         } else {
             self.pool.install(work)
@@ -59,7 +60,7 @@ impl CpuBackend {
     }
 }
 
-/// Volumes of fewer voxels than this (a 40³ volume) are filtered on the
+/// Images of fewer voxels than this (a 40³ volume) are filtered on the
 /// calling thread: splitting them would cost more than it saves.
 const SHARED_FROM: usize = 1 << 16;
 
@@ -67,6 +68,9 @@ const SHARED_FROM: usize = 1 << 16;
 /// (each with its own `init()` state) when called inside the pool, in order
 /// on this thread otherwise. Outside the pool rayon would start its global
 /// pool of one thread per CPU, which a rank given one core must not do.
+/// Only `CpuBackend::run` calls into here, on the filter's own thread or
+/// inside its pool (never from another pool's worker, which this test would
+/// take for ours).
 fn for_each_index<T>(
     n: usize,
     init: impl Fn() -> T + Sync + Send,
@@ -132,9 +136,7 @@ impl CpuBackend {
             kernels: &kernels,
             order,
         };
-        Ok(self.run(shape.volume_len(), || {
-            smooth_all(input, shape, passes, spec, out)
-        }))
+        Ok(self.run(shape.len(), || smooth_all(input, shape, passes, spec, out)))
     }
 
     /// `smooth_in_order` from `src` into `dst`, buffers the caller owns (the
@@ -174,7 +176,7 @@ impl CpuBackend {
             cval: spec.cval,
         };
         let (src, dst) = (Shared(src as *mut u8), Shared(dst));
-        self.run(shape.volume_len(), move || {
+        self.run(shape.len(), move || {
             let (src, dst) = (src, dst);
             with_dtype!(din, S => with_dtype!(dout, D => {
                 let (sp, dp) = (src.0 as *const S, dst.0 as *mut D);

@@ -171,3 +171,34 @@ fn no_filtered_axis_copies_with_cast() {
         .unwrap();
     assert_eq!(got, Voxels::I16(vec![1, -2, 3]));
 }
+
+#[test]
+fn images_big_enough_to_share_give_the_same_bits_on_one_thread_and_two() {
+    // Above `SHARED_FROM` the passes split across the pool; a series of
+    // small volumes is shared by its total size. Both must equal the
+    // definition, as the small images (filtered on the calling thread) do.
+    let shapes = [([48, 40, 36], 1), ([16, 16, 16], 20)];
+    for (n, volumes) in shapes {
+        let shape = Shape {
+            spatial: n,
+            spatial_ndim: 3,
+            volumes,
+        };
+        assert!(shape.len() >= SHARED_FROM);
+        let s = spec([2.0, 1.5, 2.5], Mode::Reflect);
+        let input = Voxels::F32(noise(shape.len(), 9).iter().map(|&x| x as f32).collect());
+        for out in [DType::F32, DType::I16] {
+            let want = reference_voxels(&input, shape, &s, out);
+            for threads in [1, 2] {
+                let got = CpuBackend::new(threads)
+                    .unwrap()
+                    .smooth(input.clone(), shape, &s, out)
+                    .unwrap();
+                assert_eq!(
+                    got, want,
+                    "shape {n:?}×{volumes} out {out} threads {threads}"
+                );
+            }
+        }
+    }
+}
