@@ -147,10 +147,11 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     if not passes:
         out[...] = input
         return out
+    # Refused even when there is nothing to write, as scipy refuses it.
+    if not out.flags.writeable:
+        raise ValueError("output array is read-only.")
     if out.size == 0:
         return out
-    if not out.flags.writeable:
-        raise ValueError("output array is read-only")
     threads = _threads(threads)
     src = _native_order(input)
     shape = input.shape

@@ -283,9 +283,14 @@ fn array_share(
     };
     if a.array {
         return slot.map(Some).ok_or_else(|| {
-            UsageError::Array(
-                "--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)".into(),
-            )
+            UsageError::Array(match slurm {
+                None => "--array: not inside a Slurm job (SLURM_JOB_ID is not set); \
+                         submit with sbatch --array"
+                    .into(),
+                Some(_) => {
+                    "--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)".into()
+                }
+            })
         });
     }
     if ranks == 1 {

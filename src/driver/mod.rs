@@ -181,17 +181,17 @@ fn array_share(
         .into_iter()
         .filter(|t| keep.contains(&unit_of[t.index]))
         .collect();
-    let what = if units == n {
-        "images"
+    // Images are shared one by one, or whole participants at a time (BIDS).
+    let groups = if units == n {
+        String::new()
     } else {
-        "groups (participants)"
+        format!("{} of {units} groups (participants), ", keep.len())
     };
     log::info!(
-        "array task {} ({} of {}): {} of {units} {what}, {} of {n} images",
+        "array task {} ({} of {}): {groups}{} of {n} images",
         slot.task_id,
         slot.position + 1,
         slot.count,
-        keep.len(),
         mine.len()
     );
     mine

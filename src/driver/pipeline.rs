@@ -70,24 +70,25 @@ fn next_batch<'t>(rx: &Receiver<Committing<'t>>, sync: bool) -> Option<Vec<Commi
     Some(batch)
 }
 
-/// Syncs and renames a batch (`io::commit_batch`); each record gets its
-/// output's size, or the error that stopped it.
-fn commit(mut batch: Vec<Committing<'_>>, sync: bool) -> Vec<Committing<'_>> {
-    let written: Vec<usize> = (0..batch.len())
-        .filter(|&i| batch[i].staged.is_some())
-        .collect();
-    let staged = written
-        .iter()
-        .filter_map(|&i| batch[i].staged.take())
-        .collect();
-    for (i, result) in written.into_iter().zip(io::commit_batch(staged, sync)) {
-        let c = &mut batch[i];
+/// Syncs and renames a batch (`io::commit_batch`), handing each image to
+/// `done` as soon as its output is in place (its record with the output's
+/// size, or the error that stopped it); images with no output go first.
+fn commit<'t>(batch: Vec<Committing<'t>>, sync: bool, mut done: impl FnMut(Committing<'t>)) {
+    let (mut written, other): (Vec<_>, Vec<_>) =
+        batch.into_iter().partition(|c| c.staged.is_some());
+    other.into_iter().for_each(&mut done);
+    let staged = written.iter_mut().filter_map(|c| c.staged.take()).collect();
+    let mut written = written.into_iter().map(Some).collect::<Vec<_>>();
+    io::commit_batch(staged, sync, |i, result| {
+        let Some(mut c) = written[i].take() else {
+            return;
+        };
         match result {
             Ok(bytes) => c.rec.bytes_out = bytes,
             Err(e) => fail(&mut c.rec, &c.task.input, e.to_string()),
         }
-    }
-    batch
+        done(c);
+    });
 }
 
 /// Runs every task the source yields through the pipeline; one record per
@@ -351,7 +352,7 @@ fn commit_stage(
     sync: bool,
 ) {
     while let Some(batch) = next_batch(&input, sync) {
-        for mut c in commit(batch, sync) {
+        commit(batch, sync, |mut c| {
             c.rec.finished_s = since_start();
             if let Some(p) = pacer {
                 p.done(c.task.index, c.rec.status.did_work());
@@ -361,7 +362,7 @@ fn commit_stage(
             if let Ok(mut f) = finished.lock() {
                 f.push(c.rec);
             }
-        }
+        });
     }
 }
 

@@ -205,25 +205,33 @@ impl Staged {
 /// costs more than the writing of a small one); if that fails, file by file,
 /// so that each error lands on its own output.
 /// With `sync` false, only renames (atomic against a kill, not a crash).
-pub fn commit_batch(batch: Vec<Staged>, sync: bool) -> Vec<Result<u64, WriteError>> {
+///
+/// `done(i, result)` is told of output `i` the moment it is in place (or
+/// failed), before the next one is synced: the caller's journal line then
+/// follows each rename at once, and a kill between the two (an output no
+/// journal vouches for, which `--resume` redoes) has microseconds to land
+/// in, not the rest of the batch's syncs.
+pub fn commit_batch(
+    batch: Vec<Staged>,
+    sync: bool,
+    mut done: impl FnMut(usize, Result<u64, WriteError>),
+) {
     let all_synced = !sync || (batch.len() >= SYNCFS_BATCH && syncfs(&batch[0].file));
-    let results: Vec<_> = batch
-        .into_iter()
-        .map(|st| {
-            if !all_synced {
-                st.sync()?;
-            }
-            let folder = st.dest.parent().map(Path::to_path_buf);
-            st.commit().map(|bytes| (bytes, folder))
-        })
-        .collect();
-    let folder = results.iter().find_map(|r| r.as_ref().ok()?.1.clone());
+    let mut folder = None;
+    for (i, st) in batch.into_iter().enumerate() {
+        let dest_folder = st.dest.parent().map(Path::to_path_buf);
+        let synced = if all_synced { Ok(()) } else { st.sync() };
+        let result = synced.and_then(|()| st.commit());
+        if result.is_ok() && folder.is_none() {
+            folder = dest_folder;
+        }
+        done(i, result);
+    }
     if let Some(folder) = folder.filter(|f| sync && !f.as_os_str().is_empty()) {
         if let Err(e) = sync_dir(&folder) {
             log::warn!("cannot sync {} to disk: {e}", folder.display());
         }
     }
-    results.into_iter().map(|r| r.map(|(b, _)| b)).collect()
 }
 
 /// Batches at least this long are synced with one `syncfs`.

@@ -122,3 +122,15 @@ def test_the_bar_on_a_terminal(slower, tmp_path):
     assert re.search(r"\d+/20 images", text), text
     assert re.search(r"[\d.]+ images/s, [\d.]+ MB/s, elapsed \d+:\d\d:\d\d, ETA", text), text
     assert "20 ok" in out
+
+
+def test_an_array_task_names_its_share_once(images, tmp_path):
+    """Slurm's variables for task 1 of --array=0-2: the log names the task
+    and its share of the 12 images once (it used to say "4 of 12 images" twice)."""
+    env = {k: v for k, v in ENV.items() if not k.startswith("SLURM_")}
+    env.update(SLURM_JOB_ID="7", SLURM_ARRAY_JOB_ID="7", SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_MIN="0",
+               SLURM_ARRAY_TASK_MAX="2", SLURM_ARRAY_TASK_COUNT="3")
+    r = run(["run", images, "-o", tmp_path / "o", "--array"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert "array task 1 (2 of 3): 4 of 12 images" in r.stderr, r.stderr
+    assert r.stderr.count("of 12 images") == 1, r.stderr

@@ -125,6 +125,17 @@ def test_what_it_cannot_do_is_named():
         nismooth.gaussian_filter(a, 2.0, radius=-1)
 
 
+@pytest.mark.parametrize("shape", [(8, 8, 8), (0, 3)])
+def test_a_read_only_output_is_refused_as_scipy_refuses_it(shape):
+    # Also when there is nothing to write (zero size), as in scipy.
+    a = data(shape, np.float32, 8)
+    for f in (ndimage.gaussian_filter, nismooth.gaussian_filter):
+        out = np.zeros(shape, np.float32)
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            f(a, 2.0, output=out)
+
+
 def test_smooth_img_is_nilearns(tmp_path):
     nib = pytest.importorskip("nibabel")
     nilearn_image = pytest.importorskip("nilearn.image")
