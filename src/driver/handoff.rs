@@ -196,13 +196,6 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
-impl<T> Iterator for &Receiver<T> {
-    type Item = T;
-    fn next(&mut self) -> Option<T> {
-        self.recv()
-    }
-}
-
 impl<T> IntoIterator for Receiver<T> {
     type Item = T;
     type IntoIter = IntoIter<T>;

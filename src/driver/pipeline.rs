@@ -74,11 +74,17 @@ fn next_batch<'t>(rx: &Receiver<Committing<'t>>, sync: bool) -> Option<Vec<Commi
 /// `done` as soon as its output is in place (its record with the output's
 /// size, or the error that stopped it); images with no output go first.
 fn commit<'t>(batch: Vec<Committing<'t>>, sync: bool, mut done: impl FnMut(Committing<'t>)) {
-    let (mut written, other): (Vec<_>, Vec<_>) =
-        batch.into_iter().partition(|c| c.staged.is_some());
-    other.into_iter().for_each(&mut done);
-    let staged = written.iter_mut().filter_map(|c| c.staged.take()).collect();
-    let mut written = written.into_iter().map(Some).collect::<Vec<_>>();
+    let mut staged = Vec::new();
+    let mut written = Vec::new();
+    for mut c in batch {
+        match c.staged.take() {
+            Some(st) => {
+                staged.push(st);
+                written.push(Some(c));
+            }
+            None => done(c),
+        }
+    }
     io::commit_batch(staged, sync, |i, result| {
         let Some(mut c) = written[i].take() else {
             return;
