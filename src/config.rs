@@ -289,6 +289,15 @@ impl RunConfig {
         Ok(())
     }
 
+    /// The settings, by the names `output_settings` and a report's `config`
+    /// give them, that change an output's values or its container: two runs
+    /// that differ in one made different files (the compression level only
+    /// changes how the same values are stored). Sidecars and merged reports
+    /// must state one set of these, the one that made the bytes.
+    pub const VALUE_SETTINGS: [&'static str; 10] = [
+        "sigma", "fwhm", "units", "compat", "truncate", "mode", "cval", "dtype", "exp", "format",
+    ];
+
     /// What determines an output's bytes, by option name: recorded in the
     /// journal, so that `--resume` never skips an output made otherwise.
     pub fn output_settings(&self) -> serde_json::Value {

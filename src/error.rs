@@ -16,6 +16,10 @@ pub enum UsageError {
     /// The output directory is the directory of an input: outputs would replace inputs.
     #[error("output directory {outdir} holds input {input}; choose another directory so inputs are never overwritten")]
     OutdirHoldsInput { outdir: PathBuf, input: PathBuf },
+    /// An output folder that lies outside the output directory once
+    /// symlinks and `..` are resolved.
+    #[error("output folder {folder} lies outside the output directory {outdir} (through a symbolic link or '..'): nothing is written outside it")]
+    OutsideOutdir { folder: PathBuf, outdir: PathBuf },
     /// Two inputs share a file name, so their outputs would collide.
     #[error("inputs {first} and {second} would both write {name} in the output directory")]
     DuplicateOutput {

@@ -7,11 +7,11 @@
 
 use clap::FromArgMatches;
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyNotImplementedError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::filter::cpu::CpuBackend;
-use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
+use crate::filter::{ExpFlavour, FilterSpec, Kernel1d, Mode, Semantics};
 use crate::volume::{DType, Shape, Voxels};
 
 /// The voxel type of a numpy dtype name (`"float32"`), if nismooth has it.
@@ -44,7 +44,7 @@ fn buffer(a: &Bound<'_, PyUntypedArray>, what: &str) -> PyResult<(*mut u8, usize
 /// overlaps the output in another layout, or is not aligned, is copied first.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (input, output, spatial, volumes, sigma, truncate, mode, cval, threads, order))]
+#[pyo3(signature = (input, output, spatial, volumes, sigma, truncate, mode, cval, threads, order, weights=None))]
 fn filter(
     py: Python<'_>,
     input: &Bound<'_, PyUntypedArray>,
@@ -57,6 +57,7 @@ fn filter(
     cval: f64,
     threads: usize,
     order: [usize; 3],
+    weights: Option<[Option<Vec<f64>>; 3]>,
 ) -> PyResult<()> {
     let din = dtype(&input.dtype().to_string())?;
     let dout = dtype(&output.dtype().to_string())?;
@@ -85,14 +86,11 @@ fn filter(
             .copy_from_slice(unsafe { std::slice::from_raw_parts(src, src_len) });
         v
     });
-    let spec = FilterSpec {
-        sigma,
-        truncate,
-        mode,
-        cval,
-        exp: ExpFlavour::detect(),
-        semantics: Semantics::Scipy,
-    };
+    // The Python side caps `threads` with a warning; this keeps any caller
+    // of the private function from starting 100 000 threads.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.clamp(1, cpus);
+    let kernels = kernels(sigma, truncate, weights, threads, spatial)?;
     let shape = Shape {
         spatial,
         spatial_ndim: 3,
@@ -109,9 +107,85 @@ fn filter(
         // writeable: the Python side checks); both stay borrowed for this
         // call and nothing else touches them (the caller waits, GIL held by
         // none of ours); they are one buffer of one dtype or disjoint (above).
-        unsafe { backend.smooth_raw(from, din, dst.ptr(), dout, shape, &spec, order) }
+        unsafe {
+            backend.smooth_raw(
+                from,
+                din,
+                dst.ptr(),
+                dout,
+                shape,
+                &kernels,
+                (mode, cval),
+                order,
+            )
+        }
     });
     result.map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Each spatial axis's kernel: the half-kernels the caller gives (numpy's
+/// own, for a σ that is not float64), or scipy's float64 ones from σ and
+/// truncate. Refused before anything is allocated: a radius that is not a
+/// number (ValueError), or one whose weights and padded lines this machine
+/// cannot hold (MemoryError, as numpy says it; an allocation that fails
+/// inside Rust would abort the interpreter instead).
+fn kernels(
+    sigma: [f64; 3],
+    truncate: f64,
+    weights: Option<[Option<Vec<f64>>; 3]>,
+    threads: usize,
+    spatial: [usize; 3],
+) -> PyResult<[Option<Kernel1d>; 3]> {
+    let radii: [f64; 3] = match &weights {
+        Some(w) => std::array::from_fn(|a| w[a].as_ref().map_or(0.0, |h| h.len() as f64 - 1.0)),
+        None => std::array::from_fn(|a| {
+            if sigma[a] > crate::filter::SIGMA_EPS {
+                crate::filter::radius_f64(sigma[a], truncate)
+            } else {
+                0.0
+            }
+        }),
+    };
+    for (a, &r) in radii.iter().enumerate() {
+        if r.is_nan() || r < 0.0 {
+            return Err(PyValueError::new_err(format!(
+                "kernel radius {r} along axis {a}: sigma and truncate must give a nonnegative integer"
+            )));
+        }
+        // The weights, and every thread's line padded by the radius on each side.
+        let values = (2.0 * r + 1.0) + (threads as f64 + 1.0) * (spatial[a] as f64 + 2.0 * r);
+        let bytes = values * 8.0;
+        if !bytes.is_finite() || bytes > memory_available() {
+            return Err(PyMemoryError::new_err(format!(
+                "Unable to allocate {bytes:.3e} bytes for a Gaussian kernel of radius {r} along axis {a}"
+            )));
+        }
+    }
+    Ok(match weights {
+        Some(w) => w.map(|h| h.filter(|h| !h.is_empty()).map(|half| Kernel1d { half })),
+        None => FilterSpec {
+            sigma,
+            truncate,
+            mode: Mode::Reflect,
+            cval: 0.0,
+            exp: ExpFlavour::detect(),
+            semantics: Semantics::Scipy,
+        }
+        .kernels(3),
+    })
+}
+
+/// Bytes this machine can still give (MemAvailable), or no bound where
+/// /proc/meminfo cannot be read.
+fn memory_available() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024.0)
+        })
+        .unwrap_or(f64::INFINITY)
 }
 
 /// Whether `p` is aligned for values of `t` (numpy arrays usually are; a

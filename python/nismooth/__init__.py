@@ -22,12 +22,13 @@ _DTYPES = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint
 
 
 def _per_axis(value, n, name):
-    """scipy's _normalize_sequence: one value for every axis, or one per axis."""
-    if isinstance(value, str) or not hasattr(value, "__len__"):
+    """scipy's _normalize_sequence: one value for every axis, or one per axis
+    (each keeping its own type: a numpy float32 σ makes another kernel)."""
+    if isinstance(value, str) or not np.iterable(value):
         return [value] * n
     value = list(value)
     if len(value) != n:
-        raise RuntimeError(f"sequence argument {name} must have length equal to input rank")
+        raise RuntimeError("sequence argument must have length equal to input rank")
     return value
 
 
@@ -59,12 +60,63 @@ def _output(output, input):
     return output
 
 
-def _truncate_for(sigma, truncate, radius):
-    """The truncate that gives scipy's kernel radius: int(truncate·σ + 0.5), or `radius`."""
-    if radius is None:
-        return float(truncate)
-    if not isinstance(radius, numbers.Integral) or radius < 0:
+def _radius(sigma, truncate, radius):
+    """scipy's gaussian_filter1d: the radius int(truncate·float(σ) + 0.5), or
+    `radius`, computed with the caller's own objects, so that a NaN, an
+    infinity or a negative value raises what scipy raises."""
+    sd = float(sigma)
+    lw = int(truncate * sd + 0.5)
+    if radius is not None:
+        lw = radius
+    if not isinstance(lw, numbers.Integral) or lw < 0:
         raise ValueError("Radius must be a nonnegative integer.")
+    return int(lw)
+
+
+def _available_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_kernel_memory(lw, length, threads):
+    """A kernel this machine cannot hold is refused as numpy refuses an
+    array, before anything is allocated: its weights and every thread's
+    line padded by the radius on each side."""
+    if 2 * lw + 1 > np.iinfo(np.intp).max:
+        # scipy's np.arange(-lw, lw + 1) says this of a length beyond intp.
+        raise ValueError("Maximum allowed size exceeded")
+    need = 8 * ((2 * lw + 1) + (threads + 1) * (length + 2 * lw))
+    if need > _available_bytes():
+        raise MemoryError(f"Unable to allocate {need} bytes for a Gaussian kernel of radius {lw}")
+
+
+def _numpy_half_kernel(sigma, lw):
+    """scipy's _gaussian_kernel1d(sigma, 0, lw), from the centre out, in
+    σ's own dtype as scipy computes it (a float32 σ rounds -0.5/σ² to
+    float32; a longdouble σ keeps every step in long double)."""
+    sigma2 = sigma * sigma
+    x = np.arange(-lw, lw + 1)
+    phi = np.exp(-0.5 / sigma2 * x ** 2)
+    phi = phi / phi.sum()
+    return [float(w) for w in np.asarray(phi[lw:], dtype=np.float64)]
+
+
+def _own_float(sigma):
+    """Whether σ is a numpy float of another precision than float64."""
+    dtype = getattr(sigma, "dtype", None)
+    return dtype is not None and dtype.kind == "f" and dtype != np.float64
+
+
+def _truncate_for(sigma, truncate, radius):
+    """A float64 truncate t with int(t·σ + 0.5) == radius, the radius scipy gives."""
+    if float(truncate) * sigma + 0.5 < 2.0 ** 62 and int(float(truncate) * sigma + 0.5) == radius:
+        return float(truncate)
     t = radius / sigma
     while int(t * sigma + 0.5) > radius:
         t = np.nextafter(t, 0.0)
@@ -73,11 +125,23 @@ def _truncate_for(sigma, truncate, radius):
     return float(t)
 
 
+def _cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _threads(threads):
+    """The CPUs this process may run on, or `threads` up to them: more
+    threads than CPUs only share the CPUs, and a huge count would spend
+    minutes starting threads (capped, with a warning)."""
     if threads is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return _cpus()
     if int(threads) < 1:
         raise ValueError("threads must be at least 1")
+    if int(threads) > _cpus():
+        import warnings
+        warnings.warn(f"threads={int(threads)} is more than the {_cpus()} CPU(s) this process may "
+                      f"run on: {_cpus()} used", RuntimeWarning, stacklevel=3)
+        return _cpus()
     return int(threads)
 
 
@@ -143,7 +207,7 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
         if m not in _MODES:
             raise RuntimeError(f"boundary mode not supported: {m!r}")
         if s > 1e-15:
-            passes.append((ax, float(s), _MODES[m], _truncate_for(float(s), truncate, r)))
+            passes.append((ax, s, _MODES[m], _radius(s, truncate, r)))
     if not passes:
         out[...] = input
         return out
@@ -153,6 +217,16 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     if out.size == 0:
         return out
     threads = _threads(threads)
+    for ax, s, m, lw in passes:
+        _check_kernel_memory(lw, input.shape[ax], threads)
+    # A σ of another float dtype than float64 makes another kernel in scipy:
+    # numpy computes those weights here, as scipy does; float64 ones the
+    # native side computes (the same bits), from a float64 truncate that
+    # gives scipy's radius (a float32 truncate rounds in float32 there).
+    if any(_own_float(s) for _, s, _, _ in passes):
+        passes = [(ax, float(s), m, ("weights", _numpy_half_kernel(s, lw))) for ax, s, m, lw in passes]
+    else:
+        passes = [(ax, float(s), m, _truncate_for(float(s), truncate, lw)) for ax, s, m, lw in passes]
     src = _native_order(input)
     shape = input.shape
     if src.flags.c_contiguous and not src.flags.f_contiguous:
@@ -171,7 +245,10 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
         target = out
     for call in _calls(shape, passes):
         spatial, volumes, sig, trunc, m, order = call
-        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads, order)
+        weights = None
+        if isinstance(trunc, list):
+            trunc, weights = 4.0, trunc
+        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads, order, weights)
         src = work
     if work is not target and not np.shares_memory(work, target):
         target[...] = work
@@ -183,28 +260,41 @@ def _calls(shape, passes):
     passes are over distinct axes among the first three with one mode and
     one truncate (volumes beyond; the native side runs them in the order
     given), else one call per pass, an axis beyond the third seen as the
-    middle one of (before, axis, after)."""
+    middle one of (before, axis, after). A pass's truncate may instead be
+    ("weights", half-kernel): the call then carries the weights, a list per
+    spatial axis, in the truncate's place."""
     dims = list(shape) + [1] * max(0, 3 - len(shape))
     volumes = int(np.prod(dims[3:], dtype=np.int64)) if len(dims) > 3 else 1
     axes = [p[0] for p in passes]
-    together = (len(set(axes)) == len(axes) and all(a < 3 for a in axes)
-                and len({(p[2], p[3]) for p in passes}) == 1)
-    if together:
+    weighted = isinstance(passes[0][3], tuple)
+    same = {p[2] for p in passes} if weighted else {(p[2], p[3]) for p in passes}
+    together = len(set(axes)) == len(axes) and all(a < 3 for a in axes) and len(same) == 1
+
+    def kernel(slots):
+        """The call's sigmas and its truncate (or its weights) for {axis: pass}."""
         sig = [0.0, 0.0, 0.0]
-        for ax, s, _, _ in passes:
+        half = [None, None, None]
+        for ax, (_, s, _, t) in slots.items():
             sig[ax] = s
+            if weighted:
+                half[ax] = t[1]
+        return sig, (half if weighted else next(iter(slots.values()))[3])
+
+    if together:
+        sig, trunc = kernel({p[0]: p for p in passes})
         order = axes + [a for a in range(3) if a not in axes]
-        return [(dims[:3], volumes, sig, passes[0][3], passes[0][2], order)]
+        return [(dims[:3], volumes, sig, trunc, passes[0][2], order)]
     calls = []
-    for ax, s, m, t in passes:
+    for p in passes:
+        ax = p[0]
         if ax < 3:
-            sig = [0.0, 0.0, 0.0]
-            sig[ax] = s
-            calls.append((dims[:3], volumes, sig, t, m, [0, 1, 2]))
+            sig, trunc = kernel({ax: p})
+            calls.append((dims[:3], volumes, sig, trunc, p[2], [0, 1, 2]))
         else:
             before = int(np.prod(dims[:ax], dtype=np.int64))
             after = int(np.prod(dims[ax + 1:], dtype=np.int64))
-            calls.append(([before, dims[ax], after], 1, [0.0, s, 0.0], t, m, [0, 1, 2]))
+            sig, trunc = kernel({1: p})
+            calls.append(([before, dims[ax], after], 1, sig, trunc, p[2], [0, 1, 2]))
     return calls
 
 

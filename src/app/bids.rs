@@ -29,6 +29,15 @@ pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
     let query = query(args)?;
     let root = query.root.clone();
     inside_derivatives(&root, &args.output_dir)?;
+    sidecar::check_output_dataset(&args.output_dir).map_err(anyhow::Error::msg)?;
+    let outputs: Vec<std::path::PathBuf> = query
+        .discover()?
+        .into_iter()
+        .filter_map(|i| Some(args.output_dir.join(&i.subdir).join(i.name?)))
+        .collect();
+    let settings = run::output_settings(&run_args)?;
+    sidecar::check_kernel_conflicts(outputs.iter().map(|p| p.as_path()), &settings)
+        .map_err(anyhow::Error::msg)?;
     run::run_with(&run_args, Some(query), &|report, cfg| {
         derivatives(&root, report, cfg).context("writing the derivatives' metadata")
     })
@@ -80,6 +89,28 @@ pub fn query(args: &BidsArgs) -> anyhow::Result<Query> {
         bids::label_ok(&desc),
         "--desc '{desc}': a BIDS label has letters and digits only"
     );
+    anyhow::ensure!(
+        desc.len() <= bids::MAX_DESC,
+        "desc label '{}…' is {} characters long (from the kernel's value): give a shorter one with --desc",
+        &desc[..24],
+        desc.len()
+    );
+    // Each becomes a folder or a part of a file name: one label each, so
+    // that none can climb out of the dataset (`--datatype ../../x`).
+    let lists = [
+        ("--participant-label", &args.participant_label, "sub"),
+        ("--session-label", &args.session_label, "ses"),
+        ("--datatype", &args.datatype, ""),
+        ("--suffix", &args.suffix, ""),
+    ];
+    for (option, values, key) in lists {
+        for v in values {
+            anyhow::ensure!(
+                bids::label_ok(bids::bare(v, key)),
+                "{option} '{v}': a BIDS label has letters and digits only"
+            );
+        }
+    }
     Ok(Query {
         root: args.bids_dir.clone(),
         participants: args.participant_label.clone(),
@@ -100,14 +131,31 @@ fn derivatives(root: &Path, report: &Report, cfg: &RunConfig) -> anyhow::Result<
     };
     let mut written = 0;
     for rec in &report.images {
-        if !matches!(rec.status, Status::Ok | Status::Skipped) {
+        // A skipped output keeps the sidecar that came with it: these
+        // settings did not make its bytes. Only one whose journal vouches
+        // for these settings (--resume) gets one where it has none.
+        let output = Path::new(&rec.output);
+        let ours = match rec.status {
+            Status::Ok => true,
+            Status::Skipped => cfg.resume && !sidecar::json_path(output).exists(),
+            _ => false,
+        };
+        if !ours {
             continue;
         }
         let input = Path::new(&rec.input);
         let rel = input.strip_prefix(root).unwrap_or(input);
         let meta = sidecar::inherited(root, input).map_err(anyhow::Error::msg)?;
-        sidecar::write_sidecar(Path::new(&rec.output), &link.uri(rel), meta, &smoothing)?;
+        sidecar::write_sidecar(output, &link.uri(rel), meta, &smoothing)?;
         written += 1;
+    }
+    let made = report
+        .images
+        .iter()
+        .any(|r| matches!(r.status, Status::Ok | Status::Skipped));
+    if !made {
+        log::warn!("derivatives: no image was written: dataset_description.json left as it was");
+        return Ok(());
     }
     sidecar::write_dataset_description(&cfg.outdir, &link, &report.command, &smoothing)?;
     log::info!(

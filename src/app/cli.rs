@@ -533,7 +533,8 @@ pub struct SbatchArgs {
     /// script (--signal=B:USR1@N; Slurm may send it up to a minute earlier).
     #[arg(long, value_parser = at_least_one, default_value_t = 90, requires = "requeue")]
     pub requeue_lead: usize,
-    /// The nismooth binary the job runs (default: this one).
+    /// The nismooth binary the job runs (default: `nismooth` on PATH when
+    /// it can run the model, else this one; the script's notes say which).
     #[arg(long)]
     pub binary: Option<PathBuf>,
     /// Write the script here instead of printing it.

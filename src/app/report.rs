@@ -32,7 +32,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
         }
         None if args.job.is_some() => {
             let job = args.job.as_deref().unwrap_or_default();
-            print!("{}", accounted(job)?);
+            print!("{}", report::printable(&accounted(job)?));
             Ok(EXIT_OK)
         }
         None => {
@@ -87,8 +87,14 @@ fn seff_block(j: &accounting::Job, own: Option<&report::Report>) -> String {
             hms(r.elapsed_s),
             r.alloc_cpus
         ),
-        None => format!(
+        // sacct counts whole seconds: a job that ran under one shows 0.
+        None if r.state.starts_with("PENDING") || r.state.starts_with("CANCELLED") => format!(
             "  seff: CPU efficiency n/a (sacct gives {} CPU(s) over {}: the job did not run)\n",
+            r.alloc_cpus,
+            hms(r.elapsed_s)
+        ),
+        None => format!(
+            "  seff: CPU efficiency n/a (sacct gives {} CPU(s) over {}: the job ran under a second, which sacct cannot divide)\n",
             r.alloc_cpus,
             hms(r.elapsed_s)
         ),

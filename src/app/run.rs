@@ -93,6 +93,12 @@ fn show_and_export(report: &report::Report, cfg: &RunConfig) -> anyhow::Result<(
     Ok(())
 }
 
+/// What determines each output's bytes under these options
+/// (`RunConfig::output_settings`), known before the run starts.
+pub fn output_settings(a: &RunArgs) -> anyhow::Result<serde_json::Value> {
+    Ok(run_config(a, 1, 1, false)?.output_settings())
+}
+
 /// The inputs these options name, as the run will discover them.
 pub fn sources(a: &RunArgs) -> nismooth::plan::Sources {
     nismooth::plan::Sources {
@@ -110,6 +116,22 @@ pub fn readers(a: &RunArgs, threads: usize) -> usize {
     a.readers.map_or(default_readers(threads), |n| n as usize)
 }
 
+/// `--threads N` up to the CPUs this process may run on: more only share
+/// them, and a huge count spent minutes starting threads that a drain
+/// signal could not stop (capped, with a warning on root).
+fn cap_threads(n: usize, root: bool) -> (usize, String) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n <= cpus {
+        return (n, "--threads".into());
+    }
+    if root {
+        log::warn!(
+            "--threads {n} is more than the {cpus} CPU(s) this process may run on: {cpus} used"
+        );
+    }
+    (cpus, format!("--threads {n}, capped to the CPUs"))
+}
+
 /// The run's settings from its options and its place in the job: `ranks`
 /// processes in the run, `node_ranks` of them on this node (for the
 /// default threads), the Slurm context from the environment.
@@ -125,7 +147,7 @@ fn run_config(
         ));
     }
     let (threads, threads_from) = match a.threads {
-        Some(n) => (n, "--threads".into()),
+        Some(n) => cap_threads(n, root),
         None => config::default_threads(node_ranks),
     };
     let slurm = SlurmContext::from_env();

@@ -174,6 +174,21 @@ fn read_study(path: &Path) -> anyhow::Result<Study> {
         "{} is not a nismooth study",
         path.display()
     );
+    // A wall that no run can have (edited, or a broken clock) would fit a
+    // model that predicts nothing: 0.0 s for 40 000 images.
+    for p in &study.points {
+        let times = [p.wall_s, p.outer_wall_s, p.read_s, p.filter_s, p.write_s];
+        anyhow::ensure!(
+            times.iter().all(|t| t.is_finite() && *t >= 0.0 && *t < 1e9) && p.wall_s > 0.0,
+            "{}: the point at {} rank(s) × {} thread(s), {} task(s) has a time no run can have \
+             (wall {} s): run the study again",
+            path.display(),
+            p.ranks,
+            p.threads,
+            p.tasks,
+            p.wall_s
+        );
+    }
     Ok(study)
 }
 

@@ -108,8 +108,16 @@ fn or_all(labels: &[String]) -> String {
     }
 }
 
-/// A label given as `sub-01` or `01`: the part BIDS calls the label.
-fn bare<'a>(label: &'a str, key: &str) -> &'a str {
+/// The longest `desc-` label taken from the kernel's value: a FWHM of 1e-300
+/// would otherwise make a 300-digit label and names no file system takes.
+pub const MAX_DESC: usize = 40;
+
+/// A label given as `sub-01` or `01`: the part BIDS calls the label (an
+/// empty `key` takes the value as it is).
+pub fn bare<'a>(label: &'a str, key: &str) -> &'a str {
+    if key.is_empty() {
+        return label;
+    }
     label
         .strip_prefix(key)
         .and_then(|l| l.strip_prefix('-'))

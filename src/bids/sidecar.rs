@@ -10,13 +10,26 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::Name;
 use crate::io::write_file_atomic;
 
-/// A JSON object of metadata.
-pub type Metadata = Map<String, Value>;
+/// A JSON object of metadata, each value kept as the source wrote it: a
+/// sidecar's integer beyond 2⁶³ (or a number with more digits than a
+/// double holds) is copied digit for digit, not rounded through an f64.
+pub type Metadata = BTreeMap<String, Box<RawValue>>;
+
+/// A JSON object as `serde_json` reads it (descriptions nismooth reads fields of).
+type Object = Map<String, Value>;
+
+/// `value` as metadata.
+fn raw(value: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a JSON value always serializes")
+}
 
 /// The source image's metadata by the inheritance principle: at each level
 /// from `root` down to the image's folder, the JSON files whose suffix is
@@ -42,9 +55,11 @@ pub fn inherited(root: &Path, image: &Path) -> Result<Metadata, String> {
     for level in levels {
         for (_, path) in applicable(&level, &name) {
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(m)) => merged.extend(m),
-                Ok(_) => return Err(format!("{}: not a JSON object", path.display())),
+            match serde_json::from_slice::<Metadata>(&bytes) {
+                Ok(m) => merged.extend(m),
+                Err(e) if e.classify() == serde_json::error::Category::Data => {
+                    return Err(format!("{}: not a JSON object", path.display()))
+                }
                 Err(e) => return Err(format!("{}: invalid JSON: {e}", path.display())),
             }
         }
@@ -89,12 +104,13 @@ pub fn write_sidecar(
     mut meta: Metadata,
     smoothing: &Smoothing,
 ) -> Result<PathBuf, crate::io::WriteError> {
-    meta.insert("Sources".into(), json!([source_uri]));
-    meta.entry("SkullStripped").or_insert(Value::Bool(false));
-    meta.insert("Description".into(), json!(smoothing.description));
-    meta.insert("Smoothing".into(), smoothing.settings.clone());
+    meta.insert("Sources".into(), raw(&json!([source_uri])));
+    meta.entry("SkullStripped".into())
+        .or_insert_with(|| raw(&Value::Bool(false)));
+    meta.insert("Description".into(), raw(&json!(smoothing.description)));
+    meta.insert("Smoothing".into(), raw(&smoothing.settings));
     let path = json_path(output);
-    let text = serde_json::to_string_pretty(&Value::Object(meta)).unwrap_or_default() + "\n";
+    let text = serde_json::to_string_pretty(&meta).unwrap_or_default() + "\n";
     write_file_atomic(&path, text.as_bytes())?;
     Ok(path)
 }
@@ -115,7 +131,7 @@ pub struct SourceLink {
     /// a file system path prefix, else absolute.
     pub target: String,
     /// The source's own dataset_description.json.
-    pub description: Metadata,
+    pub description: Object,
 }
 
 impl SourceLink {
@@ -167,8 +183,115 @@ fn relative(to: &Path, from: &Path) -> String {
     }
 }
 
+/// OUTPUT_DIR may be missing, an empty folder, a folder nismooth made
+/// (it holds `.nismooth`), or a derivatives dataset: anything else (a raw
+/// dataset above all, whose description would be rewritten as a
+/// derivative's and whose folders would fill with derivatives) is refused
+/// before any work, with the reason.
+pub fn check_output_dataset(out: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return match std::fs::metadata(out) {
+            Ok(_) => Err(format!(
+                "OUTPUT_DIR {} is not a readable folder",
+                out.display()
+            )),
+            Err(_) => Ok(()),
+        };
+    };
+    let description = out.join("dataset_description.json");
+    if description.exists() {
+        let kind = read_object(&description)?
+            .get("DatasetType")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        return match kind.as_deref() {
+            Some("derivative") => Ok(()),
+            other => Err(format!(
+                "OUTPUT_DIR {} is a {} BIDS dataset, not a derivatives one: nismooth writes only into an empty \
+                 folder or a derivatives dataset (DatasetType \"derivative\"), and would rewrite its \
+                 dataset_description.json; choose another OUTPUT_DIR",
+                out.display(),
+                other.map_or("raw (no DatasetType)".to_string(), |t| format!("\"{t}\"")),
+            )),
+        };
+    }
+    let mut names = entries.filter_map(Result::ok).map(|e| e.file_name());
+    let ours = out.join(".nismooth").is_dir();
+    match names.next() {
+        None => Ok(()),
+        Some(_) if ours => Ok(()),
+        Some(name) => Err(format!(
+            "OUTPUT_DIR {} holds files ({} among them) but no dataset_description.json: \
+             nismooth writes only into an empty folder, one it made, or a derivatives dataset",
+            out.display(),
+            name.to_string_lossy()
+        )),
+    }
+}
+
+/// A JSON file that must hold an object.
+fn read_object(path: &Path) -> Result<Object, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!("{}: not a JSON object", path.display())),
+        Err(e) => Err(format!("{}: invalid JSON: {e}", path.display())),
+    }
+}
+
+/// Refuses, before any work, an output whose sidecar says another kernel
+/// made it: the same `desc-` label for two kernels would overwrite one with
+/// the other (or, with `--skip-existing`, keep the old images under a
+/// sidecar that claims the new settings). `outputs` are the run's images.
+pub fn check_kernel_conflicts<'a>(
+    outputs: impl IntoIterator<Item = &'a Path>,
+    settings: &Value,
+) -> Result<(), String> {
+    for output in outputs {
+        let json = json_path(output);
+        if !json.exists() {
+            continue;
+        }
+        let theirs = read_object(&json)?;
+        let Some(made) = theirs.get("Smoothing") else {
+            return Err(format!(
+                "{} exists and says nothing of a smoothing: it was not made by nismooth; \
+                 choose another --desc or OUTPUT_DIR",
+                json.display()
+            ));
+        };
+        if let Some(field) = crate::config::RunConfig::VALUE_SETTINGS
+            .iter()
+            .find(|f| made.get(**f) != settings.get(**f))
+        {
+            return Err(format!(
+                "{} was made with other settings ({field}: {} there, {} now): \
+                 the same desc- label for two kernels would mix them; give this kernel its own --desc",
+                output.display(),
+                made.get(*field).unwrap_or(&Value::Null),
+                settings.get(*field).unwrap_or(&Value::Null),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The words of a command that do not change what it makes: a `--resume`
+/// or a `--skip-existing` of the same run is the same entry in GeneratedBy.
+fn what_it_makes(command: &[String]) -> String {
+    command
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "--resume" | "--skip-existing"))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Writes `dataset_description.json` of the derivatives dataset at `root`
 /// (and a README when there is none): what made it, from what, and how.
+/// An existing description keeps every field it has (its Name, License,
+/// Authors, HowToAcknowledge…); nismooth adds its entry to GeneratedBy and
+/// its source to SourceDatasets and DatasetLinks.
 pub fn write_dataset_description(
     root: &Path,
     link: &SourceLink,
@@ -179,14 +302,8 @@ pub fn write_dataset_description(
     let ours = json!({
         "Name": "nismooth",
         "Version": env!("CARGO_PKG_VERSION"),
-        "Description": format!("{} Command: {}", smoothing.description, command.join(" ")),
+        "Description": format!("{} Command: {}", smoothing.description, what_it_makes(command)),
     });
-    // A derivatives folder may hold several kernels (several desc- labels):
-    // each run that wrote into it is kept in GeneratedBy.
-    let mut generated_by = earlier_generators(root);
-    if !generated_by.contains(&ours) {
-        generated_by.push(ours);
-    }
     let source_name = src
         .get("Name")
         .and_then(Value::as_str)
@@ -195,14 +312,49 @@ pub fn write_dataset_description(
     if let Some(doi) = src.get("DatasetDOI") {
         source["DOI"] = doi.clone();
     }
-    let description = json!({
-        "Name": format!("{source_name}, smoothed by nismooth"),
-        "BIDSVersion": src.get("BIDSVersion").cloned().unwrap_or(json!("1.10.0")),
-        "DatasetType": "derivative",
-        "GeneratedBy": generated_by,
-        "SourceDatasets": [source],
-        "DatasetLinks": {link.name.clone(): link.target.clone()},
-    });
+    let existing = read_object(&root.join("dataset_description.json")).unwrap_or_default();
+    let mut description = existing.clone();
+    let mut put = |key: &str, value: Value| {
+        description.entry(key).or_insert(value);
+    };
+    put(
+        "Name",
+        json!(format!("{source_name}, smoothed by nismooth")),
+    );
+    put(
+        "BIDSVersion",
+        src.get("BIDSVersion").cloned().unwrap_or(json!("1.10.0")),
+    );
+    put("DatasetType", json!("derivative"));
+    // A derivatives folder may hold several kernels (several desc- labels):
+    // each run that wrote into it is kept in GeneratedBy, once.
+    let list = |key: &str| {
+        existing
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut generated_by = list("GeneratedBy");
+    if !generated_by.contains(&ours) {
+        generated_by.push(ours);
+    }
+    let mut sources = list("SourceDatasets");
+    if !sources.contains(&source) {
+        sources.push(source);
+    }
+    let mut links = existing
+        .get("DatasetLinks")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    links
+        .entry(link.name.clone())
+        .or_insert(json!(link.target.clone()));
+    description.insert("GeneratedBy".into(), json!(generated_by));
+    description.insert("SourceDatasets".into(), json!(sources));
+    description.insert("DatasetLinks".into(), Value::Object(links));
+    let description = Value::Object(description);
     let text = serde_json::to_string_pretty(&description).unwrap_or_default() + "\n";
     write_file_atomic(&root.join("dataset_description.json"), text.as_bytes())?;
     let readme = root.join("README.md");
@@ -219,15 +371,6 @@ pub fn write_dataset_description(
         write_file_atomic(&readme, text.as_bytes())?;
     }
     Ok(())
-}
-
-/// The `GeneratedBy` entries of a derivatives dataset already at `root`.
-fn earlier_generators(root: &Path) -> Vec<Value> {
-    std::fs::read(root.join("dataset_description.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| v.get("GeneratedBy")?.as_array().cloned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -257,9 +400,9 @@ mod tests {
         );
         let img = func.join("sub-01_task-rest_run-1_bold.nii.gz");
         let m = inherited(root, &img).unwrap();
-        assert_eq!(m["RepetitionTime"], json!(2.5));
-        assert_eq!(m["TaskName"], json!("rest"));
-        assert_eq!(m["EchoTime"], json!(0.03));
+        assert_eq!(m["RepetitionTime"].get(), "2.5");
+        assert_eq!(m["TaskName"].get(), "\"rest\"");
+        assert_eq!(m["EchoTime"].get(), "0.03");
         assert!(!m.contains_key("Field"));
         let run2 = inherited(root, &func.join("sub-01_task-rest_run-2_bold.nii.gz")).unwrap();
         assert!(!run2.contains_key("EchoTime"));

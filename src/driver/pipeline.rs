@@ -262,14 +262,24 @@ pub fn not_started(task: &Task, rank: usize) -> ImageRecord {
 }
 
 /// Abandons an image in flight once the drain's grace is over (or a second
-/// signal came): no output, and its record says so. True if it did.
-fn abandon_if_aborting(job: &mut InFlight<'_>) -> bool {
+/// signal came): no output, and its record says so. True if it did. An
+/// image only read so far was not started: its filter never began.
+fn abandon_if_aborting(job: &mut InFlight<'_>, filtered: bool) -> bool {
     if job.img.is_none() || !stop::aborting() {
         return false;
     }
     job.img = None;
-    interrupted(&mut job.rec);
+    if filtered {
+        interrupted(&mut job.rec);
+    } else {
+        stopped_before_filter(&mut job.rec);
+    }
     true
+}
+
+fn stopped_before_filter(rec: &mut ImageRecord) {
+    rec.status = Status::NotStarted;
+    rec.note = Some("not started: the run stopped before its filter began".into());
 }
 
 fn interrupted(rec: &mut ImageRecord) {
@@ -364,7 +374,9 @@ fn commit_stage(
                 p.done(c.task.index, c.rec.status.did_work());
             }
             journal.record(&c.rec, &c.task.output, c.input);
-            progress.tick();
+            if !c.rec.status.left_undone() {
+                progress.tick();
+            }
             if let Ok(mut f) = finished.lock() {
                 f.push(c.rec);
             }
@@ -484,7 +496,7 @@ fn read<'t>(
         staged: None,
     };
     if stop::aborting() {
-        interrupted(&mut rec);
+        stopped_before_filter(&mut rec);
         return job(rec, None);
     }
     if let Some(why) = skip_reason(task, cfg, durable) {
@@ -588,7 +600,7 @@ fn finish_oldest<'t>(
 /// Hands the image's voxels to the backend; a synchronous backend is done
 /// at once, a GPU only queues the work (`finish` collects it).
 fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend) -> InFlight<'t> {
-    if abandon_if_aborting(&mut job) {
+    if abandon_if_aborting(&mut job, false) {
         return job;
     }
     let Some(img) = job.img.as_mut() else {
@@ -620,6 +632,10 @@ fn finish<'t>(mut job: InFlight<'t>, backend: &mut dyn Backend) -> InFlight<'t> 
     match (smoothed, job.img.as_mut()) {
         (Ok(v), Some(img)) => img.voxels = v,
         (Ok(_), None) => {}
+        (Err(crate::filter::FilterError::Cancelled), _) => {
+            interrupted(&mut job.rec);
+            job.img = None;
+        }
         (Err(e), _) => {
             fail(&mut job.rec, &job.task.input, format!("filter failed: {e}"));
             job.img = None;
@@ -636,7 +652,7 @@ fn write<'t>(
     durable: bool,
     spare: &mut Option<Voxels>,
 ) -> InFlight<'t> {
-    if abandon_if_aborting(&mut job) {
+    if abandon_if_aborting(&mut job, true) {
         return job;
     }
     let Some(img) = job.img.take() else {

@@ -277,6 +277,10 @@ fn read_more(path: &Path, offset: &mut u64, partial: &mut Vec<u8>, f: &mut Figur
     };
     for line in partial[..end].split(|&b| b == b'\n') {
         if let Ok(Line::Image { record, .. }) = serde_json::from_slice::<Line>(line) {
+            // A drain's records of images it never made are not progress.
+            if record.status.left_undone() {
+                continue;
+            }
             f.done += 1;
             f.bytes += record.bytes_in;
             f.failed += u64::from(record.status == Status::Failed);

@@ -68,6 +68,8 @@ pub fn install(settings: &StopSettings) -> std::io::Result<()> {
         (settings.grace_s.max(0.0) * 1000.0) as u64,
         Ordering::SeqCst,
     );
+    // A filter in progress asks too, between groups of lines.
+    crate::filter::set_cancel_check(aborting);
     if settings.signals.is_empty() {
         return Ok(());
     }

@@ -164,8 +164,29 @@ impl FilterSpec {
     }
 }
 
+/// What the filter asks, between groups of lines, to know whether to stop:
+/// set once by the driver (its drain's "abandon the images in flight"), so
+/// that a second signal or the end of the grace stops a long filter within
+/// a few lines instead of at its end. The filter imports nothing from the
+/// driver; this hook is the whole of their contact.
+static CANCEL: std::sync::OnceLock<fn() -> bool> = std::sync::OnceLock::new();
+
+/// Makes `check` the question the filters ask (the first call wins).
+pub fn set_cancel_check(check: fn() -> bool) {
+    let _ = CANCEL.set(check);
+}
+
+/// Whether a filter in progress should stop now.
+pub fn cancelled() -> bool {
+    CANCEL.get().is_some_and(|check| check())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
+    /// The run is stopping and abandoned this image part-way (a second
+    /// signal, or the drain's grace ran out): its voxels are not the result.
+    #[error("abandoned part-way: the run is stopping")]
+    Cancelled,
     /// The voxel buffer does not hold shape's voxel count (a bug upstream, or a truncated read).
     #[error("voxel buffer holds {got} values but the shape needs {want}")]
     ShapeMismatch { got: usize, want: usize },

@@ -20,8 +20,9 @@ pub use read::{
     read_image_from_bytes, read_image_into,
 };
 pub use write::{
-    commit_batch, exists_nonempty, new_header, output_header, stage_image, sync_dir, temp_owner,
-    write_file_atomic, write_image, OutputFormat, Staged, WriteOptions,
+    commit_batch, exists_nonempty, new_header, output_header, report_target, stage_image, sync_dir,
+    temp_owner, write_file_atomic, write_image, write_report_file, OutputFormat, Staged, Target,
+    WriteOptions,
 };
 
 use std::path::PathBuf;

@@ -307,6 +307,78 @@ pub fn write_file_atomic(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     sync_dir(folder.unwrap_or(Path::new("."))).map_err(io_err)
 }
 
+/// What a path given for a report, a CSV or a merged report names today.
+/// A regular file (or nothing yet) is replaced atomically; anything else a
+/// user can name (`/dev/stdout`, a FIFO, a terminal) is written into as it
+/// is, because renaming over it would replace the device with a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A regular file, or no file yet: written beside and renamed to this
+    /// path (a symlink's own target, so that the link stays a link).
+    Replace(PathBuf),
+    /// A device, FIFO or socket (or a link to one): opened and written.
+    Stream,
+}
+
+/// Says how `dest` will be written, or why it cannot be: a folder, an
+/// empty path or a missing parent folder is refused here, before any work.
+pub fn report_target(dest: &Path) -> Result<Target, WriteError> {
+    let refuse = |why: &str| WriteError::Io {
+        path: dest.to_path_buf(),
+        source: std::io::Error::other(why.to_string()),
+    };
+    if dest.as_os_str().is_empty() {
+        return Err(refuse("an empty path names no file"));
+    }
+    // `/dev/stdout` redirected to a log resolves to the log: write into it
+    // where the shell put it, not over it.
+    if dest.starts_with("/dev") || dest.starts_with("/proc") {
+        if std::fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
+            return Err(refuse("is a folder: name a file"));
+        }
+        return Ok(Target::Stream);
+    }
+    match std::fs::metadata(dest) {
+        Ok(m) if m.is_dir() => Err(refuse("is a folder: name a file")),
+        Ok(m) if m.is_file() => Ok(Target::Replace(
+            std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf()),
+        )),
+        Ok(_) => Ok(Target::Stream),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(dest).is_ok() {
+                return Err(refuse("is a symbolic link to nothing: name a file"));
+            }
+            let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+            match parent.map(std::fs::metadata) {
+                None => Ok(Target::Replace(dest.to_path_buf())),
+                Some(Ok(m)) if m.is_dir() => Ok(Target::Replace(dest.to_path_buf())),
+                Some(_) => Err(refuse("its folder does not exist")),
+            }
+        }
+        Err(e) => Err(WriteError::Io {
+            path: dest.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Writes `bytes` to `dest` as `report_target` says: atomically to a
+/// regular file, directly into a device or FIFO. Errors name `dest`.
+pub fn write_report_file(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    match report_target(dest)? {
+        Target::Replace(path) => write_file_atomic(&path, bytes),
+        // Appended: a log behind `/dev/stdout` keeps what is already in it.
+        Target::Stream => OpenOptions::new()
+            .append(true)
+            .open(dest)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|source| WriteError::Io {
+                path: dest.to_path_buf(),
+                source,
+            }),
+    }
+}
+
 /// A fresh little-endian NIfTI-1 single-file header (352 bytes with the
 /// extension flag): `dims` up to 7, voxel size `pixdim`, and the affine's
 /// first three rows `srow` (used for both sform and a diagonal qform).

@@ -170,6 +170,7 @@ pub fn make_tasks(
     }
     let mut folder_ids: HashMap<PathBuf, Option<FileId>> = HashMap::new();
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let real_outdir = identity::resolve_future(outdir);
     let mut tasks = Vec::with_capacity(inputs.len());
     for (index, found) in inputs.into_iter().enumerate() {
         let Input {
@@ -179,6 +180,9 @@ pub fn make_tasks(
             ..
         } = found;
         let folder = outdir.join(&subdir);
+        if !folder_ids.contains_key(&subdir) {
+            inside_outdir(&folder, &subdir, outdir, &real_outdir)?;
+        }
         let out_id = *folder_ids
             .entry(subdir)
             .or_insert_with(|| FileId::of(&identity::resolve_future(&folder)));
@@ -227,6 +231,28 @@ pub fn make_tasks(
     checked.map(|()| tasks)
 }
 
+/// An output folder must stay inside OUTDIR once symlinks are resolved: a
+/// link planted inside OUTDIR (`sub-01/anat -> ../../raw/sub-02/anat`) or a
+/// `..` in a folder's name would put outputs, and the files beside them,
+/// somewhere the user never named.
+fn inside_outdir(
+    folder: &Path,
+    subdir: &Path,
+    outdir: &Path,
+    real_outdir: &Path,
+) -> Result<(), UsageError> {
+    let plain = subdir
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain && identity::resolve_future(folder).starts_with(real_outdir) {
+        return Ok(());
+    }
+    Err(UsageError::OutsideOutdir {
+        folder: folder.to_path_buf(),
+        outdir: outdir.to_path_buf(),
+    })
+}
+
 /// The folders below OUTDIR that a tree's outputs go to.
 fn create_subfolders(tasks: &[Task], outdir: &Path) -> Result<(), UsageError> {
     let folders: std::collections::BTreeSet<&Path> =
@@ -265,6 +291,14 @@ fn check_reports(reports: &ReportFiles, tasks: &[Task]) -> Result<(), UsageError
     };
     let mut places: Vec<(&str, Place)> = Vec::new();
     for &(flag, path) in reports {
+        // A device or FIFO is written into, never replaced: no folder to probe.
+        match crate::io::report_target(path) {
+            Err(crate::io::WriteError::Io { source, .. }) => {
+                return Err(refuse(flag, path, source.to_string()))
+            }
+            Ok(crate::io::Target::Stream) => continue,
+            Ok(crate::io::Target::Replace(_)) => {}
+        }
         let folder = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
             Some(f) => f.to_path_buf(),
             None => PathBuf::from("."),

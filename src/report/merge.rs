@@ -1,9 +1,12 @@
 //! Several reports become one: the reports of a job array's tasks, or of runs
-//! that each covered part of a list. Images are keyed by their index in the
-//! full list; the same image written in two reports is refused (the runs
-//! overlapped), and otherwise the most final record wins: a requeued job's
-//! attempts each report every image, the ones they did not reach as
-//! `not_started` and the ones an earlier attempt wrote as `skipped`.
+//! that each covered part of a list. Images are keyed by their input and
+//! output paths, not by their index (two `--list` runs over disjoint lists
+//! both number from 0); the same image written in two reports is refused
+//! (the runs overlapped), and otherwise the most final record wins: a
+//! requeued job's attempts each report every image, the ones they did not
+//! reach as `not_started` and the ones an earlier attempt wrote as `skipped`.
+//! Reports made with different kernels are refused: the merged report states
+//! one set of settings, and it must be the one that made every byte.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,18 @@ pub enum MergeError {
     /// Nothing to merge.
     #[error("no reports given")]
     Empty,
+    /// Two reports were made with different output settings.
+    #[error("{first} and {second} were made with different settings ({field}: {a} against {b}); merge reports of one kernel only")]
+    Settings {
+        first: PathBuf,
+        second: PathBuf,
+        field: String,
+        a: String,
+        b: String,
+    },
+    /// One report lists the same input twice.
+    #[error("{path} lists image {input} twice")]
+    Duplicate { path: PathBuf, input: String },
 }
 
 /// Reads one report file, or one journal (`.jsonl`: the records a process
@@ -125,12 +140,21 @@ fn finality(s: Status) -> u8 {
 pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
     let reports: Vec<Report> = paths.iter().map(|p| load(p)).collect::<Result<_, _>>()?;
     let first = reports.first().ok_or(MergeError::Empty)?.clone();
-    let mut images: BTreeMap<usize, (ImageRecord, &Path)> = BTreeMap::new();
+    check_settings(&reports, paths)?;
+    let mut images: BTreeMap<(&str, &str), (ImageRecord, &Path)> = BTreeMap::new();
     let mut processes = Vec::new();
     for (report, path) in reports.iter().zip(paths) {
         processes.extend(report.processes.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
         for img in &report.images {
-            match images.get(&img.index) {
+            let key = (img.input.as_str(), img.output.as_str());
+            if !seen.insert(key) {
+                return Err(MergeError::Duplicate {
+                    path: path.clone(),
+                    input: img.input.clone(),
+                });
+            }
+            match images.get(&key) {
                 Some((old, old_path)) if old.status == Status::Ok && img.status == Status::Ok => {
                     return Err(MergeError::Overlap {
                         index: img.index,
@@ -142,12 +166,13 @@ pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
                 // The more final record wins; between equals, the later run.
                 Some((old, _)) if finality(old.status) > finality(img.status) => {}
                 _ => {
-                    images.insert(img.index, (img.clone(), path));
+                    images.insert(key, (img.clone(), path));
                 }
             }
         }
     }
-    let images: Vec<ImageRecord> = images.into_values().map(|(r, _)| r).collect();
+    let mut images: Vec<ImageRecord> = images.into_values().map(|(r, _)| r).collect();
+    images.sort_by(|a, b| (a.index, &a.input).cmp(&(b.index, &b.input)));
     Ok(Report {
         created_unix: reports.iter().map(|r| r.created_unix).max().unwrap_or(0),
         command: vec!["nismooth".into(), "report".into(), "merge".into()]
@@ -178,6 +203,35 @@ pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
         images,
         ..first
     })
+}
+
+/// Refuses reports whose outputs were made with different settings, naming
+/// the first setting that differs (a journal's report has no `config`, and
+/// is not compared).
+fn check_settings(reports: &[Report], paths: &[PathBuf]) -> Result<(), MergeError> {
+    let with_config: Vec<(&Report, &PathBuf)> = reports
+        .iter()
+        .zip(paths)
+        .filter(|(r, _)| r.config.is_object())
+        .collect();
+    let Some(&(base, base_path)) = with_config.first() else {
+        return Ok(());
+    };
+    for &(other, path) in &with_config[1..] {
+        for field in crate::config::RunConfig::VALUE_SETTINGS {
+            let (a, b) = (&base.config[field], &other.config[field]);
+            if a != b {
+                return Err(MergeError::Settings {
+                    first: base_path.clone(),
+                    second: path.clone(),
+                    field: field.into(),
+                    a: a.to_string(),
+                    b: b.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Slurm context of the merged report: an array's reports become the
@@ -346,5 +400,48 @@ mod tests {
         let bad = d.path().join("bad.json");
         std::fs::write(&bad, b"{\"schema\": 1}").unwrap();
         assert!(matches!(merge(&[bad]), Err(MergeError::Unreadable { .. })));
+    }
+
+    #[test]
+    fn disjoint_lists_merge_by_path_not_index() {
+        let d = tempfile::tempdir().unwrap();
+        let named = |name: &str| ImageRecord {
+            input: format!("in/{name}.nii"),
+            output: format!("out/{name}.nii"),
+            ..record(0, Status::Ok)
+        };
+        let a = write(d.path(), "a.json", &report(vec![named("a")], 1.0));
+        let b = write(d.path(), "b.json", &report(vec![named("b")], 1.0));
+        let m = merge(&[a.clone(), b]).unwrap();
+        assert_eq!(
+            m.summary.tasks, 2,
+            "two runs of one image each, both index 0"
+        );
+        let twice = write(
+            d.path(),
+            "twice.json",
+            &report(vec![named("c"), named("c")], 1.0),
+        );
+        assert!(matches!(merge(&[twice]), Err(MergeError::Duplicate { .. })));
+    }
+
+    #[test]
+    fn reports_of_different_kernels_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |sigma: f64, mode: &str, index: usize| {
+            let mut r = report(vec![record(index, Status::Ok)], 1.0);
+            r.config =
+                serde_json::json!({"sigma": vec![sigma; 3], "mode": mode, "threads": index + 1});
+            r
+        };
+        let a = write(d.path(), "a.json", &with(1.0, "reflect", 0));
+        let same = write(d.path(), "same.json", &with(1.0, "reflect", 1));
+        merge(&[a.clone(), same]).expect("threads differ, the kernel does not");
+        let b = write(d.path(), "b.json", &with(7.0, "wrap", 1));
+        let e = merge(&[a, b]).unwrap_err();
+        assert!(
+            matches!(&e, MergeError::Settings { field, .. } if field == "sigma"),
+            "{e}"
+        );
     }
 }

@@ -293,6 +293,23 @@ impl Summary {
 }
 
 /// One output format of a report.
+/// `text` with its control characters (an ANSI escape in a file name, a
+/// host name or an error) written out as `\u{1b}`, so that a terminal shows
+/// them instead of obeying them; new lines and tabs stay.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let keep = !c.is_control() || c == '\n' || c == '\t';
+            let shown: Vec<char> = if keep {
+                vec![c]
+            } else {
+                c.escape_unicode().collect()
+            };
+            shown
+        })
+        .collect()
+}
+
 pub trait Exporter {
     fn render(&self, report: &Report) -> Result<String, ExportError>;
 }
@@ -312,13 +329,14 @@ pub enum ExportError {
     Write(#[from] crate::io::WriteError),
 }
 
-/// Renders `report` with `exporter` into `path`, atomically.
+/// Renders `report` with `exporter` into `path`: atomically where it is a
+/// regular file, written into where it is a device or a FIFO.
 pub fn export_to(
     exporter: &dyn Exporter,
     report: &Report,
     path: &std::path::Path,
 ) -> Result<(), ExportError> {
     let text = exporter.render(report)?;
-    crate::io::write_file_atomic(path, text.as_bytes())?;
+    crate::io::write_report_file(path, text.as_bytes())?;
     Ok(())
 }

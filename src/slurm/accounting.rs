@@ -45,10 +45,20 @@ pub enum AccountingError {
     Sacct { job: String, message: String },
     #[error("sacct knows no job {0} (is accounting on, and the job finished?)")]
     NoJob(String),
+    /// Not one job id (`123`) or array task (`123_4`).
+    #[error("--job '{0}': give one job id (123) or one array task (123_4)")]
+    BadJobId(String),
 }
 
 /// `sacct -j JOB`'s records, the job's and its steps' (and an array's tasks').
 pub fn query(job: &str) -> Result<Vec<Record>, AccountingError> {
+    // One job (`123`) or one array task (`123_4`): sacct reads `1,2` as
+    // two jobs and the shell `1;x` as two commands, and `''` as none.
+    let (base, task) = job.split_once('_').unwrap_or((job, "0"));
+    let number = |s: &str| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit());
+    if !number(base) || !number(task) {
+        return Err(AccountingError::BadJobId(job.into()));
+    }
     let out = Command::new("sacct")
         .args(["-j", job, "-P", "-n", "-o", FIELDS])
         .output()

@@ -145,8 +145,12 @@ impl ArraySlot {
 
 /// A memory size that is not in Slurm's form.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("memory '{0}': expected e.g. 4G or 1500M")]
+#[error("memory '{0}': expected e.g. 4G or 1500M, at most 1024P")]
 pub struct BadMemory(pub String);
+
+/// The most memory a request may name, in MiB (1 EiB): more is a typo, and
+/// its MiB count times 2^20 would not fit in a byte count.
+pub const MAX_MEMORY_MIB: u64 = 1 << 40;
 
 /// A memory size as Slurm writes it ("4G", "1500M", "512" meaning MiB) → MiB.
 pub fn parse_mib(s: &str) -> Result<u64, BadMemory> {
@@ -158,8 +162,10 @@ pub fn parse_mib(s: &str) -> Result<u64, BadMemory> {
         _ => (s, 1),
     };
     num.parse::<u64>()
-        .map(|v| v * mult)
-        .map_err(|_| BadMemory(s.into()))
+        .ok()
+        .and_then(|v| v.checked_mul(mult))
+        .filter(|&mib| mib <= MAX_MEMORY_MIB)
+        .ok_or_else(|| BadMemory(s.into()))
 }
 
 /// Expands Slurm's filename patterns in a report path: %A (array job id),

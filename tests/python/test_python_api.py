@@ -176,3 +176,77 @@ def test_the_wheels_command_is_the_binary(tmp_path):
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
     bad = subprocess.run([*cli, "run", "--no-such-flag"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--no-such-flag" in bad.stderr
+
+
+SIGMAS_OF_THEIR_OWN_DTYPE = [np.float32(1.5), np.float16(1.5), np.longdouble(1.5),
+                             np.array([1.5, 2.5, 0.7], dtype=np.float32),
+                             [np.float32(1.5), np.float32(2.1), np.float32(0.9)],
+                             np.array(1.3, dtype=np.float32)]
+
+
+@pytest.mark.parametrize("sigma", SIGMAS_OF_THEIR_OWN_DTYPE, ids=lambda s: f"{type(s).__name__}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_sigma_keeps_its_own_dtype_as_in_scipy(sigma, dtype):
+    """scipy builds the kernel in σ's dtype (nibabel's get_zooms() gives float32)."""
+    a = data((20, 17, 15), dtype, 11)
+    same(nismooth.gaussian_filter(a, sigma), ndimage.gaussian_filter(a, sigma))
+    same(nismooth.gaussian_filter(a, sigma, mode="wrap", truncate=np.float32(3.3)),
+         ndimage.gaussian_filter(a, sigma, mode="wrap", truncate=np.float32(3.3)))
+    b = data((9, 8, 7, 3), dtype, 12)
+    s4 = list(np.broadcast_to(np.asarray(sigma), (3,))) + [np.float32(0.8)]
+    same(nismooth.gaussian_filter(b, s4), ndimage.gaussian_filter(b, s4))
+
+
+BAD_KERNELS = [dict(sigma=np.inf), dict(sigma=1e300), dict(sigma=2, truncate=-1),
+               dict(sigma=2, truncate=-4), dict(sigma=2, truncate=np.inf),
+               dict(sigma=2, truncate=np.nan), dict(sigma=2, radius=2 ** 63),
+               dict(sigma=np.float32(np.inf)), dict(sigma=2, radius=-3)]
+
+
+def _raised(f):
+    try:
+        f()
+    except BaseException as e:  # noqa: B036 (a PanicException is a BaseException)
+        return type(e)
+    return None
+
+
+@pytest.mark.parametrize("kw", BAD_KERNELS, ids=repr)
+def test_bad_kernels_raise_what_scipy_raises(kw):
+    a = data((6, 5, 4), np.float32, 13)
+    want = _raised(lambda: ndimage.gaussian_filter(a, **kw))
+    assert want is not None and issubclass(want, Exception)
+    assert _raised(lambda: nismooth.gaussian_filter(a, **kw)) is want
+
+
+def test_kernels_too_large_for_memory_raise_memory_error_not_abort():
+    """scipy would try (and raise MemoryError); an allocation failing in Rust
+    aborts the interpreter, so each case runs in a child process."""
+    import subprocess
+    import sys
+    cases = ["nismooth.gaussian_filter(a, 1e9)", "nismooth.gaussian_filter(a, 2, truncate=1e9)",
+             "nismooth.gaussian_filter(a, 2, radius=10**12)"]
+    for case in cases:
+        code = ("import numpy as np, nismooth\na = np.ones((5, 5, 5), np.float32)\n"
+                f"try:\n    {case}\nexcept MemoryError:\n    print('MemoryError')\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == "MemoryError", (case, proc.returncode,
+                                                                              proc.stderr[-500:])
+
+
+def test_smooth_img_with_an_infinite_fwhm_raises_as_nilearn(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    nilearn_image = pytest.importorskip("nilearn.image")
+    img = nib.Nifti1Image(data((6, 5, 4), np.float32, 14), np.eye(4))
+    want = _raised(lambda: nilearn_image.smooth_img(img, np.inf))
+    assert want is not None and issubclass(want, Exception)
+    assert _raised(lambda: nismooth.smooth_img(img, np.inf)) is want
+
+
+def test_more_threads_than_cpus_are_capped_with_a_warning():
+    import os
+    a = data((40, 40, 40), np.float32, 15)
+    cpus = len(os.sched_getaffinity(0))
+    with pytest.warns(RuntimeWarning, match=f"{cpus} used"):
+        got = nismooth.gaussian_filter(a, 2.0, threads=100000)
+    same(got, ndimage.gaussian_filter(a, 2.0))

@@ -60,6 +60,15 @@ impl CpuBackend {
     }
 }
 
+/// The filter's result, unless the run stopped it part-way.
+fn finished(voxels: Voxels) -> Result<Voxels, FilterError> {
+    if super::cancelled() {
+        Err(FilterError::Cancelled)
+    } else {
+        Ok(voxels)
+    }
+}
+
 /// Images of fewer voxels than this (a 40³ volume) are filtered on the
 /// calling thread: splitting them would cost more than it saves.
 const SHARED_FROM: usize = 1 << 16;
@@ -136,13 +145,15 @@ impl CpuBackend {
             kernels: &kernels,
             order,
         };
-        Ok(self.run(shape.len(), || smooth_all(input, shape, passes, spec, out)))
+        finished(self.run(shape.len(), || smooth_all(input, shape, passes, spec, out)))
     }
 
     /// `smooth_in_order` from `src` into `dst`, buffers the caller owns (the
     /// Python module's numpy arrays), without copying either: the first
     /// pass reads `src`, every pass writes `dst`. `src` may be `dst` itself
-    /// (in place) when the dtypes are equal.
+    /// (in place) when the dtypes are equal. The caller gives the kernels:
+    /// scipy builds them in σ's own dtype (a float32 σ gives other weights
+    /// than the same value as float64), and only the caller knows that dtype.
     ///
     /// # Safety
     /// `src` must hold `shape.len()` values of `din` and `dst` as many of
@@ -157,23 +168,20 @@ impl CpuBackend {
         dst: *mut u8,
         dout: DType,
         shape: Shape,
-        spec: &FilterSpec,
+        kernels: &[Option<Kernel1d>; 3],
+        edge: (Mode, f64),
         order: [usize; 3],
     ) -> Result<(), FilterError> {
         check_order(order)?;
-        let kernels = spec.kernels(shape.spatial_ndim);
         if kernels.iter().all(Option::is_none) {
             return Err(FilterError::Unavailable(
                 "no axis to filter (every sigma is 0)".into(),
             ));
         }
-        let passes = Passes {
-            kernels: &kernels,
-            order,
-        };
+        let passes = Passes { kernels, order };
         let edge = Edge {
-            mode: spec.mode,
-            cval: spec.cval,
+            mode: edge.0,
+            cval: edge.1,
         };
         let (src, dst) = (Shared(src as *mut u8), Shared(dst));
         self.run(shape.len(), move || {
@@ -367,6 +375,11 @@ unsafe fn pass<S: Sample, D: Sample>(
         sc
     };
     let work = |sc: &mut Scratch, g: usize| {
+        // A run that is stopping leaves the rest of the pass undone; the
+        // caller throws the volume away (`finished`).
+        if super::cancelled() {
+            return;
+        }
         let (ci, bi) = (g / blocks, g % blocks);
         let b0 = bi * width;
         let lanes = width.min(n[b] - b0);

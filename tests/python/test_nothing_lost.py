@@ -1,0 +1,344 @@
+"""Nothing lost, round three (issue 36): each reproducer of the hostile round
+as a test. Report targets that are devices, FIFOs or links; BIDS outputs
+that stay inside their folder and never overwrite a raw dataset or another
+kernel; merged reports of one kernel; bounded threads; signals that bite
+inside a long filter; progress that does not count what a drain left; and
+what a terminal or sacct is handed."""
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, ROOT, nismooth, noise, save
+
+ROOT_USER = os.geteuid() == 0
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(3):
+        save(d / f"img{i}.nii.gz", noise((12, 10, 8), np.int16, i))
+    return d
+
+
+def run(inputs, out, *extra, expect=0, **kw):
+    return nismooth("run", inputs, "-o", out, "--progress", "none", *extra, expect=expect, **kw)
+
+
+# 1. Report and CSV targets ---------------------------------------------------
+
+@pytest.mark.skipif(not ROOT_USER, reason="mknod needs root")
+def test_a_device_as_report_and_csv_stays_a_device(inputs, tmp_path):
+    for name in ("null2", "null3", "null4"):
+        os.mknod(tmp_path / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    run(inputs, tmp_path / "o", "--report", tmp_path / "null2", "--csv", tmp_path / "null3")
+    for name in ("null2", "null3"):
+        assert stat.S_ISCHR(os.stat(tmp_path / name).st_mode), f"{name} became a regular file"
+
+
+@pytest.mark.skipif(not ROOT_USER, reason="mknod needs root")
+def test_report_merge_into_a_device_stays_a_device(inputs, tmp_path):
+    run(inputs, tmp_path / "o", "--report", tmp_path / "r.json")
+    os.mknod(tmp_path / "null4", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    nismooth("report", "merge", tmp_path / "r.json", "-o", tmp_path / "null4")
+    assert stat.S_ISCHR(os.stat(tmp_path / "null4").st_mode)
+
+
+def test_a_fifo_as_report_is_written_into(inputs, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    run(inputs, tmp_path / "o", "--report", fifo)
+    reader.join(30)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert json.loads(got[0])["summary"]["ok"] == 3
+
+
+def test_a_link_to_a_report_keeps_the_link_and_replaces_its_file(inputs, tmp_path):
+    target = tmp_path / "reports" / "real.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    run(inputs, tmp_path / "o", "--report", link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert json.loads(target.read_text())["summary"]["ok"] == 3
+
+
+def test_dev_stdout_as_report_writes_to_standard_output(inputs, tmp_path):
+    before = os.readlink("/dev/stdout") if os.path.islink("/dev/stdout") else None
+    try:
+        proc = run(inputs, tmp_path / "o", "--report", "/dev/stdout")
+        assert '"schema"' in proc.stdout
+        assert (os.readlink("/dev/stdout") if os.path.islink("/dev/stdout") else None) == before
+    finally:
+        if before is not None and not os.path.islink("/dev/stdout") and ROOT_USER:
+            os.remove("/dev/stdout")
+            os.symlink(before, "/dev/stdout")
+
+
+@pytest.mark.parametrize("target", ["folder", ""])
+def test_a_folder_or_nothing_as_report_is_refused_before_any_work(inputs, tmp_path, target):
+    path = tmp_path / "rdir" if target == "folder" else ""
+    if target == "folder":
+        path.mkdir()
+    proc = run(inputs, tmp_path / "o", "--report", path, expect=2)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.nii.gz"))
+    why = "is a folder" if target == "folder" else "empty path"
+    assert proc.stderr.count(why) == 1, proc.stderr
+
+
+# 6. report merge -------------------------------------------------------------
+
+def test_merge_refuses_reports_of_other_kernels_and_matches_by_path(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, seed in ((a, 1), (b, 2)):
+        d.mkdir()
+        save(d / f"x{seed}.nii.gz", noise((8, 8, 8), np.float32, seed))
+    (tmp_path / "la.txt").write_text(f"{a}/x1.nii.gz\n")
+    (tmp_path / "lb.txt").write_text(f"{b}/x2.nii.gz\n")
+    nismooth("run", "--list", tmp_path / "la.txt", "-o", tmp_path / "o", "--sigma", "1",
+             "--progress", "none", "--report", tmp_path / "ra.json")
+    nismooth("run", "--list", tmp_path / "lb.txt", "-o", tmp_path / "o2", "--sigma", "1",
+             "--progress", "none", "--report", tmp_path / "rb.json")
+    nismooth("run", "--list", tmp_path / "lb.txt", "-o", tmp_path / "o3", "--sigma", "7", "--mode", "wrap",
+             "--progress", "none", "--report", tmp_path / "rc.json")
+    nismooth("report", "merge", tmp_path / "ra.json", tmp_path / "rb.json", "-o", tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["summary"]["tasks"] == 2
+    proc = nismooth("report", "merge", tmp_path / "ra.json", tmp_path / "rc.json", "-o", tmp_path / "m2.json",
+                    expect=2)
+    assert "different settings" in proc.stderr and "sigma" in proc.stderr
+    assert not (tmp_path / "m2.json").exists()
+    r = json.loads((tmp_path / "ra.json").read_text())
+    r["images"] = r["images"] * 2
+    (tmp_path / "dup.json").write_text(json.dumps(r))
+    proc = nismooth("report", "merge", tmp_path / "dup.json", "-o", tmp_path / "m3.json", expect=2)
+    assert "twice" in proc.stderr
+
+
+# 2, 3, 5. BIDS -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    pytest.importorskip("nilearn.image")
+    d = tmp_path_factory.mktemp("bids36") / "raw"
+    subprocess.run(["python3", str(ROOT / "scripts" / "make_bids_sample.py"), str(d)], check=True)
+    return d
+
+
+def snapshot(d):
+    """Every file below `d` with its bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*")) if p.is_file()}
+
+
+def test_a_raw_dataset_as_output_is_refused_and_left_as_it_was(raw, tmp_path):
+    import shutil
+    other = tmp_path / "rawB"
+    shutil.copytree(raw, other)
+    desc = json.loads((other / "dataset_description.json").read_text())
+    desc.update(Authors=["A. Person"], License="CC0", Funding=["grant 1"], EthicsApprovals=["board 2"])
+    (other / "dataset_description.json").write_text(json.dumps(desc))
+    before = snapshot(other)
+    proc = nismooth("bids", raw, other, "participant", "--participant-label", "01", expect=2)
+    assert "not a derivatives one" in proc.stderr
+    assert snapshot(other) == before
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    proc = nismooth("bids", raw, stray, "participant", "--participant-label", "01", expect=2)
+    assert "no dataset_description.json" in proc.stderr
+
+
+def test_an_existing_derivative_description_keeps_its_fields(raw, tmp_path):
+    out = tmp_path / "deriv"
+    out.mkdir()
+    mine = {"Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative", "License": "CC0", "HowToAcknowledge": "cite us",
+            "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.0"}]}
+    (out / "dataset_description.json").write_text(json.dumps(mine))
+    nismooth("bids", raw, out, "participant", "--participant-label", "01", "--fwhm", "6")
+    got = json.loads((out / "dataset_description.json").read_text())
+    for key in ("Name", "License", "HowToAcknowledge", "BIDSVersion"):
+        assert got[key] == mine[key], key
+    assert [g["Name"] for g in got["GeneratedBy"]] == ["fMRIPrep", "nismooth"]
+
+
+@pytest.mark.parametrize("datatype", ["../../../src_imgs", "anat/../func", "anat/x", ""])
+def test_a_datatype_is_one_label(raw, tmp_path, datatype):
+    proc = nismooth("bids", raw, tmp_path / "q" / "r" / "o", "participant", "--participant-label", "01",
+                    "--datatype", datatype, expect=2)
+    assert "--datatype" in proc.stderr
+    assert not (tmp_path / "q" / "src_imgs").exists()
+
+
+def test_a_link_inside_output_cannot_carry_outputs_out(raw, tmp_path):
+    import shutil
+    victim = tmp_path / "ds6"
+    shutil.copytree(raw, victim)
+    before = snapshot(victim)
+    out = tmp_path / "of"
+    nismooth("bids", raw, out, "participant", "--participant-label", "03", "--datatype", "anat")
+    (out / "sub-02").mkdir()
+    (out / "sub-02" / "anat").symlink_to(victim / "sub-03" / "anat")
+    proc = nismooth("bids", raw, out, "participant", "--participant-label", "02", "--datatype", "anat",
+                    expect=2)
+    assert "outside the output directory" in proc.stderr
+    assert snapshot(victim) == before
+
+
+def test_two_kernels_under_one_label_conflict_and_sidecars_tell_the_truth(raw, tmp_path):
+    out = tmp_path / "d"
+    common = ["bids", raw, out, "participant", "--participant-label", "02", "--datatype", "anat"]
+    nismooth(*common, "--fwhm", "6", "--compat", "nilearn")
+    before = snapshot(out)
+    for extra in (["--skip-existing"], []):
+        proc = nismooth(*common, "--fwhm", "6", "--mode", "nearest", "--truncate", "1", *extra, expect=2)
+        assert "other settings" in proc.stderr and "--desc" in proc.stderr
+        assert snapshot(out) == before
+    # Its own label: both kernels side by side, each sidecar stating its own.
+    nismooth(*common, "--fwhm", "6", "--mode", "nearest", "--truncate", "1", "--desc", "smooth6mmnearest")
+    sidecars = sorted(out.rglob("sub-02_desc-*_T1w.json"))
+    modes = {p.name: json.loads(p.read_text())["Smoothing"]["mode"] for p in sidecars}
+    assert modes == {"sub-02_desc-smooth6mm_T1w.json": "reflect",
+                     "sub-02_desc-smooth6mmnearest_T1w.json": "nearest"}
+
+
+def test_resumes_add_no_generated_by_entries(raw, tmp_path):
+    out = tmp_path / "d"
+    common = ["bids", raw, out, "participant", "--participant-label", "01", "--datatype", "anat", "--fwhm", "6"]
+    nismooth(*common)
+    nismooth(*common, "--resume")
+    nismooth(*common, "--resume")
+    nismooth(*common, "--skip-existing")
+    gen = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert len(gen) == 1, gen
+
+
+def test_a_tiny_fwhm_is_refused_before_anything_is_written(raw, tmp_path):
+    proc = nismooth("bids", raw, tmp_path / "o", "participant", "--participant-label", "01", "--fwhm", "1e-300",
+                    expect=2)
+    assert "--desc" in proc.stderr
+    assert not (tmp_path / "o" / "dataset_description.json").exists()
+
+
+def test_sidecar_integers_beyond_two_to_the_63_are_kept(raw, tmp_path):
+    import shutil
+    src = tmp_path / "raw"
+    shutil.copytree(raw, src)
+    side = src / "sub-02" / "anat" / "sub-02_T1w.json"
+    side.write_text('{"Big": 18446744073709551616123, "Negative": -9223372036854775809, '
+                    '"Exact": 0.1000000000000000055511}')
+    out = tmp_path / "o"
+    nismooth("bids", src, out, "participant", "--participant-label", "02", "--datatype", "anat")
+    written = next(out.rglob("sub-02_desc-*_T1w.json")).read_text()
+    for digits in ("18446744073709551616123", "-9223372036854775809", "0.1000000000000000055511"):
+        assert digits in written, written
+
+
+# 8, 9, 10. Threads, signals, progress -------------------------------------------
+
+def test_more_threads_than_cpus_are_capped(inputs, tmp_path):
+    start = time.monotonic()
+    proc = subprocess.run([str(BIN), "run", str(inputs), "-o", str(tmp_path / "o"), "--progress", "none",
+                           "--threads", "100000", "--report", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start < 30
+    assert "more than the" in proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["processes"][0]["threads"] == len(os.sched_getaffinity(0))
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    """Three images whose σ 200 filter takes seconds each here (52 MB each)."""
+    d = tmp_path_factory.mktemp("slow")
+    for i in range(3):
+        save(d / f"s{i}.nii", noise((256, 256, 200), np.float32, i))
+    return d
+
+
+def start_then_signal(slow, out, extra, signals):
+    """Runs on `slow` and sends `signals` ((delay s, signal), ...); returns
+    the process, the seconds from the last signal to its exit, and stderr."""
+    proc = subprocess.Popen([str(BIN), "run", str(slow), "-o", str(out), "--sigma", "200", "--threads", "1",
+                             "--readers", "1", "--progress", "log", "--progress-interval", "0.2",
+                             "--report", str(out.parent / (out.name + ".json")), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = None
+    for delay, sig in signals:
+        time.sleep(delay)
+        proc.send_signal(sig)
+        last = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, time.monotonic() - last, err
+
+
+def test_grace_zero_stops_a_filter_in_progress(slow, tmp_path):
+    code, after, err = start_then_signal(slow, tmp_path / "o", ["--grace", "0"], [(2.0, signal.SIGTERM)])
+    assert code == 3, err
+    assert after < 2.0, f"exited {after:.1f} s after SIGTERM with --grace 0"
+    report = json.loads((tmp_path / "o.json").read_text())
+    statuses = sorted(i["status"] for i in report["images"])
+    assert statuses == ["interrupted", "not_started", "not_started"], statuses
+    assert not list((tmp_path / "o").glob("*.nii"))
+    # 10: the last progress line counts no image the drain left undone.
+    lines = [line for line in err.splitlines() if "progress:" in line]
+    assert lines and "0/3 images" in lines[-1], lines[-3:]
+
+
+def test_a_second_signal_stops_a_filter_in_progress(slow, tmp_path):
+    code, after, err = start_then_signal(slow, tmp_path / "o", ["--grace", "600"],
+                                         [(2.0, signal.SIGTERM), (1.5, signal.SIGTERM)])
+    assert code == 3, err
+    assert after < 2.0, f"exited {after:.1f} s after the second SIGTERM"
+
+
+# 12. What people read -----------------------------------------------------------
+
+@pytest.mark.parametrize("job", ["", "1,2", "1;x", "1_", "_2", "12a"])
+def test_report_job_takes_one_job_id(job):
+    proc = nismooth("report", "--job", job, expect=2)
+    assert "one job id" in proc.stderr
+
+
+def test_report_shows_control_characters_instead_of_obeying_them(inputs, tmp_path):
+    run(inputs, tmp_path / "o", "--report", tmp_path / "r.json")
+    r = json.loads((tmp_path / "r.json").read_text())
+    r["processes"][0]["host"] = "evil\x1b[2Jhost"
+    r["images"][0]["input"] = "in/\x1b]0;title\x07x.nii.gz"
+    r["images"][0]["status"] = "failed"
+    r["images"][0]["error"] = "bad \x1b[31mred"
+    r["summary"]["failed"] = 1
+    (tmp_path / "evil.json").write_text(json.dumps(r))
+    proc = nismooth("report", tmp_path / "evil.json")
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+    assert "\\u{1b}" in proc.stdout
+
+
+def test_sbatch_memory_beyond_any_node_is_refused(inputs):
+    proc = nismooth("sbatch", "--model", "serial", "--mem", "99999999999999T", "--", inputs, "-o", "/tmp/x",
+                    expect=2)
+    assert "99999999999999T" in proc.stderr and "panicked" not in proc.stderr
+
+
+@pytest.mark.parametrize("wall", [1e308, -5.0, 0.0])
+def test_estimate_refuses_a_study_with_impossible_times(tmp_path, wall):
+    out = tmp_path / "s"
+    nismooth("study", "--ranks", "1", "--threads", "1", "--tasks", "1,2", "--shape", "16,16,12", "-o", out)
+    study = json.loads((out / "study.json").read_text())
+    for p in study["points"]:
+        p["wall_s"] = wall
+    (out / "bad.json").write_text(json.dumps(study))
+    proc = nismooth("estimate", "--from", out / "bad.json", "--tasks", "40000", expect=2)
+    assert "no run can have" in proc.stderr
