@@ -11,11 +11,16 @@ bash ci/install-deps.sh
 
 phase "cargo fmt --check"
 cargo fmt --all -- --check
-phase "cargo clippy (default features: MPI; without MPI; with CUDA; CUDA without MPI)"
+phase "cargo clippy (default features: MPI and the command line; the bare library; the command line without MPI; with CUDA; CUDA without MPI)"
 cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --all-targets --quiet --no-default-features -- -D warnings
+# The library alone has no clap (feature cli): the fact, checked.
+if cargo tree -e normal --no-default-features --prefix none | grep -E '^(clap|env_logger) '; then
+  echo "ci/test.sh: the library without features depends on the command line's crates" >&2; exit 1
+fi
+cargo clippy --all-targets --quiet --no-default-features --features cli -- -D warnings
 cargo clippy --all-targets --quiet --features cuda -- -D warnings
-cargo clippy --all-targets --quiet --no-default-features --features cuda -- -D warnings
+cargo clippy --all-targets --quiet --no-default-features --features cli,cuda -- -D warnings
 cargo clippy --all-targets --quiet --no-default-features --features python -- -D warnings
 phase "cargo build --release"
 cargo build --release --quiet

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install-deps.sh
-cargo build --release --no-default-features --features cuda --target-dir target/device
+cargo build --release --no-default-features --features cli,cuda --target-dir target/device
 mkdir -p .device
 cp target/device/release/nismooth .device/nismooth
 cp "$(ldconfig -p | awk '/libisal\.so\.2 / {print $NF; exit}')" .device/libisal.so.2

@@ -6,10 +6,11 @@
 //! holds a run's settings as plain data, `resources` the memory model and the
 //! room left, `slurm` what a job's environment says and the scripts, arrays
 //! and time limits a job needs, `study` scaling studies and estimates,
-//! `generate` phantoms. The command line lives in the binary (`src/app/`);
-//! this library takes no clap type. With the `python` feature alone, the
-//! Python module also compiles `src/app/` inside it, so that the wheel's
-//! `nismooth` command is the same program as the binary.
+//! `generate` phantoms. The command line is `app` (feature `cli`, on by
+//! default): the only module that knows clap, above everything else, with
+//! one entry, `app::main`, that the binary and the Python module's
+//! `nismooth` command both call. Without the feature the library has no
+//! clap at all.
 // Every unsafe block says why it is sound, and every public unsafe fn states
 // its contract (CI denies both).
 #![deny(
@@ -18,6 +19,8 @@
     clippy::missing_safety_doc
 )]
 
+#[cfg(feature = "cli")]
+pub mod app;
 pub mod bids;
 pub mod choice;
 pub mod config;
@@ -30,9 +33,6 @@ pub mod metrics;
 pub mod plan;
 #[cfg(feature = "python")]
 pub mod python;
-// `src/app/` names this library `nismooth`, as the binary sees it.
-#[cfg(feature = "python")]
-extern crate self as nismooth;
 pub mod report;
 pub mod resources;
 pub mod slurm;

@@ -1,5 +1,6 @@
-//! The `nismooth` command: the allocator set for large images, the command
-//! line parsed, the subcommand run (`app`), its exit code returned.
+//! The `nismooth` command: the library's command line (`app::main`: the
+//! allocator set for large images, the arguments parsed, the subcommand
+//! run), its exit code returned.
 
 #![deny(
     unsafe_op_in_unsafe_fn,
@@ -9,14 +10,6 @@
 
 use std::process::ExitCode;
 
-use clap::FromArgMatches;
-
-mod app;
-
 fn main() -> ExitCode {
-    nismooth::metrics::mark_start();
-    nismooth::metrics::fixed_mmap_threshold();
-    let matches = app::shell::command().get_matches();
-    let cli = app::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    ExitCode::from(app::dispatch(cli))
+    ExitCode::from(nismooth::app::main(std::env::args_os()))
 }

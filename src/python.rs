@@ -5,7 +5,6 @@
 //! buffer as up to three spatial axes (and volumes), the same code and bits
 //! as `nismooth run`. `main` is the `nismooth` command itself.
 
-use clap::FromArgMatches;
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyMemoryError, PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
@@ -207,32 +206,11 @@ impl Shared {
 // nothing else writes them (the GIL-holding caller waits for the closure).
 unsafe impl Send for Shared {}
 
-/// The binary's command line, compiled into the module.
-#[path = "app/mod.rs"]
-#[allow(dead_code)]
-mod app;
-
 /// `nismooth ARGS…` as the binary runs it (the wheel's `nismooth` command):
 /// the exit code. The GIL is released for the whole run.
 #[pyfunction]
 fn main(py: Python<'_>, argv: Vec<String>) -> u8 {
-    py.detach(move || {
-        crate::metrics::mark_start();
-        let matches = match app::shell::command().try_get_matches_from(argv) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = e.print();
-                return e.exit_code() as u8;
-            }
-        };
-        match app::cli::Cli::from_arg_matches(&matches) {
-            Ok(cli) => app::dispatch(cli),
-            Err(e) => {
-                let _ = e.print();
-                e.exit_code() as u8
-            }
-        }
-    })
+    py.detach(move || crate::app::main(argv))
 }
 
 #[pymodule]

@@ -4,9 +4,9 @@
 
 use anyhow::Context;
 
-use nismooth::choice::Choice;
-use nismooth::filter::cuda;
-use nismooth::filter::{Compat, ExpFlavour, FilterSpec, Kernel1d, Semantics};
+use crate::choice::Choice;
+use crate::filter::cuda;
+use crate::filter::{Compat, ExpFlavour, FilterSpec, Kernel1d, Semantics};
 
 use super::cli::{BenchFilterArgs, WeightsArgs};
 use super::EXIT_OK;
@@ -24,10 +24,10 @@ pub fn weights(args: &WeightsArgs) -> anyhow::Result<u8> {
 /// timed like scipy's call in scripts/bench.py. Prints one JSON object; with
 /// `--backend cuda` also the passes' GPU time and the bandwidth they reach.
 pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
-    let img = nismooth::io::read_image(&args.input)
-        .with_context(|| format!("{}", args.input.display()))?;
+    let img =
+        crate::io::read_image(&args.input).with_context(|| format!("{}", args.input.display()))?;
     let spec = FilterSpec {
-        sigma: nismooth::config::parse_sigma(&args.sigma)?,
+        sigma: crate::config::parse_sigma(&args.sigma)?,
         truncate: 4.0,
         mode: args.mode,
         cval: 0.0,
@@ -68,7 +68,7 @@ pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
     let mut json = serde_json::json!({
         "backend": args.backend.name(),
         // The CPU backend's vector code (NISMOOTH_SIMD caps it).
-        "simd": format!("{:?}", nismooth::filter::simd::level()).to_lowercase(),
+        "simd": format!("{:?}", crate::filter::simd::level()).to_lowercase(),
         "voxels": voxels,
         "threads": args.threads.max(1),
         "best_s": times[0],

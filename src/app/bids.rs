@@ -6,11 +6,11 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use nismooth::bids::sidecar::{self, SourceLink};
-use nismooth::bids::{self, Query};
-use nismooth::config::RunConfig;
-use nismooth::filter::{Compat, Units};
-use nismooth::report::{Report, Status};
+use crate::bids::sidecar::{self, SourceLink};
+use crate::bids::{self, Query};
+use crate::config::RunConfig;
+use crate::filter::{Compat, Units};
+use crate::report::{Report, Status};
 
 use super::cli::{BidsArgs, RunArgs};
 use super::{run, EXIT_OK};
@@ -46,7 +46,7 @@ pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
 /// An OUTPUT_DIR inside the dataset must be below its `derivatives/`:
 /// anywhere else its files would make the dataset itself invalid.
 fn inside_derivatives(root: &Path, out: &Path) -> anyhow::Result<()> {
-    use nismooth::plan::identity::resolve_future;
+    use crate::plan::identity::resolve_future;
     let (root, out) = (resolve_future(root), resolve_future(out));
     if let Ok(rel) = out.strip_prefix(&root) {
         let first = rel.components().next().map(|c| c.as_os_str().to_owned());
@@ -75,9 +75,9 @@ pub fn run_args(args: &BidsArgs) -> RunArgs {
 /// The query the options describe; the default `desc-` label from the kernel.
 pub fn query(args: &BidsArgs) -> anyhow::Result<Query> {
     let (values, units) = match &args.options.fwhm {
-        Some(f) => (nismooth::config::parse_axes("--fwhm", f)?, Units::FwhmMm),
+        Some(f) => (crate::config::parse_axes("--fwhm", f)?, Units::FwhmMm),
         None => (
-            nismooth::config::parse_sigma(&args.options.sigma)?,
+            crate::config::parse_sigma(&args.options.sigma)?,
             args.options.units,
         ),
     };

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use nismooth::choice::{Choice, UnknownChoice};
+use crate::choice::{Choice, UnknownChoice};
 
 use super::help;
 
-pub use nismooth::config::ProgressChoice;
-use nismooth::filter::Mode;
-pub use nismooth::filter::{BackendChoice, Compat, Units};
-pub use nismooth::generate::NoiseChoice;
-pub use nismooth::plan::schedule::Schedule;
-pub use nismooth::slurm::script::Model;
+pub use crate::config::ProgressChoice;
+use crate::filter::Mode;
+pub use crate::filter::{BackendChoice, Compat, Units};
+pub use crate::generate::NoiseChoice;
+pub use crate::plan::schedule::Schedule;
+pub use crate::slurm::script::Model;
 
 /// `nismooth --version`: the version and the features built in, so that
 /// `sbatch` (and a person) can tell whether a binary runs MPI or CUDA.
@@ -122,8 +122,8 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 }
 
 /// A `--time` Slurm reads, kept as written.
-fn slurm_time(text: &str) -> Result<String, nismooth::slurm::time::BadTime> {
-    nismooth::slurm::time::parse(text).map(|_| text.to_string())
+fn slurm_time(text: &str) -> Result<String, crate::slurm::time::BadTime> {
+    crate::slurm::time::parse(text).map(|_| text.to_string())
 }
 
 /// `nismooth run`'s options given as words after `--` (sbatch's and
@@ -372,8 +372,8 @@ pub struct StudyArgs {
     #[arg(long, value_parser = choice::<Schedule>(), default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,
     /// What starts each point's ranks.
-    #[arg(long, value_parser = choice::<nismooth::study::Launcher>(), default_value_t = nismooth::study::Launcher::Auto)]
-    pub launcher: nismooth::study::Launcher,
+    #[arg(long, value_parser = choice::<crate::study::Launcher>(), default_value_t = crate::study::Launcher::Auto)]
+    pub launcher: crate::study::Launcher,
     /// Repetitions of every point (interleaved).
     #[arg(long, default_value_t = 1)]
     pub reps: usize,

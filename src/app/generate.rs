@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use nismooth::generate::{self, PhantomSpec};
+use crate::generate::{self, PhantomSpec};
 
 use super::cli::GenerateArgs;
 use super::EXIT_OK;

@@ -1,7 +1,8 @@
-//! The command line's floor: the only code that knows clap. `cli` defines
-//! the options; each subcommand's file turns them into the library's plain
-//! settings, runs it, and says what happened as an exit code. The library
-//! beneath takes no clap type.
+//! The command line's floor: the only code that knows clap (feature `cli`).
+//! `cli` defines the options; each subcommand's file turns them into the
+//! library's plain settings, runs it, and says what happened as an exit
+//! code. Nothing beneath takes a clap type, and nothing beneath imports
+//! from here.
 
 pub mod cli;
 
@@ -25,6 +26,31 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED_IMAGES: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_STOPPED: u8 = 3;
+
+/// The `nismooth` command from its arguments (the program's name first) to
+/// its exit code: the binary's `main` and the wheel's console script
+/// (`python.rs`) both run this, so they are one program. The allocator
+/// tuning is the binary's in the wheel's command too: that process runs
+/// nothing but this command.
+pub fn main<I, T>(argv: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    crate::metrics::mark_start();
+    crate::metrics::fixed_mmap_threshold();
+    let parsed = shell::command()
+        .try_get_matches_from(argv)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    match parsed {
+        Ok(cli) => dispatch(cli),
+        Err(e) => {
+            // Help and version go to stdout with exit 0, mistakes to stderr with 2.
+            let _ = e.print();
+            e.exit_code() as u8
+        }
+    }
+}
 
 /// Runs the subcommand; an error is one line on stderr and exit 2.
 pub fn dispatch(cli: Cli) -> u8 {

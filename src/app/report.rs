@@ -3,11 +3,11 @@
 
 use anyhow::Context;
 
-use nismooth::report::{self, Exporter};
+use crate::report::{self, Exporter};
 use std::path::Path;
 
-use nismooth::metrics::mib;
-use nismooth::slurm::{accounting, parse_mib};
+use crate::metrics::mib;
+use crate::slurm::{accounting, parse_mib};
 
 use super::cli::{ReportAction, ReportArgs};
 use super::{EXIT_FAILED_IMAGES, EXIT_OK};
@@ -196,7 +196,7 @@ fn advice(r: &accounting::Record, s: &accounting::Seff, own_peak: Option<u64>) -
     {
         out.push(format!(
             "time: a limit near {} (twice the run) lets the scheduler start such jobs sooner",
-            nismooth::slurm::time::format(limit)
+            crate::slurm::time::format(limit)
         ));
     }
     if r.alloc_cpus > 1 && s.cpu.is_some_and(|c| c < 0.5) {

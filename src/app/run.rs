@@ -3,20 +3,20 @@
 
 use anyhow::Context;
 
-use nismooth::choice::Choice;
-use nismooth::config::{self, RunConfig, StopSettings};
-use nismooth::driver;
-use nismooth::driver::comm::Comm;
-use nismooth::driver::stop;
-use nismooth::error::UsageError;
-use nismooth::filter::cuda::{self, CudaBackend};
-use nismooth::filter::{cpu::CpuBackend, Backend, BackendChoice, Compat, FilterError, Units};
-use nismooth::io::OutputFormat;
-use nismooth::report::{self, Exporter};
-use nismooth::resources::default_readers;
-use nismooth::slurm::deadline;
-use nismooth::slurm::{expand_pattern, SlurmContext};
-use nismooth::volume::DType;
+use crate::choice::Choice;
+use crate::config::{self, RunConfig, StopSettings};
+use crate::driver;
+use crate::driver::comm::Comm;
+use crate::driver::stop;
+use crate::error::UsageError;
+use crate::filter::cuda::{self, CudaBackend};
+use crate::filter::{cpu::CpuBackend, Backend, BackendChoice, Compat, FilterError, Units};
+use crate::io::OutputFormat;
+use crate::report::{self, Exporter};
+use crate::resources::default_readers;
+use crate::slurm::deadline;
+use crate::slurm::{expand_pattern, SlurmContext};
+use crate::volume::DType;
 
 use super::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs};
 use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
@@ -34,7 +34,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
 /// on root once the images are done.
 pub fn run_with(
     args: &RunArgs,
-    bids: Option<nismooth::bids::Query>,
+    bids: Option<crate::bids::Query>,
     after: AfterRun,
 ) -> anyhow::Result<u8> {
     // Drain signals first: one that comes while MPI starts or squeue
@@ -100,8 +100,8 @@ pub fn output_settings(a: &RunArgs) -> anyhow::Result<serde_json::Value> {
 }
 
 /// The inputs these options name, as the run will discover them.
-pub fn sources(a: &RunArgs) -> nismooth::plan::Sources {
-    nismooth::plan::Sources {
+pub fn sources(a: &RunArgs) -> crate::plan::Sources {
+    crate::plan::Sources {
         paths: a.inputs.clone(),
         list: a.list.clone(),
         recursive: a.recursive,
@@ -298,7 +298,7 @@ fn array_share(
     a: &RunArgs,
     ranks: usize,
     slurm: Option<&SlurmContext>,
-) -> Result<Option<nismooth::slurm::ArraySlot>, UsageError> {
+) -> Result<Option<crate::slurm::ArraySlot>, UsageError> {
     let slot = match slurm {
         Some(c) => c.array_slot()?,
         None => None,

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use nismooth::io::read_header_info;
-use nismooth::metrics::MIB;
-use nismooth::resources::{pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
-use nismooth::slurm::array::{self, DEFAULT_MAX_ARRAY_SIZE};
-use nismooth::slurm::parse_mib;
-use nismooth::slurm::script::{self, JobSpec, Memory, Model, DEFAULT_MEMORY_MIB};
+use crate::io::read_header_info;
+use crate::metrics::MIB;
+use crate::resources::{pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
+use crate::slurm::array::{self, DEFAULT_MAX_ARRAY_SIZE};
+use crate::slurm::parse_mib;
+use crate::slurm::script::{self, JobSpec, Memory, Model, DEFAULT_MEMORY_MIB};
 
 use super::cli::{parse_run_args, RunArgs, SbatchArgs};
 use super::EXIT_OK;
@@ -54,7 +54,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     }
     .shape();
     if let Some(r) = spec.requeue {
-        let limit = nismooth::slurm::time::parse(&args.time)?;
+        let limit = crate::slurm::time::parse(&args.time)?;
         anyhow::ensure!(
             (r.lead_s as u64) < limit,
             "--requeue-lead {} s is not shorter than --time {} ({limit} s): Slurm would signal the job as it starts",
@@ -136,7 +136,7 @@ fn checked_job(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>, usize
 /// the images they name, which must exist.
 pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>)> {
     let run = parse_run_args(words).context("the run arguments after `--`")?;
-    nismooth::config::parse_sigma(&run.sigma).context("the run arguments after `--`")?;
+    crate::config::parse_sigma(&run.sigma).context("the run arguments after `--`")?;
     if run.list.as_deref() == Some(std::path::Path::new("-")) {
         anyhow::bail!(
             "--list - reads standard input, which a batch job does not have: give a file"

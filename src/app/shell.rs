@@ -13,13 +13,13 @@ use super::EXIT_OK;
 /// (first line, which `sbatch` reads), the vector code this CPU runs, the
 /// numpy `exp` the taps reproduce and the MPI library linked in.
 pub fn command() -> clap::Command {
-    let level = nismooth::filter::simd::level();
-    let exp = nismooth::filter::ExpFlavour::detect();
+    let level = crate::filter::simd::level();
+    let exp = crate::filter::ExpFlavour::detect();
     // Which MPI the binary was built against: a site's module must match it.
     #[cfg(feature = "mpi")]
     let mpi = format!(
         "\nMPI: {} (built against it)",
-        nismooth::driver::mpi::library()
+        crate::driver::mpi::library()
     );
     #[cfg(not(feature = "mpi"))]
     let mpi = "";

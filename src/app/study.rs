@@ -4,13 +4,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use nismooth::generate::{self, PhantomSpec};
-use nismooth::io::OutputFormat;
-use nismooth::metrics::MIB;
-use nismooth::plan::Sources;
-use nismooth::slurm::script::{self, per_cpu_mib, JobSpec, Memory, Model};
-use nismooth::study::fit::{self, Estimate, Target};
-use nismooth::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
+use crate::generate::{self, PhantomSpec};
+use crate::io::OutputFormat;
+use crate::metrics::MIB;
+use crate::plan::Sources;
+use crate::slurm::script::{self, per_cpu_mib, JobSpec, Memory, Model};
+use crate::study::fit::{self, Estimate, Target};
+use crate::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
 
 use super::cli::{EstimateArgs, StudyArgs};
 use super::{EXIT_FAILED_IMAGES, EXIT_OK};
@@ -38,13 +38,13 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
             dtype: args.dtype.parse().context("--dtype")?,
             seed: 1,
             vary_size: args.vary_size,
-            noise: nismooth::generate::NoiseChoice::Rician,
+            noise: crate::generate::NoiseChoice::Rician,
             format: OutputFormat::NiiGz,
         };
         eprintln!("generating {max_tasks} image(s) in {}", dir.display());
         generate::generate(&dir, max_tasks, &spec)?
     } else {
-        nismooth::plan::Sources::new(args.data.clone()).paths()?
+        crate::plan::Sources::new(args.data.clone()).paths()?
     };
     let spec = StudySpec {
         ranks: args.ranks.clone(),
@@ -57,12 +57,12 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         run_args: args.run_args.clone(),
     };
     let binary = std::env::current_exe().context("locating this nismooth binary")?;
-    let points = nismooth::study::run(&spec, &args.output, &binary)?;
+    let points = crate::study::run(&spec, &args.output, &binary)?;
     let study = Study {
         schema: STUDY_SCHEMA.into(),
         nismooth_version: env!("CARGO_PKG_VERSION").into(),
-        host: nismooth::metrics::hostname(),
-        cpu: nismooth::study::cpu_name(),
+        host: crate::metrics::hostname(),
+        cpu: crate::study::cpu_name(),
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -144,8 +144,8 @@ fn target_images(sources: &Sources) -> anyhow::Result<TargetImages> {
         dtypes: Vec::new(),
     };
     for p in &paths {
-        let h = nismooth::io::read_header_info(p)
-            .with_context(|| format!("reading {}", p.display()))?;
+        let h =
+            crate::io::read_header_info(p).with_context(|| format!("reading {}", p.display()))?;
         t.voxels.push(h.voxels());
         t.bytes.push(h.memory_bytes());
         t.dtypes.push(h.presented().to_string());
@@ -253,7 +253,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let text = render(&e, &request, args);
     print!("{text}");
     if let Some(avail) = &args.node_memory {
-        let avail = nismooth::slurm::parse_mib(avail).context("--node-memory")? as f64;
+        let avail = crate::slurm::parse_mib(avail).context("--node-memory")? as f64;
         let need = request.mem_per_cpu_mib as f64 * (per_node * threads) as f64;
         if need > avail {
             println!(
@@ -337,7 +337,7 @@ impl Request {
         let time_s = e.wall_s.high * margin;
         let rank_mib = e.peak_rss_per_rank_bytes.high * margin / MIB;
         Request {
-            time: nismooth::slurm::time::format(time_s),
+            time: crate::slurm::time::format(time_s),
             time_s,
             mem_per_cpu_mib: per_cpu_mib(rank_mib, t.threads),
             model,
