@@ -29,17 +29,40 @@ named_choices!(ProgressChoice {
     None => "none": "nothing",
 });
 
+/// The images a run takes: what the user named (paths, a list, trees), or
+/// a BIDS dataset's query. The driver matches on it, so that `plan` never
+/// needs to know what BIDS is.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    Named(crate::plan::Sources),
+    Bids(crate::bids::Query),
+}
+
+impl Selection {
+    /// Every input image, in order.
+    pub fn discover(&self) -> Result<Vec<crate::plan::Input>, UsageError> {
+        match self {
+            Selection::Named(sources) => sources.discover(),
+            Selection::Bids(query) => query.discover(),
+        }
+    }
+
+    /// Whether folders are searched to the bottom (the report's `recursive`).
+    pub fn recursive(&self) -> bool {
+        matches!(self, Selection::Named(s) if s.recursive)
+    }
+}
+
+/// A report's `config` keeps `recursive` from before the selection was one value.
+fn serialize_recursive<S: serde::Serializer>(sel: &Selection, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(sel.recursive())
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunConfig {
-    #[serde(skip)]
-    pub inputs: Vec<PathBuf>,
-    #[serde(skip)]
-    pub list: Option<PathBuf>,
-    /// Folders are searched to the bottom, the tree kept in OUTDIR.
-    pub recursive: bool,
-    /// A BIDS dataset's images instead of paths (`nismooth bids`).
-    #[serde(skip)]
-    pub bids: Option<crate::bids::Query>,
+    /// What to smooth (`recursive` in a report).
+    #[serde(rename = "recursive", serialize_with = "serialize_recursive")]
+    pub selection: Selection,
     pub outdir: PathBuf,
     /// Sigma per axis in `units`.
     pub sigma: [f64; 3],
@@ -184,11 +207,17 @@ impl RunConfig {
     /// The defaults of `nismooth run INPUTS -o OUTDIR` on one thread, with
     /// no Slurm context: sigma 2 voxels, scipy's semantics, reflect.
     pub fn new(inputs: Vec<PathBuf>, outdir: PathBuf) -> RunConfig {
+        let sources = crate::plan::Sources {
+            outdir: Some(outdir.clone()),
+            ..crate::plan::Sources::new(inputs)
+        };
+        RunConfig::of(Selection::Named(sources), outdir)
+    }
+
+    /// The same defaults for any selection of images.
+    pub fn of(selection: Selection, outdir: PathBuf) -> RunConfig {
         RunConfig {
-            inputs,
-            list: None,
-            recursive: false,
-            bids: None,
+            selection,
             outdir,
             sigma: [2.0; 3],
             units: Units::Voxel,
@@ -216,17 +245,6 @@ impl RunConfig {
             progress: ProgressChoice::Auto,
             progress_every: std::time::Duration::from_secs(10),
             stop: StopSettings::default(),
-        }
-    }
-
-    /// What the user named as inputs, to discover.
-    pub fn sources(&self) -> crate::plan::Sources {
-        crate::plan::Sources {
-            paths: self.inputs.clone(),
-            list: self.list.clone(),
-            recursive: self.recursive,
-            outdir: Some(self.outdir.clone()),
-            bids: self.bids.clone(),
         }
     }
 

@@ -9,11 +9,13 @@ use anyhow::Context;
 use crate::bids::sidecar::{self, SourceLink};
 use crate::bids::{self, Query};
 use crate::config::RunConfig;
+use crate::config::Selection;
 use crate::filter::{Compat, Units};
 use crate::report::{Report, Status};
 
 use super::cli::{BidsArgs, RunArgs};
-use super::{run, EXIT_OK};
+use super::run::{self, Kernel, Route};
+use super::EXIT_OK;
 
 pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(
@@ -25,22 +27,88 @@ pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
         eprintln!("nismooth bids: the group level has nothing to do: each participant's images are smoothed at the participant level");
         return Ok(EXIT_OK);
     }
-    let run_args = run_args(args);
-    let query = query(args)?;
-    let root = query.root.clone();
-    inside_derivatives(&root, &args.output_dir)?;
+    check_labels(args)?;
+    inside_derivatives(&args.bids_dir, &args.output_dir)?;
     sidecar::check_output_dataset(&args.output_dir).map_err(anyhow::Error::msg)?;
-    let outputs: Vec<std::path::PathBuf> = query
-        .discover()?
-        .into_iter()
-        .filter_map(|i| Some(args.output_dir.join(&i.subdir).join(i.name?)))
-        .collect();
-    let settings = run::output_settings(&run_args)?;
-    sidecar::check_kernel_conflicts(outputs.iter().map(|p| p.as_path()), &settings)
-        .map_err(anyhow::Error::msg)?;
-    run::run_with(&run_args, Some(query), &|report, cfg| {
-        derivatives(&root, report, cfg).context("writing the derivatives' metadata")
+    run::run_with(&run_args(args), &Derivatives(args))
+}
+
+/// The participant level: a query's images in, a derivatives dataset out.
+struct Derivatives<'a>(&'a BidsArgs);
+
+impl Route for Derivatives<'_> {
+    fn select(&self, kernel: &Kernel) -> anyhow::Result<Selection> {
+        query(self.0, kernel).map(Selection::Bids)
+    }
+
+    /// Two kernels under one `desc-` label conflict before any work.
+    fn check(&self, cfg: &RunConfig) -> anyhow::Result<()> {
+        let outputs: Vec<std::path::PathBuf> = cfg
+            .selection
+            .discover()?
+            .into_iter()
+            .filter_map(|i| Some(cfg.outdir.join(&i.subdir).join(i.name?)))
+            .collect();
+        sidecar::check_kernel_conflicts(outputs.iter().map(|p| p.as_path()), &cfg.output_settings())
+            .map_err(anyhow::Error::msg)
+    }
+
+    fn after(&self, report: &Report, cfg: &RunConfig) -> anyhow::Result<()> {
+        derivatives(&self.0.bids_dir, report, cfg).context("writing the derivatives' metadata")
+    }
+}
+
+/// The query the options describe, for `sbatch` (which plans the job
+/// before it runs).
+pub fn query_of(args: &BidsArgs) -> anyhow::Result<Query> {
+    check_labels(args)?;
+    query(args, &run::kernel(&run_args(args))?)
+}
+
+/// The query the options describe; the default `desc-` label from the kernel.
+fn query(args: &BidsArgs, kernel: &Kernel) -> anyhow::Result<Query> {
+    let desc = args
+        .desc
+        .clone()
+        .unwrap_or_else(|| bids::default_desc(kernel.values, kernel.units));
+    anyhow::ensure!(
+        bids::label_ok(&desc),
+        "--desc '{desc}': a BIDS label has letters and digits only"
+    );
+    anyhow::ensure!(
+            desc.len() <= bids::MAX_DESC,
+            "desc label '{}…' is {} characters long (from the kernel's value): give a shorter one with --desc",
+            &desc[..24],
+            desc.len()
+        );
+    Ok(Query {
+        root: args.bids_dir.clone(),
+        participants: args.participant_label.clone(),
+        sessions: args.session_label.clone(),
+        datatypes: args.datatype.clone(),
+        suffixes: args.suffix.clone(),
+        desc,
     })
+}
+
+/// Each label option becomes a folder or a part of a file name: one label
+/// each, so that none can climb out of the dataset (`--datatype ../../x`).
+fn check_labels(args: &BidsArgs) -> anyhow::Result<()> {
+    let lists = [
+        ("--participant-label", &args.participant_label, "sub"),
+        ("--session-label", &args.session_label, "ses"),
+        ("--datatype", &args.datatype, ""),
+        ("--suffix", &args.suffix, ""),
+    ];
+    for (option, values, key) in lists {
+        for v in values {
+            anyhow::ensure!(
+                bids::label_ok(bids::bare(v, key)),
+                "{option} '{v}': a BIDS label has letters and digits only"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// An OUTPUT_DIR inside the dataset must be below its `derivatives/`:
@@ -70,55 +138,6 @@ pub fn run_args(args: &BidsArgs) -> RunArgs {
         output: args.output_dir.clone(),
         options: args.options.clone(),
     }
-}
-
-/// The query the options describe; the default `desc-` label from the kernel.
-pub fn query(args: &BidsArgs) -> anyhow::Result<Query> {
-    let (values, units) = match &args.options.fwhm {
-        Some(f) => (crate::config::parse_axes("--fwhm", f)?, Units::FwhmMm),
-        None => (
-            crate::config::parse_sigma(&args.options.sigma)?,
-            args.options.units,
-        ),
-    };
-    let desc = args
-        .desc
-        .clone()
-        .unwrap_or_else(|| bids::default_desc(values, units));
-    anyhow::ensure!(
-        bids::label_ok(&desc),
-        "--desc '{desc}': a BIDS label has letters and digits only"
-    );
-    anyhow::ensure!(
-        desc.len() <= bids::MAX_DESC,
-        "desc label '{}…' is {} characters long (from the kernel's value): give a shorter one with --desc",
-        &desc[..24],
-        desc.len()
-    );
-    // Each becomes a folder or a part of a file name: one label each, so
-    // that none can climb out of the dataset (`--datatype ../../x`).
-    let lists = [
-        ("--participant-label", &args.participant_label, "sub"),
-        ("--session-label", &args.session_label, "ses"),
-        ("--datatype", &args.datatype, ""),
-        ("--suffix", &args.suffix, ""),
-    ];
-    for (option, values, key) in lists {
-        for v in values {
-            anyhow::ensure!(
-                bids::label_ok(bids::bare(v, key)),
-                "{option} '{v}': a BIDS label has letters and digits only"
-            );
-        }
-    }
-    Ok(Query {
-        root: args.bids_dir.clone(),
-        participants: args.participant_label.clone(),
-        sessions: args.session_label.clone(),
-        datatypes: args.datatype.clone(),
-        suffixes: args.suffix.clone(),
-        desc,
-    })
 }
 
 /// Root's work after the images: a sidecar beside each output that exists

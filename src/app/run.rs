@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use crate::choice::Choice;
-use crate::config::{self, RunConfig, StopSettings};
+use crate::config::{self, RunConfig, Selection, StopSettings};
 use crate::driver;
 use crate::driver::comm::Comm;
 use crate::driver::stop;
@@ -21,29 +21,55 @@ use crate::volume::DType;
 use super::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs};
 use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
 
-/// Work root does with the report before showing it (`bids`: the
-/// derivatives' metadata).
-pub type AfterRun<'a> = &'a dyn Fn(&report::Report, &RunConfig) -> anyhow::Result<()>;
+/// What a subcommand that runs images (`run`, `bids`) adds to the run:
+/// which images, the refusals that need the whole settings, and root's
+/// work once the images are done.
+pub trait Route {
+    /// The images, given the kernel the options name (parsed once: `bids`
+    /// names its outputs after it).
+    fn select(&self, kernel: &Kernel) -> anyhow::Result<Selection>;
+
+    /// Refusals that need the run's settings, before any work.
+    fn check(&self, _cfg: &RunConfig) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Root's work with the report before it is shown (`bids`: the
+    /// derivatives' metadata).
+    fn after(&self, _report: &report::Report, _cfg: &RunConfig) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The kernel's values, and the units they are in.
+pub struct Kernel {
+    pub values: [f64; 3],
+    pub units: Units,
+}
+
+/// `nismooth run`: the inputs its arguments name.
+struct Named<'a>(&'a RunArgs);
+
+impl Route for Named<'_> {
+    fn select(&self, _: &Kernel) -> anyhow::Result<Selection> {
+        Ok(Selection::Named(sources(self.0)))
+    }
+}
 
 /// The whole job, on however many ranks the launcher started.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
-    run_with(args, None, &|_, _| Ok(()))
+    run_with(args, &Named(args))
 }
 
-/// A run over `args`' inputs, or over a BIDS query's images, with `after`
-/// on root once the images are done.
-pub fn run_with(
-    args: &RunArgs,
-    bids: Option<crate::bids::Query>,
-    after: AfterRun,
-) -> anyhow::Result<u8> {
+/// A run over the images `route` selects, with its checks and its work after.
+pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
     // Drain signals first: one that comes while MPI starts or squeue
     // answers must not kill the process with nothing written.
     stop::install(&signal_settings(args)?).context("watching the drain signals")?;
     let comm = driver::connect()?;
     logging::init(comm.rank(), comm.size());
-    let mut cfg = run_config(args, comm.size(), comm.node_size(), comm.is_root())?;
-    cfg.bids = bids;
+    let cfg = run_config(args, route, comm.size(), comm.node_size(), comm.is_root())?;
+    route.check(&cfg)?;
     let mut backend = backend(&cfg, comm.as_ref())?;
     let command: Vec<String> = std::env::args().collect();
 
@@ -58,7 +84,7 @@ pub fn run_with(
         }
     };
     let written = outcome.report.as_ref().map_or(Ok(()), |r| {
-        after(r, &cfg).and_then(|()| show_and_export(r, &cfg))
+        route.after(r, &cfg).and_then(|()| show_and_export(r, &cfg))
     });
     // Every rank waits here for root's report: a launcher that ends a step
     // when one rank exits non-zero (srun --kill-on-bad-exit) must not kill
@@ -93,12 +119,6 @@ fn show_and_export(report: &report::Report, cfg: &RunConfig) -> anyhow::Result<(
     Ok(())
 }
 
-/// What determines each output's bytes under these options
-/// (`RunConfig::output_settings`), known before the run starts.
-pub fn output_settings(a: &RunArgs) -> anyhow::Result<serde_json::Value> {
-    Ok(run_config(a, 1, 1, false)?.output_settings())
-}
-
 /// The inputs these options name, as the run will discover them.
 pub fn sources(a: &RunArgs) -> crate::plan::Sources {
     crate::plan::Sources {
@@ -106,8 +126,26 @@ pub fn sources(a: &RunArgs) -> crate::plan::Sources {
         list: a.list.clone(),
         recursive: a.recursive,
         outdir: Some(a.output.clone()),
-        bids: None,
     }
+}
+
+/// The kernel the options name: `--fwhm` in mm, else `--sigma` in `--units`
+/// (mm under `--compat fsl`).
+pub fn kernel(a: &RunArgs) -> Result<Kernel, UsageError> {
+    Ok(match &a.fwhm {
+        Some(f) => Kernel {
+            values: config::parse_axes("--fwhm", f)?,
+            units: Units::FwhmMm,
+        },
+        None => Kernel {
+            values: config::parse_sigma(&a.sigma)?,
+            units: if a.compat == Compat::Fsl {
+                Units::Mm
+            } else {
+                a.units
+            },
+        },
+    })
 }
 
 /// The readers a run with these options gets when it has `threads` threads:
@@ -137,15 +175,19 @@ fn cap_threads(n: usize, root: bool) -> (usize, String) {
 /// default threads), the Slurm context from the environment.
 fn run_config(
     a: &RunArgs,
+    route: &dyn Route,
     ranks: usize,
     node_ranks: usize,
     root: bool,
-) -> Result<RunConfig, UsageError> {
+) -> anyhow::Result<RunConfig> {
     if a.compat == Compat::Fsl && a.units == Units::Mm {
         return Err(UsageError::Conflict(
             "--compat fsl takes σ in mm already: --units does not apply",
-        ));
+        )
+        .into());
     }
+    let kernel = kernel(a)?;
+    let selection = route.select(&kernel)?;
     let (threads, threads_from) = match a.threads {
         Some(n) => cap_threads(n, root),
         None => config::default_threads(node_ranks),
@@ -159,17 +201,8 @@ fn run_config(
             .map(|p| expand_pattern(p, slurm.as_ref()).into())
     };
     let cfg = RunConfig {
-        list: a.list.clone(),
-        recursive: a.recursive,
-        sigma: match &a.fwhm {
-            Some(f) => config::parse_axes("--fwhm", f)?,
-            None => config::parse_sigma(&a.sigma)?,
-        },
-        units: match (&a.fwhm, a.compat) {
-            (Some(_), _) => Units::FwhmMm,
-            (None, Compat::Fsl) => Units::Mm,
-            (None, _) => a.units,
-        },
+        sigma: kernel.values,
+        units: kernel.units,
         compat: a.compat,
         truncate: a.truncate,
         mode: a.mode,
@@ -201,7 +234,7 @@ fn run_config(
         },
         progress_every: std::time::Duration::from_secs_f64(a.progress_interval),
         stop,
-        ..RunConfig::new(a.inputs.clone(), a.output.clone())
+        ..RunConfig::of(selection, a.output.clone())
     };
     cfg.check()?;
     Ok(cfg)

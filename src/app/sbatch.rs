@@ -117,15 +117,15 @@ fn checked_job(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>, usize
         return Ok((run, inputs, n));
     }
     let bids = super::cli::parse_bids_args(&words[1..]).context("the bids arguments after `--`")?;
-    let query = super::bids::query(&bids)?;
+    let query = super::bids::query_of(&bids)?;
     let found = query.discover().context("the BIDS dataset")?;
     anyhow::ensure!(
         !found.is_empty(),
         "the query selects no image in {}",
         query.root.display()
     );
-    let mut participants: Vec<&str> = found.iter().filter_map(|i| i.group.as_deref()).collect();
-    participants.dedup();
+    let participants: std::collections::BTreeSet<&str> =
+        found.iter().filter_map(|i| i.group.as_deref()).collect();
     let units = participants.len();
     let inputs = found.iter().map(|i| i.path.clone()).collect();
     Ok((super::bids::run_args(&bids), inputs, units))

@@ -79,7 +79,7 @@ struct Planned {
 /// Discovery, every refusal, the lock on OUTDIR, `--resume`'s checks and
 /// the costs the schedule needs: root's work before the broadcast.
 fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
-    let inputs = cfg.sources().discover()?;
+    let inputs = cfg.selection.discover()?;
     let (unit_of, units) = array_units(&inputs);
     if let Some(slot) = cfg.array {
         covers_every_image(units, slot, cfg.array_chunk)?;

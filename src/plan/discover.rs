@@ -28,8 +28,6 @@ pub struct Sources {
     pub recursive: bool,
     /// OUTDIR, never searched (it may sit inside an input tree).
     pub outdir: Option<PathBuf>,
-    /// A BIDS dataset's query, instead of paths and a list (`nismooth bids`).
-    pub bids: Option<crate::bids::Query>,
 }
 
 /// One image found: where it is, and the folder (relative, possibly empty)
@@ -71,9 +69,6 @@ impl Sources {
 
     /// Every input image, in order: the command line's, then the list's.
     pub fn discover(&self) -> Result<Vec<Input>, UsageError> {
-        if let Some(query) = &self.bids {
-            return query.discover();
-        }
         if let Some(missing) = self
             .paths
             .iter()
