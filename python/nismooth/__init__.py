@@ -330,7 +330,14 @@ def smooth_img(img, fwhm):
         affine = img.affine[:3, :3]
         sigma = fwhm / (np.sqrt(8 * np.log(2)) * np.sqrt(np.sum(affine ** 2, axis=0)))
         for n, s in enumerate(sigma):
-            if s > 0.0:
+            if s > 1e-15:
                 gaussian_filter(arr, float(s), output=arr, axes=(n,))
+            elif s > 0.0:
+                # nilearn's gaussian_filter1d does not skip a σ this small: its
+                # one weight is 1, or NaN once σ² underflows (then every voxel is).
+                with np.errstate(all="ignore"):
+                    weight = np.exp(-0.5 / (np.float64(s) * np.float64(s)) * 0) / 1.0
+                if not np.isfinite(weight):
+                    arr[...] = np.nan
     klass = nib.Nifti1Image if isinstance(img, nib.Nifti1Pair) and not isinstance(img, nib.Nifti1Image) else img.__class__
     return klass(arr, img.affine)

@@ -168,12 +168,16 @@ fn derivatives(root: &Path, report: &Report, cfg: &RunConfig) -> anyhow::Result<
         sidecar::write_sidecar(output, &link.uri(rel), meta, &smoothing)?;
         written += 1;
     }
-    let made = report
-        .images
-        .iter()
-        .any(|r| matches!(r.status, Status::Ok | Status::Skipped));
-    if !made {
-        log::warn!("derivatives: no image was written: dataset_description.json left as it was");
+    // GeneratedBy names the runs that made bytes: a run that only skipped
+    // (or failed) adds no entry, unless the dataset has no description yet
+    // (a run killed before writing one, then resumed).
+    let wrote = report.images.iter().any(|r| r.status == Status::Ok);
+    let described = cfg.outdir.join("dataset_description.json").exists();
+    let skipped = report.images.iter().any(|r| r.status == Status::Skipped);
+    if !wrote && (described || !skipped) {
+        log::info!(
+            "derivatives: no image written by this run: dataset_description.json left as it was"
+        );
         return Ok(());
     }
     sidecar::write_dataset_description(&cfg.outdir, &link, &report.command, &smoothing)?;

@@ -50,12 +50,14 @@ pub fn init(rank: usize, size: usize) {
         } else {
             String::new()
         };
+        // File names reach the log as they are on disk: a new line or an
+        // escape in one must not make a line of its own or drive the terminal.
         writeln!(
             f,
             "[{} {}{who}] {}",
             f.timestamp_seconds(),
             rec.level(),
-            rec.args()
+            crate::report::printable_value(&rec.args().to_string())
         )
     });
     b.init();

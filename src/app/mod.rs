@@ -75,7 +75,8 @@ pub fn dispatch(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("nismooth: error: {e:#}");
+            let why = crate::report::printable_value(&format!("{e:#}"));
+            eprintln!("nismooth: error: {why}");
             EXIT_USAGE
         }
     }

@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use crate::report::{self, Exporter};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::metrics::mib;
 use crate::slurm::{accounting, parse_mib};
@@ -16,6 +16,7 @@ use super::{EXIT_FAILED_IMAGES, EXIT_OK};
 pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
     match &args.action {
         Some(ReportAction::Merge { files, output, csv }) => {
+            check_merge_targets(files, output, csv.as_deref())?;
             let merged = report::merge::merge(files)?;
             report::export_to(&report::Json, &merged, output)
                 .context("writing the merged report")?;
@@ -31,6 +32,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
             })
         }
         None if args.job.is_some() => {
+            mem_request(args)?;
             let job = args.job.as_deref().unwrap_or_default();
             print!("{}", report::printable(&accounted(job)?));
             Ok(EXIT_OK)
@@ -40,12 +42,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
                 !args.files.is_empty(),
                 "give report files to show, `report --job JOBID`, or `report merge`"
             );
-            let request = args
-                .mem_request
-                .as_deref()
-                .map(parse_mib)
-                .transpose()
-                .context("--mem-request")?;
+            let request = mem_request(args)?;
             for f in &args.files {
                 let r = report::merge::load(f)?;
                 println!("== {}", f.display());
@@ -57,6 +54,43 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `--mem-request`, read before anything else is (a size of 0 or none refused).
+fn mem_request(args: &ReportArgs) -> anyhow::Result<Option<u64>> {
+    args.mem_request
+        .as_deref()
+        .map(parse_mib)
+        .transpose()
+        .context("--mem-request")
+}
+
+/// The merged report and CSV go to files of their own: never over a report
+/// being merged (through a link or a hard link too), never both to one
+/// file, never into a folder or a missing one. Checked before anything is read.
+fn check_merge_targets(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> anyhow::Result<()> {
+    use crate::plan::identity::Place;
+    let targets = [("-o", Some(output)), ("--csv", csv)];
+    for (flag, target) in targets {
+        let Some(target) = target else { continue };
+        crate::io::report_target(target).with_context(|| format!("{flag} {}", target.display()))?;
+        let place = Place::of(target);
+        if let Some(input) = files.iter().find(|f| Place::of(f).same(&place)) {
+            anyhow::bail!(
+                "{flag} {}: refused, it is report {} being merged",
+                target.display(),
+                input.display()
+            );
+        }
+    }
+    if let Some(csv) = csv {
+        anyhow::ensure!(
+            !Place::of(csv).same(&Place::of(output)),
+            "--csv {}: refused, it is also the -o file",
+            csv.display()
+        );
+    }
+    Ok(())
 }
 
 /// `report --job`: every job (or array task) sacct knows under `job`, each

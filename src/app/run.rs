@@ -78,7 +78,10 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
         Err(e) => {
             // Every rank has the refusal; one line says it.
             if comm.is_root() {
-                eprintln!("nismooth: refused: {e}");
+                eprintln!(
+                    "nismooth: refused: {}",
+                    report::printable_value(&e.to_string())
+                );
             }
             return Ok(EXIT_USAGE);
         }

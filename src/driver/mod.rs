@@ -356,6 +356,7 @@ fn process_my_share(
     progress: &Progress,
 ) -> Vec<ImageRecord> {
     let (rank, size, tasks) = (comm.rank(), comm.size(), &plan.tasks);
+    stop::planned();
     if cfg.schedule == Schedule::Dynamic {
         if !comm.is_root() {
             return dynamic::worker(comm, tasks, cfg, durable, backend);

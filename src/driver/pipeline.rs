@@ -611,6 +611,9 @@ fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend)
     let mut voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
     if cfg.compat == Compat::Nilearn {
         voxels = crate::filter::nilearn::prepare(voxels, job.out);
+        if crate::filter::nilearn::kernel_is_nan(spec.sigma) {
+            crate::filter::nilearn::all_nan(&mut voxels);
+        }
     }
     job.pending = Some(backend.submit(voxels, img.shape, &spec, job.out));
     job.rec.filter_s = t.elapsed().as_secs_f64();

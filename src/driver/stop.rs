@@ -44,6 +44,17 @@ static GRACE_MS: AtomicU64 = AtomicU64::new(10_000);
 /// A signal this soon after the drain began is the first one again.
 const ECHO_MS: u64 = 1000;
 
+/// Whether this process is still planning (finding images, reading a list,
+/// sharing the plan): nothing is in flight then, so a second signal has
+/// nothing to abandon and takes its default action at once (a list read
+/// from a standard input that never closes would hold the drain forever).
+static PLANNING: AtomicBool = AtomicBool::new(true);
+
+/// The plan is made: images are about to be in flight.
+pub fn planned() {
+    PLANNING.store(false, Ordering::SeqCst);
+}
+
 /// Whether the other ranks know of this rank's drain (told by it, or they
 /// told it), and whether this rank sent them notices (`Watch::settle`).
 static TOLD: AtomicBool = AtomicBool::new(false);
@@ -103,6 +114,11 @@ fn on_signal(sig: i32, grace: f64) {
         }
     } else if now.saturating_sub(own) < ECHO_MS {
         log::info!("{name} again within a second: taken as the same request");
+    } else if PLANNING.load(Ordering::SeqCst) {
+        log::warn!(
+            "{name} again while planning (nothing in flight, nothing written): stopping now"
+        );
+        let _ = signal_hook::low_level::emulate_default_handler(sig);
     } else if STATE.swap(ABORTING, Ordering::SeqCst) != ABORTING {
         log::warn!("{name} again: abandoning the images in flight (no output, no temp file left)");
     } else {

@@ -96,6 +96,10 @@ fn pass(src: &[f32], dst: &mut [f32], dims: [usize; 3], axis: usize, w: &[f32]) 
             .par_chunks_mut(nx)
             .zip(src.par_chunks(nx))
             .for_each(|(out, row)| {
+                // A run that is stopping leaves the rest undone (`cancelled`).
+                if super::cancelled() {
+                    return;
+                }
                 for (i, o) in out.iter_mut().enumerate() {
                     let mut acc = [taps(i).fold(0f32, |s, (j, wk)| s + wk * row[j])];
                     finish(&mut acc, i);
@@ -107,6 +111,9 @@ fn pass(src: &[f32], dst: &mut [f32], dims: [usize; 3], axis: usize, w: &[f32]) 
             .zip(src.par_chunks(nx * ny))
             .for_each(|(out, plane)| {
                 for (i, acc) in out.chunks_mut(nx).enumerate() {
+                    if super::cancelled() {
+                        return;
+                    }
                     acc.fill(0.0);
                     for (j, wk) in taps(i) {
                         let row = &plane[j * nx..(j + 1) * nx];
@@ -121,6 +128,9 @@ fn pass(src: &[f32], dst: &mut [f32], dims: [usize; 3], axis: usize, w: &[f32]) 
             .for_each(|(i, acc)| {
                 acc.fill(0.0);
                 for (j, wk) in taps(i) {
+                    if super::cancelled() {
+                        return;
+                    }
                     let plane = &src[j * nx * ny..(j + 1) * nx * ny];
                     acc.iter_mut().zip(plane).for_each(|(a, &v)| *a += wk * v);
                 }

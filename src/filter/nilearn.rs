@@ -23,6 +23,25 @@ pub fn dtype(presented: DType) -> DType {
     }
 }
 
+/// nilearn calls `gaussian_filter1d` on every axis whose σ is above 0,
+/// which (unlike `gaussian_filter`) does not skip a σ of 1e-15 or less: its
+/// one weight is exp(-0.5/σ² · 0) / itself, which is 1 until σ² underflows
+/// and -0.5/σ² overflows to -∞; then it is NaN, and so is every voxel.
+pub fn kernel_is_nan(sigma: [f64; 3]) -> bool {
+    sigma
+        .iter()
+        .any(|&s| s > 0.0 && s <= super::SIGMA_EPS && (-0.5 / (s * s) * 0.0).is_nan())
+}
+
+/// Every voxel NaN, as nilearn returns them when `kernel_is_nan`.
+pub fn all_nan(v: &mut Voxels) {
+    match v {
+        Voxels::F32(x) => x.fill(f32::NAN),
+        Voxels::F64(x) => x.fill(f64::NAN),
+        _ => {}
+    }
+}
+
 /// The array nilearn filters: cast to `out`, non-finite values set to 0.
 pub fn prepare(voxels: Voxels, out: DType) -> Voxels {
     let mut v = if voxels.dtype() == out {

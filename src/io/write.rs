@@ -332,10 +332,7 @@ pub fn report_target(dest: &Path) -> Result<Target, WriteError> {
     }
     // `/dev/stdout` redirected to a log resolves to the log: write into it
     // where the shell put it, not over it.
-    if dest.starts_with("/dev") || dest.starts_with("/proc") {
-        if std::fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
-            return Err(refuse("is a folder: name a file"));
-        }
+    if names_an_open_file(dest) && std::fs::metadata(dest).is_ok_and(|m| !m.is_dir()) {
         return Ok(Target::Stream);
     }
     match std::fs::metadata(dest) {
@@ -362,21 +359,59 @@ pub fn report_target(dest: &Path) -> Result<Target, WriteError> {
     }
 }
 
+/// Whether `path` names a file some process holds open (`/dev/stdout`,
+/// `/dev/fd/3`, `/proc/self/fd/1`, `/proc/PID/fd/N`) rather than a place in
+/// a file system: renaming over what it resolves to would cut the file off
+/// from whoever holds it.
+fn names_an_open_file(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    if ["/dev/stdout", "/dev/stderr", "/dev/stdin"].contains(&text.as_ref())
+        || text.starts_with("/dev/fd/")
+    {
+        return true;
+    }
+    let mut parts = text.strip_prefix("/proc/").unwrap_or("").split('/');
+    let pid = parts.next().unwrap_or("");
+    let process = pid == "self" || pid == "thread-self" || pid.bytes().all(|b| b.is_ascii_digit());
+    !pid.is_empty() && process && parts.next() == Some("fd")
+}
+
 /// Writes `bytes` to `dest` as `report_target` says: atomically to a
 /// regular file, directly into a device or FIFO. Errors name `dest`.
 pub fn write_report_file(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     match report_target(dest)? {
         Target::Replace(path) => write_file_atomic(&path, bytes),
-        // Appended: a log behind `/dev/stdout` keeps what is already in it.
-        Target::Stream => OpenOptions::new()
-            .append(true)
-            .open(dest)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(|source| WriteError::Io {
-                path: dest.to_path_buf(),
-                source,
-            }),
+        Target::Stream => write_into(dest, bytes).map_err(|source| WriteError::Io {
+            path: dest.to_path_buf(),
+            source,
+        }),
     }
+}
+
+/// Writes into a device, FIFO or open file. Appended: a log behind
+/// `/dev/stdout` keeps what is already in it. Opened without blocking, so
+/// that a FIFO nobody reads is an error, not a process that waits forever
+/// with its report; the writes then block as usual.
+fn write_into(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(dest)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => std::io::Error::other("a FIFO that no process is reading"),
+            _ => e,
+        })?;
+    // SAFETY: fcntl on the descriptor `file` owns, clearing one status flag.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    (&file).write_all(bytes)
 }
 
 /// A fresh little-endian NIfTI-1 single-file header (352 bytes with the

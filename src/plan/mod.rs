@@ -217,7 +217,7 @@ pub fn make_tasks(
     }
     let created = create_outdir(outdir)?;
     let checked = probe_writable(outdir)
-        .and_then(|()| check_reports(reports, &tasks))
+        .and_then(|()| check_reports(reports, &tasks, outdir))
         .and_then(|()| create_subfolders(&tasks, outdir));
     if let (Err(_), Some(top)) = (&checked, created) {
         // Only empty folders go: what we made, from OUTDIR up to the top one.
@@ -283,14 +283,27 @@ fn create_outdir(outdir: &Path) -> Result<Option<PathBuf>, UsageError> {
 
 /// Each report must land in an existing, writable folder, and on no input,
 /// no output of this run and no other report.
-fn check_reports(reports: &ReportFiles, tasks: &[Task]) -> Result<(), UsageError> {
+fn check_reports(reports: &ReportFiles, tasks: &[Task], outdir: &Path) -> Result<(), UsageError> {
     let refuse = |flag: &str, path: &Path, why: String| UsageError::Report {
         flag: flag.to_string(),
         path: path.to_path_buf(),
         why,
     };
+    // The journals, the lock and the temp files there are what --resume
+    // and the next run trust: a report over one of them loses it.
+    let state = identity::resolve_future(&outdir.join(STATE_DIR));
     let mut places: Vec<(&str, Place)> = Vec::new();
     for &(flag, path) in reports {
+        if identity::resolve_future(path).starts_with(&state) {
+            return Err(refuse(
+                flag,
+                path,
+                format!(
+                    "it is inside {}, nismooth's own journal and lock",
+                    state.display()
+                ),
+            ));
+        }
         // A device or FIFO is written into, never replaced: no folder to probe.
         match crate::io::report_target(path) {
             Err(crate::io::WriteError::Io { source, .. }) => {

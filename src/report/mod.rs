@@ -295,19 +295,33 @@ impl Summary {
 /// One output format of a report.
 /// `text` with its control characters (an ANSI escape in a file name, a
 /// host name or an error) written out as `\u{1b}`, so that a terminal shows
-/// them instead of obeying them; new lines and tabs stay.
+/// them instead of obeying them; the text's own new lines and tabs stay.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let keep = !c.is_control() || c == '\n' || c == '\t';
-            let shown: Vec<char> = if keep {
-                vec![c]
-            } else {
-                c.escape_unicode().collect()
-            };
-            shown
-        })
-        .collect()
+    escaped(text, |c| c == '\n' || c == '\t')
+}
+
+/// One value inside a line (a file name, an error, a host): every control
+/// character escaped, new lines and carriage returns too (a name holding
+/// `\n[… INFO] all good` would print a line that was never logged), and
+/// the bidirectional overrides that reorder what a terminal shows.
+pub fn printable_value(text: &str) -> String {
+    escaped(text, |_| false)
+}
+
+fn escaped(text: &str, keep: impl Fn(char) -> bool) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if hidden(c) && !keep(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub trait Exporter {

@@ -107,9 +107,11 @@ fn table(r: &Report) -> Result<String, ExportError> {
             // Inside Slurm the node name is the one users know (and the one
             // that differs between simulated nodes); the array task says whose share.
             let slurm = p.slurm.as_ref();
-            let node = slurm
-                .and_then(|s| s.nodename.clone())
-                .unwrap_or_else(|| p.host.clone());
+            let node = super::printable_value(
+                &slurm
+                    .and_then(|s| s.nodename.clone())
+                    .unwrap_or_else(|| p.host.clone()),
+            );
             let task = slurm
                 .and_then(|s| s.array_task_id)
                 .map(|t| format!(" task {t}"))
@@ -131,8 +133,8 @@ fn table(r: &Report) -> Result<String, ExportError> {
         writeln!(
             o,
             "  FAILED {}: {}",
-            img.input,
-            img.error.as_deref().unwrap_or("?")
+            super::printable_value(&img.input),
+            super::printable_value(img.error.as_deref().unwrap_or("?"))
         )?;
     }
     Ok(o)

@@ -145,7 +145,7 @@ impl ArraySlot {
 
 /// A memory size that is not in Slurm's form.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("memory '{0}': expected e.g. 4G or 1500M, at most 1024P")]
+#[error("memory '{0}': expected a size in MiB, or with M, G or T (4G, 1500M), above 0 and at most 1048576T")]
 pub struct BadMemory(pub String);
 
 /// The most memory a request may name, in MiB (1 EiB): more is a typo, and
@@ -164,7 +164,8 @@ pub fn parse_mib(s: &str) -> Result<u64, BadMemory> {
     num.parse::<u64>()
         .ok()
         .and_then(|v| v.checked_mul(mult))
-        .filter(|&mib| mib <= MAX_MEMORY_MIB)
+        // 0 asks Slurm for the whole node: not what a size means here.
+        .filter(|&mib| mib > 0 && mib <= MAX_MEMORY_MIB)
         .ok_or_else(|| BadMemory(s.into()))
 }
 

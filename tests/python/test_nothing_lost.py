@@ -342,3 +342,121 @@ def test_estimate_refuses_a_study_with_impossible_times(tmp_path, wall):
     (out / "bad.json").write_text(json.dumps(study))
     proc = nismooth("estimate", "--from", out / "bad.json", "--tasks", "40000", expect=2)
     assert "no run can have" in proc.stderr
+
+
+# The hostile round against the fixes above ------------------------------------
+
+def test_a_drain_stops_an_fsl_filter_too(slow, tmp_path):
+    code, after, err = start_then_signal(slow, tmp_path / "o", ["--grace", "0", "--compat", "fsl"],
+                                         [(2.0, signal.SIGTERM)])
+    assert code == 3, err
+    assert after < 2.0, f"exited {after:.1f} s after SIGTERM with --grace 0 (--compat fsl)"
+
+
+def test_a_fifo_nobody_reads_is_an_error_not_a_hang(inputs, tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    proc = subprocess.run([str(BIN), "run", str(inputs), "-o", str(tmp_path / "o"), "--progress", "none",
+                           "--report", str(tmp_path / "fifo")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no process is reading" in proc.stderr, proc.stderr
+    assert len(list((tmp_path / "o").glob("*.nii.gz"))) == 3
+
+
+def test_a_second_signal_while_reading_a_list_from_stdin_stops_it(tmp_path):
+    proc = subprocess.Popen([str(BIN), "run", "--list", "-", "-o", str(tmp_path / "o")],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("inside", ["journal", "lock", "folder"])
+def test_reports_inside_nismooths_own_folder_are_refused(inputs, tmp_path, inside):
+    out = tmp_path / "o"
+    run(inputs, out)
+    journal = next((out / ".nismooth").glob("journal*"))
+    before = journal.read_bytes()
+    target = {"journal": journal, "lock": out / ".nismooth" / "lock", "folder": out / ".nismooth"}[inside]
+    proc = run(inputs, out, "--resume", "--report", target, expect=2)
+    assert ".nismooth" in proc.stderr
+    assert journal.read_bytes() == before
+    fresh = tmp_path / "fresh"
+    proc = run(inputs, fresh, "--csv", fresh / ".nismooth", expect=2)
+    assert not list(fresh.glob("*.nii.gz")) if fresh.exists() else True
+
+
+def test_report_merge_never_writes_over_what_it_merges(inputs, tmp_path):
+    run(inputs, tmp_path / "o", "--report", tmp_path / "ra.json")
+    before = (tmp_path / "ra.json").read_bytes()
+    (tmp_path / "link.json").symlink_to(tmp_path / "ra.json")
+    for target in ("ra.json", "link.json"):
+        proc = nismooth("report", "merge", tmp_path / "ra.json", "-o", tmp_path / target, expect=2)
+        assert "being merged" in proc.stderr
+    proc = nismooth("report", "merge", tmp_path / "ra.json", "-o", tmp_path / "rb.json", "--csv",
+                    tmp_path / "rb.json", expect=2)
+    assert "also the -o file" in proc.stderr
+    assert (tmp_path / "ra.json").read_bytes() == before and not (tmp_path / "rb.json").exists()
+
+
+def test_a_new_file_under_dev_shm_is_an_ordinary_report(inputs, tmp_path):
+    target = Path("/dev/shm") / f"nismooth-test-{os.getpid()}.json"
+    try:
+        for _ in range(2):
+            run(inputs, tmp_path / "o", "--report", target, "--skip-existing")
+            json.loads(target.read_text())  # replaced whole each time, never appended to
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_a_tiny_fwhm_gives_nilearns_nans(tmp_path):
+    nilearn_image = pytest.importorskip("nilearn.image")
+    import nibabel as nib
+    d = tmp_path / "in"
+    d.mkdir()
+    save(d / "t.nii.gz", noise((9, 10, 11), np.float32, 3))
+    for fwhm in ("1e-160", "1e-20"):
+        out = tmp_path / f"o{fwhm}"
+        nismooth("run", d, "-o", out, "--fwhm", fwhm, "--compat", "nilearn", "--progress", "none")
+        want = nilearn_image.smooth_img(str(d / "t.nii.gz"), float(fwhm)).get_fdata()
+        got = nib.load(str(out / "t.nii.gz")).get_fdata()
+        assert np.array_equal(got, want, equal_nan=True), fwhm
+
+
+def test_a_run_that_only_skipped_adds_no_generated_by(raw, tmp_path):
+    out = tmp_path / "d"
+    common = ["bids", raw, out, "participant", "--participant-label", "03", "--datatype", "anat"]
+    nismooth(*common, "--fwhm", "6", "--compat", "nilearn")
+    for side in out.rglob("sub-03_*.json"):
+        side.unlink()
+    nismooth(*common, "--fwhm", "8", "--compat", "nilearn", "--desc", "smooth6mm", "--skip-existing")
+    gen = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert len(gen) == 1 and "FWHM 6 mm" in gen[0]["Description"], gen
+
+
+def test_names_with_new_lines_make_no_lines_of_their_own(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "h\nFAKE LINE.nii").write_bytes(b"not a nifti")
+    proc = nismooth("run", d, "-o", tmp_path / "o", "--progress", "none", "--report", tmp_path / "r.json",
+                    expect=1)
+    for text in (proc.stdout, proc.stderr, nismooth("report", tmp_path / "r.json").stdout):
+        assert not any(line.startswith("FAKE LINE") for line in text.splitlines()), text
+        assert "\\u{a}FAKE LINE" in text
+
+
+def test_sizes_and_studies_that_mean_nothing_are_refused(inputs, tmp_path):
+    nismooth("sbatch", "--model", "serial", "--mem", "0", "--", inputs, "-o", tmp_path / "x", expect=2)
+    proc = nismooth("report", "--job", "1", "--mem-request", "4X", expect=2)
+    assert "--mem-request" in proc.stderr
+    out = tmp_path / "s"
+    nismooth("study", "--ranks", "1", "--threads", "1", "--tasks", "1,2", "--shape", "16,16,12", "-o", out)
+    study = json.loads((out / "study.json").read_text())
+    study["points"][0]["outer_wall_s"] = 1e308
+    (out / "bad.json").write_text(json.dumps(study))
+    proc = nismooth("estimate", "--from", out / "bad.json", "--tasks", "40000", expect=2)
+    assert "outer_wall_s" in proc.stderr

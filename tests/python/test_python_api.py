@@ -250,3 +250,15 @@ def test_more_threads_than_cpus_are_capped_with_a_warning():
     with pytest.warns(RuntimeWarning, match=f"{cpus} used"):
         got = nismooth.gaussian_filter(a, 2.0, threads=100000)
     same(got, ndimage.gaussian_filter(a, 2.0))
+
+
+@pytest.mark.parametrize("fwhm", [1e-160, 1e-20, 1e-300])
+def test_smooth_img_with_a_tiny_fwhm_is_nilearns(fwhm):
+    """nilearn's gaussian_filter1d keeps a σ ≤ 1e-15 (NaN once σ² underflows)."""
+    nib = pytest.importorskip("nibabel")
+    nilearn_image = pytest.importorskip("nilearn.image")
+    img = nib.Nifti1Image(data((6, 5, 4), np.float32, 16), np.eye(4))
+    with np.errstate(all="ignore"):
+        want = np.asanyarray(nilearn_image.smooth_img(img, fwhm).dataobj)
+    got = np.asanyarray(nismooth.smooth_img(img, fwhm).dataobj)
+    assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)

@@ -112,9 +112,11 @@ impl Backend for CpuBackend {
             });
         }
         if let super::Semantics::Fsl { pixdim } = spec.semantics {
-            return Ok(self
-                .pool
-                .install(|| super::fsl::smooth(&input, shape, spec.sigma, pixdim, spec.exp, out)));
+            return finished(
+                self.pool.install(|| {
+                    super::fsl::smooth(&input, shape, spec.sigma, pixdim, spec.exp, out)
+                }),
+            );
         }
         self.smooth_in_order(input, shape, spec, out, [0, 1, 2])
     }
