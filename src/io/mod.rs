@@ -8,7 +8,6 @@
 //! temporary file in the output directory that is renamed into place only when
 //! complete, so a crash or an error never leaves a half-written output.
 
-mod affine;
 pub mod gzip;
 pub mod header;
 mod read;

@@ -7,7 +7,7 @@
 //! pixdim in the last bits or more, and `--compat nilearn` must use the same
 //! float64 voxel sizes to reproduce `smooth_img` bit for bit.
 
-use super::header::{Fields, Version};
+use super::{Fields, Version};
 
 extern "C" {
     /// nibabel's `quat2mat(fillpositive(b, c, d)) @ diag(vox)`, rounded to f64 (row-major).

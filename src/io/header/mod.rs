@@ -8,6 +8,8 @@
 //! Every check that keeps a hostile header from costing memory or time is
 //! made here, before a voxel is read.
 
+mod affine;
+
 use super::ReadError;
 use crate::volume::DType;
 use crate::volume::Shape;
@@ -377,7 +379,7 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
         },
         stored,
         pixdim,
-        voxel_sizes: super::affine::voxel_sizes(&f, ndim as usize),
+        voxel_sizes: affine::voxel_sizes(&f, ndim as usize),
         vox_offset: vox as usize,
         big_endian,
         gz,
