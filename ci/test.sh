@@ -9,8 +9,9 @@ phase() { echo "== $* (at $SECONDS s)"; }
 
 bash ci/install-deps.sh
 
-phase "cargo fmt --check"
+phase "cargo fmt --check; no import cycle in the library"
 cargo fmt --all -- --check
+python3 scripts/import_cycles.py src
 phase "cargo clippy (default features: MPI and the command line; the bare library; the command line without MPI; with CUDA; CUDA without MPI)"
 cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --all-targets --quiet --no-default-features -- -D warnings

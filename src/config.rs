@@ -9,9 +9,10 @@ use crate::error::UsageError;
 use crate::filter::{BackendChoice, Compat, Units};
 use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
 use crate::io::OutputFormat;
+use crate::plan::array::ArraySlot;
 use crate::plan::schedule::Schedule;
 use crate::resources::default_readers;
-use crate::slurm::{ArraySlot, SlurmContext};
+use crate::slurm::SlurmContext;
 use crate::volume::DType;
 
 /// How a run shows its progress.

@@ -56,7 +56,7 @@ pub enum UsageError {
     },
     /// Another run holds the output directory.
     #[error(transparent)]
-    Locked(#[from] crate::plan::lock::LockError),
+    Locked(#[from] LockError),
     /// `--resume` over outputs made with other settings.
     #[error("--resume: {0}")]
     Resume(String),
@@ -85,6 +85,107 @@ pub enum UsageError {
     #[error("{0}")]
     Bids(String),
     /// A job-array task that cannot take a share of the list.
-    #[error("{0}")]
-    Array(String),
+    #[error(transparent)]
+    Array(#[from] ArrayError),
+}
+
+/// Why the folder could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("output directory {outdir} is locked by another nismooth run ({holder}; lock file {file}). Wait for it to end; if it is gone (another host, a crashed node), remove {file}")]
+    Held {
+        outdir: PathBuf,
+        holder: String,
+        file: PathBuf,
+    },
+    #[error("cannot lock output directory {outdir} ({file}): {source}")]
+    Io {
+        outdir: PathBuf,
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// An array that would skip images, idle tasks, or exceed `MaxArraySize`;
+/// a task that is not on its array's grid; `--array` outside an array.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArrayError {
+    #[error(
+        "SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MAX is"
+    )]
+    NoCount,
+    /// Ids that are not evenly spaced (`--array=0,3,4,6`) have no grid:
+    /// every task must refuse, or the ids off it leave their images out.
+    #[error(
+        "the array's ids are not evenly spaced (min {min}, max {max}, step {step}, {count} tasks); \
+         nismooth shares images over ids such as --array=0-99 or 1-100:1"
+    )]
+    Uneven {
+        min: u64,
+        max: u64,
+        step: u64,
+        count: u64,
+    },
+    #[error(
+        "array task {id} is not on the array's grid (min {min}, step {step}, {count} tasks); \
+         nismooth shares images over evenly spaced ids such as --array=0-99 or 1-100:1"
+    )]
+    OffGrid {
+        id: u64,
+        min: u64,
+        step: u64,
+        count: u64,
+    },
+    #[error(
+        "--array: not inside a Slurm job (SLURM_JOB_ID is not set); submit with sbatch --array"
+    )]
+    NotInJob,
+    #[error("--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)")]
+    NotInArray,
+    #[error(
+        "--array-chunk {chunk} × {tasks} array tasks leaves the last {uncovered} of {units} images to no task: \
+         submit --array=0-{last} or a larger chunk"
+    )]
+    Short {
+        chunk: usize,
+        tasks: usize,
+        uncovered: usize,
+        units: usize,
+        last: usize,
+    },
+    #[error("the run has no images to share over an array")]
+    NoImages,
+    #[error(
+        "--array-chunk {chunk} × {tasks} task(s) covers {} of {images} images: the rest would go to \
+         no task; {need} tasks cover them (omit --array-tasks to get that)",
+        chunk * tasks
+    )]
+    Uncovered {
+        chunk: usize,
+        tasks: usize,
+        images: usize,
+        need: usize,
+    },
+    #[error(
+        "--array-tasks {tasks} with --array-chunk {chunk}: {images} images need only {need} task(s), \
+         the others would have none"
+    )]
+    Idle {
+        chunk: usize,
+        tasks: usize,
+        images: usize,
+        need: usize,
+    },
+    #[error("--array-tasks {tasks} for {images} images: {} task(s) would have none", tasks - images)]
+    MoreTasksThanImages { tasks: usize, images: usize },
+    #[error(
+        "--array-chunk {chunk} needs {need} tasks, beyond this cluster's MaxArraySize {max}: \
+         use --array-chunk {fits} or more"
+    )]
+    BeyondMax {
+        chunk: usize,
+        need: usize,
+        max: usize,
+        fits: usize,
+    },
 }

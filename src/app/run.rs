@@ -196,7 +196,12 @@ fn run_config(
         None => config::default_threads(node_ranks),
     };
     let slurm = SlurmContext::from_env();
-    let array = array_share(a, ranks, slurm.as_ref())?;
+    let slot = slurm
+        .as_ref()
+        .map(|c| c.array_slot())
+        .transpose()?
+        .flatten();
+    let array = crate::plan::array::slot_for_run(a.array, slurm.is_some(), slot, ranks)?;
     let stop = stop_settings(a, slurm.as_ref(), root)?;
     let resume = a.resume || restarted(a, slurm.as_ref());
     let expand = |p: &Option<String>| {
@@ -325,42 +330,6 @@ fn stop_settings(
         }
     }
     Ok(s)
-}
-
-/// The job-array task whose share this run takes: with `--array`, the one
-/// Slurm names (required); without it, that task's share for one rank, and
-/// the whole list (with a warning) for several.
-fn array_share(
-    a: &RunArgs,
-    ranks: usize,
-    slurm: Option<&SlurmContext>,
-) -> Result<Option<crate::slurm::ArraySlot>, UsageError> {
-    let slot = match slurm {
-        Some(c) => c.array_slot()?,
-        None => None,
-    };
-    if a.array {
-        return slot.map(Some).ok_or_else(|| {
-            UsageError::Array(match slurm {
-                None => "--array: not inside a Slurm job (SLURM_JOB_ID is not set); \
-                         submit with sbatch --array"
-                    .into(),
-                Some(_) => {
-                    "--array: SLURM_ARRAY_TASK_ID is not set (submit with sbatch --array)".into()
-                }
-            })
-        });
-    }
-    if ranks == 1 {
-        return Ok(slot);
-    }
-    if let Some(s) = slot {
-        log::warn!(
-            "array task {} runs {ranks} MPI ranks without --array: this task processes the whole list",
-            s.task_id
-        );
-    }
-    Ok(None)
 }
 
 /// The container `--format` names.

@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use crate::io::read_header_info;
 use crate::metrics::MIB;
+use crate::plan::array::{self, DEFAULT_MAX_ARRAY_SIZE};
 use crate::resources::{pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
-use crate::slurm::array::{self, DEFAULT_MAX_ARRAY_SIZE};
 use crate::slurm::parse_mib;
 use crate::slurm::script::{self, JobSpec, Memory, Model, DEFAULT_MEMORY_MIB};
 
@@ -63,7 +63,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         );
     }
     if args.model == Model::Array {
-        let max = array::max_array_size();
+        let max = crate::slurm::max_array_size();
         // A chunk among the run arguments is the run's: the plan must use it.
         let asked = match (args.array_chunk, run.array_chunk.map(|k| k as usize)) {
             (Some(a), Some(b)) if a != b => {

@@ -29,6 +29,7 @@ use crate::config::RunConfig;
 use crate::error::UsageError;
 use crate::filter::Backend;
 use crate::metrics;
+use crate::plan::array;
 use crate::plan::schedule::{self, Schedule};
 use crate::plan::{self, Task};
 use crate::report::{ImageRecord, ParallelInfo, ProcessTotals, Report, Status, Stopped};
@@ -80,9 +81,9 @@ struct Planned {
 /// the costs the schedule needs: root's work before the broadcast.
 fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
     let inputs = cfg.selection.discover()?;
-    let (unit_of, units) = array_units(&inputs);
+    let (unit_of, units) = array::units(&inputs);
     if let Some(slot) = cfg.array {
-        covers_every_image(units, slot, cfg.array_chunk)?;
+        array::covers_every_unit(units, slot, cfg.array_chunk)?;
     }
     let reports: Vec<(&'static str, &std::path::Path)> =
         [("--report", &cfg.report), ("--csv", &cfg.csv)]
@@ -91,7 +92,7 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
             .collect();
     let all = plan::make_tasks(inputs, &cfg.outdir, cfg.format, &reports)?;
     let tasks = match cfg.array {
-        Some(slot) => array_share(all, &unit_of, units, slot, cfg.array_chunk),
+        Some(slot) => array::take_share(all, &unit_of, units, slot, cfg.array_chunk),
         None => all,
     };
     let lock = plan::lock::acquire(&cfg.outdir, cfg.array)?;
@@ -121,80 +122,6 @@ fn inject_panic(stage: &str, rank: usize) {
             panic!("injected panic ({v})");
         }
     }
-}
-
-/// An array whose chunks leave images to no task is refused on every task,
-/// before anything is written: each task would end well, the job would
-/// show COMPLETED, and those images would never be smoothed.
-fn covers_every_image(
-    n: usize,
-    slot: crate::slurm::ArraySlot,
-    chunk: Option<usize>,
-) -> Result<(), UsageError> {
-    let uncovered = slot.uncovered(n, chunk);
-    if uncovered == 0 {
-        return Ok(());
-    }
-    let k = chunk.unwrap_or(1).max(1);
-    Err(UsageError::Array(format!(
-        "--array-chunk {k} × {} array tasks leaves the last {uncovered} of {n} images to no task: \
-         submit --array=0-{} or a larger chunk",
-        slot.count,
-        n.div_ceil(k) - 1
-    )))
-}
-
-/// What a job array shares: images, or the groups they belong to (a BIDS
-/// participant's images stay on one task). The unit of each input, and how
-/// many units there are.
-fn array_units(inputs: &[plan::Input]) -> (Vec<usize>, usize) {
-    let mut index: std::collections::HashMap<&str, usize> = Default::default();
-    let mut unit_of = Vec::with_capacity(inputs.len());
-    for (i, input) in inputs.iter().enumerate() {
-        unit_of.push(match &input.group {
-            Some(g) => {
-                let next = index.len();
-                *index.entry(g.as_str()).or_insert(next)
-            }
-            None => i,
-        });
-    }
-    let units = if index.is_empty() {
-        inputs.len()
-    } else {
-        index.len()
-    };
-    (unit_of, units)
-}
-
-/// This array task's images (global indices kept, so merged reports line up).
-fn array_share(
-    all: Vec<Task>,
-    unit_of: &[usize],
-    units: usize,
-    slot: crate::slurm::ArraySlot,
-    chunk: Option<usize>,
-) -> Vec<Task> {
-    let n = all.len();
-    let keep: std::collections::HashSet<usize> = slot.share(units, chunk).into_iter().collect();
-    let mine: Vec<Task> = all
-        .into_iter()
-        .filter(|t| keep.contains(&unit_of[t.index]))
-        .collect();
-    // Images are shared one by one, or whole participants at a time (BIDS).
-    let groups = if units == n {
-        String::new()
-    } else {
-        format!("{} of {units} groups (participants), ", keep.len())
-    };
-    log::info!(
-        "array task {} ({} of {}): {groups}{} of {n} images",
-        slot.task_id,
-        slot.position + 1,
-        slot.count,
-        mine.len()
-    );
-    mine
 }
 
 /// The communicator for this process: MPI when a launcher started us (and

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::array::ArraySlot;
 use super::STATE_DIR as DIR;
-use crate::slurm::ArraySlot;
+pub use crate::error::LockError;
 
 /// Who holds a lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,23 +78,6 @@ fn start_ticks(pid: u32) -> Option<u64> {
         return None;
     }
     fields.nth(18)?.parse().ok()
-}
-
-/// Why the folder could not be locked.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("output directory {outdir} is locked by another nismooth run ({holder}; lock file {file}). Wait for it to end; if it is gone (another host, a crashed node), remove {file}")]
-    Held {
-        outdir: PathBuf,
-        holder: String,
-        file: PathBuf,
-    },
-    #[error("cannot lock output directory {outdir} ({file}): {source}")]
-    Io {
-        outdir: PathBuf,
-        file: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 /// A held lock; dropping it removes the lock file.

@@ -5,6 +5,7 @@
 //! two inputs writing the same output) happen here, before any image is read,
 //! so a bad command line costs nothing and never touches a file.
 
+pub mod array;
 pub mod discover;
 pub mod identity;
 pub mod lock;

@@ -192,7 +192,7 @@ pub struct Report {
     pub slurm: Option<crate::slurm::SlurmContext>,
     /// The job-array task this report covers (its share of the list).
     #[serde(default)]
-    pub array: Option<crate::slurm::ArraySlot>,
+    pub array: Option<crate::plan::array::ArraySlot>,
     /// Set when a signal or a deadline stopped the run early, or a deadline was kept.
     #[serde(default)]
     pub stopped: Option<Stopped>,

@@ -8,14 +8,16 @@
 //! `MaxArraySize`), and `time` reads and writes Slurm's time limits.
 
 pub mod accounting;
-pub mod array;
 pub mod deadline;
 pub mod script;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::UsageError;
+use std::process::Command;
+
+use crate::plan::array::ArrayError;
+pub use crate::plan::array::ArraySlot;
 
 /// The Slurm context of one process (`SLURM_*` variables), when inside a job.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,72 +76,18 @@ impl SlurmContext {
     }
 
     /// This array task's place among the array's tasks, from the ids Slurm gives.
-    pub fn array_slot(&self) -> Result<Option<ArraySlot>, UsageError> {
+    pub fn array_slot(&self) -> Result<Option<ArraySlot>, ArrayError> {
         let Some(id) = self.array_task_id else {
             return Ok(None);
         };
-        let min = self.array_task_min.unwrap_or(0);
-        let step = self.array_task_step.unwrap_or(1).max(1);
-        let count = match (self.array_task_count, self.array_task_max) {
-            (Some(c), _) => c,
-            (None, Some(max)) => (max.saturating_sub(min)) / step + 1,
-            (None, None) => {
-                return Err(UsageError::Array(
-                    "SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MAX is".into(),
-                ))
-            }
-        };
-        // Ids that are not evenly spaced (`--array=0,3,4,6`) have no grid:
-        // every task must refuse, or the ids off it leave their images out.
-        if let (Some(c), Some(max)) = (self.array_task_count, self.array_task_max) {
-            if c == 0 || min.checked_add((c - 1).saturating_mul(step)) != Some(max) {
-                return Err(UsageError::Array(format!(
-                    "the array's ids are not evenly spaced (min {min}, max {max}, step {step}, {c} tasks); \
-                     nismooth shares images over ids such as --array=0-99 or 1-100:1"
-                )));
-            }
-        }
-        if id < min || !(id - min).is_multiple_of(step) || (id - min) / step >= count {
-            return Err(UsageError::Array(format!(
-                "array task {id} is not on the array's grid (min {min}, step {step}, {count} tasks); \
-                 nismooth shares images over evenly spaced ids such as --array=0-99 or 1-100:1"
-            )));
-        }
-        Ok(Some(ArraySlot {
-            task_id: id,
-            position: ((id - min) / step) as usize,
-            count: count as usize,
-        }))
-    }
-}
-
-/// One task of a job array: its id, its position among the tasks, their number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArraySlot {
-    pub task_id: u64,
-    pub position: usize,
-    pub count: usize,
-}
-
-impl ArraySlot {
-    /// The indices (into a list of `n` images) this task processes: cyclic
-    /// over the array's tasks, or `chunk` consecutive images per task.
-    pub fn share(&self, n: usize, chunk: Option<usize>) -> Vec<usize> {
-        match chunk {
-            None => (self.position..n).step_by(self.count).collect(),
-            Some(k) => {
-                let start = self.position.saturating_mul(k).min(n);
-                (start..start.saturating_add(k).min(n)).collect()
-            }
-        }
-    }
-
-    /// Images no task of the array reaches (with `chunk` too small for the list).
-    pub fn uncovered(&self, n: usize, chunk: Option<usize>) -> usize {
-        match chunk {
-            None => 0,
-            Some(k) => n.saturating_sub(k.saturating_mul(self.count)),
-        }
+        ArraySlot::on_grid(
+            id,
+            self.array_task_min.unwrap_or(0),
+            self.array_task_step.unwrap_or(1),
+            self.array_task_count,
+            self.array_task_max,
+        )
+        .map(Some)
     }
 }
 
@@ -167,6 +115,22 @@ pub fn parse_mib(s: &str) -> Result<u64, BadMemory> {
         // 0 asks Slurm for the whole node: not what a size means here.
         .filter(|&mib| mib > 0 && mib <= MAX_MEMORY_MIB)
         .ok_or_else(|| BadMemory(s.into()))
+}
+
+/// This cluster's `MaxArraySize` from `scontrol show config`, when Slurm
+/// answers; `None` off a cluster.
+pub fn max_array_size() -> Option<usize> {
+    let out = Command::new("scontrol")
+        .args(["show", "config"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("MaxArraySize"))
+        .and_then(|rest| rest.trim().trim_start_matches('=').trim().parse().ok())
 }
 
 /// Expands Slurm's filename patterns in a report path: %A (array job id),
@@ -261,55 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn array_shares_cover_the_list_once() {
-        for n in [0usize, 1, 7, 10, 23] {
-            for count in 1..6 {
-                for chunk in [None, Some(n.div_ceil(count).max(1))] {
-                    let mut all: Vec<usize> = (0..count)
-                        .flat_map(|position| {
-                            ArraySlot {
-                                task_id: position as u64,
-                                position,
-                                count,
-                            }
-                            .share(n, chunk)
-                        })
-                        .collect();
-                    all.sort_unstable();
-                    assert_eq!(
-                        all,
-                        (0..n).collect::<Vec<_>>(),
-                        "n={n} count={count} chunk={chunk:?}"
-                    );
-                }
-            }
-        }
-        let slot = ArraySlot {
-            task_id: 0,
-            position: 0,
-            count: 2,
-        };
-        assert_eq!(slot.uncovered(10, Some(3)), 4);
-        assert_eq!(
-            ArraySlot {
-                task_id: 1,
-                position: 1,
-                count: 2
-            }
-            .share(10, Some(3)),
-            vec![3, 4, 5]
-        );
-    }
-
-    #[test]
-    fn huge_chunks_and_uneven_ids_neither_panic_nor_share() {
-        let slot = ArraySlot {
-            task_id: 1,
-            position: 1,
-            count: 2,
-        };
-        assert!(slot.share(5, Some(usize::MAX)).is_empty());
-        assert_eq!(slot.uncovered(5, Some(usize::MAX)), 0);
+    fn uneven_ids_have_no_share() {
         // --array=0,3,4,6: min 0, max 6, four tasks; no step spaces them.
         let ctx = |id| SlurmContext {
             array_task_id: Some(id),
