@@ -20,6 +20,10 @@ pub enum UsageError {
     /// symlinks and `..` are resolved.
     #[error("output folder {folder} lies outside the output directory {outdir} (through a symbolic link or '..'): nothing is written outside it")]
     OutsideOutdir { folder: PathBuf, outdir: PathBuf },
+    /// A FIFO, device, socket or folder stands where an output would go: a
+    /// rename would replace it with a file.
+    #[error("output {output}: {what} is at this name; nismooth replaces only files (remove it, or choose another output directory)")]
+    SpecialOutput { output: PathBuf, what: &'static str },
     /// Two inputs share a file name, so their outputs would collide.
     #[error("inputs {first} and {second} would both write {name} in the output directory")]
     DuplicateOutput {

@@ -177,6 +177,14 @@ pub fn generate(
         path: dir.to_path_buf(),
         source,
     };
+    // A run's own state folder holds its journals and lock, never images.
+    if dir
+        .components()
+        .any(|c| c.as_os_str() == crate::plan::STATE_DIR)
+    {
+        let why = "is inside a run's .nismooth folder (its journals and lock)";
+        return Err(folder(std::io::Error::other(why)));
+    }
     std::fs::create_dir_all(dir).map_err(folder)?;
     let mut paths = Vec::with_capacity(count);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

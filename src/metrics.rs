@@ -10,6 +10,13 @@ use std::time::Instant;
 
 static START: OnceLock<Instant> = OnceLock::new();
 
+/// Seconds as H:MM:SS (hours not wrapped), rounded to the second: how
+/// sacct, seff and Slurm's --time write a duration.
+pub fn hms(s: f64) -> String {
+    let s = s.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
 /// Marks the start of the process (call first thing in main), so wall time
 /// covers what CPU time covers: start-up and MPI initialisation included.
 pub fn mark_start() {

@@ -118,19 +118,19 @@ fn seff_block(j: &accounting::Job, own: Option<&report::Report>) -> String {
             "  seff: CPU efficiency {:.1}% ({:.1} s of CPU over {} × {} CPU(s))\n",
             100.0 * cpu,
             r.total_cpu_s,
-            hms(r.elapsed_s),
+            crate::metrics::hms(r.elapsed_s),
             r.alloc_cpus
         ),
         // sacct counts whole seconds: a job that ran under one shows 0.
         None if r.state.starts_with("PENDING") || r.state.starts_with("CANCELLED") => format!(
             "  seff: CPU efficiency n/a (sacct gives {} CPU(s) over {}: the job did not run)\n",
             r.alloc_cpus,
-            hms(r.elapsed_s)
+            crate::metrics::hms(r.elapsed_s)
         ),
         None => format!(
             "  seff: CPU efficiency n/a (sacct gives {} CPU(s) over {}: the job ran under a second, which sacct cannot divide)\n",
             r.alloc_cpus,
-            hms(r.elapsed_s)
+            crate::metrics::hms(r.elapsed_s)
         ),
     };
     let ours = own.map(|rep| {
@@ -163,8 +163,8 @@ fn seff_block(j: &accounting::Job, own: Option<&report::Report>) -> String {
             o += &format!(
                 "  seff: time efficiency {:.1}% ({} of {})\n",
                 100.0 * t,
-                hms(r.elapsed_s),
-                hms(r.timelimit_s.unwrap_or(0.0))
+                crate::metrics::hms(r.elapsed_s),
+                crate::metrics::hms(r.timelimit_s.unwrap_or(0.0))
             )
         }
         None => o += "  seff: time efficiency unknown (no time limit)\n",
@@ -241,9 +241,4 @@ fn advice(r: &accounting::Record, s: &accounting::Seff, own_peak: Option<u64>) -
         ));
     }
     out
-}
-
-fn hms(s: f64) -> String {
-    let s = s.round() as u64;
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

@@ -102,10 +102,38 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     spec.notes = notes;
     let text = script::render(&spec);
     match &args.write {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => {
+            script_target(p, &inputs, &run.output)?;
+            crate::io::write_report_file(p, text.as_bytes())
+                .with_context(|| format!("writing {}", p.display()))?
+        }
         None => print!("{text}"),
     }
     Ok(EXIT_OK)
+}
+
+/// `--write` never lands on one of the run's inputs (through a link or a
+/// hard link too), on a NIfTI name in its OUTDIR, or inside OUTDIR/.nismooth.
+fn script_target(path: &Path, inputs: &[PathBuf], outdir: &Path) -> anyhow::Result<()> {
+    use crate::plan::identity::{resolve_future, Place};
+    let place = Place::of(path);
+    if let Some(input) = inputs.iter().find(|i| Place::of(i).same(&place)) {
+        anyhow::bail!(
+            "--write {}: refused, it is the run's input {}",
+            path.display(),
+            input.display()
+        );
+    }
+    let (real, out) = (resolve_future(path), resolve_future(outdir));
+    let state = real.starts_with(out.join(crate::plan::STATE_DIR));
+    let output = real.parent() == Some(out.as_path()) && crate::plan::is_nifti_name(&real);
+    anyhow::ensure!(
+        !state && !output,
+        "--write {}: refused, it is inside the run's output directory {} (an output or nismooth's own folder)",
+        path.display(),
+        outdir.display()
+    );
+    Ok(())
 }
 
 /// The job after `--`: `run`'s arguments, or `bids BIDS_DIR OUT participant

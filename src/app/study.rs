@@ -15,8 +15,11 @@ use crate::study::{plot, tables, Study, StudySpec, STUDY_SCHEMA};
 use super::cli::{EstimateArgs, StudyArgs};
 use super::{EXIT_FAILED_IMAGES, EXIT_OK};
 
+/// A study's or an estimate's file: replaced atomically, or written into
+/// a device or a FIFO (one nobody reads is an error, not a hang).
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    crate::io::write_report_file(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
@@ -155,13 +158,13 @@ fn target_images(sources: &Sources) -> anyhow::Result<TargetImages> {
     Ok(t)
 }
 
-/// Seconds for short times, h:mm:ss for long ones.
-fn hms(s: f64) -> String {
+/// A predicted time: seconds under two minutes, else H:MM:SS.
+fn span(s: f64) -> String {
     if s < 120.0 {
-        return format!("{s:.1} s");
+        format!("{s:.1} s")
+    } else {
+        crate::metrics::hms(s)
     }
-    let s = s.round() as u64;
-    format!("{}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
 }
 
 /// A study's record, checked to be one.
@@ -303,9 +306,9 @@ fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::R
         "From {}: {} images predicted to take {} (interval {} to {}) and {:.0} MiB per rank; request with a {:.0}% margin.",
         sources(args),
         args.tasks,
-        hms(e.wall_s.value),
-        hms(e.wall_s.low),
-        hms(e.wall_s.high),
+        span(e.wall_s.value),
+        span(e.wall_s.low),
+        span(e.wall_s.high),
         e.peak_rss_per_rank_bytes.value / MIB,
         100.0 * (args.margin - 1.0)
     ));
@@ -369,9 +372,9 @@ fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
     );
     o += &format!(
         "  wall time      {} (interval {} to {}), launch to exit\n                 = {:.2} s launcher + {:.2} s per process + {:.2e} s × {:.0} images + {:.3e} s × {:.3e} voxels on the busiest rank; serial fraction {:.3}\n",
-        hms(e.wall_s.value),
-        hms(e.wall_s.low),
-        hms(e.wall_s.high),
+        span(e.wall_s.value),
+        span(e.wall_s.low),
+        span(e.wall_s.high),
         e.launcher_s,
         e.fixed_s,
         e.seconds_per_image,

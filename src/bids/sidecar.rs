@@ -54,7 +54,8 @@ pub fn inherited(root: &Path, image: &Path) -> Result<Metadata, String> {
     let mut merged = Metadata::new();
     for level in levels {
         for (_, path) in applicable(&level, &name) {
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes =
+                crate::io::read_regular(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             match serde_json::from_slice::<Metadata>(&bytes) {
                 Ok(m) => merged.extend(m),
                 Err(e) if e.classify() == serde_json::error::Category::Data => {
@@ -136,7 +137,7 @@ pub struct SourceLink {
 
 impl SourceLink {
     pub fn new(source_root: &Path, output_root: &Path) -> SourceLink {
-        let description = std::fs::read(source_root.join("dataset_description.json"))
+        let description = crate::io::read_regular(&source_root.join("dataset_description.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .and_then(|v| v.as_object().cloned())
@@ -231,7 +232,7 @@ pub fn check_output_dataset(out: &Path) -> Result<(), String> {
 
 /// A JSON file that must hold an object.
 fn read_object(path: &Path) -> Result<Object, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::io::read_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(format!("{}: not a JSON object", path.display())),

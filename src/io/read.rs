@@ -56,6 +56,25 @@ fn open(path: &Path) -> Result<(Box<dyn Read>, bool, Source), ReadError> {
     Ok((r, gz, source))
 }
 
+/// `open_regular` for the files beside the images (journals, sidecars,
+/// descriptions): a FIFO planted under one of their names is an error, not
+/// a process that waits in `open` forever.
+pub fn open_regular_file(path: &Path) -> std::io::Result<File> {
+    match open_regular(path) {
+        Ok((file, _)) => Ok(file),
+        Err(ReadError::Io(e)) => Err(e),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
+}
+
+/// A small file's bytes (a sidecar, a description, a report), when it is a
+/// regular file (`open_regular_file`).
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut open_regular_file(path)?, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Opens a regular file, and nothing else: a FIFO would block the reader
 /// (and planning) forever, a device would stream without end. The open
 /// itself does not block (O_NONBLOCK, which regular files ignore); the

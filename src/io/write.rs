@@ -193,9 +193,32 @@ impl Staged {
     /// is on disk (`sync`, or `commit_batch`): then, after a node crash, the
     /// name holds the old file or the whole new one, never a hole.
     pub fn commit(mut self) -> Result<u64, WriteError> {
+        if let Some(what) = special_file(&self.dest) {
+            let why = format!("{what} is at this name: not replaced");
+            return Err(self.io_err(std::io::Error::other(why)));
+        }
         std::fs::rename(&self.guard.path, &self.dest).map_err(|e| self.io_err(e))?;
         self.guard.armed = false;
         Ok(self.bytes)
+    }
+}
+
+/// What stands at `path` when it is neither a regular file nor a symbolic
+/// link (a rename would replace a FIFO, a device or a socket with a file,
+/// and cannot replace a folder): its kind, for the error.
+pub fn special_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::symlink_metadata(path).ok()?.file_type();
+    if kind.is_file() || kind.is_symlink() {
+        None
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_dir() {
+        Some("a folder")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("a device")
     }
 }
 

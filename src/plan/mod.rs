@@ -198,6 +198,9 @@ pub fn make_tasks(
             &folder,
             format,
         );
+        if let Some(what) = crate::io::special_file(&output) {
+            return Err(UsageError::SpecialOutput { output, what });
+        }
         if let Some(first) = seen.get(&output) {
             return Err(UsageError::DuplicateOutput {
                 first: first.clone(),

@@ -4,7 +4,6 @@
 //! records: the driver appends to it (`driver::journal`), `--resume` reads
 //! what it vouches for, and `report merge` turns it back into a report.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -74,7 +73,7 @@ pub fn path(outdir: &Path, run: &str, rank: usize) -> PathBuf {
 /// The lines of one journal file; a line that does not parse (the partial
 /// last line of a killed writer) is skipped.
 pub fn read_file(path: &Path) -> std::io::Result<Vec<Line>> {
-    let f = File::open(path)?;
+    let f = crate::io::open_regular_file(path)?;
     Ok(BufReader::new(f)
         .lines()
         .map_while(Result::ok)

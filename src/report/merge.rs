@@ -53,7 +53,7 @@ pub fn load(path: &Path) -> Result<Report, MergeError> {
     if path.extension().is_some_and(|e| e == "jsonl") {
         return from_journal(path);
     }
-    let text = std::fs::read(path).map_err(|e| MergeError::Unreadable {
+    let text = crate::io::read_regular(path).map_err(|e| MergeError::Unreadable {
         path: path.to_path_buf(),
         cause: e.to_string(),
     })?;

@@ -460,3 +460,67 @@ def test_sizes_and_studies_that_mean_nothing_are_refused(inputs, tmp_path):
     (out / "bad.json").write_text(json.dumps(study))
     proc = nismooth("estimate", "--from", out / "bad.json", "--tasks", "40000", expect=2)
     assert "outer_wall_s" in proc.stderr
+
+
+# The second hostile round -----------------------------------------------------
+
+@pytest.mark.skipif(not ROOT_USER, reason="mknod needs root")
+def test_a_fifo_or_device_at_an_output_name_is_refused_not_replaced(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(2):
+        save(d / f"s{i}.nii.gz", noise((8, 8, 8), np.int16, i))
+    out = tmp_path / "o"
+    out.mkdir()
+    os.mkfifo(out / "s0.nii.gz")
+    os.mknod(out / "s1.nii.gz", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    proc = subprocess.run([str(BIN), "run", str(d), "-o", str(out), "--progress", "none"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "is at this name" in proc.stderr, proc.stderr
+    assert stat.S_ISFIFO(os.lstat(out / "s0.nii.gz").st_mode)
+    assert stat.S_ISCHR(os.lstat(out / "s1.nii.gz").st_mode)
+    gen = tmp_path / "g"
+    gen.mkdir()
+    os.mkfifo(gen / "sub-0000_T1w.nii.gz")
+    subprocess.run([str(BIN), "generate", "-o", str(gen), "-n", "1", "--shape", "8,8,8"],
+                   capture_output=True, timeout=60)
+    assert stat.S_ISFIFO(os.lstat(gen / "sub-0000_T1w.nii.gz").st_mode)
+    proc = subprocess.run([str(BIN), "generate", "-o", str(out / ".nismooth"), "-n", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and not list((out / ".nismooth").glob("*.nii.gz"))
+
+
+def test_sbatch_write_never_lands_on_the_runs_input(inputs, tmp_path):
+    victim = next(inputs.glob("*.nii.gz"))
+    before = victim.read_bytes()
+    proc = nismooth("sbatch", "--model", "serial", "--write", victim, "--", inputs, "-o", tmp_path / "o",
+                    expect=2)
+    assert "input" in proc.stderr and victim.read_bytes() == before
+    nismooth("sbatch", "--model", "serial", "--write", tmp_path / "o" / ".nismooth" / "x.sh", "--", inputs,
+             "-o", tmp_path / "o", expect=2)
+    os.mkfifo(tmp_path / "ff")
+    proc = subprocess.run([str(BIN), "sbatch", "--model", "serial", "--write", str(tmp_path / "ff"), "--",
+                           str(inputs), "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "no process is reading" in proc.stderr, proc.stderr
+
+
+def test_fifos_beside_the_outputs_never_hold_the_run(raw, inputs, tmp_path):
+    d3 = tmp_path / "d3"
+    (d3 / ".nismooth").mkdir(parents=True)
+    (d3 / "sub-02" / "anat").mkdir(parents=True)
+    os.mkfifo(d3 / "sub-02" / "anat" / "sub-02_desc-smoothsigma2vox_T1w.json")
+    proc = subprocess.run([str(BIN), "bids", str(raw), str(d3), "participant", "--participant-label", "02",
+                           "--datatype", "anat"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "FIFO" in proc.stderr, proc.stderr
+    d4 = tmp_path / "d4"
+    d4.mkdir()
+    os.mkfifo(d4 / "dataset_description.json")
+    proc = subprocess.run([str(BIN), "bids", str(raw), str(d4), "participant", "--participant-label", "02"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "FIFO" in proc.stderr, proc.stderr
+    d6 = tmp_path / "d6"
+    (d6 / ".nismooth").mkdir(parents=True)
+    os.mkfifo(d6 / ".nismooth" / "journal-1-1-rank0.jsonl")
+    proc = subprocess.run([str(BIN), "run", str(inputs), "-o", str(d6), "--resume", "--progress", "none"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
