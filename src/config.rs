@@ -340,6 +340,47 @@ impl RunConfig {
         })
     }
 
+    /// The filter for this image, or why it cannot have one: the per-image
+    /// rules in one place (nilearn refuses images of fewer than three
+    /// spatial axes; a kernel in mm needs finite, non-zero voxel sizes; the
+    /// radius is bounded by the image's longest axis). The pipeline reads,
+    /// asks here once, and carries the answer with the image.
+    pub fn image_spec(&self, img: &crate::io::Image) -> Result<FilterSpec, String> {
+        let ndim = img.shape.spatial_ndim;
+        if self.compat == Compat::Nilearn && ndim < 3 {
+            return Err(format!(
+                "a {ndim}-D image: nilearn's smooth_img filters three spatial axes and fails on it (no reference to match)"
+            ));
+        }
+        if self.units != Units::Voxel {
+            let (what, size): (&str, &dyn Fn(usize) -> f64) = match self.compat {
+                Compat::Nilearn => ("the affine's voxel size", &|a| img.voxel_sizes[a]),
+                _ => ("pixdim", &|a| img.pixdim[a] as f64),
+            };
+            let bad = (0..ndim)
+                .find(|&a| self.sigma[a] > 0.0 && !(size(a).is_finite() && size(a) != 0.0));
+            if let Some(a) = bad {
+                return Err(format!(
+                    "{what} along axis {} is {}: cannot convert the kernel from mm to voxels",
+                    a + 1,
+                    size(a)
+                ));
+            }
+        }
+        let spec = self.filter_spec(img.pixdim, img.voxel_sizes);
+        let longest = img.shape.spatial[..ndim].iter().copied().max().unwrap_or(1);
+        spec.check_radius(
+            ndim,
+            FilterSpec::image_bound(longest),
+            &format!(
+                " ({}× this image's longest axis, {longest} voxels)",
+                crate::filter::RADIUS_PER_AXIS
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
     /// The filter for an image with voxel size `pixdim` and, as nibabel's
     /// affine has it, `voxel_sizes` (σ in mm and FWHM are converted with
     /// pixdim, as FSL reads it, except under nilearn's semantics).

@@ -28,8 +28,7 @@ use super::pace::{Pacer, Refusal};
 use super::progress::Progress;
 use super::stop;
 use crate::config::RunConfig;
-use crate::filter::{Backend, FilterSpec, Pending, RADIUS_PER_AXIS};
-use crate::filter::{Compat, Units};
+use crate::filter::{Backend, Compat, FilterSpec, Pending};
 use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
@@ -418,6 +417,8 @@ struct InFlight<'t> {
     task: &'t Task,
     rec: ImageRecord,
     img: Option<Image>,
+    /// The image's filter, decided once when it was read (`image_spec`).
+    spec: Option<FilterSpec>,
     out: DType,
     /// Between the filter's submit and finish: the backend's handle.
     pending: Option<Pending>,
@@ -439,6 +440,7 @@ fn guarded<'t>(task: &'t Task, rank: usize, stage: impl FnOnce() -> InFlight<'t>
             task,
             rec,
             img: None,
+            spec: None,
             out: DType::U8,
             pending: None,
             staged: None,
@@ -491,6 +493,7 @@ fn read<'t>(
         task,
         rec,
         img,
+        spec: None,
         out: DType::U8,
         pending: None,
         staged: None,
@@ -532,50 +535,18 @@ fn read<'t>(
     let out = cfg.output_dtype(dtype_in);
     rec.dtype_out = Some(out.to_string());
 
-    if cfg.compat == Compat::Nilearn && img.shape.spatial_ndim < 3 {
-        let msg = format!(
-            "a {}-D image: nilearn's smooth_img filters three spatial axes and fails on it (no reference to match)",
-            img.shape.spatial_ndim
-        );
-        fail(&mut rec, &task.input, msg);
-        return job(rec, None);
-    }
-    if cfg.units != Units::Voxel {
-        let size = |a: usize| match cfg.compat {
-            Compat::Nilearn => img.voxel_sizes[a],
-            _ => img.pixdim[a] as f64,
-        };
-        let bad = (0..img.shape.spatial_ndim)
-            .find(|&a| cfg.sigma[a] > 0.0 && !(size(a).is_finite() && size(a) != 0.0));
-        if let Some(a) = bad {
-            let what = match cfg.compat {
-                Compat::Nilearn => "the affine's voxel size",
-                _ => "pixdim",
-            };
-            let msg = format!(
-                "{what} along axis {} is {}: cannot convert the kernel from mm to voxels",
-                a + 1,
-                size(a)
-            );
-            fail(&mut rec, &task.input, msg);
+    let spec = match cfg.image_spec(&img) {
+        Ok(spec) => spec,
+        Err(why) => {
+            fail(&mut rec, &task.input, why);
             return job(rec, None);
         }
-    }
-    let ndim = img.shape.spatial_ndim;
-    let longest = img.shape.spatial[..ndim].iter().copied().max().unwrap_or(1);
-    let bounded = cfg.filter_spec(img.pixdim, img.voxel_sizes).check_radius(
-        ndim,
-        FilterSpec::image_bound(longest),
-        &format!(" ({RADIUS_PER_AXIS}× this image's longest axis, {longest} voxels)"),
-    );
-    if let Err(e) = bounded {
-        fail(&mut rec, &task.input, e.to_string());
-        return job(rec, None);
-    }
+    };
     InFlight {
         task,
         rec,
         img: Some(img),
+        spec: Some(spec),
         out,
         pending: None,
         staged: None,
@@ -603,10 +574,9 @@ fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend)
     if abandon_if_aborting(&mut job, false) {
         return job;
     }
-    let Some(img) = job.img.as_mut() else {
+    let (Some(img), Some(spec)) = (job.img.as_mut(), job.spec.as_ref()) else {
         return job;
     };
-    let spec = cfg.filter_spec(img.pixdim, img.voxel_sizes);
     let t = Instant::now();
     let mut voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
     if cfg.compat == Compat::Nilearn {
@@ -615,7 +585,7 @@ fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend)
             crate::filter::nilearn::all_nan(&mut voxels);
         }
     }
-    job.pending = Some(backend.submit(voxels, img.shape, &spec, job.out));
+    job.pending = Some(backend.submit(voxels, img.shape, spec, job.out));
     job.rec.filter_s = t.elapsed().as_secs_f64();
     job
 }

@@ -3,8 +3,10 @@
 //! Each pass gathers `LANES` neighbouring lines into a tile of f64 rows
 //! (`tile[i][lane]`), pads it per boundary mode, and runs scipy's symmetric
 //! accumulation `acc = x[i]*w0; acc += (x[i-k] + x[i+k]) * w[k]` for k = r..1
-//! on whole rows, so the compiler emits SIMD adds and multiplies (never FMA:
-//! Rust does not contract, which keeps every voxel bit-identical to scipy).
+//! on whole rows, in that order: every product and sum rounded as scipy
+//! rounds it. The vector kernels (`simd/`) keep that sequence; the only FMA
+//! they issue is `fma(a, 1, b)`, which rounds exactly as `a + b` and moves
+//! adds onto the multiply-add units (`simd/mod.rs` says why).
 //! Groups of lines are disjoint, so passes run in place and, for images big
 //! enough to share (`CpuBackend::run`), in parallel over rayon's pool; the result of each pass is stored in the output dtype before
 //! the next pass reads it, exactly as scipy does.
