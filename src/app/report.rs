@@ -74,8 +74,7 @@ fn check_merge_targets(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> 
     for (flag, target) in targets {
         let Some(target) = target else { continue };
         crate::io::report_target(target).with_context(|| format!("{flag} {}", target.display()))?;
-        let place = Place::of(target);
-        if let Some(input) = files.iter().find(|f| Place::of(f).same(&place)) {
+        if let Some(input) = Place::among(target, files) {
             anyhow::bail!(
                 "{flag} {}: refused, it is report {} being merged",
                 target.display(),

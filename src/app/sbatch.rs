@@ -116,8 +116,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
 /// hard link too), on a NIfTI name in its OUTDIR, or inside OUTDIR/.nismooth.
 fn script_target(path: &Path, inputs: &[PathBuf], outdir: &Path) -> anyhow::Result<()> {
     use crate::plan::identity::{resolve_future, Place};
-    let place = Place::of(path);
-    if let Some(input) = inputs.iter().find(|i| Place::of(i).same(&place)) {
+    if let Some(input) = Place::among(path, inputs) {
         anyhow::bail!(
             "--write {}: refused, it is the run's input {}",
             path.display(),

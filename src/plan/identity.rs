@@ -86,6 +86,13 @@ impl Place {
         (self.file.is_some() && self.file == other.file)
             || (self.folder.is_some() && self.folder == other.folder && self.name == other.name)
     }
+
+    /// The first of `paths` that is the file `path` names (through any
+    /// link or hard link): a file about to be written must be none of them.
+    pub fn among<'a>(path: &Path, paths: &'a [PathBuf]) -> Option<&'a PathBuf> {
+        let place = Place::of(path);
+        paths.iter().find(|p| Place::of(p).same(&place))
+    }
 }
 
 #[cfg(test)]
