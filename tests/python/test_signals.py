@@ -136,23 +136,28 @@ def test_drain_signal_none_leaves_the_default_action(data, tmp_path):
     assert p.returncode == -signal.SIGTERM and not report.exists()
 
 
-def test_a_deadline_a_third_of_the_work_stops_in_time(data, tmp_path):
+def test_a_deadline_half_the_work_stops_in_time_and_not_early(data, tmp_path):
+    """The deadline is half an uninterrupted run. The bounds are the run's own: it ends by the deadline,
+    and the time it leaves unused is under what the images the pipeline holds (read, filter, write)
+    take at this run's own pace, so it stopped because the next image would not fit, not early. (A
+    bound on the count of images done flaked: the machine's pace drifts between the two runs.)"""
     whole = float((data / "whole_s").read_text())
     out, report = tmp_path / "out", tmp_path / "r.json"
-    limit = whole / 3
+    limit = whole / 2
     t = time.monotonic()
     proc = subprocess.run([*map(str, run_args(data, out, report, "--deadline", f"{limit:.2f}s"))],
                           capture_output=True, text=True, env=ENV)
     took = time.monotonic() - t
     assert proc.returncode == 3, proc.stderr
     r, st = statuses(report)
-    done = st.count("ok")
-    per_image = whole / N
+    done = [i for i in r["images"] if i["status"] == "ok"]
+    span = max(i["finished_s"] - i["started_s"] for i in done) if done else float("nan")
     unused = r["stopped"]["unused_s"]
-    print(f"deadline {limit:.2f} s (uninterrupted run {whole:.2f} s): {done}/{N} done in {took:.2f} s, "
-          f"{unused:.2f} s unused; one image {per_image:.3f} s")
+    print(f"deadline {limit:.2f} s (uninterrupted run {whole:.2f} s): {len(done)}/{N} done in {took:.2f} s, "
+          f"{unused:.2f} s unused; one image read to written in {span:.3f} s")
     assert r["stopped"]["reason"] == "deadline" and r["stopped"]["deadline_from"].startswith("--deadline")
-    assert 0.15 * N <= done <= 0.6 * N, st
+    assert 1 <= len(done) < N, st
+    assert unused <= 3 * span + 0.05, "stopped early: the next image would have fitted"
     assert took <= limit + 1.0, "the run ends near its deadline, not after it"
     assert temps(out) == []
     resumes_to_the_whole(data, out)
