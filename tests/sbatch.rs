@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{phantoms, s};
@@ -85,15 +85,19 @@ fn arrays_cover_every_image_once_within_max_array_size() {
     let text = script(&array(&["--array-limit", "5"]));
     assert_eq!(line(&text, "#SBATCH --array="), "#SBATCH --array=0-19%5");
 
-    // 2500 images (a list naming one image 2500 times) pass Slurm's default MaxArraySize: chunks of 3.
+    // 2500 images (a list of 2500 links to one image, each its own output) pass Slurm's
+    // default MaxArraySize: chunks of 3.
     let list = t.path().join("list.txt");
-    let first = std::fs::read_dir(&inp)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::write(&list, format!("{}\n", s(&first)).repeat(2500)).unwrap();
+    let first = first_image(&inp);
+    let many = t.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    let mut text = String::new();
+    for k in 0..2500 {
+        let link = many.join(format!("sub-{k:04}_T1w.nii.gz"));
+        std::os::unix::fs::symlink(&first, &link).unwrap();
+        text += &format!("{}\n", s(&link));
+    }
+    std::fs::write(&list, text).unwrap();
     let o = sbatch(
         &["--model", "array", "--", "--list", s(&list), "-o", s(&out)],
         Some("/usr/bin:/bin"),
@@ -379,6 +383,26 @@ fn scripts_run_as_written_whatever_the_run_arguments_say() {
         &sbatch(&["--model", "serial", "--", s(&inp), "-o", s(&inp)], None),
         "holds input",
     );
+    // The run's own refusals (plan::plan_tasks), so through a link too, and
+    // two inputs that would write one output; none creates OUTDIR.
+    let alias = inp.with_extension("alias");
+    std::os::unix::fs::symlink(&inp, &alias).unwrap();
+    refused(
+        &sbatch(&["--model", "serial", "--", s(&inp), "-o", s(&alias)], None),
+        "holds input",
+    );
+    let twin = inp.with_extension("twin");
+    std::fs::create_dir(&twin).unwrap();
+    let first = first_image(&inp);
+    std::fs::copy(&first, twin.join(first.file_name().unwrap())).unwrap();
+    refused(
+        &sbatch(
+            &["--model", "serial", "--", s(&inp), s(&twin), "-o", s(&out)],
+            None,
+        ),
+        "would both write",
+    );
+    assert!(!out.exists(), "sbatch creates no output folder");
     // A line break in a value would end a directive and start a command.
     refused(
         &sbatch(
@@ -511,4 +535,14 @@ fn requeue_scripts_pass_the_signal_on_and_requeue_only_a_run_stopped_early() {
     // Requeue's own options need it.
     let args = [&["--model", "serial", "--max-requeues", "2"][..], &run].concat();
     assert_eq!(sbatch(&args, None).status.code(), Some(2));
+}
+
+/// The first image `read_dir` lists in `dir`.
+fn first_image(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
 }

@@ -41,18 +41,6 @@ impl Route for Derivatives<'_> {
         query(self.0, kernel).map(Selection::Bids)
     }
 
-    /// Two kernels under one `desc-` label conflict before any work.
-    fn check(&self, cfg: &RunConfig) -> anyhow::Result<()> {
-        let outputs: Vec<std::path::PathBuf> = cfg
-            .selection
-            .discover()?
-            .into_iter()
-            .filter_map(|i| Some(cfg.outdir.join(&i.subdir).join(i.name?)))
-            .collect();
-        sidecar::check_kernel_conflicts(outputs.iter().map(|p| p.as_path()), &cfg.output_settings())
-            .map_err(anyhow::Error::msg)
-    }
-
     fn after(&self, report: &Report, cfg: &RunConfig) -> anyhow::Result<()> {
         derivatives(&self.0.bids_dir, report, cfg).context("writing the derivatives' metadata")
     }

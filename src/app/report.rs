@@ -1,12 +1,13 @@
 //! `nismooth report`: show reports with seff-style verdicts, or merge the
 //! reports of an array's tasks into one.
 
-use anyhow::Context;
-
-use crate::report::{self, Exporter};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use crate::metrics::mib;
+use crate::report::seff::{memory_verdict, MemoryVerdict};
+use crate::report::{self, Exporter};
 use crate::slurm::{accounting, parse_mib};
 
 use super::cli::{ReportAction, ReportArgs};
@@ -213,14 +214,13 @@ fn advice(r: &accounting::Record, s: &accounting::Seff, own_peak: Option<u64>) -
         ),
         _ => {}
     }
-    let used = s.memory_per_node_bytes.max(own_peak).unwrap_or(0) as f64;
-    let ask = ((mib(used) * 1.25 / 64.0).ceil() * 64.0).max(256.0);
-    let asked_mib = r.req_mem_per_node_bytes.map_or(0.0, |b| mib(b as f64));
-    if r.state == "COMPLETED" && s.memory.is_some_and(|m| m < 0.5) && used > 0.0 && ask < asked_mib
-    {
-        out.push(format!(
-            "memory: {ask:.0} MiB would do (the peak + 25%), not {asked}"
-        ));
+    let used = mib(s.memory_per_node_bytes.max(own_peak).unwrap_or(0) as f64);
+    if let (Some(request), "COMPLETED") = (r.req_mem_per_node_bytes, r.state.as_str()) {
+        if let MemoryVerdict::AskLess { ask_mib } = memory_verdict(used, mib(request as f64)) {
+            out.push(format!(
+                "memory: {ask_mib:.0} MiB would do (the peak + 25%), not {asked}"
+            ));
+        }
     }
     let limit = 2.0 * r.elapsed_s.max(30.0);
     if r.state == "COMPLETED"

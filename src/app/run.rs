@@ -22,17 +22,12 @@ use super::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs};
 use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
 
 /// What a subcommand that runs images (`run`, `bids`) adds to the run:
-/// which images, the refusals that need the whole settings, and root's
-/// work once the images are done.
+/// which images, and root's work once the images are done. (Refusals are
+/// root's planning, in the driver, so that every rank hears them once.)
 pub trait Route {
     /// The images, given the kernel the options name (parsed once: `bids`
     /// names its outputs after it).
     fn select(&self, kernel: &Kernel) -> anyhow::Result<Selection>;
-
-    /// Refusals that need the run's settings, before any work.
-    fn check(&self, _cfg: &RunConfig) -> anyhow::Result<()> {
-        Ok(())
-    }
 
     /// Root's work with the report before it is shown (`bids`: the
     /// derivatives' metadata).
@@ -69,7 +64,6 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
     let comm = driver::connect()?;
     logging::init(comm.rank(), comm.size());
     let cfg = run_config(args, route, comm.size(), comm.node_size(), comm.is_root())?;
-    route.check(&cfg)?;
     let mut backend = backend(&cfg, comm.as_ref())?;
     let command: Vec<String> = std::env::args().collect();
 

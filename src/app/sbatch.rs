@@ -63,36 +63,8 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         );
     }
     if args.model == Model::Array {
-        let max = crate::slurm::max_array_size();
-        // A chunk among the run arguments is the run's: the plan must use it.
-        let asked = match (args.array_chunk, run.array_chunk.map(|k| k as usize)) {
-            (Some(a), Some(b)) if a != b => {
-                anyhow::bail!(
-                    "--array-chunk {a} for sbatch but {b} among the run arguments: give one"
-                )
-            }
-            (a, b) => a.or(b),
-        };
-        let plan = array::plan(
-            units,
-            args.array_tasks,
-            asked,
-            max.unwrap_or(DEFAULT_MAX_ARRAY_SIZE),
-        )?;
-        if run
-            .array_chunk
-            .is_some_and(|k| Some(k as usize) != plan.chunk)
-        {
-            anyhow::bail!(
-                "the run's --array-chunk {} would not cover the images inside this cluster's MaxArraySize: leave it to sbatch",
-                run.array_chunk.unwrap_or(0)
-            );
-        }
+        let plan = array_plan(args, &run, units, &mut notes)?;
         (spec.array_tasks, spec.array_chunk) = (plan.tasks, plan.chunk);
-        notes.extend(plan.note);
-        if max.is_none() {
-            notes.push(format!("Array: Slurm's default MaxArraySize ({DEFAULT_MAX_ARRAY_SIZE}) assumed: scontrol did not answer here."));
-        }
     }
     spec.memory = memory(args, &run, &inputs, spec.cpus_per_task, &mut notes)?;
     notes.push(format!(
@@ -110,6 +82,45 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
         None => print!("{text}"),
     }
     Ok(EXIT_OK)
+}
+
+/// The array of an array job: `units` (images or participants) over tasks
+/// inside the cluster's `MaxArraySize`, with the run's own `--array-chunk`
+/// when it gives one.
+fn array_plan(
+    args: &SbatchArgs,
+    run: &RunArgs,
+    units: usize,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<array::ArrayPlan> {
+    let max = crate::slurm::max_array_size();
+    // A chunk among the run arguments is the run's: the plan must use it.
+    let asked = match (args.array_chunk, run.array_chunk.map(|k| k as usize)) {
+        (Some(a), Some(b)) if a != b => {
+            anyhow::bail!("--array-chunk {a} for sbatch but {b} among the run arguments: give one")
+        }
+        (a, b) => a.or(b),
+    };
+    let plan = array::plan(
+        units,
+        args.array_tasks,
+        asked,
+        max.unwrap_or(DEFAULT_MAX_ARRAY_SIZE),
+    )?;
+    if run
+        .array_chunk
+        .is_some_and(|k| Some(k as usize) != plan.chunk)
+    {
+        anyhow::bail!(
+            "the run's --array-chunk {} would not cover the images inside this cluster's MaxArraySize: leave it to sbatch",
+            run.array_chunk.unwrap_or(0)
+        );
+    }
+    notes.extend(plan.note.clone());
+    if max.is_none() {
+        notes.push(format!("Array: Slurm's default MaxArraySize ({DEFAULT_MAX_ARRAY_SIZE}) assumed: scontrol did not answer here."));
+    }
+    Ok(plan)
 }
 
 /// `--write` never lands on one of the run's inputs (through a link or a
@@ -172,22 +183,19 @@ pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<Path
     if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
         anyhow::bail!("the run's input {} does not exist", missing.display());
     }
-    let inputs = super::run::sources(&run)
-        .paths()
+    let found = super::run::sources(&run)
+        .discover()
         .context("the run's inputs")?;
-    anyhow::ensure!(!inputs.is_empty(), "the run arguments name no input image");
-    // The run refuses an OUTDIR that holds an input; so does its script.
-    let outdir = std::fs::canonicalize(&run.output).ok();
-    if let Some(held) = inputs.iter().find(|p| {
-        let parent = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
-        outdir.is_some() && parent == outdir
-    }) {
-        anyhow::bail!(
-            "the run's -o {} holds input {}: outputs would replace inputs",
-            run.output.display(),
-            held.display()
-        );
-    }
+    anyhow::ensure!(!found.is_empty(), "the run arguments name no input image");
+    let inputs = found.iter().map(|i| i.path.clone()).collect();
+    // What the run refuses of its outputs (an OUTDIR that holds an input,
+    // two inputs with one output, …), its script refuses too.
+    crate::plan::plan_tasks(
+        found,
+        &run.output,
+        run.format.map(super::run::output_format),
+    )
+    .context("the run arguments after `--`")?;
     Ok((run, inputs))
 }
 

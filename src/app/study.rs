@@ -33,22 +33,6 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
     let shape = generate::parse_shape(&args.shape).context("--shape")?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
-    let max_tasks = *args.tasks.iter().max().unwrap();
-    let images = if args.data.is_empty() {
-        let dir = args.output.join("data");
-        let spec = PhantomSpec {
-            shape,
-            dtype: args.dtype.parse().context("--dtype")?,
-            seed: 1,
-            vary_size: args.vary_size,
-            noise: crate::generate::NoiseChoice::Rician,
-            format: OutputFormat::NiiGz,
-        };
-        eprintln!("generating {max_tasks} image(s) in {}", dir.display());
-        generate::generate(&dir, max_tasks, &spec)?
-    } else {
-        crate::plan::Sources::new(args.data.clone()).paths()?
-    };
     let spec = StudySpec {
         ranks: args.ranks.clone(),
         threads: args.threads.clone(),
@@ -56,7 +40,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         schedule: args.schedule,
         launcher: args.launcher,
         reps: args.reps,
-        images,
+        images: study_images(args, shape)?,
         run_args: args.run_args.clone(),
     };
     let binary = std::env::current_exe().context("locating this nismooth binary")?;
@@ -77,35 +61,9 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         &out.join("study.json"),
         &serde_json::to_string_pretty(&study)?,
     )?;
-    // A point with a failed image measured something else than the study
-    // asks: no table, plot or estimate is made from the study.
-    let failed: Vec<String> = study
-        .points
-        .iter()
-        .filter(|p| p.failed > 0)
-        .map(|p| {
-            let log = out.join("runs").join(format!("{}.log", p.name()));
-            format!(
-                "{}: {} of {} images failed (see {})",
-                p.name(),
-                p.failed,
-                p.tasks,
-                log.display()
-            )
-        })
-        .collect();
+    let failed = failed_points(&study, out);
     if !failed.is_empty() {
-        // No table or plot of an earlier study may stand beside this record.
-        let stale = ["study.md".to_string(), "study.csv".to_string()]
-            .into_iter()
-            .chain(
-                plot::CHARTS
-                    .iter()
-                    .flat_map(|c| [format!("{c}.svg"), format!("{c}.png")]),
-            );
-        for name in stale {
-            let _ = std::fs::remove_file(out.join(name));
-        }
+        remove_stale_tables(out);
         eprintln!(
             "nismooth: study: {} of {} point(s) failed, so no table, plot or estimate is made from it:",
             failed.len(),
@@ -127,6 +85,62 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         plots.len()
     );
     Ok(EXIT_OK)
+}
+
+/// The study's images: `--data`'s, or as many phantoms as the largest
+/// point needs, generated under OUTPUT/data.
+fn study_images(args: &StudyArgs, shape: Vec<usize>) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    if !args.data.is_empty() {
+        return Ok(crate::plan::Sources::new(args.data.clone()).paths()?);
+    }
+    let max_tasks = *args.tasks.iter().max().unwrap();
+    let dir = args.output.join("data");
+    let spec = PhantomSpec {
+        shape,
+        dtype: args.dtype.parse().context("--dtype")?,
+        seed: 1,
+        vary_size: args.vary_size,
+        noise: crate::generate::NoiseChoice::Rician,
+        format: OutputFormat::NiiGz,
+    };
+    eprintln!("generating {max_tasks} image(s) in {}", dir.display());
+    Ok(generate::generate(&dir, max_tasks, &spec)?)
+}
+
+/// The points with a failed image, each with its log: such a point measured
+/// something else than the study asks, so no table, plot or estimate is
+/// made from the study.
+fn failed_points(study: &Study, out: &Path) -> Vec<String> {
+    study
+        .points
+        .iter()
+        .filter(|p| p.failed > 0)
+        .map(|p| {
+            let log = out.join("runs").join(format!("{}.log", p.name()));
+            format!(
+                "{}: {} of {} images failed (see {})",
+                p.name(),
+                p.failed,
+                p.tasks,
+                log.display()
+            )
+        })
+        .collect()
+}
+
+/// No table or plot of an earlier study may stand beside a failed one's
+/// record.
+fn remove_stale_tables(out: &Path) {
+    let stale = ["study.md".to_string(), "study.csv".to_string()]
+        .into_iter()
+        .chain(
+            plot::CHARTS
+                .iter()
+                .flat_map(|c| [format!("{c}.svg"), format!("{c}.png")]),
+        );
+    for name in stale {
+        let _ = std::fs::remove_file(out.join(name));
+    }
 }
 
 /// What the estimate needs of the target's images: each one's voxels and

@@ -144,6 +144,23 @@ fn labelled(dir: &Path, key: &str) -> Result<Vec<(String, PathBuf)>, UsageError>
 }
 
 impl Query {
+    /// Two kernels under one `desc-` label conflict before any work: an
+    /// output of `found` (in `outdir`) whose sidecar records other
+    /// `settings`, or none, is refused, naming the differing setting.
+    pub fn check_kernel_conflicts(
+        &self,
+        found: &[Input],
+        outdir: &Path,
+        settings: &serde_json::Value,
+    ) -> Result<(), UsageError> {
+        let outputs: Vec<PathBuf> = found
+            .iter()
+            .filter_map(|i| Some(outdir.join(&i.subdir).join(i.name.as_ref()?)))
+            .collect();
+        sidecar::check_kernel_conflicts(outputs.iter().map(PathBuf::as_path), settings)
+            .map_err(UsageError::Bids)
+    }
+
     /// The images the query selects, each with its output's folder and name
     /// and its participant (the unit a job array shares).
     pub fn discover(&self) -> Result<Vec<Input>, UsageError> {

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, Selection};
 use crate::error::UsageError;
 use crate::filter::Backend;
 use crate::metrics;
@@ -81,6 +81,9 @@ struct Planned {
 /// the costs the schedule needs: root's work before the broadcast.
 fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
     let inputs = cfg.selection.discover()?;
+    if let Selection::Bids(query) = &cfg.selection {
+        query.check_kernel_conflicts(&inputs, &cfg.outdir, &cfg.output_settings())?;
+    }
     let (unit_of, units) = array::units(&inputs);
     if let Some(slot) = cfg.array {
         array::covers_every_unit(units, slot, cfg.array_chunk)?;

@@ -107,23 +107,11 @@ pub fn process<'t>(
     rank: usize,
     progress: &Progress,
 ) -> Vec<ImageRecord> {
-    let all_failed = |tasks: &mut dyn Iterator<Item = &'t Task>, msg: &str| -> Vec<ImageRecord> {
-        tasks
-            .map(|t| {
-                let mut rec = blank(t, rank);
-                fail(&mut rec, &t.input, msg.to_string());
-                rec
-            })
-            .collect()
-    };
     let gzip = match Compressor::new(cfg.threads, cfg.compression_level) {
         Ok(gz) => gz,
         Err(e) => {
-            let mut tasks = tasks;
-            return all_failed(
-                &mut tasks,
-                &format!("cannot start compression threads: {e}"),
-            );
+            let msg = format!("cannot start compression threads: {e}");
+            return all_failed(tasks, rank, &msg);
         }
     };
     // Records land here as the writer finishes them, so that they survive
@@ -173,25 +161,7 @@ pub fn process<'t>(
             drop(task_tx);
             return Err(tasks);
         };
-        // The source is always drained, even if the reader has died or the
-        // run is stopping: under the dynamic schedule root waits for every
-        // rank's last request, and every image must end as a record.
-        let mut fed = Vec::new();
-        for task in tasks {
-            fed.push(task);
-            match held_back(task, cfg, durable, pacer, rank) {
-                Some(rec) => finished.lock().unwrap_or_else(|e| e.into_inner()).push(rec),
-                None => {
-                    // No reader left to take it: its record is made below, as
-                    // lost with a dead stage; the pace must not wait for it.
-                    if task_tx.send(task).is_err() {
-                        if let Some(p) = pacer {
-                            p.done(task.index, false);
-                        }
-                    }
-                }
-            }
-        }
+        let fed = feed(tasks, &task_tx, finished, cfg, durable, pacer, rank);
         drop(task_tx);
         for reader in readers {
             let _ = reader.join();
@@ -201,8 +171,56 @@ pub fn process<'t>(
     });
     match outcome {
         Ok(fed) => in_feeding_order(fed, finished, rank),
-        Err(mut tasks) => all_failed(&mut tasks, "cannot start the pipeline's threads"),
+        Err(tasks) => all_failed(tasks, rank, "cannot start the pipeline's threads"),
     }
+}
+
+/// Hands every task the source yields to the readers, or records why it is
+/// held back; returns them in feeding order. The source is always drained,
+/// even if the readers have died or the run is stopping: under the dynamic
+/// schedule root waits for every rank's last request, and every image must
+/// end as a record.
+fn feed<'t>(
+    tasks: impl Iterator<Item = &'t Task>,
+    task_tx: &Sender<&'t Task>,
+    finished: &Mutex<Vec<ImageRecord>>,
+    cfg: &RunConfig,
+    durable: &Durable,
+    pacer: Option<&Pacer>,
+    rank: usize,
+) -> Vec<&'t Task> {
+    let mut fed = Vec::new();
+    for task in tasks {
+        fed.push(task);
+        match held_back(task, cfg, durable, pacer, rank) {
+            Some(rec) => finished.lock().unwrap_or_else(|e| e.into_inner()).push(rec),
+            None => {
+                // No reader left to take it: its record is made later, as
+                // lost with a dead stage; the pace must not wait for it.
+                if task_tx.send(task).is_err() {
+                    if let Some(p) = pacer {
+                        p.done(task.index, false);
+                    }
+                }
+            }
+        }
+    }
+    fed
+}
+
+/// Every task as failed with the same message: the pipeline could not start.
+fn all_failed<'t>(
+    tasks: impl Iterator<Item = &'t Task>,
+    rank: usize,
+    msg: &str,
+) -> Vec<ImageRecord> {
+    tasks
+        .map(|t| {
+            let mut rec = blank(t, rank);
+            fail(&mut rec, &t.input, msg.to_string());
+            rec
+        })
+        .collect()
 }
 
 /// A task that must not start, as its record: the run is draining, or its

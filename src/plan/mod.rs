@@ -157,6 +157,32 @@ pub fn make_tasks(
     format: Option<OutputFormat>,
     reports: &ReportFiles,
 ) -> Result<Vec<Task>, UsageError> {
+    let tasks = plan_tasks(inputs, outdir, format)?;
+    let created = create_outdir(outdir)?;
+    let checked = probe_writable(outdir)
+        .and_then(|()| check_reports(reports, &tasks, outdir))
+        .and_then(|()| create_subfolders(&tasks, outdir));
+    if let (Err(_), Some(top)) = (&checked, created) {
+        // Only empty folders go: what we made, from OUTDIR up to the top one.
+        for folder in outdir.ancestors() {
+            let _ = std::fs::remove_dir(folder);
+            if folder == top {
+                break;
+            }
+        }
+    }
+    checked.map(|()| tasks)
+}
+
+/// The task list and the refusals that need nothing on disk: no output
+/// folder that holds an input or leaves OUTDIR, no output over a special
+/// file, no two inputs with one output. Creates nothing, so `sbatch`
+/// refuses what the run would, before the job waits in a queue.
+pub fn plan_tasks(
+    inputs: Vec<Input>,
+    outdir: &Path,
+    format: Option<OutputFormat>,
+) -> Result<Vec<Task>, UsageError> {
     if inputs.is_empty() {
         return Err(UsageError::NoInputs);
     }
@@ -219,20 +245,7 @@ pub fn make_tasks(
             output,
         });
     }
-    let created = create_outdir(outdir)?;
-    let checked = probe_writable(outdir)
-        .and_then(|()| check_reports(reports, &tasks, outdir))
-        .and_then(|()| create_subfolders(&tasks, outdir));
-    if let (Err(_), Some(top)) = (&checked, created) {
-        // Only empty folders go: what we made, from OUTDIR up to the top one.
-        for folder in outdir.ancestors() {
-            let _ = std::fs::remove_dir(folder);
-            if folder == top {
-                break;
-            }
-        }
-    }
-    checked.map(|()| tasks)
+    Ok(tasks)
 }
 
 /// An output folder must stay inside OUTDIR once symlinks are resolved: a

@@ -51,6 +51,82 @@ fn table(r: &Report) -> Result<String, ExportError> {
             r.nismooth_version, s.tasks, s.ok, s.failed, s.skipped, s.processes, s.threads_per_process, r.backend
         )?;
     stopped_lines(&mut o, r)?;
+    time_lines(&mut o, r)?;
+    writeln!(
+        o,
+        "  peak RSS        {:.1} MiB (largest process)",
+        mib(s.peak_rss_bytes)
+    )?;
+    if let Some(p) = &r.parallel {
+        writeln!(o, "  parallel        {} schedule; {}", p.schedule, p.comm)?;
+    }
+    if let Some(a) = &r.array {
+        writeln!(
+            o,
+            "  job array       task {} ({} of {}): its share of the list",
+            a.task_id,
+            a.position + 1,
+            a.count
+        )?;
+    }
+    if let Some(j) = r.slurm.as_ref().and_then(|s| s.job_id) {
+        writeln!(o, "  slurm job       {j}")?;
+    }
+    rank_lines(&mut o, r)?;
+    for img in r.images.iter().filter(|i| i.status == Status::Failed) {
+        writeln!(
+            o,
+            "  FAILED {}: {}",
+            super::printable_value(&img.input),
+            super::printable_value(img.error.as_deref().unwrap_or("?"))
+        )?;
+    }
+    Ok(o)
+}
+
+/// One line per rank, beside the load balance, when there are several.
+fn rank_lines(o: &mut String, r: &Report) -> std::fmt::Result {
+    let s = &r.summary;
+    if r.processes.len() < 2 {
+        return Ok(());
+    }
+    writeln!(
+            o,
+            "  load imbalance  {:.3} (max/mean busy)   parallel efficiency {:.1}% (busy / ranks × wall)",
+            s.load_imbalance,
+            100.0 * s.parallel_efficiency
+        )?;
+    for p in &r.processes {
+        // Inside Slurm the node name is the one users know (and the one
+        // that differs between simulated nodes); the array task says whose share.
+        let slurm = p.slurm.as_ref();
+        let node = super::printable_value(
+            &slurm
+                .and_then(|s| s.nodename.clone())
+                .unwrap_or_else(|| p.host.clone()),
+        );
+        let task = slurm
+            .and_then(|s| s.array_task_id)
+            .map(|t| format!(" task {t}"))
+            .unwrap_or_default();
+        writeln!(
+                o,
+                "  rank {:>3}{task} {:<12} {:>4} images  busy {:>8.3} s  idle {:>7.3} s  CPU eff {:>5.1}%  RSS {:>7.1} MiB",
+                p.rank,
+                node,
+                p.images,
+                p.busy_s,
+                p.idle_s,
+                100.0 * p.cpu_efficiency,
+                mib(p.peak_rss_bytes)
+            )?;
+    }
+    Ok(())
+}
+
+/// The stages' times, the wall, their ratio and the CPU efficiency.
+fn time_lines(o: &mut String, r: &Report) -> std::fmt::Result {
+    let s = &r.summary;
     writeln!(o, "  {:<16}{:>12}{:>14}", "", "total (s)", "per task (s)")?;
     for (name, tot, per) in [
         ("read", s.read_s, s.read_per_task_s),
@@ -76,66 +152,5 @@ fn table(r: &Report) -> Result<String, ExportError> {
             ""
         }
     )?;
-    writeln!(
-        o,
-        "  peak RSS        {:.1} MiB (largest process)",
-        mib(s.peak_rss_bytes)
-    )?;
-    if let Some(p) = &r.parallel {
-        writeln!(o, "  parallel        {} schedule; {}", p.schedule, p.comm)?;
-    }
-    if let Some(a) = &r.array {
-        writeln!(
-            o,
-            "  job array       task {} ({} of {}): its share of the list",
-            a.task_id,
-            a.position + 1,
-            a.count
-        )?;
-    }
-    if let Some(j) = r.slurm.as_ref().and_then(|s| s.job_id) {
-        writeln!(o, "  slurm job       {j}")?;
-    }
-    if r.processes.len() > 1 {
-        writeln!(
-                o,
-                "  load imbalance  {:.3} (max/mean busy)   parallel efficiency {:.1}% (busy / ranks × wall)",
-                s.load_imbalance,
-                100.0 * s.parallel_efficiency
-            )?;
-        for p in &r.processes {
-            // Inside Slurm the node name is the one users know (and the one
-            // that differs between simulated nodes); the array task says whose share.
-            let slurm = p.slurm.as_ref();
-            let node = super::printable_value(
-                &slurm
-                    .and_then(|s| s.nodename.clone())
-                    .unwrap_or_else(|| p.host.clone()),
-            );
-            let task = slurm
-                .and_then(|s| s.array_task_id)
-                .map(|t| format!(" task {t}"))
-                .unwrap_or_default();
-            writeln!(
-                    o,
-                    "  rank {:>3}{task} {:<12} {:>4} images  busy {:>8.3} s  idle {:>7.3} s  CPU eff {:>5.1}%  RSS {:>7.1} MiB",
-                    p.rank,
-                    node,
-                    p.images,
-                    p.busy_s,
-                    p.idle_s,
-                    100.0 * p.cpu_efficiency,
-                    mib(p.peak_rss_bytes)
-                )?;
-        }
-    }
-    for img in r.images.iter().filter(|i| i.status == Status::Failed) {
-        writeln!(
-            o,
-            "  FAILED {}: {}",
-            super::printable_value(&img.input),
-            super::printable_value(img.error.as_deref().unwrap_or("?"))
-        )?;
-    }
-    Ok(o)
+    Ok(())
 }

@@ -351,65 +351,7 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> Result<Vec<StudyPoint
     }
     let mut points = Vec::new();
     for (n, &(rep, ranks, threads, tasks)) in grid.iter().enumerate() {
-        let launcher = resolve_launcher(spec.launcher, ranks)?;
-        let name = point_name(ranks, threads, tasks, rep);
-        let list = runs.join(format!("{name}.list"));
-        // A list's relative lines are read from the list's folder: absolute
-        // paths keep a study started with relative ones working.
-        let text: String = spec.images[..tasks]
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}\n",
-                    std::path::absolute(p).unwrap_or(p.clone()).display()
-                )
-            })
-            .collect();
-        std::fs::write(&list, text).map_err(io_error(&list))?;
-        let out = dir.join("work").join(&name);
-        let _ = std::fs::remove_dir_all(&out);
-        let report = runs.join(format!("{name}.json"));
-        let mut cmd = point_command(binary, launcher, ranks, threads);
-        cmd.arg("run")
-            .arg("--list")
-            .arg(&list)
-            .arg("-o")
-            .arg(&out)
-            .args(["--threads", &threads.to_string()])
-            .args(["--schedule", &format!("{:?}", spec.schedule).to_lowercase()])
-            .args(["--progress", "none", "--report"])
-            .arg(&report)
-            .args(&spec.run_args)
-            .env("RUST_LOG", "warn");
-        // Inside a job, a point keeps no deadline of its own (one squeue and
-        // a header read an image would be timed with it), unless asked.
-        if !spec.run_args.iter().any(|a| a.starts_with("--deadline")) {
-            cmd.arg("--no-deadline");
-        }
-        // Each point's own output (its table, any error) goes to its log.
-        let log_path = runs.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
-        cmd.stdout(log.try_clone().map_err(io_error(&log_path))?)
-            .stderr(log);
-        // Flush the previous point's writes, so no point pays for another's.
-        // SAFETY: sync has no arguments and cannot fail.
-        unsafe { libc::sync() };
-        let t0 = Instant::now();
-        let status = cmd.status().map_err(|source| StudyError::Start {
-            point: format!("{name} ({launcher:?})"),
-            source,
-        })?;
-        let outer = t0.elapsed().as_secs_f64();
-        let _ = std::fs::remove_dir_all(&out);
-        if !report.exists() {
-            return Err(StudyError::NoReport {
-                point: name,
-                status: status.to_string(),
-                log: log_path,
-            });
-        }
-        let r = crate::report::merge::load(&report)?;
-        let p = point_from_report(&r, ranks, threads, rep, outer, &report);
+        let p = run_point(spec, dir, binary, (rep, ranks, threads, tasks))?;
         eprintln!(
             "[{}/{}] {ranks} rank(s) × {threads} thread(s) × {tasks} task(s): wall {:.2} s, peak {:.1} MiB/rank, CPU eff {:.0}%{}",
             n + 1,
@@ -422,6 +364,76 @@ pub fn run(spec: &StudySpec, dir: &Path, binary: &Path) -> Result<Vec<StudyPoint
         points.push(p);
     }
     Ok(points)
+}
+
+/// One point (rep, ranks, threads, tasks): its list, its run under the
+/// launcher with its log, and its row from the run's report.
+fn run_point(
+    spec: &StudySpec,
+    dir: &Path,
+    binary: &Path,
+    (rep, ranks, threads, tasks): (usize, usize, usize, usize),
+) -> Result<StudyPoint, StudyError> {
+    let runs = dir.join("runs");
+    let launcher = resolve_launcher(spec.launcher, ranks)?;
+    let name = point_name(ranks, threads, tasks, rep);
+    let list = runs.join(format!("{name}.list"));
+    // A list's relative lines are read from the list's folder: absolute
+    // paths keep a study started with relative ones working.
+    let text: String = spec.images[..tasks]
+        .iter()
+        .map(|p| {
+            format!(
+                "{}\n",
+                std::path::absolute(p).unwrap_or(p.clone()).display()
+            )
+        })
+        .collect();
+    std::fs::write(&list, text).map_err(io_error(&list))?;
+    let out = dir.join("work").join(&name);
+    let _ = std::fs::remove_dir_all(&out);
+    let report = runs.join(format!("{name}.json"));
+    let mut cmd = point_command(binary, launcher, ranks, threads);
+    cmd.arg("run")
+        .arg("--list")
+        .arg(&list)
+        .arg("-o")
+        .arg(&out)
+        .args(["--threads", &threads.to_string()])
+        .args(["--schedule", &format!("{:?}", spec.schedule).to_lowercase()])
+        .args(["--progress", "none", "--report"])
+        .arg(&report)
+        .args(&spec.run_args)
+        .env("RUST_LOG", "warn");
+    // Inside a job, a point keeps no deadline of its own (one squeue and
+    // a header read an image would be timed with it), unless asked.
+    if !spec.run_args.iter().any(|a| a.starts_with("--deadline")) {
+        cmd.arg("--no-deadline");
+    }
+    // Each point's own output (its table, any error) goes to its log.
+    let log_path = runs.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
+    cmd.stdout(log.try_clone().map_err(io_error(&log_path))?)
+        .stderr(log);
+    // Flush the previous point's writes, so no point pays for another's.
+    // SAFETY: sync has no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let t0 = Instant::now();
+    let status = cmd.status().map_err(|source| StudyError::Start {
+        point: format!("{name} ({launcher:?})"),
+        source,
+    })?;
+    let outer = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&out);
+    if !report.exists() {
+        return Err(StudyError::NoReport {
+            point: name,
+            status: status.to_string(),
+            log: log_path,
+        });
+    }
+    let r = crate::report::merge::load(&report)?;
+    Ok(point_from_report(&r, ranks, threads, rep, outer, &report))
 }
 
 /// A point's name: its runs/ files are NAME.list, NAME.json and NAME.log.

@@ -63,11 +63,6 @@ fn series(points: &[StudyPoint], x: fn(&StudyPoint) -> f64, f: fn(&StudyPoint) -
         .collect()
 }
 
-/// One chart drawn on an SVG file's area, or a PNG file's.
-type SvgChart<'a> = dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> Result<(), String> + 'a;
-type PngChart<'a> =
-    dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> Result<(), String> + 'a;
-
 /// A drawing error, as text (plotters' errors carry their backend's type).
 fn drawing<E: std::fmt::Debug>(e: E) -> String {
     format!("{e:?}")
@@ -267,6 +262,29 @@ pub const CHARTS: [&str; 5] = [
     "stages",
 ];
 
+/// One chart of `CHARTS`, drawn alike onto either backend.
+enum Chart<'a> {
+    Line {
+        title: &'static str,
+        x: &'static str,
+        y: &'static str,
+        data: &'a Series,
+    },
+    Stages(&'a [StudyPoint]),
+}
+
+impl Chart<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        match self {
+            Chart::Line { title, x, y, data } => line_chart(area, title, x, y, data),
+            Chart::Stages(points) => stages_chart(area, points),
+        }
+    }
+}
+
 /// Writes every plot into `dir` as SVG, and as PNG when a font is available.
 pub fn write_all(study: &Study, dir: &Path) -> Result<Vec<PathBuf>, StudyError> {
     let pts = &study.points;
@@ -282,76 +300,37 @@ pub fn write_all(study: &Study, dir: &Path) -> Result<Vec<PathBuf>, StudyError> 
     let ranks = || (1..=top).map(|r| r as f64);
     speed.push(("ideal (linear)".into(), ranks().map(|r| (r, r)).collect()));
     eff.push(("ideal (linear)".into(), ranks().map(|r| (r, 1.0)).collect()));
+    let line = |title, x, y, data| Chart::Line { title, x, y, data };
+    let charts = [
+        line("wall time vs tasks", "tasks (images)", "wall (s)", &wall),
+        line("speed-up vs ranks", "ranks", "speed-up", &speed),
+        line("parallel efficiency vs ranks", "ranks", "efficiency", &eff),
+        line(
+            "peak memory per rank vs tasks",
+            "tasks (images)",
+            "MiB",
+            &mem,
+        ),
+        Chart::Stages(pts),
+    ];
     let png = register_font();
     if !png {
         log::warn!("no TrueType font (install fonts-dejavu-core or set NISMOOTH_FONT): writing SVG plots only");
     }
     let mut written = Vec::new();
-    let mut emit = |name: &str, svg: &SvgChart, bmp: &PngChart| -> Result<(), StudyError> {
+    for (name, chart) in CHARTS.iter().zip(&charts) {
         let p = dir.join(format!("{name}.svg"));
-        svg(&SVGBackend::new(&p, (900, 560)).into_drawing_area()).map_err(plot_error(&p))?;
+        chart
+            .draw(&SVGBackend::new(&p, (900, 560)).into_drawing_area())
+            .map_err(plot_error(&p))?;
         written.push(p);
         if png {
             let p = dir.join(format!("{name}.png"));
-            bmp(&BitMapBackend::new(&p, (900, 560)).into_drawing_area()).map_err(plot_error(&p))?;
+            chart
+                .draw(&BitMapBackend::new(&p, (900, 560)).into_drawing_area())
+                .map_err(plot_error(&p))?;
             written.push(p);
         }
-        Ok(())
-    };
-    emit(
-        "wall_vs_tasks",
-        &|a| line_chart(a, "wall time vs tasks", "tasks (images)", "wall (s)", &wall),
-        &|a| line_chart(a, "wall time vs tasks", "tasks (images)", "wall (s)", &wall),
-    )?;
-    emit(
-        "speedup_vs_ranks",
-        &|a| line_chart(a, "speed-up vs ranks", "ranks", "speed-up", &speed),
-        &|a| line_chart(a, "speed-up vs ranks", "ranks", "speed-up", &speed),
-    )?;
-    emit(
-        "efficiency_vs_ranks",
-        &|a| {
-            line_chart(
-                a,
-                "parallel efficiency vs ranks",
-                "ranks",
-                "efficiency",
-                &eff,
-            )
-        },
-        &|a| {
-            line_chart(
-                a,
-                "parallel efficiency vs ranks",
-                "ranks",
-                "efficiency",
-                &eff,
-            )
-        },
-    )?;
-    emit(
-        "memory_vs_tasks",
-        &|a| {
-            line_chart(
-                a,
-                "peak memory per rank vs tasks",
-                "tasks (images)",
-                "MiB",
-                &mem,
-            )
-        },
-        &|a| {
-            line_chart(
-                a,
-                "peak memory per rank vs tasks",
-                "tasks (images)",
-                "MiB",
-                &mem,
-            )
-        },
-    )?;
-    emit("stages", &|a| stages_chart(a, pts), &|a| {
-        stages_chart(a, pts)
-    })?;
+    }
     Ok(written)
 }

@@ -295,38 +295,76 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
         version,
         big_endian,
     };
+    check_magic(head, version, pair)?;
+    let (dims, ndim) = dims(&f)?;
+    let code = f.i16(version.datatype_at());
+    let stored = DType::from_nifti_code(code).ok_or(ReadError::UnsupportedType {
+        code,
+        name: unsupported_name(code),
+    })?;
+    let pixdim =
+        std::array::from_fn(|a| f.float(version.pixdim_at() + version.widths().1 * (a + 1)) as f32);
+    Ok(HeaderInfo {
+        version,
+        shape: Shape {
+            spatial: [dims[0], dims[1], dims[2]],
+            spatial_ndim: ndim.min(3),
+            volumes: dims[3..].iter().product(),
+        },
+        stored,
+        pixdim,
+        voxel_sizes: affine::voxel_sizes(&f, ndim),
+        vox_offset: vox_offset(&f, pair)?,
+        big_endian,
+        gz,
+        pair,
+        scaling: scaling(&f)?,
+    })
+}
+
+/// The magic must match the file's kind; a mismatch that names a likelier
+/// cause (a pair's header in a `.nii`, an Analyze header) says so.
+fn check_magic(head: &[u8], version: Version, pair: bool) -> Result<(), ReadError> {
     let at = version.magic_at();
     let magic = &head[at..at + version.magic(pair).len()];
-    if magic != version.magic(pair) {
-        let text = String::from_utf8_lossy(&magic[..3]).into_owned();
-        return Err(match (pair, magic) {
-            (false, m) if m == version.magic(true) => ReadError::NotNifti(format!(
-                "magic \"{text}\" marks the header of a .hdr/.img pair, but the file is not named .hdr"
-            )),
-            (true, m) if m == version.magic(false) => ReadError::NotNifti(format!(
-                "magic \"{text}\" marks a single .nii file, but the file is named .hdr"
-            )),
-            (true, m) if m.iter().all(|&b| b == 0) => ReadError::NotNifti(
-                "no NIfTI magic: an Analyze 7.5 header, which has no reliable orientation; convert it to NIfTI".into(),
-            ),
-            _ => ReadError::NotNifti(format!(
-                "magic is \"{}\", expected \"{}\"",
-                magic.escape_ascii(),
-                version.magic(pair).escape_ascii()
-            )),
-        });
+    if magic == version.magic(pair) {
+        return Ok(());
     }
+    let text = String::from_utf8_lossy(&magic[..3]).into_owned();
+    Err(match (pair, magic) {
+        (false, m) if m == version.magic(true) => ReadError::NotNifti(format!(
+            "magic \"{text}\" marks the header of a .hdr/.img pair, but the file is not named .hdr"
+        )),
+        (true, m) if m == version.magic(false) => ReadError::NotNifti(format!(
+            "magic \"{text}\" marks a single .nii file, but the file is named .hdr"
+        )),
+        (true, m) if m.iter().all(|&b| b == 0) => ReadError::NotNifti(
+            "no NIfTI magic: an Analyze 7.5 header, which has no reliable orientation; convert it to NIfTI".into(),
+        ),
+        _ => ReadError::NotNifti(format!(
+            "magic is \"{}\", expected \"{}\"",
+            magic.escape_ascii(),
+            version.magic(pair).escape_ascii()
+        )),
+    })
+}
 
+/// The seven dims (1 past `dim[0]`) and `dim[0]`: each positive, and at
+/// most 2^48 voxels in all, far beyond any file, which keeps every later
+/// size computation in range.
+fn dims(f: &Fields) -> Result<([usize; 7], usize), ReadError> {
+    let version = f.version;
     let ndim = f.int(version.dim_at());
     if !(1..=7).contains(&ndim) {
         return Err(ReadError::BadDims(format!(
             "dim[0] = {ndim}, expected 1..7"
         )));
     }
-    let (iw, fw) = version.widths();
+    let ndim = ndim as usize;
+    let iw = version.widths().0;
     let mut dims = [1usize; 7];
     let mut total: u64 = 1;
-    for (i, d) in dims.iter_mut().enumerate().take(ndim as usize) {
+    for (i, d) in dims.iter_mut().enumerate().take(ndim) {
         let v = f.int(version.dim_at() + iw * (i + 1));
         if v <= 0 {
             return Err(ReadError::BadDims(format!("dim[{}] = {v}", i + 1)));
@@ -334,58 +372,46 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
         *d = usize::try_from(v).map_err(|_| ReadError::BadDims(format!("dim[{}] = {v}", i + 1)))?;
         total = total.saturating_mul(v as u64);
     }
-    // Far beyond any file, and it keeps every later size computation in range.
     if total > (1u64 << 48) {
-        let dims: Vec<String> = dims[..ndim as usize].iter().map(usize::to_string).collect();
+        let dims: Vec<String> = dims[..ndim].iter().map(usize::to_string).collect();
         return Err(ReadError::BadDims(format!(
             "{} is more than 2^48 voxels",
             dims.join("×")
         )));
     }
-    let code = f.i16(version.datatype_at());
-    let stored = DType::from_nifti_code(code).ok_or(ReadError::UnsupportedType {
-        code,
-        name: unsupported_name(code),
-    })?;
+    Ok((dims, ndim))
+}
 
+/// Where the voxels start: a whole number of bytes, past the header and its
+/// 4 extension bytes in a `.nii` (anywhere in a pair's `.img`).
+fn vox_offset(f: &Fields, pair: bool) -> Result<usize, ReadError> {
     let vox = f.float_or_int_offset();
     let min_offset = if pair {
         0.0
     } else {
-        version.header_len() as f64 + 4.0
+        f.version.header_len() as f64 + 4.0
     };
     if !vox.is_finite() || vox < min_offset || vox.fract() != 0.0 || vox > 1e9 {
         return Err(ReadError::BadOffset(vox));
     }
+    Ok(vox as usize)
+}
 
-    let slope = f.float(version.scl_at());
-    let inter = f.float(version.scl_inter_at());
-    let scaling = if slope == 0.0 || !slope.is_finite() {
-        None
+/// `scl_slope`/`scl_inter`: none when the slope is 0 or not finite (the
+/// standard's "no scaling") or the identity; an infinite intercept with a
+/// slope is an error.
+fn scaling(f: &Fields) -> Result<Option<(f64, f64)>, ReadError> {
+    let slope = f.float(f.version.scl_at());
+    let inter = f.float(f.version.scl_inter_at());
+    if slope == 0.0 || !slope.is_finite() {
+        Ok(None)
     } else if !inter.is_finite() {
-        return Err(ReadError::BadScaling);
+        Err(ReadError::BadScaling)
     } else if slope == 1.0 && inter == 0.0 {
-        None
+        Ok(None)
     } else {
-        Some((slope, inter))
-    };
-    let pixdim = std::array::from_fn(|a| f.float(version.pixdim_at() + fw * (a + 1)) as f32);
-    Ok(HeaderInfo {
-        version,
-        shape: Shape {
-            spatial: [dims[0], dims[1], dims[2]],
-            spatial_ndim: (ndim as usize).min(3),
-            volumes: dims[3..].iter().product(),
-        },
-        stored,
-        pixdim,
-        voxel_sizes: affine::voxel_sizes(&f, ndim as usize),
-        vox_offset: vox as usize,
-        big_endian,
-        gz,
-        pair,
-        scaling,
-    })
+        Ok(Some((slope, inter)))
+    }
 }
 
 #[cfg(test)]

@@ -13,88 +13,12 @@ pub(super) fn advice(
     memory: &MemoryModel,
     growth: f64,
 ) -> Vec<String> {
-    let (threads, m) = (time.threads, target.ranks_per_node);
-    let (base, serial_fraction) = (&time.base, time.serial_fraction);
+    let m = target.ranks_per_node;
     let mut advice = Vec::new();
-    let near = ok
-        .iter()
-        .filter(|p| p.threads == threads)
-        .min_by_key(|p| ((p.ranks as i64 - m as i64).abs(), usize::MAX - p.tasks))
-        .unwrap();
-    let stage = near.read_s + near.filter_s + near.write_s;
-    if stage > 0.0 {
-        let (name, share) = [
-            ("reading", near.read_s),
-            ("filtering", near.filter_s),
-            ("writing", near.write_s),
-        ]
-        .into_iter()
-        .map(|(n, v)| (n, v / stage))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap();
-        advice.push(format!(
-            "CPU efficiency {:.0}% at {} rank(s) × {} thread(s): {} is {:.0}% of each task's time{}.",
-            100.0 * near.cpu_efficiency,
-            near.ranks,
-            near.threads,
-            name,
-            100.0 * share,
-            if near.threads > 1 && name != "filtering" {
-                "; threads speed up only the filter, so ranks pay off more than threads"
-            } else {
-                ""
-            }
-        ));
-    }
+    advice.extend(slowest_stage(ok, time.threads, m));
     advice.extend(launcher_share(ok));
-    let two = time.fits.iter().find(|f| f.ranks > base.ranks);
-    let ratio = two.map_or(1.0, |t| t.ranks as f64 / base.ranks as f64);
-    // The per-rank work of the target's share, at each rank count.
-    let (n, v) = (time.busiest_images, time.busiest_images * time.mean_voxels);
-    // A speed-up outside (0.05, 2 × the rank ratio) is the fit's noise, not
-    // the machine's: said so, never printed as a figure.
-    let speedup = two
-        .filter(|t| base.work(n, v) > 0.0 && t.work(n, v) > 0.0)
-        .map(|t| ratio * base.work(n, v) / t.work(n, v))
-        .filter(|s| (0.05..=2.0 * ratio).contains(s));
-    if let (Some(two), None) = (two, speedup) {
-        advice.push(format!(
-            "{} ranks on one node: the study's times do not fit time = a + b × voxels well enough to give a speed-up over {} (runs too short or too noisy); study more or larger images.",
-            two.ranks, base.ranks
-        ));
-    }
-    if let (Some(two), Some(s)) = (two, speedup) {
-        let limit = if serial_fraction < 1e-3 {
-            "no contention between ranks was measured, so the study cannot say where it starts: measure more ranks per node before relying on many".to_string()
-        } else {
-            format!(
-                "so more ranks per node help until about {:.0} ranks, where efficiency falls to 50%; beyond that, add nodes",
-                1.0 + 1.0 / serial_fraction
-            )
-        };
-        advice.push(format!(
-            "{} ranks on one node: speed-up {:.2}× over {} (efficiency {:.0}%); serial fraction {:.3}: {limit}.",
-            two.ranks,
-            s,
-            base.ranks,
-            100.0 * s / ratio,
-            serial_fraction,
-        ));
-    }
-    if growth < 0.10 {
-        let naive = target.tasks as f64 / target.ranks() as f64 * memory.target_largest;
-        advice.push(format!(
-            "Memory per rank stays flat as images are added (+{:.0}% over the study): up to {} per rank (the interval's high end, before the request's margin), not {} (every image of a rank held in memory at once).",
-            100.0 * growth.max(0.0),
-            mib_text(memory.peak_rss.high),
-            mib_text(naive)
-        ));
-    } else {
-        advice.push(format!(
-            "Memory per rank grew {:.0}% with the number of images in the study: the request below may be short; report this.",
-            100.0 * growth
-        ));
-    }
+    advice.extend(more_ranks(time));
+    advice.push(memory_growth(target, memory, growth));
     if time.extrapolated {
         advice.push(format!(
             "{m} rank(s) per node is outside the study (ranks {:?}): the time is extrapolated with Amdahl's law and its interval widened by 10%.",
@@ -102,6 +26,100 @@ pub(super) fn advice(
         ));
     }
     advice
+}
+
+/// The stage that takes most of each task's time at the point nearest the
+/// target (the model's threads, the nearest rank count, the most tasks).
+fn slowest_stage(ok: &[StudyPoint], threads: usize, m: usize) -> Option<String> {
+    let near = ok
+        .iter()
+        .filter(|p| p.threads == threads)
+        .min_by_key(|p| ((p.ranks as i64 - m as i64).abs(), usize::MAX - p.tasks))
+        .unwrap();
+    let stage = near.read_s + near.filter_s + near.write_s;
+    if stage <= 0.0 {
+        return None;
+    }
+    let (name, share) = [
+        ("reading", near.read_s),
+        ("filtering", near.filter_s),
+        ("writing", near.write_s),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n, v / stage))
+    .max_by(|a, b| a.1.total_cmp(&b.1))
+    .unwrap();
+    Some(format!(
+        "CPU efficiency {:.0}% at {} rank(s) × {} thread(s): {} is {:.0}% of each task's time{}.",
+        100.0 * near.cpu_efficiency,
+        near.ranks,
+        near.threads,
+        name,
+        100.0 * share,
+        if near.threads > 1 && name != "filtering" {
+            "; threads speed up only the filter, so ranks pay off more than threads"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// What more ranks on one node give over the fewest studied: the speed-up
+/// and where contention ends it, or that the fit cannot say.
+fn more_ranks(time: &TimeModel) -> Option<String> {
+    let base = &time.base;
+    let two = time.fits.iter().find(|f| f.ranks > base.ranks)?;
+    let ratio = two.ranks as f64 / base.ranks as f64;
+    // The per-rank work of the target's share, at each rank count.
+    let (n, v) = (time.busiest_images, time.busiest_images * time.mean_voxels);
+    // A speed-up outside (0.05, 2 × the rank ratio) is the fit's noise, not
+    // the machine's: said so, never printed as a figure.
+    let speedup = Some(two)
+        .filter(|t| base.work(n, v) > 0.0 && t.work(n, v) > 0.0)
+        .map(|t| ratio * base.work(n, v) / t.work(n, v))
+        .filter(|s| (0.05..=2.0 * ratio).contains(s));
+    let Some(s) = speedup else {
+        return Some(format!(
+            "{} ranks on one node: the study's times do not fit time = a + b × voxels well enough to give a speed-up over {} (runs too short or too noisy); study more or larger images.",
+            two.ranks, base.ranks
+        ));
+    };
+    let serial_fraction = time.serial_fraction;
+    let limit = if serial_fraction < 1e-3 {
+        "no contention between ranks was measured, so the study cannot say where it starts: measure more ranks per node before relying on many".to_string()
+    } else {
+        format!(
+            "so more ranks per node help until about {:.0} ranks, where efficiency falls to 50%; beyond that, add nodes",
+            1.0 + 1.0 / serial_fraction
+        )
+    };
+    Some(format!(
+        "{} ranks on one node: speed-up {:.2}× over {} (efficiency {:.0}%); serial fraction {:.3}: {limit}.",
+        two.ranks,
+        s,
+        base.ranks,
+        100.0 * s / ratio,
+        serial_fraction,
+    ))
+}
+
+/// Whether memory per rank stayed flat as images were added, and what that
+/// means for the target.
+fn memory_growth(target: &Target, memory: &MemoryModel, growth: f64) -> String {
+    if growth < 0.10 {
+        let naive = target.tasks as f64 / target.ranks() as f64 * memory.target_largest;
+        format!(
+            "Memory per rank stays flat as images are added (+{:.0}% over the study): up to {} per rank (the interval's high end, before the request's margin), not {} (every image of a rank held in memory at once).",
+            100.0 * growth.max(0.0),
+            mib_text(memory.peak_rss.high),
+            mib_text(naive)
+        )
+    } else {
+        format!(
+            "Memory per rank grew {:.0}% with the number of images in the study: the request below may be short; report this.",
+            100.0 * growth
+        )
+    }
 }
 
 /// A launcher whose start-up is a large part of each point: the job's
