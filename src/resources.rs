@@ -35,14 +35,52 @@ pub fn pipeline_images(readers: usize) -> usize {
     readers.max(1) + 3
 }
 
+/// A series (a 4-D image) is read, filtered and written in parts of whole
+/// volumes of about this size in memory, so that what a rank holds of it
+/// follows the volume, not the series (a 1200-volume HCP run would be
+/// 4.3 GB at once). Small enough that a rank's few parts stay far below its
+/// images' base; large enough that handing a part between stages (tens of
+/// microseconds) is lost in its work.
+pub const PART_BYTES: u64 = 8 << 20;
+
+/// `PART_BYTES`, or `NISMOOTH_PART_BYTES` where it is set to a positive
+/// number (the tests cut series into one-volume parts with it).
+pub fn part_bytes() -> u64 {
+    std::env::var("NISMOOTH_PART_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b| b > 0)
+        .unwrap_or(PART_BYTES)
+}
+
+/// Volumes per part of an image of `bytes` in memory over `volumes`
+/// volumes: about `part_bytes()`, at least one volume, at most all.
+pub fn part_volumes(bytes: u64, volumes: usize) -> usize {
+    volumes_within(bytes, volumes, part_bytes())
+}
+
+/// Whole volumes of an image of `bytes` over `volumes` that fit in
+/// `budget` bytes: at least one, at most all.
+pub fn volumes_within(bytes: u64, volumes: usize, budget: u64) -> usize {
+    let volumes = volumes.max(1);
+    let volume = (bytes / volumes as u64).max(1);
+    (budget / volume).clamp(1, volumes as u64) as usize
+}
+
+/// What one pipeline slot holds of an image of `bytes` in memory over
+/// `volumes` volumes: a 3-D image whole, one part of a series.
+pub fn held_bytes(bytes: u64, volumes: usize) -> u64 {
+    bytes / volumes.max(1) as u64 * part_volumes(bytes, volumes) as u64
+}
+
 /// What a rank holds beside its images (binary, allocator arenas, the MPI
 /// library), as a request allows for it: measured about 48 MiB
 /// (docs/performance.md).
 pub const RANK_BASE_BYTES: u64 = 64 << 20;
 
-/// The memory to ask for one rank whose largest image takes `largest`
-/// bytes in memory: every image its pipeline may hold at once, each as
-/// large as the largest, plus the base. An upper bound: the measured peak
+/// The memory to ask for one rank whose largest image (or part of a
+/// series, `held_bytes`) takes `largest` bytes in memory: every image its
+/// pipeline may hold at once, each as large as the largest, plus the base. An upper bound: the measured peak
 /// is (readers + 1) images + about 48 MiB (docs/performance.md).
 pub fn rank_request_bytes(largest: u64, readers: usize) -> u64 {
     pipeline_images(readers) as u64 * largest + RANK_BASE_BYTES

@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::io::read_header_info;
 use crate::metrics::MIB;
 use crate::plan::array::{self, DEFAULT_MAX_ARRAY_SIZE};
-use crate::resources::{pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
+use crate::resources::{held_bytes, pipeline_images, rank_request_bytes, RANK_BASE_BYTES};
 use crate::slurm::parse_mib;
 use crate::slurm::script::{self, JobSpec, Memory, Model, DEFAULT_MEMORY_MIB};
 
@@ -393,7 +393,7 @@ fn rank_memory_mib(run: &RunArgs, inputs: &[PathBuf], cpus: usize, notes: &mut V
     let largest = inputs
         .iter()
         .filter_map(|p| read_header_info(p).ok())
-        .map(|h| h.memory_bytes())
+        .map(|h| held_bytes(h.memory_bytes(), h.shape.volumes))
         .max();
     let Some(bytes) = largest else {
         notes.push(
@@ -403,7 +403,7 @@ fn rank_memory_mib(run: &RunArgs, inputs: &[PathBuf], cpus: usize, notes: &mut V
     };
     let need = rank_request_bytes(bytes, readers) as f64 / MIB;
     notes.push(format!(
-        "Memory: largest input image {:.1} MiB in memory; a rank with {readers} reader(s) holds up to {}× that + {} MiB = {need:.0} MiB.",
+        "Memory: largest input image (a series: its largest part of whole volumes) {:.1} MiB in memory; a rank with {readers} reader(s) holds up to {}× that + {} MiB = {need:.0} MiB.",
         bytes as f64 / MIB,
         pipeline_images(readers),
         RANK_BASE_BYTES >> 20,

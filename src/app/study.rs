@@ -164,7 +164,10 @@ fn target_images(sources: &Sources) -> anyhow::Result<TargetImages> {
         let h =
             crate::io::read_header_info(p).with_context(|| format!("reading {}", p.display()))?;
         t.voxels.push(h.voxels());
-        t.bytes.push(h.memory_bytes());
+        t.bytes.push(crate::resources::held_bytes(
+            h.memory_bytes(),
+            h.shape.volumes,
+        ));
         t.dtypes.push(h.presented().to_string());
     }
     t.dtypes.sort();

@@ -16,7 +16,7 @@
 //! pipeline goes on with the next one. Only the count of failures decides the
 //! exit code, later, at the top.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Mutex;
@@ -33,7 +33,7 @@ use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
 use crate::report::{ImageRecord, Status};
-use crate::volume::{DType, Voxels};
+use crate::volume::{DType, Shape, Voxels};
 
 /// Outputs written but not yet in place, at most: each holds an open file
 /// (no voxels), so the writer runs ahead of the disk by this much.
@@ -306,7 +306,8 @@ fn interrupted(rec: &mut ImageRecord) {
 }
 
 /// A reader: takes tasks from the shared queue until it closes, reads each
-/// (into a spare buffer when one has come back) and passes it on.
+/// in parts (into spare buffers when some have come back) and passes them
+/// on. A panic becomes the image's error, as its last part.
 fn read_stage<'t>(
     tasks: Receiver<&'t Task>,
     spares: Receiver<Voxels>,
@@ -316,9 +317,27 @@ fn read_stage<'t>(
     rank: usize,
 ) {
     for task in tasks {
-        let spare = spares.try_recv();
-        let job = guarded(task, rank, || read(task, cfg, durable, rank, spare));
-        if out.send(job).is_err() {
+        let mut next = Part::first();
+        let mut send = |job: InFlight<'t>| {
+            next = Part {
+                index: job.part.index + 1,
+                ..job.part
+            };
+            out.send(job).is_ok()
+        };
+        let read = catch_unwind(AssertUnwindSafe(|| {
+            read_parts(task, cfg, durable, rank, &spares, &mut send)
+        }));
+        let sent = match read {
+            Ok(sent) => sent,
+            Err(panic) if !next.last => {
+                let mut job = failed(task, rank, next, panic);
+                job.part.last = true;
+                out.send(job).is_ok()
+            }
+            Err(_) => true,
+        };
+        if !sent {
             break;
         }
     }
@@ -336,7 +355,8 @@ fn filter_stage<'t>(
     let depth = backend.depth().max(1);
     let mut queued = VecDeque::with_capacity(depth);
     for job in input {
-        queued.push_back(guarded(job.task, rank, || submit(job, cfg, backend)));
+        let (task, part) = (job.task, job.part);
+        queued.push_back(guarded(task, part, rank, || submit(job, cfg, backend)));
         if queued.len() >= depth && !finish_oldest(&mut queued, backend, &out, rank) {
             return;
         }
@@ -344,8 +364,9 @@ fn filter_stage<'t>(
     while !queued.is_empty() && finish_oldest(&mut queued, backend, &out, rank) {}
 }
 
-/// The writer: stages each output (a temporary file, not yet in place) and
-/// sends its buffer back to the readers.
+/// The writer: writes each output part by part into its temp file (not
+/// yet in place), sends each part's buffer back to the readers, and hands
+/// the staged output to the committer once its last part is written.
 fn write_stage<'t>(
     input: Receiver<InFlight<'t>>,
     out: Sender<Committing<'t>>,
@@ -354,19 +375,32 @@ fn write_stage<'t>(
     sync: bool,
     rank: usize,
 ) {
+    // Outputs begun and not yet ended, by task index (several readers may
+    // interleave their series' parts).
+    let mut open: HashMap<usize, Open<'_>> = HashMap::new();
     for job in input {
-        let task = job.task;
+        let (task, part) = (job.task, job.part);
         let mut spare = None;
-        let input = job.img.as_ref().map(|img| img.id);
-        let job = guarded(task, rank, || write(job, gzip, sync, &mut spare));
+        let mut output = open.remove(&task.index).unwrap_or_default();
+        let wrote = catch_unwind(AssertUnwindSafe(|| {
+            write_part(job, &mut output, gzip, sync, &mut spare)
+        }));
+        if let Err(panic) = wrote {
+            output.stream = None;
+            output.add(failed(task, rank, part, panic).rec, part);
+        }
         if let Some(v) = spare {
             let _ = spares.send(v);
         }
+        if !part.last {
+            open.insert(task.index, output);
+            continue;
+        }
         let next = Committing {
             task,
-            rec: job.rec,
-            staged: job.staged,
-            input,
+            rec: output.rec.unwrap_or_else(|| blank(task, rank)),
+            staged: output.staged,
+            input: output.input,
         };
         if out.send(next).is_err() {
             break;
@@ -429,10 +463,46 @@ fn in_feeding_order(
         .collect()
 }
 
-/// An image on its way through the stages. `img` is `None` once it failed
-/// (the record says why) or was skipped; later stages pass it on untouched.
+/// Which part of its image a piece in flight is: a series is read,
+/// filtered and written a few volumes at a time, so that memory follows the
+/// volume, not the series. Every other image is one part.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    index: usize,
+    last: bool,
+    /// The whole image's shape (the writer's file holds all of it).
+    whole: Shape,
+}
+
+impl Part {
+    fn first() -> Part {
+        Part {
+            index: 0,
+            last: false,
+            whole: Shape {
+                spatial: [0; 3],
+                spatial_ndim: 0,
+                volumes: 0,
+            },
+        }
+    }
+
+    /// The only part of an image that is not read (skipped, failed, held).
+    fn only() -> Part {
+        Part {
+            last: true,
+            ..Part::first()
+        }
+    }
+}
+
+/// A part of an image on its way through the stages. `img` is `None` once
+/// it failed (the record says why) or was skipped; later stages pass it on
+/// untouched. The record of a first part describes the image; later parts'
+/// records add their times (and any failure) to it.
 struct InFlight<'t> {
     task: &'t Task,
+    part: Part,
     rec: ImageRecord,
     img: Option<Image>,
     /// The image's filter, decided once when it was read (`image_spec`).
@@ -440,30 +510,84 @@ struct InFlight<'t> {
     out: DType,
     /// Between the filter's submit and finish: the backend's handle.
     pending: Option<Pending>,
-    /// Written to its temp file, waiting for the committer.
-    staged: Option<io::Staged>,
 }
 
-/// Runs one stage for one image; a panic becomes that image's error.
-fn guarded<'t>(task: &'t Task, rank: usize, stage: impl FnOnce() -> InFlight<'t>) -> InFlight<'t> {
-    catch_unwind(AssertUnwindSafe(stage)).unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
-        let mut rec = blank(task, rank);
-        fail(&mut rec, &task.input, format!("internal error: {msg}"));
+impl<'t> InFlight<'t> {
+    /// A part with no voxels: its record says why.
+    fn empty(task: &'t Task, part: Part, rec: ImageRecord) -> InFlight<'t> {
         InFlight {
             task,
+            part,
             rec,
             img: None,
             spec: None,
             out: DType::U8,
             pending: None,
-            staged: None,
         }
-    })
+    }
+}
+
+/// An output being written part by part, and its image's record so far.
+#[derive(Default)]
+struct Open<'g> {
+    stream: Option<io::OutputStream<'g>>,
+    rec: Option<ImageRecord>,
+    input: Option<io::InputId>,
+    staged: Option<io::Staged>,
+}
+
+impl Open<'_> {
+    /// Adds a part's record: the first describes the image; a later one
+    /// adds its times, and its failure if the image has none yet. A later
+    /// part that never reached its filter leaves the image interrupted.
+    fn add(&mut self, rec: ImageRecord, part: Part) {
+        let Some(acc) = &mut self.rec else {
+            self.rec = Some(rec);
+            return;
+        };
+        acc.read_s += rec.read_s;
+        acc.filter_s += rec.filter_s;
+        acc.write_s += rec.write_s;
+        if acc.status == Status::Ok && rec.status != Status::Ok {
+            acc.status = rec.status;
+            acc.error = rec.error;
+            acc.note = rec.note;
+            if part.index > 0 && acc.status == Status::NotStarted {
+                interrupted(acc);
+            }
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.rec.as_ref().is_some_and(|r| r.status != Status::Ok)
+    }
+}
+
+/// Runs one stage for one part of an image; a panic becomes that image's error.
+fn guarded<'t>(
+    task: &'t Task,
+    part: Part,
+    rank: usize,
+    stage: impl FnOnce() -> InFlight<'t>,
+) -> InFlight<'t> {
+    catch_unwind(AssertUnwindSafe(stage)).unwrap_or_else(|panic| failed(task, rank, part, panic))
+}
+
+/// The part a panic stopped, as the image's error.
+fn failed<'t>(
+    task: &'t Task,
+    rank: usize,
+    part: Part,
+    panic: Box<dyn std::any::Any + Send>,
+) -> InFlight<'t> {
+    let msg = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    let mut rec = blank(task, rank);
+    fail(&mut rec, &task.input, format!("internal error: {msg}"));
+    InFlight::empty(task, part, rec)
 }
 
 fn since_start() -> f64 {
@@ -499,76 +623,119 @@ fn fail(rec: &mut ImageRecord, input: &Path, msg: String) {
     rec.error = Some(msg);
 }
 
-fn read<'t>(
+/// Reads one task's image part by part and hands each to `send` (false
+/// once the filter is gone); true if every part went. A skipped, held or
+/// unreadable image is one part with no voxels.
+fn read_parts<'t>(
     task: &'t Task,
     cfg: &RunConfig,
     durable: &Durable,
     rank: usize,
-    spare: Option<Voxels>,
-) -> InFlight<'t> {
+    spares: &Receiver<Voxels>,
+    send: &mut dyn FnMut(InFlight<'t>) -> bool,
+) -> bool {
     let mut rec = blank(task, rank);
-    let job = |rec, img| InFlight {
-        task,
-        rec,
-        img,
-        spec: None,
-        out: DType::U8,
-        pending: None,
-        staged: None,
-    };
     if stop::aborting() {
         stopped_before_filter(&mut rec);
-        return job(rec, None);
+        return send(InFlight::empty(task, Part::only(), rec));
     }
     if let Some(why) = skip_reason(task, cfg, durable) {
         rec.status = Status::Skipped;
         rec.note = Some(why.into());
-        return job(rec, None);
+        return send(InFlight::empty(task, Part::only(), rec));
     }
     let t = Instant::now();
-    let img = io::read_image_into(&task.input, spare);
+    let opened = io::ImageStream::open(&task.input, crate::resources::part_bytes());
     rec.read_s = t.elapsed().as_secs_f64();
-    let img = match img {
-        Ok(img) => img,
-        Err(e) => {
-            fail(&mut rec, &task.input, e.to_string());
-            return job(rec, None);
+    let (mut stream, spec, out) = match opened
+        .map_err(|e| e.to_string())
+        .and_then(|s| describe(&mut rec, s, cfg))
+    {
+        Ok(opened) => opened,
+        Err(why) => {
+            fail(&mut rec, &task.input, why);
+            return send(InFlight::empty(task, Part::only(), rec));
         }
     };
-    if img.dropped_extensions {
+    let head = stream.head();
+    let (whole, per) = (head.shape, stream.part_volumes());
+    let count = whole.volumes.div_ceil(per);
+    for index in 0..count {
+        let part = Part {
+            index,
+            last: index + 1 == count,
+            whole,
+        };
+        let mut part_rec = if index == 0 {
+            rec.clone()
+        } else {
+            blank(task, rank)
+        };
+        let t = Instant::now();
+        let voxels = stream.read_volumes(per, spares.try_recv());
+        part_rec.read_s += t.elapsed().as_secs_f64();
+        let voxels = match voxels {
+            Ok(v) => v,
+            Err(e) => {
+                fail(&mut part_rec, &task.input, e.to_string());
+                let part = Part { last: true, ..part };
+                return send(InFlight::empty(task, part, part_rec));
+            }
+        };
+        let head = stream.head();
+        let img = io::Image {
+            raw_header: if index == 0 {
+                head.raw_header.clone()
+            } else {
+                Vec::new()
+            },
+            shape: Shape {
+                volumes: voxels.len() / whole.volume_len().max(1),
+                ..whole
+            },
+            voxels,
+            ..*head
+        };
+        let job = InFlight {
+            img: Some(img),
+            spec: Some(spec.clone()),
+            out,
+            ..InFlight::empty(task, part, part_rec)
+        };
+        if !send(job) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Fills the image's record from its header and decides its filter and
+/// output dtype, once for all its parts.
+fn describe<'a>(
+    rec: &mut ImageRecord,
+    stream: io::ImageStream<'a>,
+    cfg: &RunConfig,
+) -> Result<(io::ImageStream<'a>, FilterSpec, DType), String> {
+    let head = stream.head();
+    if head.dropped_extensions {
         log::warn!(
             "{}: its header extensions have invalid sizes; the output is written without them",
-            task.input.display()
+            rec.input
         );
         rec.note = Some("invalid header extensions dropped".into());
     }
-    rec.bytes_in = img.bytes_in;
-    rec.voxels = img.shape.len() as u64;
-    rec.shape = img.shape.spatial[..img.shape.spatial_ndim].to_vec();
-    if img.shape.volumes > 1 {
-        rec.shape.push(img.shape.volumes);
+    rec.bytes_in = head.bytes_in;
+    rec.voxels = head.shape.len() as u64;
+    rec.shape = head.shape.spatial[..head.shape.spatial_ndim].to_vec();
+    if head.shape.volumes > 1 {
+        rec.shape.push(head.shape.volumes);
     }
-    let dtype_in = img.voxels.dtype();
+    let dtype_in = stream.dtype();
     rec.dtype_in = Some(dtype_in.to_string());
     let out = cfg.output_dtype(dtype_in);
     rec.dtype_out = Some(out.to_string());
-
-    let spec = match cfg.image_spec(&img) {
-        Ok(spec) => spec,
-        Err(why) => {
-            fail(&mut rec, &task.input, why);
-            return job(rec, None);
-        }
-    };
-    InFlight {
-        task,
-        rec,
-        img: Some(img),
-        spec: Some(spec),
-        out,
-        pending: None,
-        staged: None,
-    }
+    let spec = cfg.image_spec(head)?;
+    Ok((stream, spec, out))
 }
 
 /// Finishes the oldest queued image and passes it on to the writer; false
@@ -582,7 +749,8 @@ fn finish_oldest<'t>(
     let Some(job) = queued.pop_front() else {
         return true;
     };
-    let job = guarded(job.task, rank, || finish(job, backend));
+    let (task, part) = (job.task, job.part);
+    let job = guarded(task, part, rank, || finish(job, backend));
     to_writer.send(job).is_ok()
 }
 
@@ -635,43 +803,81 @@ fn finish<'t>(mut job: InFlight<'t>, backend: &mut dyn Backend) -> InFlight<'t> 
     job
 }
 
-/// Writes the smoothed image to its temp file (the committer puts it in
-/// place); its buffer goes to `spare` for the next read.
-fn write<'t>(
-    mut job: InFlight<'t>,
-    gzip: &Compressor,
+/// Writes one part of an image into its output's temp file (the first
+/// part begins the file, the last stages it for the committer); the part's
+/// buffer goes to `spare` for the next read. A failed or abandoned part
+/// ends the output: its temp file goes, and later parts are passed over.
+fn write_part<'g>(
+    mut job: InFlight<'_>,
+    output: &mut Open<'g>,
+    gzip: &'g Compressor,
     durable: bool,
     spare: &mut Option<Voxels>,
-) -> InFlight<'t> {
-    if abandon_if_aborting(&mut job, true) {
-        return job;
+) {
+    abandon_if_aborting(&mut job, true);
+    let (part, task, out) = (job.part, job.task, job.out);
+    if output.input.is_none() {
+        output.input = job.img.as_ref().map(|img| img.id);
     }
-    let Some(img) = job.img.take() else {
-        return job;
+    let img = job.img.take();
+    output.add(job.rec, part);
+    let Some(img) = img.filter(|_| !output.failed()) else {
+        output.stream = None;
+        return;
     };
     let t = Instant::now();
-    let header = io::output_header(&img, job.out);
-    let format = if is_gz_name(&job.task.output) {
-        OutputFormat::NiiGz
-    } else {
-        OutputFormat::Nii
-    };
-    let staged = io::stage_image(
-        &job.task.output,
-        &header,
-        img.big_endian,
-        &img.voxels,
-        WriteOptions {
+    let written = write_voxels(output, &img, part, task, out, gzip, durable);
+    if let Some(rec) = &mut output.rec {
+        rec.write_s += t.elapsed().as_secs_f64();
+        if let Err(e) = written {
+            fail(rec, &task.input, e.to_string());
+            output.stream = None;
+        }
+    }
+    *spare = Some(img.voxels);
+}
+
+/// Begins the output at the first part, appends the voxels, and stages
+/// the file at the last part.
+fn write_voxels<'g>(
+    output: &mut Open<'g>,
+    img: &Image,
+    part: Part,
+    task: &Task,
+    out: DType,
+    gzip: &'g Compressor,
+    durable: bool,
+) -> Result<(), io::WriteError> {
+    if part.index == 0 {
+        let format = if is_gz_name(&task.output) {
+            OutputFormat::NiiGz
+        } else {
+            OutputFormat::Nii
+        };
+        let opts = WriteOptions {
             format,
             gzip,
             durable,
-        },
-    );
-    job.rec.write_s = t.elapsed().as_secs_f64();
-    match staged {
-        Ok(st) => job.staged = Some(st),
-        Err(e) => fail(&mut job.rec, &job.task.input, e.to_string()),
+        };
+        let header = io::output_header(img, out);
+        let data_len = (part.whole.len() * out.size()) as u64;
+        output.stream = Some(io::OutputStream::begin(
+            &task.output,
+            &header,
+            img.big_endian,
+            out,
+            data_len,
+            opts,
+        )?);
     }
-    *spare = Some(img.voxels);
-    job
+    let Some(stream) = output.stream.as_mut() else {
+        return Ok(());
+    };
+    stream.append(&img.voxels)?;
+    if part.last {
+        if let Some(stream) = output.stream.take() {
+            output.staged = Some(stream.finish()?);
+        }
+    }
+    Ok(())
 }

@@ -365,31 +365,120 @@ impl Compressor {
         data: &[u8],
         swap: usize,
     ) -> std::io::Result<()> {
+        let mut stream = self.begin(out, header, data.len() as u64, swap)?;
+        self.append(&mut stream, out, data)?;
+        self.end(stream, out)
+    }
+
+    /// Starts a member of `header` and `data_len` bytes of data that come
+    /// later, a piece at a time (`append`, then `end`): a series streamed
+    /// volume by volume. The bytes are those `write` gives the whole data,
+    /// because the chunks are cut at the same offsets whatever the pieces.
+    pub fn begin(
+        &self,
+        out: &mut impl Write,
+        header: &[u8],
+        data_len: u64,
+        swap: usize,
+    ) -> std::io::Result<GzStream> {
         // mtime 0, no name: the bytes depend only on the data.
         out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])?;
-        let total = (header.len() + data.len()) as u64;
-        let nchunks = data.len().div_ceil(CHUNK).max(1);
         // The header is chunk "-1": small, compressed here, dictionary for chunk 0.
-        let mut crc = crc32(header);
         let mut buf = Vec::new();
-        deflate_chunk(self.level, &[], header, data.is_empty(), &mut buf)
+        deflate_chunk(self.level, &[], header, data_len == 0, &mut buf)
             .map_err(std::io::Error::other)?;
         out.write_all(&buf)?;
+        Ok(GzStream {
+            data_len,
+            done: 0,
+            crc: crc32(header),
+            total: header.len() as u64 + data_len,
+            dict: tail(header).to_vec(),
+            pending: Vec::new(),
+            swap,
+        })
+    }
+
+    /// The next piece of the data: every chunk it completes is deflated
+    /// and written; the rest waits for the next piece.
+    pub fn append(
+        &self,
+        s: &mut GzStream,
+        out: &mut impl Write,
+        mut data: &[u8],
+    ) -> std::io::Result<()> {
+        let left = s.data_len - s.done - s.pending.len() as u64;
+        if data.len() as u64 > left {
+            return Err(std::io::Error::other(format!(
+                "{} bytes more than the header announced",
+                data.len() as u64 - left
+            )));
+        }
+        if !s.pending.is_empty() {
+            let want = s.chunk_at(s.done) - s.pending.len();
+            let take = want.min(data.len());
+            s.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if s.pending.len() < s.chunk_at(s.done) {
+                return Ok(());
+            }
+            let whole = std::mem::take(&mut s.pending);
+            self.deflate_run(s, out, &whole)?;
+        }
+        // Whole chunks straight from the piece (no copy); the last chunk of
+        // the data may be short.
+        let reaches_end = s.done + data.len() as u64 == s.data_len;
+        let n = if reaches_end {
+            data.len()
+        } else {
+            data.len() / CHUNK * CHUNK
+        };
+        self.deflate_run(s, out, &data[..n])?;
+        s.pending.extend_from_slice(&data[n..]);
+        Ok(())
+    }
+
+    /// Ends the member: its CRC-32 and length. Every byte the header
+    /// announced must have come.
+    pub fn end(&self, s: GzStream, out: &mut impl Write) -> std::io::Result<()> {
+        if s.done != s.data_len || !s.pending.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "{} of {} data bytes written",
+                s.done, s.data_len
+            )));
+        }
+        out.write_all(&s.crc.to_le_bytes())?;
+        out.write_all(&(s.total as u32).to_le_bytes())
+    }
+
+    /// Deflates `run`, whole chunks from offset `s.done` of the data (the
+    /// data's last chunk may be short), 2 × threads chunks at a time.
+    fn deflate_run(
+        &self,
+        s: &mut GzStream,
+        out: &mut impl Write,
+        run: &[u8],
+    ) -> std::io::Result<()> {
+        let nchunks = run.len().div_ceil(CHUNK);
         let window = 2 * self.pool.current_num_threads();
         let mut first = 0;
-        while first < nchunks && !data.is_empty() {
+        while first < nchunks {
             let end = (first + window).min(nchunks);
             let chunk = |i: usize| {
                 let lo = i * CHUNK;
-                let hi = (lo + CHUNK).min(data.len());
-                let dict_lo = lo.saturating_sub(DICT);
-                // Dictionary and chunk, swapped together when needed.
-                let span = swapped(&data[dict_lo..hi], swap);
-                let (dict, chunk) = span.split_at(lo - dict_lo);
-                let dict = if i == 0 { tail(header) } else { dict };
+                let hi = (lo + CHUNK).min(run.len());
+                let chunk = swapped(&run[lo..hi], s.swap);
+                let before;
+                let dict: &[u8] = if i == 0 {
+                    &s.dict
+                } else {
+                    before = swapped(&run[lo - DICT..lo], s.swap);
+                    &before
+                };
+                let last = s.done + hi as u64 == s.data_len;
                 let mut z = self.take_buffer();
-                deflate_chunk(self.level, dict, chunk, i + 1 == nchunks, &mut z)?;
-                Ok((z, crc32(chunk), chunk.len()))
+                deflate_chunk(self.level, dict, &chunk, last, &mut z)?;
+                Ok((z, crc32(&chunk), chunk.len()))
             };
             // One chunk (an image under 1 MiB), or one thread: deflated right
             // here. The pool's hand-off would cost more than a small chunk,
@@ -404,14 +493,38 @@ impl Compressor {
             for r in done {
                 let (z, c, n) = r.map_err(std::io::Error::other)?;
                 out.write_all(&z)?;
-                crc = crc32_combine(crc, c, n as u64);
+                s.crc = crc32_combine(s.crc, c, n as u64);
                 self.give_buffer(z);
             }
             first = end;
         }
-        out.write_all(&crc.to_le_bytes())?;
-        out.write_all(&(total as u32).to_le_bytes())?;
+        if run.len() >= DICT {
+            s.dict = swapped(&run[run.len() - DICT..], s.swap).into_owned();
+        }
+        s.done += run.len() as u64;
         Ok(())
+    }
+}
+
+/// A gzip member written a piece at a time (`Compressor::begin`).
+pub struct GzStream {
+    data_len: u64,
+    /// Data bytes deflated so far: whole chunks until the last.
+    done: u64,
+    crc: u32,
+    /// The member's uncompressed length (header and data).
+    total: u64,
+    /// The next chunk's dictionary: the 32 KiB before it, as written.
+    dict: Vec<u8>,
+    /// Data come but not yet deflated: part of one chunk.
+    pending: Vec<u8>,
+    swap: usize,
+}
+
+impl GzStream {
+    /// The length of the chunk that starts at data offset `at`.
+    fn chunk_at(&self, at: u64) -> usize {
+        (self.data_len - at).min(CHUNK as u64) as usize
     }
 }
 
@@ -545,6 +658,41 @@ mod tests {
                 0 => return Ok(back),
                 n => back.extend_from_slice(&buf[..n]),
             }
+        }
+    }
+
+    #[test]
+    fn a_member_written_in_pieces_is_the_member_written_whole() {
+        let header = sample(352);
+        for (len, threads, swap) in [
+            (0, 1, 1),
+            (5 * CHUNK / 2 + 4, 2, 2),
+            (3 * CHUNK, 1, 4),
+            (CHUNK - 8, 2, 8),
+        ] {
+            let data = sample(len);
+            let len = data.len();
+            let gz = Compressor::new(threads, 1).unwrap();
+            let mut whole = Vec::new();
+            gz.write(&mut whole, &header, &data, swap).unwrap();
+            // Pieces that cut chunks anywhere (a multiple of the element size).
+            for piece in [8, 4096, CHUNK / 3 - 8 * 7, CHUNK, 3 * CHUNK / 2] {
+                let mut out = Vec::new();
+                let mut s = gz.begin(&mut out, &header, len as u64, swap).unwrap();
+                for part in data.chunks(piece) {
+                    gz.append(&mut s, &mut out, part).unwrap();
+                }
+                gz.end(s, &mut out).unwrap();
+                assert!(out == whole, "len {len}, pieces of {piece}");
+            }
+            // Too few bytes, or too many, is an error, never a short file.
+            let mut out = Vec::new();
+            let mut s = gz.begin(&mut out, &header, len as u64 + 8, swap).unwrap();
+            gz.append(&mut s, &mut out, &data).unwrap();
+            assert!(gz.end(s, &mut out).is_err());
+            let mut s = gz.begin(&mut out, &header, len as u64, swap).unwrap();
+            gz.append(&mut s, &mut out, &data).unwrap();
+            assert!(gz.append(&mut s, &mut out, &[0; 8]).is_err());
         }
     }
 

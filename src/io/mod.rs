@@ -16,12 +16,12 @@ mod write;
 pub use header::{HeaderInfo, Version};
 pub use read::{
     input_id, mtime_ns, open_regular, open_regular_file, pair_data_path, read_header_info,
-    read_image, read_image_from_bytes, read_image_into, read_regular,
+    read_image, read_image_from_bytes, read_image_into, read_regular, ImageStream,
 };
 pub use write::{
     commit_batch, exists_nonempty, new_header, output_header, report_target, special_file,
     stage_image, sync_dir, temp_owner, write_file_atomic, write_image, write_report_file,
-    OutputFormat, Staged, Target, WriteOptions,
+    OutputFormat, OutputStream, Staged, Target, WriteOptions,
 };
 
 use std::path::PathBuf;

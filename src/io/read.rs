@@ -133,57 +133,129 @@ pub fn read_image(path: &Path) -> Result<Image, ReadError> {
 /// that a long run does not map and fault in fresh memory for every image).
 /// The file is streamed: its compressed bytes are never all in memory.
 pub fn read_image_into(path: &Path, spare: Option<Voxels>) -> Result<Image, ReadError> {
-    if let Some(data) = pair_data_path(path) {
-        return read_pair(path, &data, spare);
-    }
-    let lower = path.to_string_lossy().to_lowercase();
-    if lower.ends_with(".img") || lower.ends_with(".img.gz") {
-        return Err(ReadError::NotNifti(
-            "an .img holds only the voxels of a .hdr/.img pair; name its .hdr".into(),
-        ));
-    }
-    let (mut r, gz, source) = open(path)?;
-    read_single(&mut r, gz, source, spare)
+    ImageStream::open(path, u64::MAX)?.read_whole(spare)
 }
 
 /// A single-file image held in memory (the fuzz target's way in).
 pub fn read_image_from_bytes(bytes: &[u8]) -> Result<Image, ReadError> {
-    let (mut r, gz) = stream(bytes)?;
+    let (r, gz) = stream(bytes)?;
     let source = Source {
         bytes: bytes.len() as u64,
         mtime_ns: 0,
     };
-    read_single(&mut r, gz, source, None)
+    ImageStream::single(r, gz, source, u64::MAX)?.read_whole(None)
 }
 
-/// Header, extensions and voxels of a single file from `r` (the inflated
-/// stream when `gz`; `len` bytes on disk). A header that claims more than the
-/// file can hold is refused before anything is allocated: a plain file must
-/// hold it, and deflate cannot expand more than MAX_INFLATE_RATIO-fold.
-fn read_single(
-    r: &mut dyn Read,
-    gz: bool,
-    source: Source,
-    spare: Option<Voxels>,
-) -> Result<Image, ReadError> {
-    let (mut head, info) = read_head(r, gz, source.bytes)?;
-    let raw = read_voxels(r, &info, spare)?;
-    if gz {
-        read_to_end_of_stream(r)?;
+/// An image opened for its voxels a few volumes at a time: the header and
+/// extensions read and checked, the stream at the first voxel. A series is
+/// streamed this way, volume by volume, so that memory follows the volume,
+/// not the series; a whole image is one read of every volume.
+pub struct ImageStream<'a> {
+    /// The image without its voxels (`voxels` is empty).
+    head: Image,
+    info: HeaderInfo,
+    r: Box<dyn Read + 'a>,
+    /// The voxels' stream is gzip (a pair's data file may differ from its header).
+    data_gz: bool,
+    volumes_read: usize,
+    part_volumes: usize,
+}
+
+impl ImageStream<'static> {
+    /// Opens `path` (a single file or a pair's `.hdr`) to be read in parts
+    /// of whole volumes, each about `part_bytes` in memory (at least one
+    /// volume; `part_volumes` says how many): the memory check asks room
+    /// for one part, not for the whole series.
+    pub fn open(path: &Path, part_bytes: u64) -> Result<ImageStream<'static>, ReadError> {
+        if let Some(data) = pair_data_path(path) {
+            return open_pair(path, &data, part_bytes);
+        }
+        let lower = path.to_string_lossy().to_lowercase();
+        if lower.ends_with(".img") || lower.ends_with(".img.gz") {
+            return Err(ReadError::NotNifti(
+                "an .img holds only the voxels of a .hdr/.img pair; name its .hdr".into(),
+            ));
+        }
+        let (r, gz, source) = open(path)?;
+        ImageStream::single(r, gz, source, part_bytes)
     }
-    let id = InputId::new(source, None, &head);
-    let dropped = header::drop_bad_extensions(&mut head, info.version, info.big_endian);
-    let mut img = image(info, head, raw, source);
-    img.id = id;
-    img.dropped_extensions = dropped;
-    Ok(img)
+}
+
+impl<'a> ImageStream<'a> {
+    /// Header and extensions of a single file from `r` (the inflated stream
+    /// when `gz`; `source.bytes` on disk). A header that claims more than the
+    /// file can hold is refused before anything is allocated: a plain file
+    /// must hold it, and deflate cannot expand more than MAX_INFLATE_RATIO-fold.
+    fn single(
+        mut r: Box<dyn Read + 'a>,
+        gz: bool,
+        source: Source,
+        part_bytes: u64,
+    ) -> Result<ImageStream<'a>, ReadError> {
+        let (mut head, info) = read_head(&mut r, gz, source.bytes)?;
+        let part_volumes = part_volumes(&info, part_bytes);
+        check_memory(&info, part_volumes)?;
+        let id = InputId::new(source, None, &head);
+        let dropped = header::drop_bad_extensions(&mut head, info.version, info.big_endian);
+        let mut img = image(&info, head, source);
+        img.id = id;
+        img.dropped_extensions = dropped;
+        Ok(ImageStream {
+            head: img,
+            info,
+            r,
+            data_gz: gz,
+            volumes_read: 0,
+            part_volumes,
+        })
+    }
+
+    /// The image as its header describes it, without voxels.
+    pub fn head(&self) -> &Image {
+        &self.head
+    }
+
+    /// The dtype the voxels are held in: float64 when the header scales them.
+    pub fn dtype(&self) -> crate::volume::DType {
+        self.info.presented()
+    }
+
+    /// Volumes per part, as `open` was asked.
+    pub fn part_volumes(&self) -> usize {
+        self.part_volumes
+    }
+
+    /// The next `n` volumes (fewer at the end), scaled as nibabel scales
+    /// them. After the last one, a gzip stream is read to its end, so that
+    /// its CRC-32 and length are checked.
+    pub fn read_volumes(&mut self, n: usize, spare: Option<Voxels>) -> Result<Voxels, ReadError> {
+        let shape = self.info.shape;
+        let n = n.min(shape.volumes - self.volumes_read);
+        let raw = read_voxels(&mut self.r, &self.info, n * shape.volume_len(), spare)?;
+        self.volumes_read += n;
+        if self.volumes_read == shape.volumes && self.data_gz {
+            read_to_end_of_stream(&mut self.r)?;
+        }
+        Ok(match self.info.scaling {
+            Some((slope, inter)) => apply_scaling(&raw, slope, inter),
+            None => raw,
+        })
+    }
+
+    /// Every volume at once: the whole image.
+    pub fn read_whole(mut self, spare: Option<Voxels>) -> Result<Image, ReadError> {
+        let voxels = self.read_volumes(usize::MAX, spare)?;
+        Ok(Image {
+            voxels,
+            ..self.head
+        })
+    }
 }
 
 /// The header and extensions of a single file (bytes 0..vox_offset).
 fn read_head(r: &mut dyn Read, gz: bool, len: u64) -> Result<(Vec<u8>, HeaderInfo), ReadError> {
     let (mut head, info) = read_header(r, gz, false)?;
     check_room(&info, info.vox_offset as u64, len, gz)?;
-    check_memory(&info)?;
     let rest = info.vox_offset - head.len();
     r.take(rest as u64)
         .read_to_end(&mut head)
@@ -223,7 +295,7 @@ fn read_to_end_of_stream(r: &mut dyn Read) -> Result<(), ReadError> {
 /// A `.hdr`/`.img` pair: the header (and its extensions) from `hdr`, the
 /// voxels from `data` at vox_offset. The header kept for the output is that
 /// of a single file, with the data right after its extensions.
-fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, ReadError> {
+fn open_pair(hdr: &Path, data: &Path, part_bytes: u64) -> Result<ImageStream<'static>, ReadError> {
     let (mut r, gz, hdr_source) = open(hdr)?;
     let (mut head, info) = read_header(&mut r, gz, true)?;
     // The header as on disk, before it becomes a single file's.
@@ -259,7 +331,8 @@ fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, Re
         ..info
     };
     check_room(&info, info.vox_offset as u64, data_len, data_gz)?;
-    check_memory(&info)?;
+    let part_volumes = part_volumes(&info, part_bytes);
+    check_memory(&info, part_volumes)?;
     let skipped = std::io::copy(
         &mut r.by_ref().take(info.vox_offset as u64),
         &mut std::io::sink(),
@@ -268,18 +341,26 @@ fn read_pair(hdr: &Path, data: &Path, spare: Option<Voxels>) -> Result<Image, Re
     if skipped < info.vox_offset as u64 {
         return Err(stream_error(eof(), data_gz, "data file"));
     }
-    let raw = read_voxels(&mut r, &info, spare)?;
-    if data_gz {
-        read_to_end_of_stream(&mut r)?;
-    }
-    let mut img = image(info, head, raw, hdr_source);
+    let mut img = image(&info, head, hdr_source);
     img.bytes_in += data_len;
     img.id = InputId {
         file: hdr_source,
         data: Some(data_source),
         header_crc,
     };
-    Ok(img)
+    Ok(ImageStream {
+        head: img,
+        info,
+        r,
+        data_gz,
+        volumes_read: 0,
+        part_volumes,
+    })
+}
+
+/// Whole volumes of about `part_bytes` in memory: at least one, at most all.
+fn part_volumes(info: &HeaderInfo, part_bytes: u64) -> usize {
+    crate::resources::volumes_within(info.memory_bytes(), info.shape.volumes, part_bytes)
 }
 
 /// Refuses a header whose data cannot fit in a file of `len` bytes.
@@ -311,12 +392,17 @@ const CHECK_MEMORY_FROM: u64 = 64 << 20;
 /// Refuses an image that would take more memory than this process may still
 /// take (its cgroup, `ulimit -v`, the node), before anything is allocated:
 /// otherwise the allocation ends the process and every other image with it.
-/// The need is the peak of reading: the voxels as stored and, for a scaled
-/// image, as held (float64). Filtering at the default dtype works in place.
-fn check_memory(info: &HeaderInfo) -> Result<(), ReadError> {
+/// The need is the peak of reading `part_volumes` volumes at a time: the
+/// voxels as stored and, for a scaled image, as held (float64). Filtering
+/// at the default dtype works in place.
+fn check_memory(info: &HeaderInfo, part_volumes: usize) -> Result<(), ReadError> {
+    let share = |bytes: u64| {
+        let volumes = info.shape.volumes.max(1) as u64;
+        bytes / volumes * (part_volumes as u64).min(volumes)
+    };
     let need = match info.scaling {
-        Some(_) => info.data_bytes().saturating_add(info.memory_bytes()),
-        None => info.data_bytes(),
+        Some(_) => share(info.data_bytes()).saturating_add(share(info.memory_bytes())),
+        None => share(info.data_bytes()),
     };
     if need < CHECK_MEMORY_FROM {
         return Ok(());
@@ -332,12 +418,9 @@ fn check_memory(info: &HeaderInfo) -> Result<(), ReadError> {
     }
 }
 
-fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, source: Source) -> Image {
+/// The image a header describes, its voxels still to be read.
+fn image(info: &HeaderInfo, raw_header: Vec<u8>, source: Source) -> Image {
     let id = InputId::new(source, None, &raw_header);
-    let voxels = match info.scaling {
-        Some((slope, inter)) => apply_scaling(&raw, slope, inter),
-        None => raw,
-    };
     Image {
         raw_header,
         version: info.version,
@@ -347,7 +430,7 @@ fn image(info: HeaderInfo, raw_header: Vec<u8>, raw: Voxels, source: Source) -> 
         voxel_sizes: info.voxel_sizes,
         stored: info.stored,
         scaled: info.scaling.is_some(),
-        voxels,
+        voxels: Voxels::U8(Vec::new()),
         bytes_in: source.bytes,
         id,
         dropped_extensions: false,
@@ -400,12 +483,13 @@ fn stream_error(e: std::io::Error, gz: bool, what: &str) -> ReadError {
     }
 }
 
+/// The next `n` voxels as stored, in the machine's byte order.
 fn read_voxels(
     r: &mut dyn Read,
     info: &HeaderInfo,
+    n: usize,
     spare: Option<Voxels>,
 ) -> Result<Voxels, ReadError> {
-    let n = info.shape.len();
     with_dtype!(info.stored, T => read_typed::<T>(r, n, info.big_endian, info.gz, spare))
 }
 

@@ -121,38 +121,106 @@ pub fn stage_image(
     voxels: &Voxels,
     opts: WriteOptions<'_>,
 ) -> Result<Staged, WriteError> {
-    let io_err = |source| WriteError::Io {
+    let data_len = voxels.as_bytes().len() as u64;
+    let mut out = OutputStream::begin(dest, header, big_endian, voxels.dtype(), data_len, opts)?;
+    out.append(voxels)?;
+    out.finish()
+}
+
+/// An output written a piece at a time (a series volume by volume) into its
+/// temp file: the bytes are those of the whole written at once. Dropped
+/// before `finish`, the temp file goes.
+pub struct OutputStream<'a> {
+    w: BufWriter<File>,
+    guard: TempGuard,
+    dest: PathBuf,
+    opts: WriteOptions<'a>,
+    /// Byte-swap each element of this many bytes (1: the machine's order).
+    swap: usize,
+    gz: Option<gzip::GzStream>,
+}
+
+impl<'a> OutputStream<'a> {
+    /// A fresh temp file beside `dest` with `header` written, for
+    /// `data_len` bytes of `dtype` voxels to come.
+    pub fn begin(
+        dest: &Path,
+        header: &[u8],
+        big_endian: bool,
+        dtype: DType,
+        data_len: u64,
+        opts: WriteOptions<'a>,
+    ) -> Result<OutputStream<'a>, WriteError> {
+        let (file, guard) = create_temp(dest).map_err(io_error(dest))?;
+        // Small: it only gathers the header and the gzip framing. The voxels and
+        // the compressed chunks (each far larger) go straight to the file.
+        let mut w = BufWriter::with_capacity(64 << 10, file);
+        let swap = if big_endian == cfg!(target_endian = "big") {
+            1
+        } else {
+            dtype.size()
+        };
+        let gz = match opts.format {
+            OutputFormat::Nii => {
+                w.write_all(header).map_err(io_error(dest))?;
+                None
+            }
+            OutputFormat::NiiGz => Some(
+                opts.gzip
+                    .begin(&mut w, header, data_len, swap)
+                    .map_err(io_error(dest))?,
+            ),
+        };
+        Ok(OutputStream {
+            w,
+            guard,
+            dest: dest.to_path_buf(),
+            opts,
+            swap,
+            gz,
+        })
+    }
+
+    /// The next voxels, in file order.
+    pub fn append(&mut self, voxels: &Voxels) -> Result<(), WriteError> {
+        let written = match &mut self.gz {
+            Some(gz) => self.opts.gzip.append(gz, &mut self.w, voxels.as_bytes()),
+            None => write_voxels(&mut self.w, self.swap, voxels),
+        };
+        written.map_err(io_error(&self.dest))
+    }
+
+    /// Ends the file (the gzip trailer) and stages it for its rename.
+    pub fn finish(mut self) -> Result<Staged, WriteError> {
+        let dest = self.dest;
+        if let Some(gz) = self.gz.take() {
+            self.opts
+                .gzip
+                .end(gz, &mut self.w)
+                .map_err(io_error(&dest))?;
+        }
+        let file = self
+            .w
+            .into_inner()
+            .map_err(|e| io_error(&dest)(e.into_error()))?;
+        let bytes = file.metadata().map_err(io_error(&dest))?.len();
+        if self.opts.durable && bytes >= EARLY_WRITEBACK {
+            start_writeback(&file);
+        }
+        Ok(Staged {
+            file,
+            dest,
+            bytes,
+            guard: self.guard,
+        })
+    }
+}
+
+fn io_error(dest: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
         path: dest.to_path_buf(),
         source,
-    };
-    let (file, guard) = create_temp(dest).map_err(io_err)?;
-    // Small: it only gathers the header and the gzip framing. The voxels and
-    // the compressed chunks (each far larger) go straight to the file.
-    let mut w = BufWriter::with_capacity(64 << 10, file);
-    match opts.format {
-        OutputFormat::Nii => write_payload(&mut w, header, big_endian, voxels).map_err(io_err)?,
-        OutputFormat::NiiGz => {
-            let swap = if big_endian == cfg!(target_endian = "big") {
-                1
-            } else {
-                voxels.dtype().size()
-            };
-            opts.gzip
-                .write(&mut w, header, voxels.as_bytes(), swap)
-                .map_err(io_err)?;
-        }
     }
-    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
-    let bytes = file.metadata().map_err(io_err)?.len();
-    if opts.durable && bytes >= EARLY_WRITEBACK {
-        start_writeback(&file);
-    }
-    Ok(Staged {
-        file,
-        dest: dest.to_path_buf(),
-        bytes,
-        guard,
-    })
 }
 
 /// A fresh temp file beside `dest` (O_EXCL: never an existing file, never
@@ -275,17 +343,12 @@ fn syncfs(file: &File) -> bool {
     }
 }
 
-fn write_payload(
-    w: &mut impl Write,
-    header: &[u8],
-    big_endian: bool,
-    voxels: &Voxels,
-) -> std::io::Result<()> {
-    w.write_all(header)?;
-    if big_endian == cfg!(target_endian = "big") {
+/// Voxels in file order, byte-swapped when `swap` > 1 (a foreign byte
+/// order) through a small buffer, never a second full copy.
+fn write_voxels(w: &mut impl Write, swap: usize, voxels: &Voxels) -> std::io::Result<()> {
+    if swap <= 1 {
         return w.write_all(voxels.as_bytes());
     }
-    // Foreign byte order: swap through a small buffer, never a second full copy.
     with_voxels!(voxels, v => {
         for chunk in v.chunks(1 << 16) {
             let swapped: Vec<_> = chunk.iter().map(|x| crate::volume::Sample::swap_bytes(*x)).collect();

@@ -188,14 +188,20 @@ fn in_flight(ranks: &[Vec<&ImageRecord>], threads: usize) -> u64 {
         .map(|mine| {
             let mut mine = mine.clone();
             mine.sort_by(|a, b| a.started_s.total_cmp(&b.started_s));
-            let sizes: Vec<u64> = mine
-                .iter()
-                .map(|i| i.voxels * bytes_per_voxel(i.dtype_in.as_deref()))
-                .collect();
+            let sizes: Vec<u64> = mine.iter().map(|i| held(i)).collect();
             fit::in_flight_bytes(&sizes, depth)
         })
         .max()
         .unwrap_or(0)
+}
+
+/// What a rank's pipeline held of an image at once: the whole of a 3-D
+/// image, a part of a series (`resources::held_bytes`; a record's shape
+/// ends with its volumes when it has several).
+fn held(i: &ImageRecord) -> u64 {
+    let bytes = i.voxels * bytes_per_voxel(i.dtype_in.as_deref());
+    let volumes = if i.shape.len() == 4 { i.shape[3] } else { 1 };
+    crate::resources::held_bytes(bytes, volumes)
 }
 
 /// Each rank's images as (voxels, finished_s), in the order they finished.
@@ -231,7 +237,7 @@ pub fn point_from_report(
         .images
         .iter()
         .filter(|i| i.status == Status::Ok)
-        .map(|i| i.voxels * bytes_per_voxel(i.dtype_in.as_deref()))
+        .map(held)
         .max()
         .unwrap_or(0);
     let busiest = r.processes.iter().max_by_key(|p| p.voxels);
