@@ -28,6 +28,7 @@ use super::pace::{Pacer, Refusal};
 use super::progress::Progress;
 use super::stop;
 use crate::config::RunConfig;
+use crate::filter::slab::{SlabPlan, SlabRing};
 use crate::filter::{Backend, Compat, FilterSpec, Pending};
 use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
@@ -124,6 +125,8 @@ pub fn process<'t>(
     // The readers share the task queue and the spare buffers. Only they
     // hold the queue's receiver: when the last one ends (or dies), feeding
     // fails at once instead of waiting for a reader that will never come.
+    // Whether the backend can filter a 3-D image in z-slabs (the CPU's).
+    let slabs = backend.streams_slabs();
     let (task_tx, task_rx) = handoff::channel::<&Task>(0);
     let (spare_tx, spare_rx) = handoff::channel::<Voxels>(usize::MAX);
     let outcome = std::thread::scope(|s| {
@@ -136,7 +139,7 @@ pub fn process<'t>(
                 let (read_tx, task_rx, spare_rx) =
                     (read_tx.clone(), task_rx.clone(), spare_rx.clone());
                 stage(&format!("read-{i}")).spawn_scoped(s, move || {
-                    read_stage(task_rx, spare_rx, read_tx, cfg, durable, rank)
+                    read_stage(task_rx, spare_rx, read_tx, cfg, durable, (rank, slabs))
                 })
             })
             .collect();
@@ -314,7 +317,7 @@ fn read_stage<'t>(
     out: Sender<InFlight<'t>>,
     cfg: &RunConfig,
     durable: &Durable,
-    rank: usize,
+    (rank, slabs): (usize, bool),
 ) {
     for task in tasks {
         let mut next = Part::first();
@@ -326,7 +329,7 @@ fn read_stage<'t>(
             out.send(job).is_ok()
         };
         let read = catch_unwind(AssertUnwindSafe(|| {
-            read_parts(task, cfg, durable, rank, &spares, &mut send)
+            read_parts(task, cfg, durable, rank, &spares, slabs, &mut send)
         }));
         let sent = match read {
             Ok(sent) => sent,
@@ -354,9 +357,35 @@ fn filter_stage<'t>(
 ) {
     let depth = backend.depth().max(1);
     let mut queued = VecDeque::with_capacity(depth);
+    // The z pass's ring of each 3-D image streamed in slabs.
+    let mut rings: HashMap<usize, SlabRing> = HashMap::new();
     for job in input {
         let (task, part) = (job.task, job.part);
-        queued.push_back(guarded(task, part, rank, || submit(job, cfg, backend)));
+        let ring = part.slab.then(|| rings.remove(&task.index)).flatten();
+        let (job, ring) = match ring {
+            Some(ring) => (job, Some(ring)),
+            None if part.slab && part.index == 0 => {
+                let ring = job
+                    .spec
+                    .as_ref()
+                    .zip(job.img.as_ref())
+                    .and_then(|(spec, img)| {
+                        SlabPlan::new(part.whole, spec, img.voxels.dtype(), job.out)
+                            .map(|p| p.start())
+                    });
+                (job, ring)
+            }
+            None => (job, None),
+        };
+        let mut ring = ring;
+        let submitted = guarded(task, part, rank, || match ring.as_mut() {
+            Some(ring) => submit_slab(job, backend, ring),
+            None => submit(job, cfg, backend),
+        });
+        if let (Some(ring), false) = (ring, part.last) {
+            rings.insert(task.index, ring);
+        }
+        queued.push_back(submitted);
         if queued.len() >= depth && !finish_oldest(&mut queued, backend, &out, rank) {
             return;
         }
@@ -472,6 +501,69 @@ struct Part {
     last: bool,
     /// The whole image's shape (the writer's file holds all of it).
     whole: Shape,
+    /// A z-slab of a 3-D image: the filter keeps its z pass's ring.
+    slab: bool,
+}
+
+/// How an image is cut into parts: `voxels` at a time, whole volumes of a
+/// series or whole z-slices of a large 3-D image (a slab), or all of it.
+struct Cut {
+    voxels: usize,
+    slab: bool,
+}
+
+impl Cut {
+    /// A series in parts of about `resources::part_bytes()`; a 3-D image
+    /// of 8 parts or more in slabs of that size where the backend and the
+    /// filter allow it (`SlabPlan`); any other image whole.
+    fn of(
+        stream: &io::ImageStream,
+        spec: &FilterSpec,
+        out: DType,
+        cfg: &RunConfig,
+        slabs: bool,
+    ) -> Cut {
+        let shape = stream.head().shape;
+        let bytes = shape.len() as u64 * stream.dtype().size().max(out.size()) as u64;
+        let part = crate::resources::part_bytes();
+        if shape.volumes > 1 {
+            let per = crate::resources::volumes_within(bytes, shape.volumes, part);
+            return Cut {
+                voxels: per * shape.volume_len(),
+                slab: false,
+            };
+        }
+        let slab = slabs
+            && cfg.compat != Compat::Nilearn
+            && bytes >= 8 * part
+            && SlabPlan::new(shape, spec, stream.dtype(), out).is_some();
+        if !slab {
+            return Cut {
+                voxels: shape.len(),
+                slab: false,
+            };
+        }
+        let slice = shape.spatial[0] * shape.spatial[1];
+        let slices = crate::resources::volumes_within(bytes, shape.spatial[2], part);
+        Cut {
+            voxels: slices * slice,
+            slab: true,
+        }
+    }
+
+    /// The shape of a part of `n` voxels of an image of shape `whole`.
+    fn shape_of(&self, whole: Shape, n: usize) -> Shape {
+        if self.slab {
+            let slice = (whole.spatial[0] * whole.spatial[1]).max(1);
+            let mut spatial = whole.spatial;
+            spatial[2] = n / slice;
+            return Shape { spatial, ..whole };
+        }
+        Shape {
+            volumes: n / whole.volume_len().max(1),
+            ..whole
+        }
+    }
 }
 
 impl Part {
@@ -484,6 +576,7 @@ impl Part {
                 spatial_ndim: 0,
                 volumes: 0,
             },
+            slab: false,
         }
     }
 
@@ -632,6 +725,7 @@ fn read_parts<'t>(
     durable: &Durable,
     rank: usize,
     spares: &Receiver<Voxels>,
+    slabs: bool,
     send: &mut dyn FnMut(InFlight<'t>) -> bool,
 ) -> bool {
     let mut rec = blank(task, rank);
@@ -645,26 +739,31 @@ fn read_parts<'t>(
         return send(InFlight::empty(task, Part::only(), rec));
     }
     let t = Instant::now();
-    let opened = io::ImageStream::open(&task.input, crate::resources::part_bytes());
+    let opened = io::ImageStream::open(&task.input);
     rec.read_s = t.elapsed().as_secs_f64();
-    let (mut stream, spec, out) = match opened
+    let opened = opened
         .map_err(|e| e.to_string())
         .and_then(|s| describe(&mut rec, s, cfg))
-    {
+        .and_then(|(stream, spec, out)| {
+            let cut = Cut::of(&stream, &spec, out, cfg, slabs);
+            stream.reserve(cut.voxels).map_err(|e| e.to_string())?;
+            Ok((stream, spec, out, cut))
+        });
+    let (mut stream, spec, out, cut) = match opened {
         Ok(opened) => opened,
         Err(why) => {
             fail(&mut rec, &task.input, why);
             return send(InFlight::empty(task, Part::only(), rec));
         }
     };
-    let head = stream.head();
-    let (whole, per) = (head.shape, stream.part_volumes());
-    let count = whole.volumes.div_ceil(per);
+    let whole = stream.head().shape;
+    let count = whole.len().div_ceil(cut.voxels.max(1)).max(1);
     for index in 0..count {
         let part = Part {
             index,
             last: index + 1 == count,
             whole,
+            slab: cut.slab,
         };
         let mut part_rec = if index == 0 {
             rec.clone()
@@ -672,7 +771,7 @@ fn read_parts<'t>(
             blank(task, rank)
         };
         let t = Instant::now();
-        let voxels = stream.read_volumes(per, spares.try_recv());
+        let voxels = stream.read_next(cut.voxels, spares.try_recv());
         part_rec.read_s += t.elapsed().as_secs_f64();
         let voxels = match voxels {
             Ok(v) => v,
@@ -689,10 +788,7 @@ fn read_parts<'t>(
             } else {
                 Vec::new()
             },
-            shape: Shape {
-                volumes: voxels.len() / whole.volume_len().max(1),
-                ..whole
-            },
+            shape: cut.shape_of(whole, voxels.len()),
             voxels,
             ..*head
         };
@@ -772,6 +868,28 @@ fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend)
         }
     }
     job.pending = Some(backend.submit(voxels, img.shape, spec, job.out));
+    job.rec.filter_s = t.elapsed().as_secs_f64();
+    job
+}
+
+/// Filters a z-slab of a 3-D image: its x and y passes on the backend,
+/// then the z pass over the image's ring, which gives the output slices
+/// this slab completes (`filter::slab`).
+fn submit_slab<'t>(
+    mut job: InFlight<'t>,
+    backend: &mut dyn Backend,
+    ring: &mut SlabRing,
+) -> InFlight<'t> {
+    if abandon_if_aborting(&mut job, false) {
+        return job;
+    }
+    let (Some(img), Some(spec)) = (job.img.as_mut(), job.spec.as_ref()) else {
+        return job;
+    };
+    let t = Instant::now();
+    let voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
+    let xy = backend.smooth(voxels, img.shape, &SlabPlan::xy_spec(spec), job.out);
+    job.pending = Some(Pending::Done(xy.map(|xy| ring.push(xy))));
     job.rec.filter_s = t.elapsed().as_secs_f64();
     job
 }

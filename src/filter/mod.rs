@@ -11,6 +11,7 @@ pub mod fsl;
 pub mod kernel;
 pub mod nilearn;
 pub mod simd;
+pub mod slab;
 
 pub use extend::Mode;
 pub use kernel::{ExpFlavour, Kernel1d};
@@ -225,6 +226,13 @@ pub trait Backend: Send {
     /// while it filters another and downloads a third.
     fn depth(&self) -> usize {
         1
+    }
+
+    /// Whether `smooth` with σz = 0 may be given a 3-D image's z-slabs one
+    /// at a time (`filter::slab` does the z pass): the CPU's passes are
+    /// exact on any slab; a GPU's whole-image kernels are not asked.
+    fn streams_slabs(&self) -> bool {
+        false
     }
 
     /// Starts smoothing one image; by default runs `smooth` to the end.

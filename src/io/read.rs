@@ -133,7 +133,7 @@ pub fn read_image(path: &Path) -> Result<Image, ReadError> {
 /// that a long run does not map and fault in fresh memory for every image).
 /// The file is streamed: its compressed bytes are never all in memory.
 pub fn read_image_into(path: &Path, spare: Option<Voxels>) -> Result<Image, ReadError> {
-    ImageStream::open(path, u64::MAX)?.read_whole(spare)
+    ImageStream::open(path)?.read_whole(spare)
 }
 
 /// A single-file image held in memory (the fuzz target's way in).
@@ -143,7 +143,7 @@ pub fn read_image_from_bytes(bytes: &[u8]) -> Result<Image, ReadError> {
         bytes: bytes.len() as u64,
         mtime_ns: 0,
     };
-    ImageStream::single(r, gz, source, u64::MAX)?.read_whole(None)
+    ImageStream::single(r, gz, source)?.read_whole(None)
 }
 
 /// An image opened for its voxels a few volumes at a time: the header and
@@ -157,18 +157,16 @@ pub struct ImageStream<'a> {
     r: Box<dyn Read + 'a>,
     /// The voxels' stream is gzip (a pair's data file may differ from its header).
     data_gz: bool,
-    volumes_read: usize,
-    part_volumes: usize,
+    voxels_read: usize,
 }
 
 impl ImageStream<'static> {
-    /// Opens `path` (a single file or a pair's `.hdr`) to be read in parts
-    /// of whole volumes, each about `part_bytes` in memory (at least one
-    /// volume; `part_volumes` says how many): the memory check asks room
-    /// for one part, not for the whole series.
-    pub fn open(path: &Path, part_bytes: u64) -> Result<ImageStream<'static>, ReadError> {
+    /// Opens `path` (a single file or a pair's `.hdr`): its header is read
+    /// and checked against the file; `reserve` then asks room for what
+    /// will be read at a time.
+    pub fn open(path: &Path) -> Result<ImageStream<'static>, ReadError> {
         if let Some(data) = pair_data_path(path) {
-            return open_pair(path, &data, part_bytes);
+            return open_pair(path, &data);
         }
         let lower = path.to_string_lossy().to_lowercase();
         if lower.ends_with(".img") || lower.ends_with(".img.gz") {
@@ -177,7 +175,7 @@ impl ImageStream<'static> {
             ));
         }
         let (r, gz, source) = open(path)?;
-        ImageStream::single(r, gz, source, part_bytes)
+        ImageStream::single(r, gz, source)
     }
 }
 
@@ -190,11 +188,8 @@ impl<'a> ImageStream<'a> {
         mut r: Box<dyn Read + 'a>,
         gz: bool,
         source: Source,
-        part_bytes: u64,
     ) -> Result<ImageStream<'a>, ReadError> {
         let (mut head, info) = read_head(&mut r, gz, source.bytes)?;
-        let part_volumes = part_volumes(&info, part_bytes);
-        check_memory(&info, part_volumes)?;
         let id = InputId::new(source, None, &head);
         let dropped = header::drop_bad_extensions(&mut head, info.version, info.big_endian);
         let mut img = image(&info, head, source);
@@ -205,8 +200,7 @@ impl<'a> ImageStream<'a> {
             info,
             r,
             data_gz: gz,
-            volumes_read: 0,
-            part_volumes,
+            voxels_read: 0,
         })
     }
 
@@ -220,20 +214,28 @@ impl<'a> ImageStream<'a> {
         self.info.presented()
     }
 
-    /// Volumes per part, as `open` was asked.
-    pub fn part_volumes(&self) -> usize {
-        self.part_volumes
+    /// Refuses, before anything is allocated, to read `voxels` at a time
+    /// when this process has no room for them (`check_memory`).
+    pub fn reserve(&self, voxels: usize) -> Result<(), ReadError> {
+        check_memory(&self.info, voxels as u64)
     }
 
     /// The next `n` volumes (fewer at the end), scaled as nibabel scales
-    /// them. After the last one, a gzip stream is read to its end, so that
-    /// its CRC-32 and length are checked.
+    /// them.
     pub fn read_volumes(&mut self, n: usize, spare: Option<Voxels>) -> Result<Voxels, ReadError> {
-        let shape = self.info.shape;
-        let n = n.min(shape.volumes - self.volumes_read);
-        let raw = read_voxels(&mut self.r, &self.info, n * shape.volume_len(), spare)?;
-        self.volumes_read += n;
-        if self.volumes_read == shape.volumes && self.data_gz {
+        self.read_next(n.saturating_mul(self.info.shape.volume_len()), spare)
+    }
+
+    /// The next `n` voxels in file order (fewer at the end), scaled as
+    /// nibabel scales them: whole volumes, or whole z-slices of a 3-D
+    /// image. After the last one, a gzip stream is read to its end, so
+    /// that its CRC-32 and length are checked.
+    pub fn read_next(&mut self, n: usize, spare: Option<Voxels>) -> Result<Voxels, ReadError> {
+        let total = self.info.shape.len();
+        let n = n.min(total - self.voxels_read);
+        let raw = read_voxels(&mut self.r, &self.info, n, spare)?;
+        self.voxels_read += n;
+        if self.voxels_read == total && self.data_gz {
             read_to_end_of_stream(&mut self.r)?;
         }
         Ok(match self.info.scaling {
@@ -244,7 +246,8 @@ impl<'a> ImageStream<'a> {
 
     /// Every volume at once: the whole image.
     pub fn read_whole(mut self, spare: Option<Voxels>) -> Result<Image, ReadError> {
-        let voxels = self.read_volumes(usize::MAX, spare)?;
+        self.reserve(self.info.shape.len())?;
+        let voxels = self.read_next(usize::MAX, spare)?;
         Ok(Image {
             voxels,
             ..self.head
@@ -295,7 +298,7 @@ fn read_to_end_of_stream(r: &mut dyn Read) -> Result<(), ReadError> {
 /// A `.hdr`/`.img` pair: the header (and its extensions) from `hdr`, the
 /// voxels from `data` at vox_offset. The header kept for the output is that
 /// of a single file, with the data right after its extensions.
-fn open_pair(hdr: &Path, data: &Path, part_bytes: u64) -> Result<ImageStream<'static>, ReadError> {
+fn open_pair(hdr: &Path, data: &Path) -> Result<ImageStream<'static>, ReadError> {
     let (mut r, gz, hdr_source) = open(hdr)?;
     let (mut head, info) = read_header(&mut r, gz, true)?;
     // The header as on disk, before it becomes a single file's.
@@ -331,8 +334,6 @@ fn open_pair(hdr: &Path, data: &Path, part_bytes: u64) -> Result<ImageStream<'st
         ..info
     };
     check_room(&info, info.vox_offset as u64, data_len, data_gz)?;
-    let part_volumes = part_volumes(&info, part_bytes);
-    check_memory(&info, part_volumes)?;
     let skipped = std::io::copy(
         &mut r.by_ref().take(info.vox_offset as u64),
         &mut std::io::sink(),
@@ -353,14 +354,8 @@ fn open_pair(hdr: &Path, data: &Path, part_bytes: u64) -> Result<ImageStream<'st
         info,
         r,
         data_gz,
-        volumes_read: 0,
-        part_volumes,
+        voxels_read: 0,
     })
-}
-
-/// Whole volumes of about `part_bytes` in memory: at least one, at most all.
-fn part_volumes(info: &HeaderInfo, part_bytes: u64) -> usize {
-    crate::resources::volumes_within(info.memory_bytes(), info.shape.volumes, part_bytes)
 }
 
 /// Refuses a header whose data cannot fit in a file of `len` bytes.
@@ -392,17 +387,15 @@ const CHECK_MEMORY_FROM: u64 = 64 << 20;
 /// Refuses an image that would take more memory than this process may still
 /// take (its cgroup, `ulimit -v`, the node), before anything is allocated:
 /// otherwise the allocation ends the process and every other image with it.
-/// The need is the peak of reading `part_volumes` volumes at a time: the
-/// voxels as stored and, for a scaled image, as held (float64). Filtering
-/// at the default dtype works in place.
-fn check_memory(info: &HeaderInfo, part_volumes: usize) -> Result<(), ReadError> {
-    let share = |bytes: u64| {
-        let volumes = info.shape.volumes.max(1) as u64;
-        bytes / volumes * (part_volumes as u64).min(volumes)
-    };
+/// The need is the peak of reading `voxels` at a time: the voxels as stored
+/// and, for a scaled image, as held (float64). Filtering at the default
+/// dtype works in place.
+fn check_memory(info: &HeaderInfo, voxels: u64) -> Result<(), ReadError> {
+    let voxels = voxels.min(info.voxels());
+    let stored = voxels * info.stored.size() as u64;
     let need = match info.scaling {
-        Some(_) => share(info.data_bytes()).saturating_add(share(info.memory_bytes())),
-        None => share(info.data_bytes()),
+        Some(_) => stored.saturating_add(voxels * 8),
+        None => stored,
     };
     if need < CHECK_MEMORY_FROM {
         return Ok(());

@@ -4,6 +4,7 @@ process's memory follows the volume, not the series; the bytes are those of the 
 A series larger than its process's memory cgroup is smoothed inside it; a cut series fails alone with
 nothing half-written; a kill -9 in the middle of one, then `--resume`, gives the uninterrupted bytes.
 """
+import contextlib
 import gzip
 import json
 import os
@@ -123,25 +124,21 @@ def cgroup_v1():
     return root if (root / "memory.limit_in_bytes").exists() and os.geteuid() == 0 else None
 
 
-def test_a_series_twice_a_memory_cgroup_is_smoothed_inside_it(tmp_path):
+@contextlib.contextmanager
+def memory_cgroup(limit):
+    """A cgroup v1 memory group of `limit` bytes (swap too, where accounted); yields the command prefix
+    that runs a command inside it."""
     root = cgroup_v1()
     if root is None:
         pytest.skip("needs the cgroup v1 memory controller, as root")
-    src = tmp_path / "big.nii"
-    data = series(src, (96, 96, 60, 48), dtype=np.float32, seed=5)  # 101 MiB, in a 64 MiB cgroup
-    group = root / f"nismooth-test-{os.getpid()}"
+    group = root / f"nismooth-test-{os.getpid()}-{limit}"
     group.mkdir()
     try:
-        (group / "memory.limit_in_bytes").write_text(str(64 * MIB))
+        (group / "memory.limit_in_bytes").write_text(str(limit))
         swap = group / "memory.memsw.limit_in_bytes"
         if swap.exists():
-            swap.write_text(str(64 * MIB))
-        out, report = tmp_path / "out", tmp_path / "r.json"
-        proc = subprocess.run(["sh", "-c", f'echo $$ > {group}/tasks && exec "$@"', "sh", str(BIN), "run", str(src),
-                               "-o", str(out), "--threads", "1", "--no-sync", "--report", str(report)],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        failcnt = int((group / "memory.failcnt").read_text())
+            swap.write_text(str(limit))
+        yield ["sh", "-c", f'echo $$ > {group}/tasks && exec "$@"', "sh"]
     finally:
         for _ in range(50):
             try:
@@ -149,8 +146,17 @@ def test_a_series_twice_a_memory_cgroup_is_smoothed_inside_it(tmp_path):
                 break
             except OSError:
                 time.sleep(0.1)
-    print(f"series {data.nbytes / MIB:.0f} MiB in a 64 MiB cgroup: peak RSS {peak(report) / MIB:.1f} MiB, "
-          f"failcnt {failcnt}")
+
+
+def test_a_series_twice_a_memory_cgroup_is_smoothed_inside_it(tmp_path):
+    src = tmp_path / "big.nii"
+    data = series(src, (96, 96, 60, 48), dtype=np.float32, seed=5)  # 101 MiB, in a 64 MiB cgroup
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    with memory_cgroup(64 * MIB) as inside:
+        proc = subprocess.run([*inside, str(BIN), "run", str(src), "-o", str(out), "--threads", "1", "--no-sync",
+                               "--report", str(report)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    print(f"series {data.nbytes / MIB:.0f} MiB in a 64 MiB cgroup: peak RSS {peak(report) / MIB:.1f} MiB")
     got = np.asanyarray(nib.load(out / "big.nii").dataobj)
     for t in (0, 20, 47):
         assert np.array_equal(got[..., t], gaussian_filter(data[..., t], 2.0)), t
@@ -193,3 +199,78 @@ def test_a_kill_in_the_middle_of_a_series_then_resume_gives_the_whole(tmp_path):
     run("run", src.parent, "-o", out, "--threads", "1", "--no-sync", "--resume")
     assert (out / "long.nii.gz").read_bytes() == (whole / "long.nii.gz").read_bytes()
     assert list(out.glob(".*.tmp")) == []
+
+
+# 3-D images in z-slabs ------------------------------------------------------------------------------
+
+SLABS = dict(os.environ, NISMOOTH_PART_BYTES="1")  # slabs of one slice: every slice crosses a slab edge
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "nearest", "constant", "wrap"])
+@pytest.mark.parametrize("shape,sigma", [((30, 26, 40), "1.5"), ((20, 18, 33), "2,0,3.3"), ((16, 14, 9), "2"),
+                                         ((16, 14, 1), "1")])
+def test_slabs_are_scipys_bytes_for_every_mode(tmp_path, mode, shape, sigma):
+    """Odd radii (σz 3.3 → r 13 over 33 slices), fewer slices than 2r + 1 and a single slice (both
+    taken whole), and wrap (taken whole: its neighbours are at the other end)."""
+    src = tmp_path / "in" / "a.nii.gz"
+    src.parent.mkdir()
+    data = series(src, shape, dtype=np.float32, seed=9)
+    out = tmp_path / "out"
+    proc = subprocess.run([str(BIN), "run", src.parent, "-o", out, "--sigma", sigma, "--mode", mode, "--cval", "4",
+                           "--threads", "2"], capture_output=True, text=True, env=SLABS)
+    assert proc.returncode == 0, proc.stderr
+    sig = [float(x) for x in sigma.split(",")] if "," in sigma else float(sigma)
+    want = gaussian_filter(data, sig, mode=mode, cval=4.0)
+    assert np.array_equal(np.asanyarray(nib.load(out / "a.nii.gz").dataobj), want)
+
+
+@pytest.mark.parametrize("case", ["scaled int16", "big-endian int16", "NIfTI-2 uint8", "int16 to float32"])
+def test_slabs_in_every_container_and_dtype(tmp_path, case):
+    shape = (40, 36, 50)
+    src = tmp_path / "in" / "a.nii.gz"
+    src.parent.mkdir()
+    extra = []
+    if case == "scaled int16":
+        plain = tmp_path / "plain.nii"
+        series(plain, shape, seed=10)
+        raw = bytearray(plain.read_bytes())
+        raw[112:120] = np.array([0.25, -7.0], "<f4").tobytes()
+        src.write_bytes(gzip.compress(bytes(raw), 1))
+    elif case == "big-endian int16":
+        data = (np.random.default_rng(11).random(shape) * 3000).astype(">i2")
+        img = nib.Nifti1Image(data, np.eye(4))
+        img.header.set_data_dtype(">i2")
+        nib.save(img, src)
+    elif case == "NIfTI-2 uint8":
+        series(src, shape, dtype=np.uint8, nifti2=True)
+    else:
+        series(src, shape, seed=12)
+        extra = ["--dtype", "float32"]
+    out = tmp_path / "out"
+    proc = subprocess.run([str(BIN), "run", src.parent, "-o", out, "--threads", "2", *extra], capture_output=True,
+                          text=True, env=SLABS)
+    assert proc.returncode == 0, proc.stderr
+    whole = tmp_path / "whole"
+    run("run", src.parent, "-o", whole, "--threads", "2", *extra)
+    assert (out / "a.nii.gz").read_bytes() == (whole / "a.nii.gz").read_bytes()
+    img = nib.load(src)
+    data = img.get_fdata() if case == "scaled int16" else np.asanyarray(img.dataobj)
+    want = gaussian_filter(data, 2.0, output=np.float32 if extra else None)
+    assert np.array_equal(np.asanyarray(nib.load(out / "a.nii.gz").dataobj), want)
+
+
+def test_a_256_mib_image_in_slabs_under_96_mib_and_inside_a_128_mib_cgroup(tmp_path):
+    src = tmp_path / "in" / "big.nii"
+    src.parent.mkdir()
+    data = series(src, (512, 512, 256), dtype=np.float32, seed=13)
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    run("run", src.parent, "-o", out, "--threads", "1", "--no-sync", "--report", report)
+    print(f"512×512×256 float32 (256 MiB): peak RSS {peak(report) / MIB:.1f} MiB")
+    assert peak(report) <= 96 * MIB
+    assert np.array_equal(np.asanyarray(nib.load(out / "big.nii").dataobj), gaussian_filter(data, 2.0))
+    caged = tmp_path / "caged"
+    with memory_cgroup(128 * MIB) as inside:
+        proc = subprocess.run([*inside, str(BIN), "run", str(src.parent), "-o", str(caged), "--threads", "1",
+                               "--no-sync"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (caged / "big.nii").read_bytes() == (out / "big.nii").read_bytes()

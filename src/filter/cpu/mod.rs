@@ -96,6 +96,10 @@ fn for_each_index<T>(
 }
 
 impl Backend for CpuBackend {
+    fn streams_slabs(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "cpu"
     }
