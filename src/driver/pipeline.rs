@@ -379,7 +379,7 @@ fn filter_stage<'t>(
         };
         let mut ring = ring;
         let submitted = guarded(task, part, rank, || match ring.as_mut() {
-            Some(ring) => submit_slab(job, backend, ring),
+            Some(ring) => submit_slab(job, backend, ring, cfg.threads),
             None => submit(job, cfg, backend),
         });
         if let (Some(ring), false) = (ring, part.last) {
@@ -879,6 +879,7 @@ fn submit_slab<'t>(
     mut job: InFlight<'t>,
     backend: &mut dyn Backend,
     ring: &mut SlabRing,
+    threads: usize,
 ) -> InFlight<'t> {
     if abandon_if_aborting(&mut job, false) {
         return job;
@@ -889,7 +890,7 @@ fn submit_slab<'t>(
     let t = Instant::now();
     let voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
     let xy = backend.smooth(voxels, img.shape, &SlabPlan::xy_spec(spec), job.out);
-    job.pending = Some(Pending::Done(xy.map(|xy| ring.push(xy))));
+    job.pending = Some(Pending::Done(xy.map(|xy| ring.push(xy, threads))));
     job.rec.filter_s = t.elapsed().as_secs_f64();
     job
 }

@@ -78,8 +78,8 @@ impl SlabPlan {
     pub fn start(&self) -> SlabRing {
         SlabRing {
             plan: self.clone(),
-            ring: Voxels::zeros(self.out, 0),
-            lo: 0,
+            slabs: std::collections::VecDeque::new(),
+            spare: None,
             next: 0,
             have: 0,
         }
@@ -89,9 +89,11 @@ impl SlabPlan {
 /// The x-y filtered slices the z pass still needs, and how far it got.
 pub struct SlabRing {
     plan: SlabPlan,
-    /// Slices `lo..have`, contiguous, in the output dtype.
-    ring: Voxels,
-    lo: usize,
+    /// The x-y filtered slabs still needed, each with its first slice, in
+    /// the output dtype (kept as they came: no copy, no shifting).
+    slabs: std::collections::VecDeque<(usize, Voxels)>,
+    /// A dropped slab's buffer, for the next output slices.
+    spare: Option<Voxels>,
     /// The next output slice.
     next: usize,
     /// Slices come so far.
@@ -101,7 +103,8 @@ pub struct SlabRing {
 impl SlabRing {
     /// Takes the next slab's x-y filtered slices (in the output dtype) and
     /// gives the output slices they complete, in order (none, at first).
-    pub fn push(&mut self, slab: Voxels) -> Voxels {
+    /// The z pass runs on `threads` threads.
+    pub fn push(&mut self, slab: Voxels, threads: usize) -> Voxels {
         let plan = &self.plan;
         let Some(k) = &plan.z else {
             self.have += slab.len() / plan.slice.max(1);
@@ -109,40 +112,98 @@ impl SlabRing {
         };
         let r = k.radius();
         self.have += slab.len() / plan.slice.max(1);
-        append(&mut self.ring, &slab);
+        self.slabs
+            .push_back((self.have - slab.len() / plan.slice.max(1), slab));
         // Slice j needs j + r (or the last slice).
         let ready = if self.have == plan.nz {
             plan.nz
         } else {
             self.have.saturating_sub(r)
         };
-        let out = with_dtype!(plan.out, T => z_slices::<T>(&self.ring, self.lo, self.next..ready, plan, k));
+        let out = with_dtype!(plan.out, T => z_slices::<T>(&self.slabs, self.next..ready, plan, k, threads, self.spare.take()));
         self.next = ready.max(self.next);
         // Keep what the next slices need: from next − r on.
-        let keep_from = self.next.saturating_sub(r).max(self.lo);
-        drop_front(&mut self.ring, (keep_from - self.lo) * plan.slice);
-        self.lo = keep_from;
+        let keep_from = self.next.saturating_sub(r);
+        while let Some((first, slab)) = self.slabs.front() {
+            if first + slab.len() / plan.slice.max(1) > keep_from {
+                break;
+            }
+            // Its buffer holds the next output slices: no fresh pages to
+            // fault in for every slab.
+            self.spare = self.slabs.pop_front().map(|(_, v)| v);
+        }
         out
     }
 }
 
-/// Output slices `range` of the z pass over the ring (slices `lo..`).
+/// Output slices `range` of the z pass over the ring's slabs.
 fn z_slices<T: Sample + VoxelVec>(
-    ring: &Voxels,
-    lo: usize,
+    slabs: &std::collections::VecDeque<(usize, Voxels)>,
     range: std::ops::Range<usize>,
     plan: &SlabPlan,
     k: &Kernel1d,
+    threads: usize,
+    spare: Option<Voxels>,
 ) -> Voxels {
-    let mut out: Vec<T> = crate::volume::zeroed_vec(range.len() * plan.slice);
+    let n = range.len() * plan.slice;
+    let mut out: Vec<T> = match spare.and_then(T::unwrap) {
+        // Every value is written below: the old ones need no clearing.
+        Some(mut v) => {
+            v.truncate(n);
+            v.resize(n, T::zeroed());
+            v
+        }
+        None => crate::volume::zeroed_vec(n),
+    };
     if !range.is_empty() {
-        simd::dispatch(ZPass {
-            ring: bytemuck::cast_slice(ring.as_bytes()),
-            lo,
-            range,
-            plan,
-            w: &k.half,
-            out: &mut out,
+        let slice = plan.slice;
+        // Each tile row's slice (None: cval), rows z = first − r ..= last + r.
+        let r = k.radius();
+        let rows: Vec<Option<&[T]>> = (0..range.len() + 2 * r)
+            .map(|i| {
+                let z = (range.start + i) as isize - r as isize;
+                let s = plan.mode.source(z, plan.nz)?;
+                let (first, slab) = slabs
+                    .iter()
+                    .find(|(first, v)| (*first..first + v.len() / slice).contains(&s))
+                    .expect("the ring holds every slice the z pass needs");
+                let voxels: &[T] = bytemuck::cast_slice(slab.as_bytes());
+                Some(&voxels[(s - first) * slice..(s - first + 1) * slice])
+            })
+            .collect();
+        // `threads` share the slice's voxels, each a contiguous range of
+        // every output row (whole blocks, so the bytes do not depend on it).
+        let per = slice.div_ceil(threads.max(1)).next_multiple_of(BLOCK);
+        let mut shares: Vec<Vec<&mut [T]>> = (0..slice.div_ceil(per)).map(|_| Vec::new()).collect();
+        for row in out.chunks_exact_mut(slice) {
+            for (share, piece) in shares.iter_mut().zip(row.chunks_mut(per)) {
+                share.push(piece);
+            }
+        }
+        let rows = &rows;
+        std::thread::scope(|scope| {
+            let mut shares = shares.into_iter().enumerate();
+            let first = shares.next();
+            for (i, outs) in shares {
+                scope.spawn(move || {
+                    simd::dispatch(ZPass {
+                        rows,
+                        from: i * per,
+                        plan,
+                        w: &k.half,
+                        outs,
+                    })
+                });
+            }
+            if let Some((_, outs)) = first {
+                simd::dispatch(ZPass {
+                    rows,
+                    from: 0,
+                    plan,
+                    w: &k.half,
+                    outs,
+                });
+            }
         });
     }
     T::wrap(out)
@@ -152,45 +213,38 @@ fn z_slices<T: Sample + VoxelVec>(
 /// time: a tile whose rows are the slices `first − r ..= last + r` (padded
 /// per mode), summed by the filter's vector kernel (`simd::convolve`, which
 /// keeps scipy's sequence), one row per output slice.
-struct ZPass<'a, T> {
-    ring: &'a [T],
-    lo: usize,
-    range: std::ops::Range<usize>,
+struct ZPass<'a, 'o, T> {
+    /// The tile's rows: the output slices' and their halo's slices.
+    rows: &'a [Option<&'a [T]>],
+    /// The first voxel of each slice this share computes.
+    from: usize,
     plan: &'a SlabPlan,
     w: &'a [f64],
-    out: &'a mut [T],
+    /// Each output slice's share: voxels `from..from + len`.
+    outs: Vec<&'o mut [T]>,
 }
 
-impl<T: Sample> simd::Job for ZPass<'_, T> {
+impl<T: Sample> simd::Job for ZPass<'_, '_, T> {
     type Output = ();
 
     #[inline(always)]
     fn run<I: simd::Isa>(self, isa: I) {
         let ZPass {
-            ring,
-            lo,
-            range,
+            rows,
+            from,
             plan,
             w,
-            out,
+            mut outs,
         } = self;
-        let (slice, r, len) = (plan.slice, w.len() - 1, range.len());
-        // Each tile row's slice in the ring (None: cval).
-        let rows: Vec<Option<&[T]>> = (0..len + 2 * r)
-            .map(|i| {
-                let z = (range.start + i) as isize - r as isize;
-                let s = plan.mode.source(z, plan.nz)?;
-                Some(&ring[(s - lo) * slice..(s - lo + 1) * slice])
-            })
-            .collect();
+        let share = outs.first().map_or(0, |o| o.len());
         let mut tile = vec![0f64; rows.len() * BLOCK];
-        let mut sums = vec![0f64; len * BLOCK];
-        for b in (0..slice).step_by(BLOCK) {
-            let n = BLOCK.min(slice - b);
-            for (row, src) in tile.chunks_exact_mut(BLOCK).zip(&rows) {
+        let mut sums = vec![0f64; outs.len() * BLOCK];
+        for b in (0..share).step_by(BLOCK) {
+            let n = BLOCK.min(share - b);
+            for (row, src) in tile.chunks_exact_mut(BLOCK).zip(rows) {
                 match src {
                     Some(s) => {
-                        for (t, x) in row.iter_mut().zip(&s[b..b + n]) {
+                        for (t, x) in row.iter_mut().zip(&s[from + b..from + b + n]) {
                             *t = x.to_f64();
                         }
                     }
@@ -198,36 +252,11 @@ impl<T: Sample> simd::Job for ZPass<'_, T> {
                 }
             }
             simd::convolve(isa, &tile, &mut sums, BLOCK, w);
-            for (o, sum) in sums.chunks_exact(BLOCK).enumerate() {
-                T::from_f64_slice(&mut out[o * slice + b..o * slice + b + n], &sum[..n]);
+            for (out, sum) in outs.iter_mut().zip(sums.chunks_exact(BLOCK)) {
+                T::from_f64_slice(&mut out[b..b + n], &sum[..n]);
             }
         }
     }
-}
-
-/// `ring` followed by `more` (the same dtype).
-fn append(ring: &mut Voxels, more: &Voxels) {
-    let dtype = more.dtype();
-    let taken = std::mem::replace(ring, Voxels::zeros(dtype, 0));
-    *ring = with_dtype!(dtype, T => {
-        let mut v = T::unwrap(taken).unwrap_or_default();
-        v.extend_from_slice(bytemuck::cast_slice(more.as_bytes()));
-        T::wrap(v)
-    });
-}
-
-/// Drops the first `n` voxels of `ring`.
-fn drop_front(ring: &mut Voxels, n: usize) {
-    if n == 0 {
-        return;
-    }
-    let dtype = ring.dtype();
-    let taken = std::mem::replace(ring, Voxels::zeros(dtype, 0));
-    *ring = with_dtype!(dtype, T => {
-        let mut v = T::unwrap(taken).unwrap_or_default();
-        v.drain(..n);
-        T::wrap(v)
-    });
 }
 
 #[cfg(test)]
@@ -284,7 +313,7 @@ mod tests {
                             let xy = cpu
                                 .smooth(part, part_shape, &SlabPlan::xy_spec(&sp), out)
                                 .unwrap();
-                            got.extend_from_slice(ring.push(xy).as_bytes());
+                            got.extend_from_slice(ring.push(xy, thick % 3 + 1).as_bytes());
                         }
                         assert!(
                             got == whole.as_bytes(),
