@@ -770,6 +770,13 @@ fn read_parts<'t>(
         } else {
             blank(task, rank)
         };
+        // Abandoned part-way (a second signal, the grace over): the rest
+        // of a long series is not read, only its end is sent.
+        if index > 0 && stop::aborting() {
+            interrupted(&mut part_rec);
+            let part = Part { last: true, ..part };
+            return send(InFlight::empty(task, part, part_rec));
+        }
         let t = Instant::now();
         let voxels = stream.read_next(cut.voxels, spares.try_recv());
         part_rec.read_s += t.elapsed().as_secs_f64();

@@ -337,8 +337,11 @@ def big(tmp_path_factory):
     data, single = d / "in", d / "single"
     subprocess.run([str(BIN), "generate", "-o", str(data), "-n", "12", "--shape", "256,256,128", "--seed", "5"],
                    check=True, capture_output=True)
-    subprocess.run([str(BIN), "run", str(data), "-o", str(single), "--progress", "none", "--no-sync"], check=True,
-                   capture_output=True)
+    t = time.monotonic()
+    subprocess.run([str(BIN), "run", str(data), "-o", str(single), "--progress", "none", "--no-sync", "--threads", "1"],
+                   check=True, capture_output=True)
+    # One image's time at one thread here: the requeue test sizes its attempts by it.
+    (d / "per_image_s").write_text(str((time.monotonic() - t) / 12))
     for k in range(12, 48):
         shutil.copyfile(data / f"sub-{k % 12:04d}_T1w.nii.gz", data / f"sub-{k:04d}_T1w.nii.gz")
     return d
@@ -412,12 +415,16 @@ def test_a_job_out_of_time_drains_requeues_and_completes(big, tmp_path):
 
 @one_node
 def test_an_array_task_out_of_time_requeues_itself(big, tmp_path):
-    # Two array tasks of 24 images each, one minute, the deadline 56 s before the end: each task
-    # stops early, requeues itself alone, and resumes its own share.
+    # Two array tasks of 24 images each, one minute, the deadline a few seconds after the start (time
+    # for about 8 images at this machine's pace: on a Zen 5 24 images took under 4 s, and a task ended
+    # in one attempt): each task stops early, requeues itself alone, and resumes its own share.
     script, out = tmp_path / "job.sh", tmp_path / "out"
+    per_image = float((big / "per_image_s").read_text())
+    window = min(4, max(1, round(8 * per_image + 0.5)))
     subprocess.run([str(BIN), "sbatch", "--model", "array", "--array-tasks", "2", "--cpus-per-task", "1", "--time",
-                    "1", "--requeue", "--requeue-lead", "20", "--max-requeues", "8", "--write", str(script), "--",
-                    str(big / "in"), "-o", str(out), "--deadline-margin", "56s", "--no-sync", "--threads", "1"],
+                    "1", "--requeue", "--requeue-lead", "20", "--max-requeues", "12", "--write", str(script), "--",
+                    str(big / "in"), "-o", str(out), "--deadline-margin", f"{60 - window}s", "--no-sync",
+                    "--threads", "1"],
                    check=True, capture_output=True)
     jid = client("sbatch", "--parsable", f"--chdir={tmp_path}", script).stdout.strip()
     start = time.time()
