@@ -10,7 +10,7 @@ use crate::filter::{BackendChoice, Compat, Units};
 use crate::filter::{ExpFlavour, FilterSpec, Mode, Semantics};
 use crate::io::OutputFormat;
 use crate::plan::array::ArraySlot;
-use crate::plan::schedule::Schedule;
+use crate::plan::schedule::{Schedule, Split};
 use crate::resources::default_readers;
 use crate::slurm::SlurmContext;
 use crate::volume::DType;
@@ -82,6 +82,8 @@ pub struct RunConfig {
     pub readers: usize,
     /// How images are shared among ranks.
     pub schedule: Schedule,
+    /// Whether one image may be shared by several ranks.
+    pub split: Split,
     pub compression_level: u32,
     /// None: same container as each input.
     pub format: Option<OutputFormat>,
@@ -231,6 +233,7 @@ impl RunConfig {
             threads_from: "--threads".into(),
             readers: default_readers(1),
             schedule: Schedule::Balanced,
+            split: Split::Auto,
             compression_level: 1,
             format: None,
             exp: ExpFlavour::detect(),

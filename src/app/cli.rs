@@ -14,7 +14,7 @@ pub use crate::config::ProgressChoice;
 use crate::filter::Mode;
 pub use crate::filter::{BackendChoice, Compat, Units};
 pub use crate::generate::NoiseChoice;
-pub use crate::plan::schedule::Schedule;
+pub use crate::plan::schedule::{Schedule, Split};
 pub use crate::slurm::script::Model;
 
 /// `nismooth --version`: the version and the features built in, so that
@@ -261,6 +261,13 @@ pub struct RunOptions {
     /// How images are shared among MPI ranks.
     #[arg(long, value_parser = choice::<Schedule>(), default_value_t = Schedule::Balanced)]
     pub schedule: Schedule,
+    /// Whether one image may be shared by several MPI ranks: each rank then
+    /// reads, filters and writes its cut of it (a series by volumes, a 3-D
+    /// image by z-slices with a halo), and the output is the single
+    /// process's bytes. `auto` shares images when the run has fewer images
+    /// than ranks.
+    #[arg(long, value_parser = choice::<Split>(), default_value_t = Split::Auto)]
+    pub split: Split,
     /// Take this Slurm array task's share of the list (automatic when
     /// SLURM_ARRAY_TASK_ID is set and there is one process; with this flag
     /// also inside an MPI world, whose ranks then split the share).

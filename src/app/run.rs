@@ -218,6 +218,7 @@ fn run_config(
         threads,
         threads_from,
         schedule: a.schedule,
+        split: a.split,
         compression_level: a.compression_level,
         format: a.format.map(output_format),
         report: expand(&a.report),

@@ -19,6 +19,7 @@ pub mod mpi;
 pub mod pace;
 pub mod pipeline;
 pub mod progress;
+mod split;
 pub mod stop;
 
 use std::time::Instant;
@@ -118,8 +119,9 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
 }
 
 /// A test hook: `NISMOOTH_INJECT_PANIC=STAGE:RANK` panics on that rank at
-/// that stage (`plan`, `gather`), to prove that no rank is left waiting.
-fn inject_panic(stage: &str, rank: usize) {
+/// that stage (`plan`, `gather`; `split`: a shared image's run written,
+/// before root puts it in place), to prove that no rank is left waiting.
+pub(crate) fn inject_panic(stage: &str, rank: usize) {
     if let Ok(v) = std::env::var("NISMOOTH_INJECT_PANIC") {
         if v == format!("{stage}:{rank}") {
             panic!("injected panic ({v})");
@@ -287,6 +289,9 @@ fn process_my_share(
 ) -> Vec<ImageRecord> {
     let (rank, size, tasks) = (comm.rank(), comm.size(), &plan.tasks);
     stop::planned();
+    if split::applies(cfg, size, tasks) {
+        return split::process(tasks, cfg, comm, durable, backend, progress);
+    }
     if cfg.schedule == Schedule::Dynamic {
         if !comm.is_root() {
             return dynamic::worker(comm, tasks, cfg, durable, backend);
@@ -377,6 +382,7 @@ fn gather(
             }
         }
         images.sort_by_key(|r| r.index);
+        let images = split::merge(images);
         let mut report = build_report(cfg, backend, command, processes, images);
         report.parallel = Some(ParallelInfo {
             comm: comm.describe(),

@@ -262,7 +262,7 @@ fn held_back(
 
 /// Why the task's output needs no work (`--skip-existing`, `--resume`):
 /// the reader's test, and the pacer's (a skipped image costs no time).
-fn skip_reason(task: &Task, cfg: &RunConfig, durable: &Durable) -> Option<&'static str> {
+pub(super) fn skip_reason(task: &Task, cfg: &RunConfig, durable: &Durable) -> Option<&'static str> {
     if cfg.skip_existing && io::exists_nonempty(&task.output) {
         return Some("output exists (--skip-existing)");
     }
@@ -302,7 +302,7 @@ fn stopped_before_filter(rec: &mut ImageRecord) {
     rec.note = Some("not started: the run stopped before its filter began".into());
 }
 
-fn interrupted(rec: &mut ImageRecord) {
+pub(super) fn interrupted(rec: &mut ImageRecord) {
     rec.status = Status::Interrupted;
     rec.note =
         Some("interrupted: abandoned in flight (a second signal, or --grace ran out)".into());
@@ -683,11 +683,11 @@ fn failed<'t>(
     InFlight::empty(task, part, rec)
 }
 
-fn since_start() -> f64 {
+pub(super) fn since_start() -> f64 {
     crate::metrics::process_start().elapsed().as_secs_f64()
 }
 
-fn blank(task: &Task, rank: usize) -> ImageRecord {
+pub(super) fn blank(task: &Task, rank: usize) -> ImageRecord {
     ImageRecord {
         index: task.index,
         input: task.input.display().to_string(),
@@ -710,7 +710,7 @@ fn blank(task: &Task, rank: usize) -> ImageRecord {
     }
 }
 
-fn fail(rec: &mut ImageRecord, input: &Path, msg: String) {
+pub(super) fn fail(rec: &mut ImageRecord, input: &Path, msg: String) {
     log::error!("{}: {msg}", input.display());
     rec.status = Status::Failed;
     rec.error = Some(msg);
@@ -814,7 +814,7 @@ fn read_parts<'t>(
 
 /// Fills the image's record from its header and decides its filter and
 /// output dtype, once for all its parts.
-fn describe<'a>(
+pub(super) fn describe<'a>(
     rec: &mut ImageRecord,
     stream: io::ImageStream<'a>,
     cfg: &RunConfig,
@@ -867,16 +867,24 @@ fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend)
         return job;
     };
     let t = Instant::now();
-    let mut voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
-    if cfg.compat == Compat::Nilearn {
-        voxels = crate::filter::nilearn::prepare(voxels, job.out);
-        if crate::filter::nilearn::kernel_is_nan(spec.sigma) {
-            crate::filter::nilearn::all_nan(&mut voxels);
-        }
-    }
+    let voxels = std::mem::replace(&mut img.voxels, Voxels::U8(Vec::new()));
+    let voxels = prepare(voxels, spec, job.out, cfg);
     job.pending = Some(backend.submit(voxels, img.shape, spec, job.out));
     job.rec.filter_s = t.elapsed().as_secs_f64();
     job
+}
+
+/// The voxels as the filter takes them: nilearn's float copy (all NaN
+/// when its kernel is), anything else as read.
+pub(super) fn prepare(voxels: Voxels, spec: &FilterSpec, out: DType, cfg: &RunConfig) -> Voxels {
+    if cfg.compat != Compat::Nilearn {
+        return voxels;
+    }
+    let mut voxels = crate::filter::nilearn::prepare(voxels, out);
+    if crate::filter::nilearn::kernel_is_nan(spec.sigma) {
+        crate::filter::nilearn::all_nan(&mut voxels);
+    }
+    voxels
 }
 
 /// Filters a z-slab of a 3-D image: its x and y passes on the backend,

@@ -396,6 +396,7 @@ impl Compressor {
             dict: tail(header).to_vec(),
             pending: Vec::new(),
             swap,
+            from: 0,
         })
     }
 
@@ -506,6 +507,85 @@ impl Compressor {
     }
 }
 
+/// A member cut among processes, each deflating its run of the data
+/// (`resume`, `append`, `GzStream::end_run`); whoever holds every run's CRC
+/// and length ends it (`trailer`). The runs, laid after `head` in order,
+/// are the bytes `write` gives: chunks are cut at the same data offsets and
+/// primed with the same 32 KiB.
+impl Compressor {
+    /// The member's first bytes: its gzip header and the deflated `header`
+    /// (what `begin` writes).
+    pub fn head(&self, header: &[u8], data_len: u64) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.begin(&mut out, header, data_len, 1)?;
+        Ok(out)
+    }
+
+    /// A run of the data from byte `at` (a multiple of `CHUNK`) of a member
+    /// whose data is `data_len` long: `append` deflates what comes. `before`
+    /// is the data just before `at` (its last 32 KiB count, as given to the
+    /// writer), or the NIfTI header when `at` is 0.
+    pub fn resume(
+        &self,
+        before: &[u8],
+        at: u64,
+        data_len: u64,
+        swap: usize,
+    ) -> std::io::Result<GzStream> {
+        if !at.is_multiple_of(CHUNK as u64) || at > data_len {
+            return Err(std::io::Error::other(format!(
+                "a run from byte {at} of {data_len} does not start on a {CHUNK}-byte chunk"
+            )));
+        }
+        let dict = if at == 0 {
+            tail(before).to_vec()
+        } else {
+            swapped(tail(before), swap).into_owned()
+        };
+        Ok(GzStream {
+            data_len,
+            done: at,
+            crc: 0,
+            total: 0,
+            dict,
+            pending: Vec::new(),
+            swap,
+            from: at,
+        })
+    }
+}
+
+impl GzStream {
+    /// Ends a run (`Compressor::resume`) at data byte `end`, which must be
+    /// where every byte before it was deflated: a chunk's end, or the data's.
+    /// Its CRC-32 and length, for `trailer`.
+    pub fn end_run(self, end: u64) -> std::io::Result<(u32, u64)> {
+        if self.done != end || !self.pending.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "a run meant to end at byte {end} holds {} deflated and {} waiting",
+                self.done,
+                self.pending.len()
+            )));
+        }
+        Ok((self.crc, end - self.from))
+    }
+}
+
+/// The member's last 8 bytes: the CRC-32 of `header` and of the data (its
+/// pieces' CRCs and lengths, in order), and the member's length mod 2^32.
+pub fn trailer(header: &[u8], pieces: &[(u32, u64)]) -> [u8; 8] {
+    let mut crc = crc32(header);
+    let mut total = header.len() as u64;
+    for &(c, len) in pieces {
+        crc = crc32_combine(crc, c, len);
+        total += len;
+    }
+    let mut t = [0; 8];
+    t[..4].copy_from_slice(&crc.to_le_bytes());
+    t[4..].copy_from_slice(&(total as u32).to_le_bytes());
+    t
+}
+
 /// A gzip member written a piece at a time (`Compressor::begin`).
 pub struct GzStream {
     data_len: u64,
@@ -519,6 +599,8 @@ pub struct GzStream {
     /// Data come but not yet deflated: part of one chunk.
     pending: Vec<u8>,
     swap: usize,
+    /// Where this stream's run of the data began (0 for a whole member).
+    from: u64,
 }
 
 impl GzStream {
@@ -553,7 +635,8 @@ fn tail(b: &[u8]) -> &[u8] {
     &b[b.len().saturating_sub(DICT)..]
 }
 
-fn swapped(bytes: &[u8], swap: usize) -> std::borrow::Cow<'_, [u8]> {
+/// `bytes` with every `swap`-byte element byte-swapped (`swap` ≤ 1: as they are).
+pub fn swapped(bytes: &[u8], swap: usize) -> std::borrow::Cow<'_, [u8]> {
     if swap <= 1 {
         return std::borrow::Cow::Borrowed(bytes);
     }
@@ -694,6 +777,50 @@ mod tests {
             gz.append(&mut s, &mut out, &data).unwrap();
             assert!(gz.append(&mut s, &mut out, &[0; 8]).is_err());
         }
+    }
+
+    #[test]
+    fn a_member_cut_among_processes_is_the_member_written_whole() {
+        let header = sample(352);
+        for (len, swap, cuts) in [
+            (5 * CHUNK / 2 + 4, 2, vec![CHUNK, 2 * CHUNK]),
+            (3 * CHUNK, 4, vec![CHUNK]),
+            (3 * CHUNK, 1, vec![0, 3 * CHUNK]),
+            (CHUNK - 8, 8, vec![]),
+        ] {
+            let data = sample(len);
+            let gz = Compressor::new(2, 1).unwrap();
+            let mut whole = Vec::new();
+            gz.write(&mut whole, &header, &data, swap).unwrap();
+            let mut bounds = vec![0];
+            bounds.extend(cuts);
+            bounds.push(len);
+            let mut out = gz.head(&header, len as u64).unwrap();
+            let mut crcs = Vec::new();
+            for w in bounds.windows(2) {
+                let before = if w[0] == 0 {
+                    &header[..]
+                } else {
+                    &data[..w[0]]
+                };
+                let mut run = gz.resume(before, w[0] as u64, len as u64, swap).unwrap();
+                // In pieces that cut chunks anywhere, as a rank's slabs come.
+                for part in data[w[0]..w[1]].chunks(CHUNK / 3 + 2) {
+                    gz.append(&mut run, &mut out, part).unwrap();
+                }
+                crcs.push(run.end_run(w[1] as u64).unwrap());
+            }
+            out.extend_from_slice(&trailer(&header, &crcs));
+            assert!(out == whole, "len {len}, cut at {bounds:?}");
+        }
+        // A run off the chunks is refused, never a wrong member.
+        let gz = Compressor::new(1, 1).unwrap();
+        let data = sample(2 * CHUNK);
+        assert!(gz.resume(&data[..8], 8, 2 * CHUNK as u64, 1).is_err());
+        let mut run = gz.resume(&header, 0, 2 * CHUNK as u64, 1).unwrap();
+        gz.append(&mut run, &mut Vec::new(), &data[..CHUNK - 8])
+            .unwrap();
+        assert!(run.end_run(CHUNK as u64 - 8).is_err());
     }
 
     #[test]

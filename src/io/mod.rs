@@ -11,6 +11,7 @@
 pub mod gzip;
 pub mod header;
 mod read;
+mod shared;
 mod write;
 
 pub use header::{HeaderInfo, Version};
@@ -18,10 +19,11 @@ pub use read::{
     input_id, mtime_ns, open_regular, open_regular_file, pair_data_path, read_header_info,
     read_image, read_image_from_bytes, read_image_into, read_regular, ImageStream,
 };
+pub use shared::{ShareWriter, SharedOutput};
 pub use write::{
-    commit_batch, exists_nonempty, new_header, output_header, report_target, special_file,
-    stage_image, sync_dir, temp_owner, write_file_atomic, write_image, write_report_file,
-    OutputFormat, OutputStream, Staged, Target, WriteOptions,
+    commit_batch, element_swap, exists_nonempty, file_order, new_header, output_header,
+    report_target, special_file, stage_image, sync_dir, temp_owner, write_file_atomic, write_image,
+    write_report_file, OutputFormat, OutputStream, Staged, Target, WriteOptions,
 };
 
 use std::path::PathBuf;

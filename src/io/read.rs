@@ -244,6 +244,25 @@ impl<'a> ImageStream<'a> {
         })
     }
 
+    /// Passes over the next `n` voxels without keeping them: a rank's share
+    /// of a split image starts past them (a gzip stream is inflated to
+    /// there; nothing else can find the place).
+    pub fn skip(&mut self, n: usize) -> Result<(), ReadError> {
+        let total = self.info.shape.len();
+        let n = n.min(total - self.voxels_read);
+        let bytes = n as u64 * self.info.stored.size() as u64;
+        let passed = std::io::copy(&mut (&mut self.r).take(bytes), &mut std::io::sink())
+            .map_err(|e| stream_error(e, self.data_gz, "voxel data"))?;
+        if passed < bytes {
+            return Err(stream_error(eof(), self.data_gz, "voxel data"));
+        }
+        self.voxels_read += n;
+        if self.voxels_read == total && self.data_gz {
+            read_to_end_of_stream(&mut self.r)?;
+        }
+        Ok(())
+    }
+
     /// Every volume at once: the whole image.
     pub fn read_whole(mut self, spare: Option<Voxels>) -> Result<Image, ReadError> {
         self.reserve(self.info.shape.len())?;

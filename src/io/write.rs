@@ -42,9 +42,9 @@ pub struct WriteOptions<'a> {
 const EARLY_WRITEBACK: u64 = 4 << 20;
 
 /// Removes the temp file unless the write completed and was renamed.
-struct TempGuard {
-    path: PathBuf,
-    armed: bool,
+pub(super) struct TempGuard {
+    pub(super) path: PathBuf,
+    pub(super) armed: bool,
 }
 
 impl Drop for TempGuard {
@@ -105,10 +105,10 @@ pub fn write_image(
 /// A whole output in its temp file, not yet under its name. Dropped
 /// without `commit`, the temp file goes.
 pub struct Staged {
-    file: File,
-    dest: PathBuf,
-    bytes: u64,
-    guard: TempGuard,
+    pub(super) file: File,
+    pub(super) dest: PathBuf,
+    pub(super) bytes: u64,
+    pub(super) guard: TempGuard,
 }
 
 /// Writes the output to a fresh temp file beside `dest` and asks the kernel
@@ -155,11 +155,7 @@ impl<'a> OutputStream<'a> {
         // Small: it only gathers the header and the gzip framing. The voxels and
         // the compressed chunks (each far larger) go straight to the file.
         let mut w = BufWriter::with_capacity(64 << 10, file);
-        let swap = if big_endian == cfg!(target_endian = "big") {
-            1
-        } else {
-            dtype.size()
-        };
+        let swap = element_swap(big_endian, dtype);
         let gz = match opts.format {
             OutputFormat::Nii => {
                 w.write_all(header).map_err(io_error(dest))?;
@@ -216,7 +212,7 @@ impl<'a> OutputStream<'a> {
     }
 }
 
-fn io_error(dest: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+pub(super) fn io_error(dest: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
     move |source| WriteError::Io {
         path: dest.to_path_buf(),
         source,
@@ -225,7 +221,7 @@ fn io_error(dest: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
 
 /// A fresh temp file beside `dest` (O_EXCL: never an existing file, never
 /// through a symlink), removed by its guard unless committed.
-fn create_temp(dest: &Path) -> std::io::Result<(File, TempGuard)> {
+pub(super) fn create_temp(dest: &Path) -> std::io::Result<(File, TempGuard)> {
     let path = temp_path(dest);
     let file = OpenOptions::new()
         .write(true)
@@ -345,7 +341,11 @@ fn syncfs(file: &File) -> bool {
 
 /// Voxels in file order, byte-swapped when `swap` > 1 (a foreign byte
 /// order) through a small buffer, never a second full copy.
-fn write_voxels(w: &mut impl Write, swap: usize, voxels: &Voxels) -> std::io::Result<()> {
+pub(super) fn write_voxels(
+    w: &mut impl Write,
+    swap: usize,
+    voxels: &Voxels,
+) -> std::io::Result<()> {
     if swap <= 1 {
         return w.write_all(voxels.as_bytes());
     }
@@ -356,6 +356,28 @@ fn write_voxels(w: &mut impl Write, swap: usize, voxels: &Voxels) -> std::io::Re
         }
         Ok(())
     })
+}
+
+/// The size of the elements to byte-swap on the way to a file in this byte
+/// order (1: the machine's own, nothing to swap).
+pub fn element_swap(big_endian: bool, dtype: DType) -> usize {
+    if big_endian == cfg!(target_endian = "big") {
+        1
+    } else {
+        dtype.size()
+    }
+}
+
+/// The voxels' bytes as a file in this byte order holds them.
+pub fn file_order(voxels: &Voxels, big_endian: bool) -> std::borrow::Cow<'_, [u8]> {
+    let swap = element_swap(big_endian, voxels.dtype());
+    if swap <= 1 {
+        return std::borrow::Cow::Borrowed(voxels.as_bytes());
+    }
+    let mut v = Vec::with_capacity(voxels.as_bytes().len());
+    // Writing into memory cannot fail.
+    let _ = write_voxels(&mut v, swap, voxels);
+    std::borrow::Cow::Owned(v)
 }
 
 /// Whether `path` could be a complete file of ours: used by `--skip-existing`.

@@ -30,6 +30,24 @@ crate::choice::named_choices!(Schedule {
     Dynamic => "dynamic": "Rank 0 hands the next image to whichever rank asks",
 });
 
+/// Whether one image may be shared by several ranks (`driver::split`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// When the run has fewer images than ranks, every rank works on every image.
+    Auto,
+    /// Every image shared by every rank, whatever the count.
+    Always,
+    /// Each image on one rank, whatever the count.
+    Never,
+}
+
+crate::choice::named_choices!(Split {
+    Auto => "auto": "Fewer images than ranks: each image is shared by every rank (the default)",
+    Always => "always": "Every image shared by every rank, whatever the count",
+    Never => "never": "Each image on one rank; ranks without an image wait",
+});
+
 impl Schedule {
     /// Whether the schedule needs each image's size (its header read up front).
     pub fn needs_costs(self) -> bool {
