@@ -65,6 +65,10 @@ pub struct RunConfig {
     #[serde(rename = "recursive", serialize_with = "serialize_recursive")]
     pub selection: Selection,
     pub outdir: PathBuf,
+    /// The output file's name when `-o` named a file (fslmaths' habit):
+    /// one image, written to `outdir/output_name`.
+    #[serde(skip)]
+    pub output_name: Option<std::ffi::OsString>,
     /// Sigma per axis in `units`.
     pub sigma: [f64; 3],
     pub units: Units,
@@ -161,7 +165,11 @@ pub fn parse_axes(option: &'static str, s: &str) -> Result<[f64; 3], UsageError>
             return Err(bad_sigma(
                 option,
                 s,
-                format!("give one value or three (x,y,z), not {}", vals.len()),
+                format!(
+                    "give one value or three (x,y,z), not {}; a 4-D image is smoothed volume by volume \
+                     (σ 0 along time, as nilearn's smooth_img), so there is no time value to give",
+                    vals.len()
+                ),
             ))
         }
     };
@@ -222,6 +230,7 @@ impl RunConfig {
         RunConfig {
             selection,
             outdir,
+            output_name: None,
             sigma: [2.0; 3],
             units: Units::Voxel,
             compat: Compat::Scipy,

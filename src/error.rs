@@ -13,6 +13,16 @@ pub enum UsageError {
     /// An input named on the command line does not exist (a typo: nothing runs).
     #[error("input {0} does not exist")]
     MissingInput(PathBuf),
+    /// `-o` names an output file (as fslmaths takes it), but the run has
+    /// several images, or none can go there.
+    #[error("-o {output} names an output file (it ends in .nii or .nii.gz), which holds one image, but the run has {images}; give a folder (one not ending in .nii/.nii.gz) for several")]
+    OutputNamesAFile { output: PathBuf, images: usize },
+    /// `-o` names the input itself.
+    #[error("-o {0} is the input itself: nismooth never writes over an input")]
+    OutputIsInput(PathBuf),
+    /// `-o` names a file in a folder that does not exist (never created for a file's name).
+    #[error("-o {output}: its folder {folder} does not exist")]
+    NoOutputFolder { output: PathBuf, folder: PathBuf },
     /// The output directory is the directory of an input: outputs would replace inputs.
     #[error("output directory {outdir} holds input {input}; choose another directory so inputs are never overwritten")]
     OutdirHoldsInput { outdir: PathBuf, input: PathBuf },

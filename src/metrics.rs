@@ -8,7 +8,17 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-static START: OnceLock<Instant> = OnceLock::new();
+/// When the run started, and the CPU time (user, system) the process had
+/// spent by then: a Python interpreter that starts the run (the wheel's
+/// `nismooth` command) spent some before it, which is not the run's.
+static START: OnceLock<(Instant, f64, f64)> = OnceLock::new();
+
+fn start() -> &'static (Instant, f64, f64) {
+    START.get_or_init(|| {
+        let (user, sys) = cpu_now();
+        (Instant::now(), user, sys)
+    })
+}
 
 /// Seconds as H:MM:SS (hours not wrapped), rounded to the second: how
 /// sacct, seff and Slurm's --time write a duration.
@@ -20,7 +30,7 @@ pub fn hms(s: f64) -> String {
 /// Marks the start of the process (call first thing in main), so wall time
 /// covers what CPU time covers: start-up and MPI initialisation included.
 pub fn mark_start() {
-    START.get_or_init(Instant::now);
+    start();
 }
 
 /// Image buffers are tens of MiB. glibc raises its mmap threshold after the
@@ -42,7 +52,7 @@ pub fn fixed_mmap_threshold() {
 
 /// When the process started (or first asked, if `mark_start` was never called).
 pub fn process_start() -> Instant {
-    *START.get_or_init(Instant::now)
+    start().0
 }
 
 pub struct Usage {
@@ -51,18 +61,31 @@ pub struct Usage {
     pub peak_rss_bytes: u64,
 }
 
+/// The run's CPU time (since `mark_start`) and the process's peak RSS.
 pub fn usage() -> Usage {
+    let &(_, user0, sys0) = start();
+    let (user, sys, maxrss) = rusage();
+    Usage {
+        user_s: (user - user0).max(0.0),
+        sys_s: (sys - sys0).max(0.0),
+        // Linux reports ru_maxrss in KiB.
+        peak_rss_bytes: vm_hwm_bytes().unwrap_or(maxrss * 1024),
+    }
+}
+
+fn cpu_now() -> (f64, f64) {
+    let (user, sys, _) = rusage();
+    (user, sys)
+}
+
+/// This process's user and system CPU seconds, and ru_maxrss.
+fn rusage() -> (f64, f64, u64) {
     // SAFETY: rusage is plain integers and timevals: all zeros is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    Usage {
-        user_s: secs(ru.ru_utime),
-        sys_s: secs(ru.ru_stime),
-        // Linux reports ru_maxrss in KiB.
-        peak_rss_bytes: vm_hwm_bytes().unwrap_or(ru.ru_maxrss as u64 * 1024),
-    }
+    (secs(ru.ru_utime), secs(ru.ru_stime), ru.ru_maxrss as u64)
 }
 
 /// Bytes in a mebibyte: every "MiB" nismooth prints is `bytes / MIB`.

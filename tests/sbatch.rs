@@ -520,6 +520,10 @@ fn requeue_scripts_pass_the_signal_on_and_requeue_only_a_run_stopped_early() {
         assert!(text.contains(id), "{text}");
         // Each attempt keeps its own report (a requeued job keeps its id).
         assert!(text.contains(".%r.json"), "{text}");
+        // The run knows the script requeues it, to say so when it stops early.
+        let export =
+            text.find("export NISMOOTH_REQUEUES_LEFT=$(( 5 - ${SLURM_RESTART_COUNT:-0} ))");
+        assert!(export.is_some_and(|e| e < run), "{text}");
         assert_eq!(
             text.contains("--kill-on-bad-exit=1"),
             model == "mpi",
@@ -545,4 +549,46 @@ fn first_image(dir: &Path) -> PathBuf {
         .unwrap()
         .unwrap()
         .path()
+}
+
+#[test]
+fn srun_is_never_timed_and_a_request_below_the_model_is_said() {
+    let (_t, inp, out) = inputs(2);
+    let run = ["--", s(&inp), "-o", s(&out)];
+    // /usr/bin/time around srun measures srun, not the ranks: only the
+    // models without srun are timed.
+    for (model, timed) in [
+        ("serial", true),
+        ("array", true),
+        ("mpi", false),
+        ("hybrid", false),
+    ] {
+        let text = script(&sbatch(&[&["--model", model][..], &run].concat(), None));
+        assert_eq!(text.contains("/usr/bin/time"), timed, "{model}:\n{text}");
+        assert_eq!(text.contains("\ntimed "), timed, "{model}:\n{text}");
+    }
+    // A request below the model: kept, said on stderr and in the script, with the model's figure.
+    let o = sbatch(
+        &[&["--model", "serial", "--mem", "10M"][..], &run].concat(),
+        None,
+    );
+    let (text, err) = (script(&o), String::from_utf8_lossy(&o.stderr).to_string());
+    assert!(text.contains("#SBATCH --mem=10M\n"), "{text}");
+    for said in [&err, &text] {
+        assert!(
+            said.contains("--mem 10M is below the") && said.contains("the model would ask --mem="),
+            "{said}"
+        );
+    }
+    let o = sbatch(
+        &[&["--model", "mpi", "--mem-per-cpu", "1M"][..], &run].concat(),
+        None,
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--mem-per-cpu 1M is below the"));
+    // At or above the model: nothing to say.
+    let o = sbatch(
+        &[&["--model", "serial", "--mem", "8G"][..], &run].concat(),
+        None,
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("below the"));
 }

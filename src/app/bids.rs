@@ -18,11 +18,7 @@ use super::run::{self, Kernel, Route};
 use super::EXIT_OK;
 
 pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(
-        args.bids_dir.join("dataset_description.json").is_file(),
-        "{} is not a BIDS dataset: it has no dataset_description.json",
-        args.bids_dir.display()
-    );
+    bids::check_dataset(&args.bids_dir).map_err(anyhow::Error::msg)?;
     if args.analysis_level == "group" {
         eprintln!("nismooth bids: the group level has nothing to do: each participant's images are smoothed at the participant level");
         return Ok(EXIT_OK);

@@ -199,7 +199,9 @@ pub struct RunArgs {
     /// Listed files that do not exist are named in the log and fail as images.
     #[arg(long, value_name = "FILE|-")]
     pub list: Option<PathBuf>,
-    /// Output directory (created if missing); must not hold any input.
+    /// Output directory (created if missing); must not hold any input. With
+    /// one image, a name ending in .nii or .nii.gz (not an existing folder)
+    /// is the output file itself, as fslmaths takes it.
     #[arg(short, long)]
     pub output: PathBuf,
     #[command(flatten)]

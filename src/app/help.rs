@@ -31,7 +31,8 @@ Exit codes:
   3  stopped early (a drain signal or the deadline): run again with --resume to finish
 
 Terms in the tables:
-  wtime/ptime         wall time over the sum of read + filter + write times (below 1: stages overlapped)
+  wtime/ptime         wall time over the sum of read + filter + write times (below 1: stages overlapped;
+                      above 1: time outside them, such as start-up, MPI and syncs)
   CPU efficiency      CPU time over wall time × the CPUs the process was given
   load imbalance      the busiest rank's work over the mean rank's (1 = perfectly even)
   parallel efficiency the ranks' busy time over ranks × wall time";

@@ -1,6 +1,8 @@
 //! `nismooth run`: options into a `RunConfig`, the backend started on every
 //! rank, the driver run, the report shown and exported, the exit code.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
 
 use crate::choice::Choice;
@@ -91,8 +93,9 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
     Ok(if outcome.undone > 0 {
         if comm.is_root() {
             eprintln!(
-                "nismooth: stopped early: {} image(s) left; run again with --resume to finish them",
-                outcome.undone
+                "nismooth: stopped early: {} image(s) left; {}",
+                outcome.undone,
+                what_finishes_them()
             );
         }
         EXIT_STOPPED
@@ -101,6 +104,22 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// Who finishes the images a stopped run left: the job script that
+/// requeues itself (`nismooth sbatch --requeue` exports how many requeues
+/// it has left), else the user, with `--resume`.
+fn what_finishes_them() -> String {
+    let left = std::env::var("NISMOOTH_REQUEUES_LEFT")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    match left {
+        Some(n) if n > 0 => format!(
+            "this job script now requeues the job, and its next attempt resumes ({n} requeue(s) left)"
+        ),
+        Some(_) => "no requeue is left: submit the job script again (it resumes), or run again with --resume".into(),
+        None => "run again with --resume to finish them".into(),
+    }
 }
 
 /// The summary table, and the report and CSV where asked for.
@@ -185,6 +204,8 @@ fn run_config(
     }
     let kernel = kernel(a)?;
     let selection = route.select(&kernel)?;
+    let bids = matches!(selection, Selection::Bids(_));
+    let (outdir, output_name) = output_target(&a.output, a.format.map(output_format), bids)?;
     let (threads, threads_from) = match a.threads {
         Some(n) => cap_threads(n, root),
         None => config::default_threads(node_ranks),
@@ -221,6 +242,7 @@ fn run_config(
         split: a.split,
         compression_level: a.compression_level,
         format: a.format.map(output_format),
+        output_name,
         report: expand(&a.report),
         csv: expand(&a.csv),
         slurm,
@@ -237,10 +259,35 @@ fn run_config(
         },
         progress_every: std::time::Duration::from_secs_f64(a.progress_interval),
         stop,
-        ..RunConfig::of(selection, a.output.clone())
+        ..RunConfig::of(selection, outdir)
     };
     cfg.check()?;
     Ok(cfg)
+}
+
+/// Where outputs go: `-o` is a folder, unless it ends in `.nii`/`.nii.gz`
+/// and is not an existing folder, as fslmaths and niimath take it: then it
+/// names the one output file (its folder, and its name).
+fn output_target(
+    output: &Path,
+    format: Option<OutputFormat>,
+    bids: bool,
+) -> Result<(PathBuf, Option<std::ffi::OsString>), UsageError> {
+    if bids || !crate::plan::is_nifti_name(output) || output.is_dir() {
+        return Ok((output.to_path_buf(), None));
+    }
+    let named = if crate::plan::is_gz_name(output) {
+        OutputFormat::NiiGz
+    } else {
+        OutputFormat::Nii
+    };
+    if format.is_some_and(|f| f != named) {
+        return Err(UsageError::Conflict(
+            "--format and the extension of the output file -o names disagree",
+        ));
+    }
+    let folder = output.parent().unwrap_or(Path::new("")).to_path_buf();
+    Ok((folder, output.file_name().map(ToOwned::to_owned)))
 }
 
 /// Whether Slurm restarted this job (a requeue after a drain, a node

@@ -364,7 +364,10 @@ fn on_path(name: &Path) -> Option<PathBuf> {
         .and_then(|p| std::path::absolute(p).ok())
 }
 
-/// `--mem`, `--mem-per-cpu`, or the request for the largest input.
+/// `--mem`, `--mem-per-cpu`, or the request for the largest input. A
+/// request below what the model says a rank holds is kept (the user may
+/// know better) but said, with the model's figure, on standard error and
+/// in the script.
 fn memory(
     args: &SbatchArgs,
     run: &RunArgs,
@@ -372,23 +375,60 @@ fn memory(
     cpus: usize,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Memory> {
-    Ok(match (&args.mem, &args.mem_per_cpu) {
-        (Some(m), _) => Memory::PerNode {
-            mib: parse_mib(m).context("--mem")?,
-        },
-        (None, Some(m)) => Memory::PerCpu {
-            mib: parse_mib(m).context("--mem-per-cpu")?,
-        },
-        (None, None) => {
-            let rank_mib = rank_memory_mib(run, inputs, cpus, notes);
-            Memory::for_ranks(args.model, rank_mib, cpus)
+    let known = rank_memory_mib(run, inputs, cpus, notes);
+    let rank_mib = known.unwrap_or(DEFAULT_MEMORY_MIB as f64);
+    let modelled = Memory::for_ranks(args.model, rank_mib, cpus);
+    let (given, need, flag) = match (&args.mem, &args.mem_per_cpu) {
+        (Some(m), _) => {
+            let ranks = if args.model.uses_srun() {
+                args.ntasks_per_node
+            } else {
+                1
+            };
+            let mib = parse_mib(m).context("--mem")?;
+            (
+                Memory::PerNode { mib },
+                rank_mib * ranks as f64,
+                format!("--mem {m}"),
+            )
         }
-    })
+        (None, Some(m)) => {
+            let mib = parse_mib(m).context("--mem-per-cpu")?;
+            (
+                Memory::PerCpu { mib },
+                rank_mib / cpus.max(1) as f64,
+                format!("--mem-per-cpu {m}"),
+            )
+        }
+        (None, None) => return Ok(modelled),
+    };
+    let asked = match given {
+        Memory::PerNode { mib } | Memory::PerCpu { mib } => mib as f64,
+    };
+    if known.is_some() && asked < need {
+        let what = format!(
+            "{flag} is below the {need:.0} MiB the model says this job holds there: it may end \
+             OUT_OF_MEMORY (the model would ask {})",
+            match given {
+                Memory::PerNode { .. } => format!("--mem={}M", (need / 64.0).ceil() as u64 * 64),
+                Memory::PerCpu { .. } =>
+                    format!("--mem-per-cpu={}M", (need / 64.0).ceil() as u64 * 64),
+            }
+        );
+        eprintln!("nismooth sbatch: warning: {what}");
+        notes.push(format!("Memory: WARNING: {what}."));
+    }
+    Ok(given)
 }
 
 /// Memory per rank (MiB) from the largest input image and the run's
 /// readers: the run's own `--threads`, when it sets one, decides them.
-fn rank_memory_mib(run: &RunArgs, inputs: &[PathBuf], cpus: usize, notes: &mut Vec<String>) -> f64 {
+fn rank_memory_mib(
+    run: &RunArgs,
+    inputs: &[PathBuf],
+    cpus: usize,
+    notes: &mut Vec<String>,
+) -> Option<f64> {
     let readers = super::run::readers(run, run.threads.unwrap_or(cpus));
     let largest = inputs
         .iter()
@@ -399,7 +439,7 @@ fn rank_memory_mib(run: &RunArgs, inputs: &[PathBuf], cpus: usize, notes: &mut V
         notes.push(
             "Memory: a default (no input header could be read here); measure with a study.".into(),
         );
-        return DEFAULT_MEMORY_MIB as f64;
+        return None;
     };
     let need = rank_request_bytes(bytes, readers) as f64 / MIB;
     notes.push(format!(
@@ -408,5 +448,5 @@ fn rank_memory_mib(run: &RunArgs, inputs: &[PathBuf], cpus: usize, notes: &mut V
         pipeline_images(readers),
         RANK_BASE_BYTES >> 20,
     ));
-    need
+    Some(need)
 }

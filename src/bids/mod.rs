@@ -164,12 +164,7 @@ impl Query {
     /// The images the query selects, each with its output's folder and name
     /// and its participant (the unit a job array shares).
     pub fn discover(&self) -> Result<Vec<Input>, UsageError> {
-        if !self.root.join("dataset_description.json").is_file() {
-            return Err(UsageError::Bids(format!(
-                "{} is not a BIDS dataset: it has no dataset_description.json",
-                self.root.display()
-            )));
-        }
+        check_dataset(&self.root).map_err(UsageError::Bids)?;
         let subjects = labelled(&self.root, "sub")?;
         let wanted: Vec<&str> = self.participants.iter().map(|l| bare(l, "sub")).collect();
         if let Some(missing) = wanted
@@ -280,6 +275,23 @@ pub fn default_desc(values: [f64; 3], units: crate::filter::Units) -> String {
         Units::FwhmMm => format!("smooth{values}mm"),
         Units::Mm => format!("smoothsigma{values}mm"),
         Units::Voxel => format!("smoothsigma{values}vox"),
+    }
+}
+
+/// Why `root` is not a BIDS dataset we can read, if it is not: a path that
+/// does not exist is said to, before anything about BIDS.
+pub fn check_dataset(root: &Path) -> Result<(), String> {
+    let shown = root.display();
+    match std::fs::metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{shown} does not exist"))
+        }
+        Err(e) => Err(format!("{shown}: {e}")),
+        Ok(m) if !m.is_dir() => Err(format!("{shown} is not a folder (a BIDS dataset is one)")),
+        Ok(_) if !root.join("dataset_description.json").is_file() => Err(format!(
+            "{shown} is not a BIDS dataset: it has no dataset_description.json"
+        )),
+        Ok(_) => Ok(()),
     }
 }
 

@@ -358,20 +358,42 @@ pub fn write_dataset_description(
     let description = Value::Object(description);
     let text = serde_json::to_string_pretty(&description).unwrap_or_default() + "\n";
     write_file_atomic(&root.join("dataset_description.json"), text.as_bytes())?;
+    write_readme(root, source_name, link, &generated_by)
+}
+
+/// Marks a README that nismooth wrote, and rewrites with each run.
+const README_MARK: &str =
+    "<!-- written by nismooth: each run that writes here rewrites this file -->";
+
+/// The derivative's README: what it is, and every kernel that a run wrote
+/// into the folder (from GeneratedBy), so that an 8 mm run added beside a
+/// 6 mm one shows both. A README of anyone else's is left alone.
+fn write_readme(
+    root: &Path,
+    source_name: &str,
+    link: &SourceLink,
+    generated_by: &[Value],
+) -> Result<(), crate::io::WriteError> {
     let readme = root.join("README.md");
-    if !readme.exists() && !root.join("README").exists() {
-        let text = format!(
-            "# {source_name}, smoothed\n\nA BIDS derivatives dataset made by nismooth {}: \
-             each image of the source dataset ({}) that the command selected, smoothed.\n\n\
-             {}\n\nEach image's JSON sidecar names its source (`Sources`) and the settings \
-             (`Smoothing`).\n",
-            env!("CARGO_PKG_VERSION"),
-            link.target,
-            smoothing.description
-        );
-        write_file_atomic(&readme, text.as_bytes())?;
+    let ours = std::fs::read_to_string(&readme).is_ok_and(|t| t.contains(README_MARK));
+    if !ours && (readme.exists() || root.join("README").exists()) {
+        return Ok(());
     }
-    Ok(())
+    let kernels: String = generated_by
+        .iter()
+        .filter(|g| g.get("Name").and_then(Value::as_str) == Some("nismooth"))
+        .filter_map(|g| g.get("Description").and_then(Value::as_str))
+        .map(|d| format!("- {d}\n"))
+        .collect();
+    let text = format!(
+        "# {source_name}, smoothed\n\n{README_MARK}\n\nA BIDS derivatives dataset made by nismooth {}: \
+         each image of the source dataset ({}) that a command selected, smoothed.\n\n\
+         Every run that wrote here, with its kernel:\n\n{kernels}\nEach image's JSON sidecar names its \
+         source (`Sources`) and its own settings (`Smoothing`); its `desc-` label tells the kernels apart.\n",
+        env!("CARGO_PKG_VERSION"),
+        link.target,
+    );
+    write_file_atomic(&readme, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::plan::Task;
 use crate::report::{ImageRecord, Status};
 
 use crate::plan::STATE_DIR as DIR;
-use crate::report::journal::{path, read_all, Line, Stamp};
+use crate::report::journal::{path, read_all, read_file, Line, Stamp};
 
 /// What the pipeline needs for durability: the run's id (it names this
 /// process's journal) and, with `--resume`, what the journals already hold.
@@ -217,4 +217,109 @@ pub fn complete(task: &Task, index: &Index, settings: &serde_json::Value) -> boo
     };
     let same_settings = index.settings.get(&entry.run) == Some(settings);
     same_settings && entry.input.is_some() && entry.input == crate::io::input_id(&task.input).ok()
+}
+
+/// Journals of this many most recent runs stay as they were written.
+pub const KEEP_RUNS: usize = 4;
+
+/// The folded journal: what older runs' journals still vouch for. Its name
+/// sorts before every run's (`journal-UNIX-PID-rankR`), so any later line
+/// about the same output overrides it, as lines of later runs always do.
+const FOLDED: &str = "journal-0-folded.jsonl";
+
+/// Folds the journals of all but the `keep` most recent runs into one file
+/// holding, for each output, the last line that vouches for it (and the
+/// settings of the runs those lines name), and removes them: a folder that
+/// many runs wrote keeps a few journal files, not one per run and rank.
+/// Call only while holding the whole folder's lock (no other run writes a
+/// journal here). Returns how many files it folded.
+pub fn fold_old(outdir: &Path, keep: usize) -> usize {
+    let dir = outdir.join(DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let run_of = |p: &Path| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        name.rsplit_once("-rank").map(|(run, _)| run.to_string())
+    };
+    let mut runs: Vec<String> = files.iter().filter_map(|p| run_of(p)).collect();
+    runs.dedup();
+    let old: Vec<&PathBuf> = match runs.len().checked_sub(keep) {
+        Some(n) if n > 0 => {
+            let cut = &runs[n - 1];
+            files
+                .iter()
+                .filter(|p| run_of(p).is_some_and(|r| &r <= cut))
+                .collect()
+        }
+        _ => return 0,
+    };
+    let folded_path = dir.join(FOLDED);
+    let mut sources: Vec<&Path> = old.iter().map(|p| p.as_path()).collect();
+    if folded_path.is_file() {
+        sources.insert(0, &folded_path);
+    }
+    let text = folded_text(&sources);
+    if crate::io::write_file_atomic(&folded_path, text.as_bytes()).is_err() {
+        return 0;
+    }
+    old.iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
+}
+
+/// The lines that still vouch for an output, last one per output, after
+/// the Start lines of the runs they name.
+fn folded_text(sources: &[&Path]) -> String {
+    let mut starts: HashMap<String, Line> = HashMap::new();
+    let mut latest: HashMap<String, Line> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for line in sources.iter().filter_map(|p| read_file(p).ok()).flatten() {
+        match &line {
+            Line::Start {
+                run,
+                settings: Some(_),
+                ..
+            } => {
+                starts.insert(run.clone(), line);
+            }
+            Line::Image {
+                stamp: Some(_),
+                record,
+                ..
+            } => {
+                let key = record.output.clone();
+                if latest.insert(key.clone(), line).is_none() {
+                    order.push(key);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    let mut named: Vec<&String> = latest
+        .values()
+        .filter_map(|l| match l {
+            Line::Image { run, .. } => Some(run),
+            _ => None,
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    let lines = named
+        .into_iter()
+        .filter_map(|run| starts.get(run))
+        .chain(order.iter().filter_map(|k| latest.get(k)));
+    for line in lines {
+        if let Ok(text) = serde_json::to_string(line) {
+            out.push_str(&text);
+            out.push('\n');
+        }
+    }
+    out
 }

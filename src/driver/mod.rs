@@ -94,12 +94,28 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
             .into_iter()
             .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
             .collect();
-    let all = plan::make_tasks(inputs, &cfg.outdir, cfg.format, &reports)?;
+    let all = match &cfg.output_name {
+        Some(name) => plan::file_task(inputs, &cfg.outdir, name, &reports)?,
+        None => plan::make_tasks(inputs, &cfg.outdir, cfg.format, &reports)?,
+    };
     let tasks = match cfg.array {
         Some(slot) => array::take_share(all, &unit_of, units, slot, cfg.array_chunk),
         None => all,
     };
     let lock = plan::lock::acquire(&cfg.outdir, cfg.array)?;
+    if cfg.array.is_none() {
+        // The whole folder's lock: no other run writes a journal here now.
+        let folded = journal::fold_old(&cfg.outdir, journal::KEEP_RUNS);
+        if folded > 0 {
+            log::info!(
+                "{folded} journal file(s) of older runs folded into one ({} most recent runs kept as written)",
+                journal::KEEP_RUNS
+            );
+        }
+    }
+    if !cfg.resume && !cfg.skip_existing {
+        warn_of_replacing(&tasks, &cfg.outdir);
+    }
     if cfg.resume {
         let index = journal::Index::load(&cfg.outdir);
         index.check_settings(&tasks, &cfg.output_settings(), &cfg.outdir)?;
@@ -116,6 +132,24 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
         vec![0; tasks.len()]
     };
     Ok(Planned { tasks, costs, lock })
+}
+
+/// Says, before anything is written, how many outputs a run will replace:
+/// a second run into the same folder is most often a mistake or a resume.
+fn warn_of_replacing(tasks: &[Task], outdir: &std::path::Path) {
+    let there = tasks
+        .iter()
+        .filter(|t| crate::io::exists_nonempty(&t.output))
+        .count();
+    if there > 0 {
+        log::warn!(
+            "{there} of the {} outputs already exist in {} and will be replaced; --resume skips \
+             those a journal says are complete (same settings, same input), --skip-existing every \
+             one that exists",
+            tasks.len(),
+            outdir.display()
+        );
+    }
 }
 
 /// A test hook: `NISMOOTH_INJECT_PANIC=STAGE:RANK` panics on that rank at

@@ -150,6 +150,49 @@ impl FilterSpec {
         Ok(())
     }
 
+    /// The kernel in the words users check it by, per axis: σ in voxels
+    /// and in mm, the FWHM in mm, and the radius in voxels. `voxel_mm` is
+    /// the voxel size the σ was converted with.
+    pub fn describe(&self, spatial_ndim: usize, voxel_mm: [f64; 3]) -> String {
+        let fwhm_over_sigma = 2.0 * (2.0 * std::f64::consts::LN_2).sqrt();
+        let axes = 0..spatial_ndim.clamp(1, 3);
+        let vox: Vec<f64> = axes
+            .clone()
+            .map(|a| match self.semantics {
+                Semantics::Scipy => self.sigma[a],
+                Semantics::Fsl { pixdim } => self.sigma[a] / pixdim[a].abs() as f64,
+            })
+            .collect();
+        let radius: Vec<f64> = vox
+            .iter()
+            .map(|&v| match (v > SIGMA_EPS, self.semantics) {
+                (false, _) => 0.0,
+                (true, Semantics::Scipy) => radius_f64(v, self.truncate).floor(),
+                (true, Semantics::Fsl { .. }) => (4.0 * v).ceil(),
+            })
+            .collect();
+        let mm: Vec<f64> = axes.map(|a| vox[a] * voxel_mm[a].abs()).collect();
+        let fwhm: Vec<f64> = mm.iter().map(|m| m * fwhm_over_sigma).collect();
+        let join = |v: &[f64]| {
+            let shown: Vec<String> = v
+                .iter()
+                .map(|x| format!("{}", (x * 1000.0).round() / 1000.0))
+                .collect();
+            shown.join(", ")
+        };
+        let truncate = match self.semantics {
+            Semantics::Scipy => format!("truncate {}", short(self.truncate)),
+            Semantics::Fsl { .. } => "FSL's 4σ".to_string(),
+        };
+        format!(
+            "σ {} voxels = {} mm (FWHM {} mm), radius {} voxels ({truncate})",
+            join(&vox),
+            join(&mm),
+            join(&fwhm),
+            join(&radius)
+        )
+    }
+
     /// The per-image bound for an image whose longest spatial axis is `longest`.
     pub fn image_bound(longest: usize) -> f64 {
         (RADIUS_PER_AXIS * longest).max(MIN_RADIUS_BOUND) as f64

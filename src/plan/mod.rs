@@ -174,6 +174,51 @@ pub fn make_tasks(
     checked.map(|()| tasks)
 }
 
+/// The one task of a run whose `-o` names an output file, as fslmaths and
+/// niimath take it: exactly one image, written to `outdir/name` (the
+/// extension gives the container). The folder must exist: a name that ends
+/// in `.nii.gz` is never made into a folder. Unlike OUTDIR, the folder may
+/// hold the input (the file is named, nothing else is written beside it
+/// but the run's state folder), but the output is never the input.
+pub fn file_task(
+    inputs: Vec<Input>,
+    outdir: &Path,
+    name: &std::ffi::OsStr,
+    reports: &ReportFiles,
+) -> Result<Vec<Task>, UsageError> {
+    let output = outdir.join(name);
+    let [input] = <[Input; 1]>::try_from(inputs).map_err(|all| UsageError::OutputNamesAFile {
+        output: output.clone(),
+        images: all.len(),
+    })?;
+    if !outdir.as_os_str().is_empty() && !outdir.is_dir() {
+        return Err(UsageError::NoOutputFolder {
+            output,
+            folder: outdir.to_path_buf(),
+        });
+    }
+    let same = |a: &Path, b: &Path| FileId::of(a).is_some() && FileId::of(a) == FileId::of(b);
+    let data = crate::io::pair_data_path(&input.path);
+    if same(&output, &input.path) || data.is_some_and(|d| same(&output, &d)) {
+        return Err(UsageError::OutputIsInput(output));
+    }
+    if let Some(what) = crate::io::special_file(&output) {
+        return Err(UsageError::SpecialOutput { output, what });
+    }
+    let tasks = vec![Task {
+        index: 0,
+        input: input.path,
+        output,
+    }];
+    let folder = if outdir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        outdir
+    };
+    probe_writable(folder).and_then(|()| check_reports(reports, &tasks, folder))?;
+    Ok(tasks)
+}
+
 /// The task list and the refusals that need nothing on disk: no output
 /// folder that holds an input or leaves OUTDIR, no output over a special
 /// file, no two inputs with one output. Creates nothing, so `sbatch`

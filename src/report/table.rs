@@ -47,7 +47,7 @@ fn table(r: &Report) -> Result<String, ExportError> {
     let mut o = String::new();
     writeln!(
             o,
-            "nismooth {}: {} tasks ({} ok, {} failed, {} skipped) on {} process(es) × {} thread(s), backend {}",
+            "nismooth {}: {} images ({} ok, {} failed, {} skipped) on {} process(es) × {} thread(s), backend {}",
             r.nismooth_version, s.tasks, s.ok, s.failed, s.skipped, s.processes, s.threads_per_process, r.backend
         )?;
     stopped_lines(&mut o, r)?;
@@ -127,18 +127,18 @@ fn rank_lines(o: &mut String, r: &Report) -> std::fmt::Result {
 /// The stages' times, the wall, their ratio and the CPU efficiency.
 fn time_lines(o: &mut String, r: &Report) -> std::fmt::Result {
     let s = &r.summary;
-    writeln!(o, "  {:<16}{:>12}{:>14}", "", "total (s)", "per task (s)")?;
+    writeln!(o, "  {:<16}{:>12}{:>15}", "", "total (s)", "per image (s)")?;
     for (name, tot, per) in [
         ("read", s.read_s, s.read_per_task_s),
         ("filter", s.filter_s, s.filter_per_task_s),
         ("write", s.write_s, s.write_per_task_s),
     ] {
-        writeln!(o, "  {name:<16}{tot:>12.3}{per:>14.4}")?;
+        writeln!(o, "  {name:<16}{tot:>12.3}{per:>15.4}")?;
     }
     writeln!(o, "  {:<16}{:>12.3}", "wall", s.wall_s)?;
     writeln!(
             o,
-            "  {:<16}{:>12.3}  (wall over read + filter + write per process: below 1, the stages overlapped)",
+            "  {:<16}{:>12.3}  (wall over read + filter + write per process: below 1, the stages overlapped; above 1, the process also waited: start-up, MPI, syncs)",
             "wtime/ptime", s.wtime_over_ptime
         )?;
     writeln!(

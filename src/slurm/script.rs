@@ -37,6 +37,13 @@ crate::choice::named_choices!(Model {
     Hybrid => "hybrid": "MPI ranks across nodes, several threads each",
 });
 
+impl Model {
+    /// Whether srun starts the run's ranks (the MPI models).
+    pub fn uses_srun(self) -> bool {
+        matches!(self, Model::Mpi | Model::Gpu | Model::Hybrid)
+    }
+}
+
 /// Memory request: per node (`--mem`) or per allocated CPU (`--mem-per-cpu`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Memory {
@@ -319,8 +326,10 @@ fn preamble(s: &JobSpec) -> String {
         "echo \"job ${{SLURM_JOB_ID}}{} on ${{SLURM_JOB_NODELIST}}: ${{SLURM_NTASKS:-1}} task(s) x ${{SLURM_CPUS_PER_TASK:-1}} CPU(s)\"",
         if array { " (array task ${SLURM_ARRAY_TASK_ID} of ${SLURM_ARRAY_TASK_COUNT})" } else { "" }
     );
-    if s.requeue.is_some() {
-        // The run goes to the background (`requeued`): no `timed` around it.
+    if s.requeue.is_some() || s.model.uses_srun() {
+        // The run goes to the background (`requeued`), or its ranks are
+        // srun's, whose own time would measure srun, not them (the report
+        // has every rank's CPU and memory): no `timed` around it.
         return o;
     }
     // `\time`: GNU time where installed, else bash's `time` keyword.
@@ -382,7 +391,7 @@ fn run_line(s: &JobSpec) -> String {
         _ => {}
     }
     let launcher = match s.model {
-        // Since Slurm 22.05 srun no longer inherits --cpus-per-task from the
+        // (The models of `Model::uses_srun`.) Since Slurm 22.05 srun no longer inherits --cpus-per-task from the
         // allocation: pass it, or each rank is confined to one CPU.
         // A rank that dies alone (killed, a lost node) ends the step: the
         // others would wait for it in their next collective. Ranks that end
@@ -394,6 +403,7 @@ fn run_line(s: &JobSpec) -> String {
     };
     let run = format!("{launcher}\"$NISMOOTH\" {command} {}", args.join(" "));
     match s.requeue {
+        None if s.model.uses_srun() => format!("\n{run}\n"),
         None => format!("\ntimed {run}\n"),
         Some(r) => requeued(&run, r, array),
     }
@@ -426,6 +436,8 @@ fn requeued(run: &str, r: Requeue, array: bool) -> String {
             "pass_on() {{ signalled=1; echo \"$1: draining the run\"; [ -z \"$run_pid\" ] || kill -\"$1\" \"$run_pid\" 2>/dev/null || true; }}\n",
             "trap 'pass_on USR1' USR1\n",
             "trap 'pass_on TERM' TERM\n",
+            "# The run says, when it stops early, that this script requeues it.\n",
+            "export NISMOOTH_REQUEUES_LEFT=$(( {max} - ${{SLURM_RESTART_COUNT:-0}} ))\n",
             "{run} &\n",
             "run_pid=$!\n",
             "# `wait` returns early (above 128) when a trap runs: wait again for the run's own code.\n",
@@ -461,7 +473,7 @@ fn afterword(s: &JobSpec) -> String {
     } else {
         let _ = writeln!(
             o,
-            "# srun's own time covers srun only: the report has every rank's CPU efficiency and peak memory ({} ranks).",
+            "# The report has every rank's CPU efficiency and peak memory ({} ranks); sacct has the step's.",
             s.ranks()
         );
     }
@@ -538,10 +550,18 @@ mod tests {
         assert!(a.contains("nismooth-%A_%a.json") && !a.contains("srun"));
         let t = render(&spec(Model::Threads));
         assert!(t.contains("--nodes=1\n") && t.contains("--cpus-per-task=3\n"));
-        for script in [s, m, h, g, a, t] {
+        for (script, srun) in [
+            (s, false),
+            (m, true),
+            (h, true),
+            (g, true),
+            (a, false),
+            (t, false),
+        ] {
             assert!(script.contains("'/data/in dir'"), "arguments are quoted");
             assert!(script.contains("--mem-per-cpu=1G") && script.contains("--time=00:30:00"));
-            assert!(script.contains("timed "));
+            // srun's own time would measure srun, not its ranks.
+            assert_eq!(script.contains("timed "), !srun, "{script}");
         }
     }
 

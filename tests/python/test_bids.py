@@ -197,4 +197,7 @@ def test_two_kernels_in_one_derivatives_dataset_are_both_described(raw, tmp_path
 
 def test_group_level_still_needs_a_dataset(tmp_path):
     proc = nismooth("bids", tmp_path / "nothing", tmp_path / "o", "group", expect=2)
+    assert "nothing does not exist" in proc.stderr
+    (tmp_path / "plain").mkdir()
+    proc = nismooth("bids", tmp_path / "plain", tmp_path / "o", "group", expect=2)
     assert "not a BIDS dataset" in proc.stderr

@@ -1,0 +1,347 @@
+"""The Python API's implementation (``nismooth`` exposes it): numpy is
+imported here, not by ``import nismooth``, so that the ``nismooth`` command
+(``_cli``) runs without numpy and its BLAS threads in its process."""
+import numbers
+import os
+
+import numpy as np
+
+from . import _native
+
+
+_MODES = {"reflect": "reflect", "grid-mirror": "reflect", "nearest": "nearest",
+          "mirror": "mirror", "constant": "constant", "grid-constant": "constant",
+          "wrap": "wrap", "grid-wrap": "wrap"}
+_DTYPES = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
+                                 np.uint64, np.int64, np.float32, np.float64)}
+
+
+def _per_axis(value, n, name):
+    """scipy's _normalize_sequence: one value for every axis, or one per axis
+    (each keeping its own type: a numpy float32 σ makes another kernel)."""
+    if isinstance(value, str) or not np.iterable(value):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise RuntimeError("sequence argument must have length equal to input rank")
+    return value
+
+
+def _axes(axes, ndim):
+    if axes is None:
+        return list(range(ndim))
+    axes = [axes] if isinstance(axes, numbers.Integral) else list(axes)
+    out = []
+    for ax in axes:
+        if not isinstance(ax, numbers.Integral) or not -ndim <= ax < ndim:
+            raise ValueError("axes must be integers from -input.ndim to input.ndim - 1")
+        out.append(int(ax) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError("axes must be unique")
+    return out
+
+
+def _output(output, input):
+    """scipy's _get_output: a new array of the input's dtype, of a dtype asked, or the one given."""
+    # Values as scipy's; the memory order follows the input's (scipy's is
+    # always C), which spares a transposing copy of a Fortran-ordered image.
+    order = "F" if input.flags.f_contiguous and not input.flags.c_contiguous else "C"
+    if output is None:
+        return np.empty(input.shape, dtype=input.dtype.name, order=order)
+    if isinstance(output, (type, np.dtype, str)):
+        return np.empty(input.shape, dtype=np.dtype(output), order=order)
+    if output.shape != input.shape:
+        raise RuntimeError("output shape not correct")
+    return output
+
+
+def _radius(sigma, truncate, radius):
+    """scipy's gaussian_filter1d: the radius int(truncate·float(σ) + 0.5), or
+    `radius`, computed with the caller's own objects, so that a NaN, an
+    infinity or a negative value raises what scipy raises."""
+    sd = float(sigma)
+    lw = int(truncate * sd + 0.5)
+    if radius is not None:
+        lw = radius
+    if not isinstance(lw, numbers.Integral) or lw < 0:
+        raise ValueError("Radius must be a nonnegative integer.")
+    return int(lw)
+
+
+def _available_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_kernel_memory(lw, length, threads):
+    """A kernel this machine cannot hold is refused as numpy refuses an
+    array, before anything is allocated: its weights and every thread's
+    line padded by the radius on each side."""
+    if 2 * lw + 1 > np.iinfo(np.intp).max:
+        # scipy's np.arange(-lw, lw + 1) says this of a length beyond intp.
+        raise ValueError("Maximum allowed size exceeded")
+    need = 8 * ((2 * lw + 1) + (threads + 1) * (length + 2 * lw))
+    if need > _available_bytes():
+        raise MemoryError(f"Unable to allocate {need} bytes for a Gaussian kernel of radius {lw}")
+
+
+def _numpy_half_kernel(sigma, lw):
+    """scipy's _gaussian_kernel1d(sigma, 0, lw), from the centre out, in
+    σ's own dtype as scipy computes it (a float32 σ rounds -0.5/σ² to
+    float32; a longdouble σ keeps every step in long double)."""
+    sigma2 = sigma * sigma
+    x = np.arange(-lw, lw + 1)
+    phi = np.exp(-0.5 / sigma2 * x ** 2)
+    phi = phi / phi.sum()
+    return [float(w) for w in np.asarray(phi[lw:], dtype=np.float64)]
+
+
+def _own_float(sigma):
+    """Whether σ is a numpy float of another precision than float64."""
+    dtype = getattr(sigma, "dtype", None)
+    return dtype is not None and dtype.kind == "f" and dtype != np.float64
+
+
+def _truncate_for(sigma, truncate, radius):
+    """A float64 truncate t with int(t·σ + 0.5) == radius, the radius scipy gives."""
+    if float(truncate) * sigma + 0.5 < 2.0 ** 62 and int(float(truncate) * sigma + 0.5) == radius:
+        return float(truncate)
+    t = radius / sigma
+    while int(t * sigma + 0.5) > radius:
+        t = np.nextafter(t, 0.0)
+    while int(t * sigma + 0.5) < radius:
+        t = np.nextafter(t, np.inf)
+    return float(t)
+
+
+def _cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _threads(threads):
+    """The CPUs this process may run on, or `threads` up to them: more
+    threads than CPUs only share the CPUs, and a huge count would spend
+    minutes starting threads (capped, with a warning)."""
+    if threads is None:
+        return _cpus()
+    if int(threads) < 1:
+        raise ValueError("threads must be at least 1")
+    if int(threads) > _cpus():
+        import warnings
+        warnings.warn(f"threads={int(threads)} is more than the {_cpus()} CPU(s) this process may "
+                      f"run on: {_cpus()} used", RuntimeWarning, stacklevel=3)
+        return _cpus()
+    return int(threads)
+
+
+def _native_order(a):
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0,
+                    *, radius=None, axes=None, threads=None):
+    """Multidimensional Gaussian filter: ``scipy.ndimage.gaussian_filter``, bit for bit.
+
+    Parameters
+    ----------
+    input : array_like
+        The input array: integers of 8 to 64 bits, float32 or float64, any
+        strides or memory order.
+    sigma : scalar or sequence of scalars
+        Standard deviation of the Gaussian kernel, per axis or one for all.
+        Every axis with σ > 0 is smoothed, as in scipy: a 4-D (x, y, z, t)
+        series given one σ is blurred across time too. Give (σ, σ, σ, 0) to
+        smooth it volume by volume, as ``nismooth run`` and nilearn do.
+    order : int or sequence of ints
+        Only 0 (smoothing); derivatives raise ``NotImplementedError``.
+    output : array or dtype, optional
+        The array to place the output in, or its dtype. By default an array
+        of the input's dtype is created.
+    mode : str or sequence of str
+        'reflect', 'constant', 'nearest', 'mirror', 'wrap' (and scipy's
+        'grid-' aliases), one for all axes or one per axis.
+    cval : scalar
+        The value outside the array with mode 'constant'.
+    truncate : float
+        The kernel's radius in standard deviations: ``int(truncate * sigma + 0.5)``.
+    radius : None or int or sequence of ints
+        The kernel's radius, overriding ``truncate``.
+    axes : tuple of int or None
+        The axes to filter (default all), ``sigma``, ``order``, ``mode`` and
+        ``radius`` then given per listed axis.
+    threads : int, optional
+        Threads to use (default: the CPUs this process may run on). The GIL
+        is released while they run.
+
+    Returns
+    -------
+    numpy.ndarray
+        The filtered array (``output`` when one was given).
+    """
+    input = np.asarray(input)
+    if input.dtype.kind == "c":
+        raise NotImplementedError(f"complex input ({input.dtype}): filter its real and imaginary parts")
+    if input.dtype not in _DTYPES and input.dtype.newbyteorder("=") not in _DTYPES:
+        raise NotImplementedError(f"input dtype {input.dtype} (integers of 8 to 64 bits, float32, float64)")
+    out = _output(output, input)
+    if out.dtype not in _DTYPES and out.dtype.newbyteorder("=") not in _DTYPES:
+        raise NotImplementedError(f"output dtype {out.dtype} (integers of 8 to 64 bits, float32, float64)")
+    axes = _axes(axes, input.ndim)
+    n = len(axes)
+    orders = _per_axis(order, n, "order")
+    if any(o != 0 for o in orders):
+        raise NotImplementedError("order other than 0 (derivatives of the Gaussian)")
+    sigmas = _per_axis(sigma, n, "sigma")
+    modes = _per_axis(mode, n, "mode")
+    radii = _per_axis(radius, n, "radius")
+    passes = []
+    for ax, s, m, r in zip(axes, sigmas, modes, radii):
+        if m not in _MODES:
+            raise RuntimeError(f"boundary mode not supported: {m!r}")
+        if s > 1e-15:
+            passes.append((ax, s, _MODES[m], _radius(s, truncate, r)))
+    if not passes:
+        out[...] = input
+        return out
+    # Refused even when there is nothing to write, as scipy refuses it.
+    if not out.flags.writeable:
+        raise ValueError("output array is read-only.")
+    if out.size == 0:
+        return out
+    threads = _threads(threads)
+    for ax, s, m, lw in passes:
+        _check_kernel_memory(lw, input.shape[ax], threads)
+    # A σ of another float dtype than float64 makes another kernel in scipy:
+    # numpy computes those weights here, as scipy does; float64 ones the
+    # native side computes (the same bits), from a float64 truncate that
+    # gives scipy's radius (a float32 truncate rounds in float32 there).
+    if any(_own_float(s) for _, s, _, _ in passes):
+        passes = [(ax, float(s), m, ("weights", _numpy_half_kernel(s, lw))) for ax, s, m, lw in passes]
+    else:
+        passes = [(ax, float(s), m, _truncate_for(float(s), truncate, lw)) for ax, s, m, lw in passes]
+    src = _native_order(input)
+    shape = input.shape
+    if src.flags.c_contiguous and not src.flags.f_contiguous:
+        # A C-ordered array is a Fortran-ordered one with its axes reversed:
+        # no transposing copy, each pass renamed (scipy's order is kept).
+        src = src.T
+        shape = src.shape
+        passes = [(input.ndim - 1 - ax, s, m, t) for ax, s, m, t in passes]
+        work = out.T if (out.flags.c_contiguous and out.dtype.isnative and out.flags.aligned) else \
+            np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
+        target = out.T
+    else:
+        src = np.asfortranarray(src)
+        work = out if (out.flags.f_contiguous and out.dtype.isnative and out.flags.aligned) else \
+            np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
+        target = out
+    for call in _calls(shape, passes):
+        spatial, volumes, sig, trunc, m, order = call
+        weights = None
+        if isinstance(trunc, list):
+            trunc, weights = 4.0, trunc
+        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads, order, weights)
+        src = work
+    if work is not target and not np.shares_memory(work, target):
+        target[...] = work
+    return out
+
+
+def _calls(shape, passes):
+    """Native calls for scipy's passes, in scipy's order: one call when the
+    passes are over distinct axes among the first three with one mode and
+    one truncate (volumes beyond; the native side runs them in the order
+    given), else one call per pass, an axis beyond the third seen as the
+    middle one of (before, axis, after). A pass's truncate may instead be
+    ("weights", half-kernel): the call then carries the weights, a list per
+    spatial axis, in the truncate's place."""
+    dims = list(shape) + [1] * max(0, 3 - len(shape))
+    volumes = int(np.prod(dims[3:], dtype=np.int64)) if len(dims) > 3 else 1
+    axes = [p[0] for p in passes]
+    weighted = isinstance(passes[0][3], tuple)
+    same = {p[2] for p in passes} if weighted else {(p[2], p[3]) for p in passes}
+    together = len(set(axes)) == len(axes) and all(a < 3 for a in axes) and len(same) == 1
+
+    def kernel(slots):
+        """The call's sigmas and its truncate (or its weights) for {axis: pass}."""
+        sig = [0.0, 0.0, 0.0]
+        half = [None, None, None]
+        for ax, (_, s, _, t) in slots.items():
+            sig[ax] = s
+            if weighted:
+                half[ax] = t[1]
+        return sig, (half if weighted else next(iter(slots.values()))[3])
+
+    if together:
+        sig, trunc = kernel({p[0]: p for p in passes})
+        order = axes + [a for a in range(3) if a not in axes]
+        return [(dims[:3], volumes, sig, trunc, passes[0][2], order)]
+    calls = []
+    for p in passes:
+        ax = p[0]
+        if ax < 3:
+            sig, trunc = kernel({ax: p})
+            calls.append((dims[:3], volumes, sig, trunc, p[2], [0, 1, 2]))
+        else:
+            before = int(np.prod(dims[:ax], dtype=np.int64))
+            after = int(np.prod(dims[ax + 1:], dtype=np.int64))
+            sig, trunc = kernel({1: p})
+            calls.append(([before, dims[ax], after], 1, sig, trunc, p[2], [0, 1, 2]))
+    return calls
+
+
+def smooth_img(img, fwhm):
+    """Smooth an image by a Gaussian of full width at half maximum `fwhm` mm:
+    ``nilearn.image.smooth_img``, bit for bit (nilearn 0.14).
+
+    Parameters
+    ----------
+    img : str, os.PathLike or nibabel image
+        A 3-D or 4-D NIfTI image or its path.
+    fwhm : scalar or sequence of 3 scalars
+        The kernel's FWHM in mm, per axis or one for all; None or 0: none.
+
+    Returns
+    -------
+    nibabel image
+        The smoothed image, of the input's class, with its affine: integer
+        data becomes float32 (64-bit integers float64), non-finite values 0.
+    """
+    try:
+        import nibabel as nib
+    except ImportError as e:
+        raise ImportError(
+            "nismooth.smooth_img reads and returns nibabel images, and nibabel is not installed: "
+            "pip install 'nismooth[nilearn]' (or 'nismooth[nibabel]')"
+        ) from e
+
+    if isinstance(img, (str, os.PathLike)):
+        img = nib.load(os.fspath(img))
+    arr = np.asanyarray(img.dataobj)
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.float64 if arr.dtype.itemsize == 8 else np.float32)
+    else:
+        arr = arr.copy()
+    arr[~np.isfinite(arr)] = 0
+    if fwhm is not None and not (isinstance(fwhm, (int, float)) and fwhm == 0):
+        fwhm = np.asarray([0.0 if f is None else f for f in np.asarray([fwhm]).ravel()])
+        affine = img.affine[:3, :3]
+        sigma = fwhm / (np.sqrt(8 * np.log(2)) * np.sqrt(np.sum(affine ** 2, axis=0)))
+        for n, s in enumerate(sigma):
+            if s > 1e-15:
+                gaussian_filter(arr, float(s), output=arr, axes=(n,))
+            elif s > 0.0:
+                # nilearn's gaussian_filter1d does not skip a σ this small: its
+                # one weight is 1, or NaN once σ² underflows (then every voxel is).
+                with np.errstate(all="ignore"):
+                    weight = np.exp(-0.5 / (np.float64(s) * np.float64(s)) * 0) / 1.0
+                if not np.isfinite(weight):
+                    arr[...] = np.nan
+    klass = nib.Nifti1Image if isinstance(img, nib.Nifti1Pair) and not isinstance(img, nib.Nifti1Image) else img.__class__
+    return klass(arr, img.affine)
