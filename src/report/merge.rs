@@ -198,11 +198,47 @@ pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
                 reason: Some("a run stopped early and no later one finished its images".into()),
                 ..Stopped::default()
             }),
-        summary: Summary::from_parts(&processes, &images),
+        summary: merged_summary(&reports, &processes, &images),
         processes,
         images,
         ..first
     })
+}
+
+/// The summary of the merged records, over the real span: runs that did
+/// not overlap (an array under its `%N` throttle, a job's attempts) took
+/// from the first one's start to the last one's end, not the longest
+/// run's wall, and the parallel efficiency is over that span.
+fn merged_summary(
+    reports: &[Report],
+    processes: &[ProcessTotals],
+    images: &[ImageRecord],
+) -> Summary {
+    let mut summary = Summary::from_parts(processes, images);
+    if let Some(span) = span_s(reports).filter(|&s| s > summary.wall_s) {
+        summary.wall_s = span;
+        let busy: f64 = processes.iter().map(|p| p.busy_s).sum();
+        summary.parallel_efficiency = busy / (processes.len().max(1) as f64 * span);
+    }
+    summary
+}
+
+/// From the first report's start (its end less its wall) to the last one's
+/// end, in seconds (reports keep their end to the second); `None` when a
+/// report has no end time (one rebuilt from journals).
+fn span_s(reports: &[Report]) -> Option<f64> {
+    if reports.is_empty() || reports.iter().any(|r| r.created_unix == 0) {
+        return None;
+    }
+    let end = reports
+        .iter()
+        .map(|r| r.created_unix as f64)
+        .fold(f64::MIN, f64::max);
+    let start = reports
+        .iter()
+        .map(|r| r.created_unix as f64 - r.summary.wall_s)
+        .fold(f64::MAX, f64::min);
+    Some(end - start)
 }
 
 /// Refuses reports whose outputs were made with different settings, naming
@@ -328,6 +364,20 @@ mod tests {
         assert_eq!(m.summary.wall_s, 4.0);
         assert!((m.summary.read_s - 2.0).abs() < 1e-12);
         assert!(m.slurm.is_none(), "no Slurm context in, none out");
+    }
+
+    #[test]
+    fn the_merged_wall_is_the_span_from_the_first_start_to_the_last_end() {
+        let d = tempfile::tempdir().unwrap();
+        // Two array tasks one after the other (a %1 throttle): 7..10 s and 16..20 s.
+        let mut a = report(vec![record(0, Status::Ok)], 3.0);
+        a.created_unix = 10;
+        let mut b = report(vec![record(1, Status::Ok)], 4.0);
+        b.created_unix = 20;
+        let m = merge(&[write(d.path(), "a.json", &a), write(d.path(), "b.json", &b)]).unwrap();
+        assert_eq!(m.summary.wall_s, 13.0);
+        // Busy 1 s each, over 2 ranks × 13 s.
+        assert!((m.summary.parallel_efficiency - 2.0 / 26.0).abs() < 1e-12);
     }
 
     #[test]
