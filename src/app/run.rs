@@ -273,7 +273,23 @@ fn output_target(
     format: Option<OutputFormat>,
     bids: bool,
 ) -> Result<(PathBuf, Option<std::ffi::OsString>), UsageError> {
-    if bids || !crate::plan::is_nifti_name(output) || output.is_dir() {
+    // `.nii` and `.nii.gz` only: a `.hdr` name would be a pair's header
+    // without its `.img`, which nibabel and FSL would look for.
+    let lower = output.to_string_lossy().to_lowercase();
+    let single_file = lower.ends_with(".nii") || lower.ends_with(".nii.gz");
+    if bids || output.is_dir() {
+        return Ok((output.to_path_buf(), None));
+    }
+    if [".hdr", ".hdr.gz", ".img", ".img.gz"]
+        .iter()
+        .any(|x| lower.ends_with(x))
+    {
+        return Err(UsageError::Conflict(
+            "-o names a .hdr/.img pair: nismooth writes a pair's output as one .nii or .nii.gz file; \
+             name the output file .nii or .nii.gz, or give a folder",
+        ));
+    }
+    if !single_file {
         return Ok((output.to_path_buf(), None));
     }
     let named = if crate::plan::is_gz_name(output) {

@@ -264,57 +264,67 @@ pub fn fold_old(outdir: &Path, keep: usize) -> usize {
     if folded_path.is_file() {
         sources.insert(0, &folded_path);
     }
-    let text = folded_text(&sources);
+    // Only what was read goes: a journal that could not be read (another
+    // user's, a stale NFS handle) stays, and an unreadable folded file
+    // stops the fold (rewriting it would lose what it holds).
+    let read: Vec<(&Path, Vec<Line>)> = sources
+        .iter()
+        .filter_map(|p| read_file(p).ok().map(|lines| (*p, lines)))
+        .collect();
+    if folded_path.is_file() && read.first().map(|(p, _)| *p) != Some(folded_path.as_path()) {
+        return 0;
+    }
+    let text = folded_text(read.iter().flat_map(|(_, lines)| lines));
     if crate::io::write_file_atomic(&folded_path, text.as_bytes()).is_err() {
         return 0;
     }
-    old.iter()
-        .filter(|p| std::fs::remove_file(p).is_ok())
+    read.iter()
+        .filter(|(p, _)| *p != folded_path.as_path() && std::fs::remove_file(p).is_ok())
         .count()
 }
 
 /// The lines that still vouch for an output, last one per output, after
-/// the Start lines of the runs they name.
-fn folded_text(sources: &[&Path]) -> String {
-    let mut starts: HashMap<String, Line> = HashMap::new();
-    let mut latest: HashMap<String, Line> = HashMap::new();
-    let mut order: Vec<String> = Vec::new();
-    for line in sources.iter().filter_map(|p| read_file(p).ok()).flatten() {
-        match &line {
+/// the Start lines of the runs they name; in the order of each output's
+/// last line, so that what `Index::load` keeps (the last line per output,
+/// however the folder was spelled) is what it kept before the fold.
+fn folded_text<'a>(lines: impl Iterator<Item = &'a Line>) -> String {
+    let mut starts: HashMap<&str, &Line> = HashMap::new();
+    let mut latest: HashMap<&str, (usize, &Line)> = HashMap::new();
+    for (seq, line) in lines.enumerate() {
+        match line {
             Line::Start {
                 run,
                 settings: Some(_),
                 ..
             } => {
-                starts.insert(run.clone(), line);
+                starts.insert(run, line);
             }
             Line::Image {
                 stamp: Some(_),
                 record,
                 ..
             } => {
-                let key = record.output.clone();
-                if latest.insert(key.clone(), line).is_none() {
-                    order.push(key);
-                }
+                latest.insert(&record.output, (seq, line));
             }
             _ => {}
         }
     }
-    let mut out = String::new();
-    let mut named: Vec<&String> = latest
-        .values()
-        .filter_map(|l| match l {
-            Line::Image { run, .. } => Some(run),
+    let mut kept: Vec<(usize, &Line)> = latest.into_values().collect();
+    kept.sort_by_key(|&(seq, _)| seq);
+    let mut runs: Vec<&str> = kept
+        .iter()
+        .filter_map(|(_, l)| match l {
+            Line::Image { run, .. } => Some(run.as_str()),
             _ => None,
         })
         .collect();
-    named.sort();
-    named.dedup();
-    let lines = named
+    runs.sort();
+    runs.dedup();
+    let lines = runs
         .into_iter()
-        .filter_map(|run| starts.get(run))
-        .chain(order.iter().filter_map(|k| latest.get(k)));
+        .filter_map(|run| starts.get(run).copied())
+        .chain(kept.into_iter().map(|(_, l)| l));
+    let mut out = String::new();
     for line in lines {
         if let Ok(text) = serde_json::to_string(line) {
             out.push_str(&text);

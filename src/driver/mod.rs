@@ -102,8 +102,11 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
         Some(slot) => array::take_share(all, &unit_of, units, slot, cfg.array_chunk),
         None => all,
     };
-    let lock = plan::lock::acquire(&cfg.outdir, cfg.array)?;
-    if cfg.array.is_none() {
+    let lock = match &cfg.output_name {
+        Some(name) => plan::lock::acquire_file(&cfg.outdir, &name.to_string_lossy())?,
+        None => plan::lock::acquire(&cfg.outdir, cfg.array)?,
+    };
+    if cfg.array.is_none() && cfg.output_name.is_none() {
         // The whole folder's lock: no other run writes a journal here now.
         let folded = journal::fold_old(&cfg.outdir, journal::KEEP_RUNS);
         if folded > 0 {

@@ -51,11 +51,15 @@ const DICT: u64 = 32 * 1024;
 
 /// Whether this run shares each image among its ranks: the same answer on
 /// every rank (it depends only on the plan every rank holds).
+/// `auto` leaves runs whose 3-D images could not be cut (`--mode wrap`,
+/// FSL's and nilearn's filters) to one image per rank: root would do them
+/// one after another.
 pub fn applies(cfg: &RunConfig, ranks: usize, tasks: &[Task]) -> bool {
+    let cuttable = cfg.compat == Compat::Scipy && cfg.mode != Mode::Wrap;
     match cfg.split {
         Split::Never => false,
         Split::Always => ranks > 1,
-        Split::Auto => ranks > 1 && tasks.len() < ranks,
+        Split::Auto => ranks > 1 && tasks.len() < ranks && cuttable,
     }
 }
 
@@ -518,9 +522,14 @@ impl Image<'_> {
     }
 
     fn offsets(&mut self, all: Vec<Vec<u8>>, enc: &Encoded, output: &io::SharedOutput) -> Place {
+        // A run whose word cannot be read is lost, never taken for an empty one.
+        let lost = || RunDone {
+            error: Some("its run's report could not be read".into()),
+            ..RunDone::default()
+        };
         self.runs = all
             .into_iter()
-            .map(|b| decode(b).unwrap_or_default())
+            .map(|b| decode(b).unwrap_or_else(lost))
             .collect();
         if let Some((k, e)) = self
             .runs

@@ -92,17 +92,38 @@ impl Drop for Lock {
     }
 }
 
-fn name(share: Option<ArraySlot>) -> String {
-    match share {
-        None => "lock".into(),
-        Some(s) => format!("lock-task-{}-of-{}", s.position, s.count),
+/// What a run writes of the folder: all of it, an array task's share, or
+/// the one file `-o` named.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Whole,
+    Share(ArraySlot),
+    File(&'a str),
+}
+
+fn name(scope: Scope) -> String {
+    match scope {
+        Scope::Whole => "lock".into(),
+        Scope::Share(s) => format!("lock-task-{}-of-{}", s.position, s.count),
+        Scope::File(f) => format!("lock-file-{f}"),
     }
 }
 
 /// Takes the lock of `outdir` for a whole-list run (`share` None) or one array task's share.
 pub fn acquire(outdir: &Path, share: Option<ArraySlot>) -> Result<Lock, LockError> {
+    take(outdir, share.map_or(Scope::Whole, Scope::Share))
+}
+
+/// Takes the lock of one output file `file_name` in `outdir` (`-o` naming
+/// a file): runs of other files in the folder go on beside it, as a loop of
+/// fslmaths calls would; a whole-folder run or an array does not.
+pub fn acquire_file(outdir: &Path, file_name: &str) -> Result<Lock, LockError> {
+    take(outdir, Scope::File(file_name))
+}
+
+fn take(outdir: &Path, scope: Scope) -> Result<Lock, LockError> {
     let dir = outdir.join(DIR);
-    let mine = dir.join(name(share));
+    let mine = dir.join(name(scope));
     let io = |file: &Path| {
         let (outdir, file) = (outdir.to_path_buf(), file.to_path_buf());
         move |source| LockError::Io {
@@ -112,7 +133,7 @@ pub fn acquire(outdir: &Path, share: Option<ArraySlot>) -> Result<Lock, LockErro
         }
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    check_conflicts(outdir, &dir, share, None)?;
+    check_conflicts(outdir, &dir, scope, None)?;
     let me = Holder::me();
     let record = dir.join(format!(".lock-{}-{}", me.host, me.pid));
     std::fs::write(&record, serde_json::to_vec(&me).unwrap_or_default()).map_err(io(&record))?;
@@ -124,7 +145,7 @@ pub fn acquire(outdir: &Path, share: Option<ArraySlot>) -> Result<Lock, LockErro
             // A conflicting run may have checked before our link and linked
             // its own since: whichever links second sees the first here, so
             // two overlapping runs never both go on (at worst both refuse).
-            check_conflicts(outdir, &dir, share, Some(&lock.file))?;
+            check_conflicts(outdir, &dir, scope, Some(&lock.file))?;
             Ok(lock)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -135,18 +156,23 @@ pub fn acquire(outdir: &Path, share: Option<ArraySlot>) -> Result<Lock, LockErro
     }
 }
 
-/// Whether the lock file `n` guards images that a run of `share` would
+/// Whether the lock file `n` guards images that a run of `scope` would
 /// write: a whole-list run conflicts with every lock; an array task with a
-/// whole-list run, with its own share, and with any share of an array of
-/// another size (whose shares overlap its own).
-fn conflicts(n: &str, share: Option<ArraySlot>) -> bool {
-    match share {
-        None => n == "lock" || n.starts_with("lock-task-"),
-        Some(s) => {
+/// whole-list run, with its own share, with any share of an array of
+/// another size (whose shares overlap its own) and with any one-file run;
+/// a one-file run with a whole-list run, any array task and its own file.
+fn conflicts(n: &str, scope: Scope) -> bool {
+    let file = n.starts_with("lock-file-");
+    let task = n.starts_with("lock-task-");
+    match scope {
+        Scope::Whole => n == "lock" || task || file,
+        Scope::Share(s) => {
             n == "lock"
-                || n == name(share)
-                || n.starts_with("lock-task-") && !n.ends_with(&format!("-of-{}", s.count))
+                || n == name(scope)
+                || task && !n.ends_with(&format!("-of-{}", s.count))
+                || file
         }
+        Scope::File(_) => n == "lock" || n == name(scope) || task,
     }
 }
 
@@ -155,7 +181,7 @@ fn conflicts(n: &str, share: Option<ArraySlot>) -> bool {
 fn check_conflicts(
     outdir: &Path,
     dir: &Path,
-    share: Option<ArraySlot>,
+    scope: Scope,
     ours: Option<&Path>,
 ) -> Result<(), LockError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LockError::Io {
@@ -165,7 +191,7 @@ fn check_conflicts(
     })?;
     for e in entries.filter_map(Result::ok) {
         let n = e.file_name().to_string_lossy().into_owned();
-        if !conflicts(&n, share) || ours.is_some_and(|o| o == e.path()) {
+        if !conflicts(&n, scope) || ours.is_some_and(|o| o == e.path()) {
             continue;
         }
         match read_holder(&e.path()) {
@@ -233,6 +259,42 @@ mod tests {
             .expect("acquire blocked on a FIFO lock");
         let e = got.unwrap_err();
         assert!(e.contains("not a lock nismooth wrote"), "{e}");
+    }
+
+    #[test]
+    fn one_file_runs_go_on_beside_each_other_but_not_beside_the_folders_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let a = acquire_file(d.path(), "a_s.nii.gz").unwrap();
+        let _b = acquire_file(d.path(), "b_s.nii.gz").expect("another file of the folder");
+        assert!(
+            acquire_file(d.path(), "a_s.nii.gz").is_err(),
+            "the same file"
+        );
+        assert!(
+            acquire(d.path(), None).is_err(),
+            "a whole-folder run over a file's"
+        );
+        let slot = Some(ArraySlot {
+            task_id: 0,
+            position: 0,
+            count: 2,
+        });
+        assert!(
+            acquire(d.path(), slot).is_err(),
+            "an array task over a file's"
+        );
+        drop((a, _b));
+        let whole = acquire(d.path(), None).unwrap();
+        assert!(
+            acquire_file(d.path(), "c.nii").is_err(),
+            "a file's run under a whole-folder run"
+        );
+        drop(whole);
+        let _task = acquire(d.path(), slot).unwrap();
+        assert!(
+            acquire_file(d.path(), "c.nii").is_err(),
+            "a file's run under an array task"
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub enum Split {
 }
 
 crate::choice::named_choices!(Split {
-    Auto => "auto": "Fewer images than ranks: each image is shared by every rank (the default)",
+    Auto => "auto": "Fewer images than ranks: each image is shared by every rank (the default; scipy's filter, any mode but wrap)",
     Always => "always": "Every image shared by every rank, whatever the count",
     Never => "never": "Each image on one rank; ranks without an image wait",
 });

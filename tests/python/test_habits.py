@@ -54,6 +54,8 @@ def test_o_naming_a_file_is_refused_for_several_images_and_creates_nothing(two, 
     assert "is the input itself" in proc.stderr
     proc = nismooth("run", two / "a.nii.gz", "-o", tmp_path / "y.nii.gz", "--format", "nii", expect=2)
     assert "disagree" in proc.stderr
+    proc = nismooth("run", two / "a.nii.gz", "-o", tmp_path / "y.hdr", expect=2)
+    assert ".hdr/.img pair" in proc.stderr and not (tmp_path / "y.hdr").exists()
     # An existing folder whose name ends in .nii.gz stays a folder.
     (tmp_path / "dir.nii.gz").mkdir()
     nismooth("run", two, "-o", tmp_path / "dir.nii.gz")
@@ -120,3 +122,16 @@ def test_journals_of_older_runs_are_folded_and_still_vouch(two, tmp_path):
         (out / ".nismooth" / j).unlink()
     proc = nismooth("run", two, "-o", out, "--resume")
     assert "2 images (0 ok, 0 failed, 2 skipped)" in proc.stdout, proc.stdout
+
+
+def test_a_journal_the_fold_cannot_read_is_kept(two, tmp_path):
+    out = tmp_path / "out"
+    nismooth("run", two, "-o", out, "--no-sync")
+    # An old run's journal that cannot be read as a file (here a FIFO; on a cluster, another
+    # user's or a stale NFS handle) is not folded, so it is not removed either.
+    odd = out / ".nismooth" / "journal-1-1-rank0.jsonl"
+    os.mkfifo(odd)
+    for _ in range(6):
+        nismooth("run", two, "-o", out, "--resume")
+    assert odd.exists()
+    assert (out / ".nismooth" / "journal-0-folded.jsonl").exists()

@@ -60,10 +60,10 @@ CASES = {
     "3-D constant cval": ("a.nii.gz", (128, 96, 64), np.float32, ["--mode", "constant", "--cval", "7"], 2, True),
     "3-D NIfTI-2 uint8": ("n2.nii", (160, 160, 120), np.uint8, [], 2, True),
     "3-D big-endian float32 to .nii.gz": ("be.nii", (128, 96, 64), np.float32, ["--format", "nii.gz"], 2, True),
-    "4-D nilearn": ("a.nii", (64, 48, 20, 40), np.int16, ["--compat", "nilearn", "--fwhm", "6"], 2, True),
-    "4-D fsl": ("a.nii", (64, 48, 20, 40), np.float32, ["--compat", "fsl", "--sigma", "3"], 2, True),
-    "3-D wrap: not cut": ("a.nii", (128, 96, 64), np.float32, ["--mode", "wrap"], 2, False),
-    "3-D fsl: not cut": ("a.nii", (128, 96, 64), np.float32, ["--compat", "fsl", "--sigma", "3"], 2, False),
+    "4-D nilearn": ("a.nii", (64, 48, 20, 40), np.int16, ["--compat", "nilearn", "--fwhm", "6", "--split", "always"], 2, True),
+    "4-D fsl": ("a.nii", (64, 48, 20, 40), np.float32, ["--compat", "fsl", "--sigma", "3", "--split", "always"], 2, True),
+    "3-D wrap: not cut": ("a.nii", (128, 96, 64), np.float32, ["--mode", "wrap", "--split", "always"], 2, False),
+    "3-D fsl: not cut": ("a.nii", (128, 96, 64), np.float32, ["--compat", "fsl", "--sigma", "3", "--split", "always"], 2, False),
 }
 
 
@@ -113,6 +113,10 @@ def test_auto_shares_images_only_when_ranks_would_wait(tmp_path):
     proc = mpirun(2, [src, "-o", tmp_path / "two", "--threads", "1"])
     assert "each image is shared" not in proc.stderr
     proc = mpirun(3, [src, "-o", tmp_path / "never", "--threads", "1", "--split", "never"])
+    assert "each image is shared" not in proc.stderr
+    # FSL's and nilearn's 3-D filters cannot be cut: auto keeps one image per rank.
+    (src / "b.nii").unlink()
+    proc = mpirun(2, [src, "-o", tmp_path / "nl", "--threads", "1", "--compat", "nilearn", "--fwhm", "6"])
     assert "each image is shared" not in proc.stderr
 
 
