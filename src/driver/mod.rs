@@ -129,12 +129,36 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
             log::info!("--resume: removed {removed} temp file(s) a killed run left");
         }
     }
-    let costs = if cfg.schedule.needs_costs() {
-        plan::costs(&tasks, cfg.threads.max(4))
+    let request = crate::slurm::SlurmContext::from_env().and_then(|c| c.rank_memory_mib());
+    let costs = if cfg.schedule.needs_costs() || request.is_some() {
+        let sizes = plan::sizes(&tasks, cfg.threads.max(4));
+        tell_the_memory_model(&sizes, cfg.readers, request);
+        sizes.iter().map(|s| s.voxels).collect()
     } else {
         vec![0; tasks.len()]
     };
     Ok(Planned { tasks, costs, lock })
+}
+
+/// The memory model's figure per rank for the largest image, logged so that
+/// a job killed for memory leaves a number behind (`report --job` reads it
+/// from the job's log), and a warning when the job's request is below it.
+fn tell_the_memory_model(sizes: &[plan::Size], readers: usize, request_mib: Option<f64>) {
+    let Some(largest) = sizes.iter().map(|s| s.held_bytes).max().filter(|&b| b > 0) else {
+        return;
+    };
+    let need = crate::resources::rank_request_bytes(largest, readers) as f64 / (1 << 20) as f64;
+    log::info!(
+        "memory: the model asks {need:.0} MiB per rank (largest image {:.1} MiB in memory, up to {} at once, + {} MiB)",
+        largest as f64 / (1 << 20) as f64,
+        crate::resources::pipeline_images(readers),
+        crate::resources::RANK_BASE_BYTES >> 20
+    );
+    if let Some(asked) = request_mib.filter(|&asked| asked < need) {
+        log::warn!(
+            "memory: this job asked for {asked:.0} MiB per rank, below the model's {need:.0} MiB: it may be killed for memory"
+        );
+    }
 }
 
 /// Says, before anything is written, how many outputs a run will replace:

@@ -109,20 +109,40 @@ pub fn output_path(input: &Path, outdir: &Path, format: Option<OutputFormat>) ->
 /// a while one at a time). An unreadable header costs 0: the image will fail
 /// fast on whichever rank gets it, and its error is reported there.
 pub fn costs(tasks: &[Task], workers: usize) -> Vec<u64> {
-    let mut costs = vec![0u64; tasks.len()];
+    sizes(tasks, workers).iter().map(|s| s.voxels).collect()
+}
+
+/// What a task's header says of its size: voxels (the schedules' cost) and
+/// what one pipeline slot holds of it in memory (`resources::held_bytes`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Size {
+    pub voxels: u64,
+    pub held_bytes: u64,
+}
+
+/// Each task's `Size`, headers read on `workers` threads; an unreadable
+/// header is size 0.
+pub fn sizes(tasks: &[Task], workers: usize) -> Vec<Size> {
+    let mut sizes = vec![Size::default(); tasks.len()];
     let chunk = tasks.len().div_ceil(workers.max(1)).max(1);
     std::thread::scope(|s| {
-        for (ts, cs) in tasks.chunks(chunk).zip(costs.chunks_mut(chunk)) {
+        for (ts, cs) in tasks.chunks(chunk).zip(sizes.chunks_mut(chunk)) {
             s.spawn(move || {
                 for (t, c) in ts.iter().zip(cs) {
-                    *c = crate::io::read_header_info(&t.input)
-                        .map(|h| h.voxels())
-                        .unwrap_or(0);
+                    if let Ok(h) = crate::io::read_header_info(&t.input) {
+                        *c = Size {
+                            voxels: h.voxels(),
+                            held_bytes: crate::resources::held_bytes(
+                                h.memory_bytes(),
+                                h.shape.volumes,
+                            ),
+                        };
+                    }
                 }
             });
         }
     });
-    costs
+    sizes
 }
 
 /// The folders an input's bytes live in: the one it is named in, and where

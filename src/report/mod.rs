@@ -5,6 +5,7 @@
 //! in docs/report-schema.md.
 
 mod csv;
+pub mod job;
 pub mod journal;
 mod json;
 pub mod merge;

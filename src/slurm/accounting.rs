@@ -13,7 +13,7 @@ use std::process::Command;
 
 /// The fields asked of `sacct -P`, in order.
 pub const FIELDS: &str =
-    "JobID,JobName,State,ExitCode,Elapsed,Timelimit,TotalCPU,MaxRSS,ReqMem,AllocCPUS,NNodes,NTasks,WorkDir";
+    "JobID,JobName,State,ExitCode,Elapsed,Timelimit,TotalCPU,MaxRSS,ReqMem,AllocCPUS,NNodes,NTasks,WorkDir,Start,End";
 
 /// One line of `sacct`: a job, an array task, or one of their steps.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +34,11 @@ pub struct Record {
     pub nodes: usize,
     pub tasks: Option<usize>,
     pub workdir: String,
+    /// Start and end as seconds on the cluster's local clock (sacct's
+    /// `2026-12-07T15:01:02`); only differences between them mean anything.
+    /// `None`: not started, or still running.
+    pub start_s: Option<f64>,
+    pub end_s: Option<f64>,
 }
 
 /// Why accounting could not be read.
@@ -50,7 +55,9 @@ pub enum AccountingError {
     BadJobId(String),
 }
 
-/// `sacct -j JOB`'s records, the job's and its steps' (and an array's tasks').
+/// `sacct -j JOB`'s records, the job's and its steps' (and an array's
+/// tasks'), every attempt of a requeued job among them (`--duplicates`:
+/// without it sacct shows only the last).
 pub fn query(job: &str) -> Result<Vec<Record>, AccountingError> {
     // One job (`123`) or one array task (`123_4`): sacct reads `1,2` as
     // two jobs and the shell `1;x` as two commands, and `''` as none.
@@ -60,7 +67,7 @@ pub fn query(job: &str) -> Result<Vec<Record>, AccountingError> {
         return Err(AccountingError::BadJobId(job.into()));
     }
     let out = Command::new("sacct")
-        .args(["-j", job, "-P", "-n", "-o", FIELDS])
+        .args(["-j", job, "--duplicates", "-P", "-n", "-o", FIELDS])
         .output()
         .map_err(AccountingError::Start)?;
     if !out.status.success() {
@@ -83,7 +90,7 @@ pub fn parse(text: &str) -> Vec<Record> {
 
 fn record(line: &str) -> Option<Record> {
     let f: Vec<&str> = line.split('|').collect();
-    let [id, name, state, exit_code, elapsed, limit, cpu, rss, req, cpus, nodes, tasks, workdir] =
+    let [id, name, state, exit_code, elapsed, limit, cpu, rss, req, cpus, nodes, tasks, workdir, start, end] =
         f.as_slice()
     else {
         return None;
@@ -106,7 +113,33 @@ fn record(line: &str) -> Option<Record> {
         nodes: nodes.parse().unwrap_or(1),
         tasks: tasks.parse().ok(),
         workdir: workdir.to_string(),
+        start_s: clock(start),
+        end_s: clock(end),
     })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` as seconds since 1970-01-01 on the same clock
+/// (days from the civil date, as in Howard Hinnant's `days_from_civil`);
+/// `Unknown`, `None` and anything else: `None`.
+fn clock(t: &str) -> Option<f64> {
+    let (date, time) = t.split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [y, m, day] = d.as_slice() else {
+        return None;
+    };
+    if !(1..=12).contains(m) || !(1..=31).contains(day) {
+        return None;
+    }
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days as f64 * 86400.0 + duration(time)?)
 }
 
 /// `[D-]HH:MM:SS`, `MM:SS` or `MM:SS.mmm` as seconds; `None` otherwise.
@@ -161,7 +194,9 @@ pub struct Job {
     pub steps: Vec<Record>,
 }
 
-/// Records grouped by job: each step (`ID.step`) under its job (`ID`).
+/// Records grouped by job: each step (`ID.step`) under its job (`ID`),
+/// the latest line of that id before it (sacct lists each attempt of a
+/// requeued job, then its steps).
 pub fn jobs(records: &[Record]) -> Vec<Job> {
     let mut jobs: Vec<Job> = Vec::new();
     for r in records {
@@ -171,13 +206,57 @@ pub fn jobs(records: &[Record]) -> Vec<Job> {
                 steps: Vec::new(),
             }),
             Some((job, _)) => {
-                if let Some(j) = jobs.iter_mut().find(|j| j.record.id == job) {
+                if let Some(j) = jobs.iter_mut().rev().find(|j| j.record.id == job) {
                     j.steps.push(r.clone());
                 }
             }
         }
     }
     jobs
+}
+
+/// One job or array task over its attempts: Slurm runs a requeued job
+/// again under the same id, and sacct keeps a line for each run.
+#[derive(Clone, Debug)]
+pub struct Attempts {
+    pub id: String,
+    /// Oldest first.
+    pub runs: Vec<Job>,
+}
+
+impl Attempts {
+    pub fn last(&self) -> &Job {
+        self.runs.last().expect("at least one attempt")
+    }
+
+    /// Whether this is one task of an array (`123_4`).
+    pub fn is_array_task(&self) -> bool {
+        self.id.contains('_')
+    }
+}
+
+/// Jobs grouped by id, each id's attempts in the order they started
+/// (one not started yet last), ids in the order sacct gave them.
+pub fn attempts(jobs: Vec<Job>) -> Vec<Attempts> {
+    let mut out: Vec<Attempts> = Vec::new();
+    for j in jobs {
+        match out.iter_mut().find(|a| a.id == j.record.id) {
+            Some(a) => a.runs.push(j),
+            None => out.push(Attempts {
+                id: j.record.id.clone(),
+                runs: vec![j],
+            }),
+        }
+    }
+    for a in &mut out {
+        a.runs.sort_by(|x, y| {
+            x.record
+                .start_s
+                .unwrap_or(f64::MAX)
+                .total_cmp(&y.record.start_s.unwrap_or(f64::MAX))
+        });
+    }
+    out
 }
 
 /// The verdicts on one job, as fractions (1.0 = all of it used).
@@ -231,13 +310,13 @@ mod tests {
     /// What this project's test cluster printed for an estimated job and a
     /// two-node MPI job (two tasks per node on the step).
     const SACCT: &str = "\
-4|nismooth|COMPLETED|0:0|00:00:02|00:01:00|00:01.877||256M|1|1||/tmp/w
-4.batch|batch|COMPLETED|0:0|00:00:02||00:01.877|104628K||1|1|1|
-9|mpi|COMPLETED|0:0|00:01:40|00:10:00|05:20.000||4G|4|2||/tmp/m
-9.batch|batch|COMPLETED|0:0|00:01:40||00:00.100|5000K||2|1|1|
-9.0|nismooth|COMPLETED|0:0|00:01:39||05:19.900|300M||4|2|4|
-12_3|array.sh|OUT_OF_MEMORY|0:125|00:00:01|UNLIMITED|00:00.174||36M|1|1||/tmp/a
-12_3.batch|batch|OUT_OF_MEMORY|0:125|00:00:01||00:00.174|0||1|1|1|
+4|nismooth|COMPLETED|0:0|00:00:02|00:01:00|00:01.877||256M|1|1||/tmp/w|2026-12-07T15:00:00|2026-12-07T15:00:02
+4.batch|batch|COMPLETED|0:0|00:00:02||00:01.877|104628K||1|1|1||2026-12-07T15:00:00|2026-12-07T15:00:02
+9|mpi|COMPLETED|0:0|00:01:40|00:10:00|05:20.000||4G|4|2||/tmp/m|2026-12-07T15:00:00|2026-12-07T15:00:02
+9.batch|batch|COMPLETED|0:0|00:01:40||00:00.100|5000K||2|1|1||2026-12-07T15:00:00|2026-12-07T15:00:02
+9.0|nismooth|COMPLETED|0:0|00:01:39||05:19.900|300M||4|2|4||2026-12-07T15:00:00|2026-12-07T15:00:02
+12_3|array.sh|OUT_OF_MEMORY|0:125|00:00:01|UNLIMITED|00:00.174||36M|1|1||/tmp/a|2026-12-07T15:00:00|2026-12-07T15:00:02
+12_3.batch|batch|OUT_OF_MEMORY|0:125|00:00:01||00:00.174|0||1|1|1||2026-12-07T15:00:00|2026-12-07T15:00:02
 ";
 
     #[test]
@@ -298,5 +377,37 @@ mod tests {
         assert_eq!(duration("1-02:03:04"), Some(93784.0));
         assert_eq!(size("2G"), Some(2 << 30));
         assert_eq!(size("512Mn"), Some(512 << 20));
+        assert_eq!(clock("1970-01-02T00:00:01"), Some(86401.0));
+        assert_eq!(clock("2000-03-01T00:00:00"), Some(951868800.0));
+        assert_eq!(clock("Unknown"), None);
+        assert_eq!(clock("2026-13-01T00:00:00"), None);
+    }
+
+    /// A job requeued twice (sacct --duplicates: each attempt, then its
+    /// steps) and an array of two tasks.
+    #[test]
+    fn groups_the_attempts_of_a_requeued_job_and_an_array_s_tasks() {
+        let text = "\
+6|job.sh|REQUEUED|0:0|00:00:10|00:01:00|00:05.000||256M|2|1||/w|2026-12-07T15:00:00|2026-12-07T15:00:10
+6.batch|batch|FAILED|3:0|00:00:10||00:05.000|90M||2|1|1||2026-12-07T15:00:00|2026-12-07T15:00:10
+6|job.sh|COMPLETED|0:0|00:00:20|00:01:00|00:15.000||256M|2|1||/w|2026-12-07T15:00:30|2026-12-07T15:00:50
+6.batch|batch|COMPLETED|0:0|00:00:20||00:15.000|100M||2|1|1||2026-12-07T15:00:30|2026-12-07T15:00:50
+7_0|a.sh|COMPLETED|0:0|00:00:04|00:01:00|00:03.000||256M|1|1||/w|2026-12-07T15:01:00|2026-12-07T15:01:04
+7_1|a.sh|COMPLETED|0:0|00:00:04|00:01:00|00:03.000||256M|1|1||/w|2026-12-07T15:01:04|2026-12-07T15:01:08
+";
+        let all = attempts(jobs(&parse(text)));
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].runs.len(), 2);
+        assert_eq!(all[0].runs[0].record.state, "REQUEUED");
+        assert_eq!(
+            all[0].runs[0].steps[0].exit_code, "3:0",
+            "steps stay with their attempt"
+        );
+        assert_eq!(all[0].last().steps[0].max_rss_bytes, Some(100 << 20));
+        assert!(all[1].is_array_task() && !all[0].is_array_task());
+        assert_eq!(
+            all[2].last().record.end_s.unwrap() - all[1].last().record.start_s.unwrap(),
+            8.0
+        );
     }
 }

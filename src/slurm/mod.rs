@@ -41,6 +41,16 @@ pub struct SlurmContext {
     /// How many times Slurm has requeued or restarted this job.
     #[serde(default)]
     pub restart_count: Option<u64>,
+    /// The job's memory request as its script made it: per CPU
+    /// (`--mem-per-cpu`) or per node (`--mem`), in MiB. Advice is given in
+    /// the same unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_per_cpu_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_per_node_mib: Option<u64>,
+    /// The job's node count (`SLURM_JOB_NUM_NODES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u64>,
 }
 
 impl SlurmContext {
@@ -72,7 +82,24 @@ impl SlurmContext {
             array_task_step: num("SLURM_ARRAY_TASK_STEP"),
             array_task_count: num("SLURM_ARRAY_TASK_COUNT"),
             restart_count: num("SLURM_RESTART_COUNT"),
+            mem_per_cpu_mib: num("SLURM_MEM_PER_CPU"),
+            mem_per_node_mib: num("SLURM_MEM_PER_NODE"),
+            nodes: num("SLURM_JOB_NUM_NODES").or_else(|| num("SLURM_NNODES")),
         })
+    }
+
+    /// The memory this job asked for per rank, MiB: `--mem-per-cpu` × the
+    /// CPUs of a task, or `--mem` over the node's tasks. `None`: no request
+    /// in the environment.
+    pub fn rank_memory_mib(&self) -> Option<f64> {
+        let cpus = self.cpus_per_task.unwrap_or(1).max(1) as f64;
+        if let Some(per_cpu) = self.mem_per_cpu_mib {
+            return Some(per_cpu as f64 * cpus);
+        }
+        let per_node = self.mem_per_node_mib? as f64;
+        let nodes = self.nodes.unwrap_or(1).max(1) as f64;
+        let tasks = self.ntasks.unwrap_or(1).max(1) as f64;
+        Some(per_node / (tasks / nodes).ceil().max(1.0))
     }
 
     /// This array task's place among the array's tasks, from the ids Slurm gives.

@@ -120,9 +120,10 @@ def test_array_of_four_covers_the_list_once_and_merges(images, tmp_path, chunk):
     script = tmp_path / "array.sh"
     extra = ["--array-chunk", str(chunk)] if chunk else []
     script.write_text("#!/bin/bash\n" + shlex.join([str(BIN), "run", str(images / "in"), "-o", str(tmp_path / "out"),
-                      "--progress", "none", "--report", "rep-%A_%a.json", *extra]) + "\n")
-    jid = submit(script, tmp_path, "--array=0-3", "-o", "%x-%A_%a.out")
-    reports = sorted(tmp_path.glob(f"rep-{jid}_*.json"))
+                      "--progress", "none", "--report", "nismooth-%A_%a.json", *extra]) + "\n")
+    # Two at a time (%2), 1 GiB per CPU: far more than the run needs.
+    jid = submit(script, tmp_path, "--array=0-3%2", "-o", "%x-%A_%a.out", "--mem-per-cpu=1024M")
+    reports = sorted(tmp_path.glob(f"nismooth-{jid}_*.json"))
     assert len(reports) == 4
     seen = []
     for p in reports:
@@ -141,6 +142,16 @@ def test_array_of_four_covers_the_list_once_and_merges(images, tmp_path, chunk):
     outputs_match(tmp_path / "out", images / "single")
     recs = jobcomp(jid)
     assert len(recs) == 4 and all(rec["JobState"] == "COMPLETED" for rec in recs), recs
+    # `report --job` on the array: one total whose span is the first start to the last end (the %2
+    # throttle ran the tasks in two waves), a line per task, memory advice in the script's unit.
+    starts_ends = wait_for_accounting(jid, 4)
+    span = max(e for _, e in starts_ends) - min(s for s, _ in starts_ends)
+    shown = client(BIN, "report", "--job", jid).stdout
+    assert f"== array {jid} (array.sh): 4 task(s), 4 completed, 0 not" in shown, shown
+    assert f"span {span // 3600}:{span // 60 % 60:02}:{span % 60:02} (first start to last end)" in shown, shown
+    assert sum(line.strip().startswith(f"{jid}_") for line in shown.splitlines()) == 4, shown
+    assert "advice (every task): memory: --mem-per-cpu=256M would do (the peak + 25%), not --mem-per-cpu=1024M" \
+        in shown, shown
 
 
 def sacct(jid):
@@ -155,6 +166,18 @@ def sacct(jid):
             return recs
         time.sleep(0.1)
     raise AssertionError(f"sacct has no whole record of job {jid}: {out}")
+
+
+def wait_for_accounting(jid, tasks):
+    """Each array task's (start, end), in seconds, once sacct has them all."""
+    for _ in range(100):
+        out = client("sacct", "-j", jid, "-X", "-P", "-n", "-o", "JobID,Start,End").stdout
+        rows = [line.split("|") for line in out.splitlines() if line]
+        if len(rows) == tasks and all(r[2] not in ("Unknown", "") for r in rows):
+            stamp = lambda t: int(time.mktime(time.strptime(t, "%Y-%m-%dT%H:%M:%S")))
+            return [(stamp(r[1]), stamp(r[2])) for r in rows]
+        time.sleep(0.1)
+    raise AssertionError(f"sacct has no whole record of array {jid}: {out}")
 
 
 def seconds(t):
@@ -220,7 +243,15 @@ def test_estimated_requests_hold_and_the_cluster_enforces_them(tmp_path):
     jid = submit(small, tmp_path)
     assert sacct(jid)[0]["State"] == "OUT_OF_MEMORY", sacct(jid)
     shown = client(BIN, "report", "--job", jid).stdout
-    assert "OUT_OF_MEMORY" in shown and f"advice: killed for memory: ask for more than {third} MiB" in shown, shown
+    assert "OUT_OF_MEMORY" in shown and f"advice: killed for memory with --mem={third}M: ask for --mem=" in shown, shown
+    # The number it gives runs.
+    asked = shown.split(": ask for --mem=")[1].split("M")[0]
+    again = tmp_path / "again.sh"
+    again.write_text(small.read_text().replace(f"#SBATCH --mem={third}M", f"#SBATCH --mem={asked}M")
+                     .replace(str(tmp_path / "out-small"), str(tmp_path / "out-again")))
+    jid = submit(again, tmp_path)
+    assert sacct(jid)[0]["State"] == "COMPLETED", (shown, sacct(jid))
+    print(f"after OUT_OF_MEMORY at --mem={third}M, report --job asked --mem={asked}M, which ran")
 
 
 @one_node
@@ -409,6 +440,13 @@ def test_a_job_out_of_time_drains_requeues_and_completes(big, tmp_path):
     assert [i["status"] for i in m["images"]] == ["ok"] * 48, "the merged report has each image done once"
     done = [sum(i["status"] == "ok" for i in r["images"]) for r in reports]
     assert sum(done) == 48, done
+    # `report --job`: every attempt, and their sum.
+    shown = client(BIN, "report", "--job", jid).stdout
+    assert f"== job {jid} " in shown and f"after {len(codes) - 1} requeue(s)" in shown, shown
+    assert all(f"  attempt {k + 1}: " in shown for k in range(len(codes))), shown
+    assert f"  all {len(codes)} attempts: " in shown and ", 48 image(s) smoothed" in shown, shown
+    assert "the run's exit 3: it stopped early and its script requeued it" in shown, shown
+    print(shown)
     print(f"attempts {len(codes)}: images done per attempt {done}, stopped by {reasons}; "
           f"walls {[round(r['summary']['wall_s'], 2) for r in reports]} s")
     whole_and_identical(out, big)
@@ -448,6 +486,10 @@ def test_an_array_task_out_of_time_requeues_itself(big, tmp_path):
     m = json.loads(merged.read_text())
     assert [i["status"] for i in m["images"]] == ["ok"] * 48
     whole_and_identical(out, big)
+    shown = client(BIN, "report", "--job", jid).stdout
+    requeues = len(reports) - 2
+    assert f"2 task(s), 2 completed, 0 not, {requeues} requeue(s)" in shown, shown
+    print(shown)
 
 
 @pytest.fixture(scope="module")
