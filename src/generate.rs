@@ -47,6 +47,10 @@ pub enum GenerateError {
     },
     #[error("cannot start compression threads: {0}")]
     Compressor(std::io::Error),
+    /// An image larger than this process may hold: refused before any
+    /// allocation, which would abort the process.
+    #[error("shape {shape:?}: {why}")]
+    TooLarge { shape: Vec<usize>, why: String },
     #[error("cannot write phantom {path}: {source}")]
     Write {
         path: PathBuf,
@@ -167,6 +171,34 @@ pub fn phantom(shape: &[usize], dtype: DType, seed: u64, i: usize, noise: NoiseC
     })
 }
 
+/// Refuses phantoms larger than this process may hold: the largest one
+/// (each axis up to 1.5× with `vary_size`) twice, as voxels and as the
+/// encoded file, must fit the memory room (cgroup, `ulimit -v`, the node).
+fn check_room(spec: &PhantomSpec) -> Result<(), GenerateError> {
+    let largest = spec
+        .shape
+        .iter()
+        .map(|&n| if spec.vary_size { n + n / 2 } else { n } as u64)
+        .try_fold(spec.dtype.size() as u64, |b, n| b.checked_mul(n));
+    let need = largest.and_then(|b| b.checked_mul(2));
+    let too_large = |why: String| GenerateError::TooLarge {
+        shape: spec.shape.clone(),
+        why,
+    };
+    let Some(need) = need else {
+        return Err(too_large("its size overflows 64 bits".into()));
+    };
+    match crate::resources::memory_room() {
+        Some(r) if need > r.bytes => Err(too_large(format!(
+            "{} MiB to build and encode is more than {} allows ({} MiB left)",
+            need >> 20,
+            r.limit,
+            r.bytes >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `count` phantoms into `dir`; returns their paths.
 pub fn generate(
     dir: &Path,
@@ -185,6 +217,7 @@ pub fn generate(
         let why = "is inside a run's .nismooth folder (its journals and lock)";
         return Err(folder(std::io::Error::other(why)));
     }
+    check_room(spec)?;
     std::fs::create_dir_all(dir).map_err(folder)?;
     let mut paths = Vec::with_capacity(count);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

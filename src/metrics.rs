@@ -47,6 +47,19 @@ pub fn fixed_mmap_threshold() {
         // the filter's per-thread scratch (a few hundred KiB, freed after each
         // pass) would then be returned to the OS and faulted in again every time.
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        // Under an address-space limit (`ulimit -v`) each thread's arena
+        // reserves 64 MiB (128 MiB mapped while aligning) that the limit
+        // counts although it is never touched: with a pipeline's threads
+        // that was 500 MB of a 700 MB limit, and an 8 MiB buffer then failed
+        // to allocate, which aborts the process. One arena keeps the
+        // reservations small (one arena: buffers of a MiB or more are mapped apart, so the threads seldom meet on its lock); without such a limit nothing changes.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_AS, &mut lim) == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
 

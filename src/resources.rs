@@ -86,6 +86,26 @@ pub fn rank_request_bytes(largest: u64, readers: usize) -> u64 {
     pipeline_images(readers) as u64 * largest + RANK_BASE_BYTES
 }
 
+/// The least room a run starts with: its threads' stacks, the MPI
+/// library, the compressor and one small image's buffers. Below it an
+/// allocation fails before the first image is checked, and under
+/// `ulimit -v` a failed allocation aborts the process.
+pub const START_ROOM_BYTES: u64 = 48 << 20;
+
+/// Refuses to start a run with less room than `START_ROOM_BYTES`, naming
+/// the limit and what it leaves.
+pub fn check_start_room() -> Result<(), String> {
+    match memory_room() {
+        Some(room) if room.bytes < START_ROOM_BYTES => Err(format!(
+            "only {} MiB of memory left under {}: a run needs at least {} MiB beside its images",
+            room.bytes >> 20,
+            room.limit,
+            START_ROOM_BYTES >> 20
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The memory this process may still take, and the limit that sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Room {

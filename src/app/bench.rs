@@ -24,8 +24,9 @@ pub fn weights(args: &WeightsArgs) -> anyhow::Result<u8> {
 /// timed like scipy's call in scripts/bench.py. Prints one JSON object; with
 /// `--backend cuda` also the passes' GPU time and the bandwidth they reach.
 pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
-    let img =
-        crate::io::read_image(&args.input).with_context(|| format!("{}", args.input.display()))?;
+    // Everything a run would refuse is refused before the image is read:
+    // a kernel beyond the bound (it would abort allocating), a dump over
+    // the input or into a folder.
     let spec = FilterSpec {
         sigma: crate::config::parse_sigma(&args.sigma)?,
         truncate: 4.0,
@@ -34,10 +35,21 @@ pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
         exp: ExpFlavour::detect(),
         semantics: Semantics::Scipy,
     };
+    spec.check_radius(3, crate::filter::MAX_RADIUS, "")?;
+    if let Some(dump) = &args.dump {
+        crate::io::report_target(dump).with_context(|| format!("--dump {}", dump.display()))?;
+        let input = std::slice::from_ref(&args.input);
+        if crate::plan::identity::Place::among(dump, input).is_some() {
+            anyhow::bail!("--dump {}: refused, it is the input", dump.display());
+        }
+    }
+    let (threads, _) = super::run::cap_threads(args.threads, true);
+    let img =
+        crate::io::read_image(&args.input).with_context(|| format!("{}", args.input.display()))?;
     let mut backend = super::run::start_backend(
         args.backend,
         Compat::Scipy,
-        args.threads,
+        threads,
         cuda::local_rank(0, 1),
         1,
     )?;
@@ -55,7 +67,8 @@ pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
         last = Some(out);
     }
     if let (Some(path), Some(out)) = (&args.dump, &last) {
-        std::fs::write(path, out.as_bytes())?;
+        crate::io::write_report_file(path, out.as_bytes())
+            .with_context(|| format!("--dump {}", path.display()))?;
     }
     times.sort_by(f64::total_cmp);
     kernel.sort_by(f64::total_cmp);
@@ -70,7 +83,7 @@ pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
         // The CPU backend's vector code (NISMOOTH_SIMD caps it).
         "simd": format!("{:?}", crate::filter::simd::level()).to_lowercase(),
         "voxels": voxels,
-        "threads": args.threads.max(1),
+        "threads": threads.max(1),
         "best_s": times[0],
         "median_s": times[times.len() / 2],
     });

@@ -102,6 +102,15 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A workload's image count: 1 to a billion (more is a typo, and its
+/// time would overflow any job limit).
+fn image_count(text: &str) -> Result<usize, String> {
+    match at_least_one(text)? {
+        n if n > 1_000_000_000 => Err("must be at most 1000000000 images".into()),
+        n => Ok(n),
+    }
+}
+
 /// A margin on a request: at least 1 (a margin below 1 asks for less than
 /// the estimate itself).
 fn margin(text: &str) -> Result<f64, String> {
@@ -413,7 +422,7 @@ pub struct EstimateArgs {
     #[arg(long, required = true)]
     pub from: Vec<PathBuf>,
     /// Images in the target workload.
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, value_parser = image_count)]
     pub tasks: usize,
     /// Ranks on one node (or use --nodes and --ntasks-per-node).
     #[arg(long, value_parser = at_least_one, conflicts_with_all = ["nodes", "ntasks_per_node"])]

@@ -21,11 +21,14 @@ use cli::{Cli, Command};
 
 /// Exit codes: every image done, some image failed, the command was
 /// refused, stopped early (a signal or the deadline; `--resume` finishes
-/// the rest).
+/// the rest), the work done but what is written after it lost.
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED_IMAGES: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_STOPPED: u8 = 3;
+/// The images were done (the journal vouches for each output), but the
+/// report, the CSV or the BIDS metadata after them could not be written.
+pub const EXIT_REPORT_LOST: u8 = 4;
 
 /// The `nismooth` command from its arguments (the program's name first) to
 /// its exit code: the binary's `main` and the wheel's console script
@@ -75,9 +78,24 @@ pub fn dispatch(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let why = crate::report::printable_value(&format!("{e:#}"));
-            eprintln!("nismooth: error: {why}");
+            eprintln!("nismooth: error: {}", error_text(&e));
             EXIT_USAGE
         }
     }
+}
+
+/// An error and its causes on one line, printable: each cause once (an
+/// error that already shows its source's words is not followed by them
+/// again, as `{:#}` would).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !text.ends_with(&cause) {
+            if !text.is_empty() {
+                text += ": ";
+            }
+            text += &cause;
+        }
+    }
+    crate::report::printable_value(&text)
 }

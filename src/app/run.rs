@@ -21,7 +21,7 @@ use crate::slurm::{expand_pattern, SlurmContext};
 use crate::volume::DType;
 
 use super::cli::{DtypeChoice, FormatChoice, ProgressChoice, RunArgs};
-use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE};
+use super::{logging, EXIT_FAILED_IMAGES, EXIT_OK, EXIT_REPORT_LOST, EXIT_STOPPED, EXIT_USAGE};
 
 /// What a subcommand that runs images (`run`, `bids`) adds to the run:
 /// which images, and root's work once the images are done. (Refusals are
@@ -63,9 +63,19 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
     // Drain signals first: one that comes while MPI starts or squeue
     // answers must not kill the process with nothing written.
     stop::install(&signal_settings(args)?).context("watching the drain signals")?;
+    crate::resources::check_start_room().map_err(anyhow::Error::msg)?;
     let comm = driver::connect()?;
     logging::init(comm.rank(), comm.size());
-    let cfg = run_config(args, route, comm.size(), comm.node_size(), comm.is_root())?;
+    let cfg = match run_config(args, route, comm.size(), comm.node_size(), comm.is_root()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // Every rank has the refusal; one line says it.
+            if comm.is_root() {
+                eprintln!("nismooth: error: {}", super::error_text(&e));
+            }
+            return Ok(EXIT_USAGE);
+        }
+    };
     let mut backend = backend(&cfg, comm.as_ref())?;
     let command: Vec<String> = std::env::args().collect();
 
@@ -89,7 +99,16 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
     // when one rank exits non-zero (srun --kill-on-bad-exit) must not kill
     // root while it writes. Root reaches it even when writing failed.
     comm.sum_u64(0);
-    written?;
+    if let Err(e) = written {
+        // The images are written: not a refusal (2), and not silent.
+        if comm.is_root() {
+            eprintln!(
+                "nismooth: error: {}; the images themselves were written (the journal in OUTDIR/.nismooth vouches for each)",
+                super::error_text(&e)
+            );
+        }
+        return Ok(EXIT_REPORT_LOST);
+    }
     Ok(if outcome.undone > 0 {
         if comm.is_root() {
             eprintln!(
@@ -173,7 +192,7 @@ pub fn readers(a: &RunArgs, threads: usize) -> usize {
 /// `--threads N` up to the CPUs this process may run on: more only share
 /// them, and a huge count spent minutes starting threads that a drain
 /// signal could not stop (capped, with a warning on root).
-fn cap_threads(n: usize, root: bool) -> (usize, String) {
+pub(super) fn cap_threads(n: usize, root: bool) -> (usize, String) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if n <= cpus {
         return (n, "--threads".into());

@@ -292,7 +292,20 @@ pub(super) fn job_binary(
                     ));
                     me
                 }
-                _ => p,
+                _ => {
+                    let here = me().ok().filter(|m| {
+                        !crate::plan::identity::Place::of(m)
+                            .same(&crate::plan::identity::Place::of(&p))
+                    });
+                    if let Some(here) = here {
+                        notes.push(format!(
+                            "Binary: the nismooth on PATH ({}), not the one that wrote this script ({}); pass --binary to choose.",
+                            p.display(),
+                            here.display()
+                        ));
+                    }
+                    p
+                }
             },
             None => {
                 let me = me()?;

@@ -103,18 +103,20 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
         None => all,
     };
     let lock = match &cfg.output_name {
-        Some(name) => plan::lock::acquire_file(&cfg.outdir, &name.to_string_lossy())?,
+        Some(name) => {
+            // One-file runs hold only their file's lock, so many go on side
+            // by side; one that finds the folder free takes its lock a
+            // moment to fold the journals (a run per file left one each).
+            if let Ok(_whole) = plan::lock::acquire(&cfg.outdir, None) {
+                fold_journals(&cfg.outdir);
+            }
+            plan::lock::acquire_file(&cfg.outdir, &name.to_string_lossy())?
+        }
         None => plan::lock::acquire(&cfg.outdir, cfg.array)?,
     };
     if cfg.array.is_none() && cfg.output_name.is_none() {
         // The whole folder's lock: no other run writes a journal here now.
-        let folded = journal::fold_old(&cfg.outdir, journal::KEEP_RUNS);
-        if folded > 0 {
-            log::info!(
-                "{folded} journal file(s) of older runs folded into one ({} most recent runs kept as written)",
-                journal::KEEP_RUNS
-            );
-        }
+        fold_journals(&cfg.outdir);
     }
     if !cfg.resume && !cfg.skip_existing {
         warn_of_replacing(&tasks, &cfg.outdir);
@@ -157,6 +159,18 @@ fn tell_the_memory_model(sizes: &[plan::Size], readers: usize, request_mib: Opti
     if let Some(asked) = request_mib.filter(|&asked| asked < need) {
         log::warn!(
             "memory: this job asked for {asked:.0} MiB per rank, below the model's {need:.0} MiB: it may be killed for memory"
+        );
+    }
+}
+
+/// Folds the journals of all but the most recent runs into one, under
+/// the whole folder's lock (no other run writes a journal here now).
+fn fold_journals(outdir: &std::path::Path) {
+    let folded = journal::fold_old(outdir, journal::KEEP_RUNS);
+    if folded > 0 {
+        log::info!(
+            "{folded} journal file(s) of older runs folded into one ({} most recent runs kept as written)",
+            journal::KEEP_RUNS
         );
     }
 }

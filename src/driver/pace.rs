@@ -107,7 +107,7 @@ impl Pacer {
 
 /// When an image of `voxels`, fed at `now` behind `ahead` voxels in flight,
 /// would end, given `done` voxels worked in `elapsed` seconds.
-fn finish_at(now: f64, voxels: u64, ahead: u64, done: u64, elapsed: f64) -> f64 {
+pub(super) fn finish_at(now: f64, voxels: u64, ahead: u64, done: u64, elapsed: f64) -> f64 {
     let rate = if done > 0 && elapsed > 0.0 {
         elapsed / done as f64
     } else {

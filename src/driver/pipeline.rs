@@ -551,6 +551,23 @@ impl Cut {
         }
     }
 
+    /// The voxels of the image that the pipeline holds at once when it is
+    /// cut so (at most all of them): a part in each stage and on its way
+    /// back, its filtered copy and its output bytes, and a slab's z ring
+    /// (2 × the z radius of slices). What the read reserves: a check of one
+    /// part let a tight `ulimit -v` fail an allocation later, which aborts.
+    fn in_flight(&self, spec: &FilterSpec, whole: Shape, readers: usize) -> usize {
+        let parts = crate::resources::pipeline_images(readers) + 2;
+        let ring = match (self.slab, &spec.kernels(3)[2]) {
+            (true, Some(k)) => 2 * k.radius() * whole.spatial[0] * whole.spatial[1],
+            _ => 0,
+        };
+        self.voxels
+            .saturating_mul(parts)
+            .saturating_add(ring)
+            .min(whole.len())
+    }
+
     /// The shape of a part of `n` voxels of an image of shape `whole`.
     fn shape_of(&self, whole: Shape, n: usize) -> Shape {
         if self.slab {
@@ -746,7 +763,9 @@ fn read_parts<'t>(
         .and_then(|s| describe(&mut rec, s, cfg))
         .and_then(|(stream, spec, out)| {
             let cut = Cut::of(&stream, &spec, out, cfg, slabs);
-            stream.reserve(cut.voxels).map_err(|e| e.to_string())?;
+            stream
+                .reserve(cut.in_flight(&spec, stream.head().shape, cfg.readers))
+                .map_err(|e| e.to_string())?;
             Ok((stream, spec, out, cut))
         });
     let (mut stream, spec, out, cut) = match opened {

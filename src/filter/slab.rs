@@ -181,28 +181,35 @@ fn z_slices<T: Sample + VoxelVec>(
             }
         }
         let rows = &rows;
+        let pass = move |i: usize, outs: Vec<&mut [T]>| {
+            simd::dispatch(ZPass {
+                rows,
+                from: i * per,
+                plan,
+                w: &k.half,
+                outs,
+            })
+        };
+        // Each share waits in a slot its thread takes it from; a share
+        // whose thread cannot start (a thread limit, no address space) is
+        // taken and done here: the same blocks, so the same bytes.
+        let slots: Vec<std::sync::Mutex<Option<Vec<&mut [T]>>>> = shares
+            .into_iter()
+            .map(|s| std::sync::Mutex::new(Some(s)))
+            .collect();
+        let take = |i: usize| slots[i].lock().ok().and_then(|mut s| s.take());
         std::thread::scope(|scope| {
-            let mut shares = shares.into_iter().enumerate();
-            let first = shares.next();
-            for (i, outs) in shares {
-                scope.spawn(move || {
-                    simd::dispatch(ZPass {
-                        rows,
-                        from: i * per,
-                        plan,
-                        w: &k.half,
-                        outs,
-                    })
+            for i in 1..slots.len() {
+                let _ = std::thread::Builder::new().spawn_scoped(scope, move || {
+                    if let Some(outs) = take(i) {
+                        pass(i, outs)
+                    }
                 });
             }
-            if let Some((_, outs)) = first {
-                simd::dispatch(ZPass {
-                    rows,
-                    from: 0,
-                    plan,
-                    w: &k.half,
-                    outs,
-                });
+            for i in 0..slots.len() {
+                if let Some(outs) = take(i) {
+                    pass(i, outs);
+                }
             }
         });
     }

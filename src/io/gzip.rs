@@ -131,8 +131,16 @@ impl<R: Read> Read for Inflater<R> {
             }
             let st = &mut *parts.state;
             if st.block_state == sys::isal_block_state_ISAL_BLOCK_FINISH {
+                // Zeros after a member are padding (tape blocks, a
+                // preallocated file), as gzip -d and Python's gzip (which
+                // nibabel reads with) skip them.
+                let input = &parts.input[self.start..self.end];
+                self.start += input.iter().take_while(|&&b| b == 0).count();
                 if self.start == self.end {
-                    return Ok(0);
+                    if self.eof {
+                        return Ok(0);
+                    }
+                    continue;
                 }
                 // Another member follows.
                 // SAFETY: a valid inflate_state, exclusively borrowed.
@@ -860,6 +868,21 @@ mod tests {
         let n = bad_crc.len();
         bad_crc[n - 8] ^= 1;
         assert!(err(&bad_crc).to_string().contains("CRC-32"));
+        let mut padded = gz.clone();
+        padded.extend(std::iter::repeat_n(0u8, 10_000));
+        for step in [1, 7, 4096] {
+            let back = inflate(&padded, step, 1 << 20).unwrap();
+            assert!(
+                back == data,
+                "zero padding is no member (read {step} bytes at a time)"
+            );
+        }
+        padded.extend_from_slice(&gz);
+        let back = inflate(&padded, 4096, 1 << 20).unwrap();
+        assert!(
+            back == [&data[..], &data[..]].concat(),
+            "a member after the padding"
+        );
         let mut trailing = gz.clone();
         trailing.extend_from_slice(b"not gzip at all");
         assert!(err(&trailing).to_string().contains("invalid gzip header"));

@@ -399,9 +399,16 @@ fn check_room(info: &HeaderInfo, offset: u64, len: u64, gz: bool) -> Result<(), 
     Ok(())
 }
 
-/// Images needing less than this are not checked against the memory room:
-/// reading the limits costs more than such an image could ever matter.
-const CHECK_MEMORY_FROM: u64 = 64 << 20;
+/// Reads needing less than this are not checked against the memory room:
+/// reading the limits (about 50 µs) costs more than such a read could ever
+/// matter. Parts of series and slabs (8 MiB) are checked: under a tight
+/// `ulimit -v` an unchecked 8 MiB part failed to allocate and aborted the run.
+const CHECK_MEMORY_FROM: u64 = 1 << 20;
+
+/// What a read needs beside its voxels (the compressor's blocks, small
+/// buffers): room kept free so that those allocations do not fail either,
+/// since under `ulimit -v` a failed allocation aborts the process.
+const MEMORY_MARGIN: u64 = 16 << 20;
 
 /// Refuses an image that would take more memory than this process may still
 /// take (its cgroup, `ulimit -v`, the node), before anything is allocated:
@@ -419,6 +426,7 @@ fn check_memory(info: &HeaderInfo, voxels: u64) -> Result<(), ReadError> {
     if need < CHECK_MEMORY_FROM {
         return Ok(());
     }
+    let need = need.saturating_add(MEMORY_MARGIN);
     match crate::resources::memory_room() {
         Some(room) if need > room.bytes => Err(ReadError::NoRoom {
             need,

@@ -4,7 +4,7 @@
 //! records: the driver appends to it (`driver::journal`), `--resume` reads
 //! what it vouches for, and `report merge` turns it back into a report.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -73,12 +73,54 @@ pub fn path(outdir: &Path, run: &str, rank: usize) -> PathBuf {
 /// The lines of one journal file; a line that does not parse (the partial
 /// last line of a killed writer) is skipped.
 pub fn read_file(path: &Path) -> std::io::Result<Vec<Line>> {
-    let f = crate::io::open_regular_file(path)?;
-    Ok(BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect())
+    let mut r = BufReader::new(crate::io::open_regular_file(path)?);
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(whole) = bounded_line(&mut r, &mut buf)? {
+        if let Some(line) = whole.then(|| serde_json::from_slice(&buf).ok()).flatten() {
+            lines.push(line);
+        }
+    }
+    Ok(lines)
+}
+
+/// The longest journal line read: a record with its paths is a few KiB.
+/// A longer one (a file of zeros, a planted line of gigabytes) is skipped
+/// as it is read, never held: read whole, it aborted a run's allocation.
+const MAX_LINE: u64 = 1 << 20;
+
+/// The next line of `r` into `buf` (without its new line): `Some(true)`,
+/// or `Some(false)` for a line longer than `MAX_LINE` (skipped to its end);
+/// `None` at the end of the file.
+fn bounded_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let n = r.by_ref().take(MAX_LINE + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(true));
+    }
+    if (buf.len() as u64) <= MAX_LINE {
+        return Ok(Some(true)); // the last line, without a new line
+    }
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(Some(false));
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(Some(false));
+            }
+            None => {
+                let len = chunk.len();
+                r.consume(len);
+            }
+        }
+    }
 }
 
 /// Every journal line in `outdir`'s journals (all runs, all ranks), in file
@@ -97,4 +139,39 @@ pub fn read_all(outdir: &Path) -> Vec<Line> {
         .filter_map(|p| read_file(p).ok())
         .flatten()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line of gigabytes (a journal truncated up to 6 GB of zeros) is
+    /// skipped, not held: the lines around it still count.
+    #[test]
+    fn a_huge_line_is_skipped_as_it_is_read() {
+        let start = r#"{"kind":"start","run":"1","rank":0,"pid":1,"host":"h","unix":1}"#;
+        let mut text = format!("{start}\n").into_bytes();
+        text.extend(std::iter::repeat_n(0u8, 3 << 20));
+        text.push(b'\n');
+        text.extend(start.as_bytes());
+        let mut r = BufReader::new(&text[..]);
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(whole) = bounded_line(&mut r, &mut buf).unwrap() {
+            seen.push((whole, buf.len()));
+            assert!(buf.len() as u64 <= MAX_LINE + 1);
+        }
+        assert_eq!(
+            seen,
+            [
+                (true, start.len()),
+                (false, MAX_LINE as usize + 1),
+                (true, start.len())
+            ]
+        );
+        assert!(
+            serde_json::from_str::<Line>(start).is_ok(),
+            "the sample is a real line"
+        );
+    }
 }

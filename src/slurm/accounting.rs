@@ -41,6 +41,18 @@ pub struct Record {
     pub end_s: Option<f64>,
 }
 
+/// How long `sacct` may take: slurmdbd answers in well under a second;
+/// one that does not answer in a minute will not. `NISMOOTH_SACCT_TIMEOUT`
+/// (seconds) sets another limit.
+fn sacct_limit() -> std::time::Duration {
+    let secs = std::env::var("NISMOOTH_SACCT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(60.0);
+    std::time::Duration::from_secs_f64(secs.min(86400.0))
+}
+
 /// Why accounting could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountingError {
@@ -66,10 +78,11 @@ pub fn query(job: &str) -> Result<Vec<Record>, AccountingError> {
     if !number(base) || !number(task) {
         return Err(AccountingError::BadJobId(job.into()));
     }
-    let out = Command::new("sacct")
-        .args(["-j", job, "--duplicates", "-P", "-n", "-o", FIELDS])
-        .output()
-        .map_err(AccountingError::Start)?;
+    let out = super::output_within(
+        Command::new("sacct").args(["-j", job, "--duplicates", "-P", "-n", "-o", FIELDS]),
+        sacct_limit(),
+    )
+    .map_err(AccountingError::Start)?;
     if !out.status.success() {
         return Err(AccountingError::Sacct {
             job: job.into(),

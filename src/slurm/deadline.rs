@@ -7,8 +7,8 @@
 //! that the run has time to gather, write its report and exit before
 //! Slurm's SIGTERM.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use super::SlurmContext;
 
@@ -160,22 +160,7 @@ pub fn job_window(ctx: &SlurmContext) -> Option<JobWindow> {
 
 /// A command's standard output, if it succeeds within `limit`.
 fn output_within(cmd: &mut Command, limit: Duration) -> Option<String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let until = Instant::now() + limit;
-    while child.try_wait().ok()?.is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().ok()?;
+    let out = super::output_within(cmd, limit).ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())

@@ -359,7 +359,10 @@ def test_a_fifo_nobody_reads_is_an_error_not_a_hang(inputs, tmp_path):
     os.mkfifo(tmp_path / "fifo")
     proc = subprocess.run([str(BIN), "run", str(inputs), "-o", str(tmp_path / "o"), "--progress", "none",
                            "--report", str(tmp_path / "fifo")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "no process is reading" in proc.stderr, proc.stderr
+    # The images are written: exit 4 (what came after them was lost), not 2 (refused before any
+    # work), the cause said once.
+    assert proc.returncode == 4 and "no process is reading" in proc.stderr, proc.stderr
+    assert proc.stderr.count("no process is reading") == 1, proc.stderr
     assert len(list((tmp_path / "o").glob("*.nii.gz"))) == 3
 
 
@@ -526,3 +529,135 @@ def test_fifos_beside_the_outputs_never_hold_the_run(raw, inputs, tmp_path):
     proc = subprocess.run([str(BIN), "run", str(inputs), "-o", str(d6), "--resume", "--progress", "none"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+# Round four (a hostile round against the newer features) -------------------
+
+def test_bench_filter_never_dumps_over_its_input_and_refuses_what_run_refuses(inputs, tmp_path):
+    img = tmp_path / "img.nii"
+    save(img, noise((16, 12, 10), np.float32, 5))
+    before = img.read_bytes()
+    proc = nismooth("bench-filter", img, "--reps", "1", "--dump", img, expect=2)
+    assert "is the input" in proc.stderr and img.read_bytes() == before
+    os.symlink(img, tmp_path / "link")
+    nismooth("bench-filter", img, "--reps", "1", "--dump", tmp_path / "link", expect=2)
+    assert img.read_bytes() == before, "through a link to it, the input is still the input"
+    # σ 1e9 aborted allocating its kernel (exit 134); 100 000 threads were started without end.
+    nismooth("bench-filter", img, "--reps", "1", "--sigma", "1e9", expect=2)
+    out = json.loads(nismooth("bench-filter", img, "--reps", "1", "--threads", "100000").stdout)
+    assert out["threads"] <= os.cpu_count()
+
+
+@pytest.mark.parametrize("shape,limit", [("32767,32767,32767,32767,32767,32767,32767", None),
+                                         ("32767,32767,32767", None), ("4000,4000,100", 2_000_000)])
+def test_generate_refuses_shapes_it_cannot_hold(tmp_path, shape, limit):
+    pre = (lambda: __import__("resource").setrlimit(__import__("resource").RLIMIT_AS, (limit * 1024,) * 2)) \
+        if limit else None
+    proc = subprocess.run([str(BIN), "generate", "-q", "-o", str(tmp_path / "g"), "-n", "1", "--shape", shape],
+                          capture_output=True, text=True, timeout=60, preexec_fn=pre)
+    assert proc.returncode == 2 and "shape" in proc.stderr, (proc.returncode, proc.stderr)
+    assert not list(tmp_path.glob("g/*.nii*"))
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    """A 512³ scaled int8 image (held as float64: 1 GiB, streamed in slabs) and a small one."""
+    import nibabel as nib
+    d = tmp_path_factory.mktemp("tight") / "mem"
+    d.mkdir()
+    big = nib.Nifti1Image(np.zeros((512, 512, 512), np.int8), np.eye(4))
+    big.header.set_slope_inter(2.0, 1.0)
+    nib.save(big, str(d / "big8.nii.gz"))
+    save(d / "small.nii", noise((64, 64, 32), np.float32, 1))
+    return d
+
+
+@pytest.mark.parametrize("limit_kib", [30_000, 60_000, 90_000, 120_000, 150_000, 250_000])
+def test_an_address_space_limit_fails_images_cleanly_never_aborts(tight, tmp_path, limit_kib):
+    # 12 of 15 runs under limits of 200–700 MB aborted ("memory allocation of 8388608 bytes
+    # failed", exit 134): each thread's malloc arena reserved 64 MiB, and only a part (not what the
+    # pipeline holds of the image) was checked against the room.
+    import resource
+    proc = subprocess.run([str(BIN), "run", "-q", str(tight), "-o", str(tmp_path / "o"), "--progress", "none"],
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit_kib * 1024,) * 2))
+    assert proc.returncode in (0, 1, 2), (proc.returncode, proc.stderr[-2000:])
+    assert "memory allocation" not in proc.stderr and "panicked" not in proc.stderr, proc.stderr[-2000:]
+    if proc.returncode == 1:
+        assert (tmp_path / "o" / "small.nii").is_file(), "the image that fits is still written"
+        assert "ulimit -v" in proc.stderr
+    if proc.returncode == 2:
+        assert "ulimit -v" in proc.stderr
+
+
+def test_a_journal_of_gigabytes_is_not_read_whole(inputs, tmp_path):
+    import resource
+    run(inputs, tmp_path / "o")
+    journal = next((tmp_path / "o" / ".nismooth").glob("journal-*.jsonl"))
+    os.truncate(journal, 6 << 30)  # sparse: zeros, no new line
+    proc = subprocess.run([str(BIN), "run", "-q", str(inputs), "-o", str(tmp_path / "o"), "--resume",
+                           "--progress", "none"], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (3 << 30,) * 2))
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert not (tmp_path / "o" / ".nismooth" / "lock").exists(), "the lock is let go"
+
+
+def test_sacct_that_never_answers_is_given_up(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sacct").write_text("#!/bin/sh\nexec sleep 1000\n")
+    (fake / "sacct").chmod(0o755)
+    t = time.monotonic()
+    proc = subprocess.run([str(BIN), "report", "--job", "123"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "NISMOOTH_SACCT_TIMEOUT": "2"})
+    assert proc.returncode == 2 and "no answer within 2 s" in proc.stderr, proc.stderr
+    assert time.monotonic() - t < 30
+
+
+def test_a_gzip_file_padded_with_zeros_reads_as_nibabel_reads_it(tmp_path):
+    import gzip
+    import nibabel as nib
+    from scipy import ndimage
+    save(tmp_path / "a.nii", noise((10, 9, 8), np.float32, 3))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "t.nii.gz").write_bytes(gzip.compress((tmp_path / "a.nii").read_bytes()) + b"\0" * 1000)
+    run(tmp_path / "in", tmp_path / "o")
+    data = np.asarray(nib.load(str(tmp_path / "in" / "t.nii.gz")).dataobj)
+    got = np.asarray(nib.load(str(tmp_path / "o" / "t.nii.gz")).dataobj)
+    assert np.array_equal(got, ndimage.gaussian_filter(data, 2))
+
+
+def test_one_file_runs_fold_their_journals(tmp_path):
+    save(tmp_path / "a.nii", noise((10, 9, 8), np.float32, 3))
+    for k in range(7):
+        nismooth("run", tmp_path / "a.nii", "-o", tmp_path / f"a_s{k}.nii.gz", "--progress", "none")
+    journals = list((tmp_path / ".nismooth").glob("journal-*.jsonl"))
+    assert len(journals) <= 6, sorted(p.name for p in journals)
+    nismooth("run", tmp_path / "a.nii", "-o", tmp_path / "a_s0.nii.gz", "--resume", "--progress", "none")
+
+
+def test_a_refusal_under_mpirun_is_said_once(inputs, tmp_path):
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    env.pop("SLURM_JOB_ID", None)
+    proc = subprocess.run(["mpirun", "-n", "2", str(BIN), "run", str(inputs), "-o", str(tmp_path / "o"), "--array"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert proc.stderr.count("nismooth: error:") == 1, proc.stderr
+
+
+def test_estimate_refuses_a_workload_beyond_any_count(tmp_path):
+    proc = nismooth("estimate", "--from", tmp_path / "none.json", "--tasks", "18446744073709551615", expect=2)
+    assert "at most" in proc.stderr
+
+
+def test_sbatch_says_which_binary_the_job_runs(inputs, tmp_path):
+    # A nismooth on PATH that is not the one writing the script: the job runs it, and the script says so.
+    other = tmp_path / "path"
+    other.mkdir()
+    __import__("shutil").copy(BIN, other / "nismooth")
+    proc = subprocess.run([str(BIN), "sbatch", "--model", "serial", "--", str(inputs), "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{other}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"NISMOOTH={other / 'nismooth'}" in proc.stdout and "not the one that wrote this script" in proc.stdout, \
+        proc.stdout

@@ -221,7 +221,13 @@ pub fn process(
         .then(|| Journal::open(&cfg.outdir, &durable.run, 0, &durable.settings));
     let mut records = Vec::new();
     let mut stopped = false;
+    let mut pace = Pace::default();
     for task in tasks {
+        // Root's: the image's voxels, for the deadline's pace.
+        let voxels = match (comm.is_root(), cfg.stop.deadline_unix) {
+            (true, Some(_)) => io::read_header_info(&task.input).map_or(0, |h| h.voxels()),
+            _ => 0,
+        };
         let mut ctx = Image {
             task,
             cfg,
@@ -230,6 +236,10 @@ pub fn process(
             rec: blank(task, comm.rank()),
             runs: Vec::new(),
             input: None,
+            too_late: cfg
+                .stop
+                .deadline_unix
+                .is_some_and(|d| pace.would_end(voxels) >= d),
         };
         if stopped {
             if comm.is_root() {
@@ -237,7 +247,11 @@ pub fn process(
             }
             continue;
         }
+        let t = Instant::now();
         let (rec, stop) = ctx.run(durable, backend);
+        if rec.as_ref().is_some_and(|r| r.status == Status::Ok) {
+            pace.add(voxels, t.elapsed().as_secs_f64());
+        }
         stopped = stop;
         if let Some(mut rec) = rec {
             rec.finished_s = since_start();
@@ -253,6 +267,32 @@ pub fn process(
     records
 }
 
+/// Root's pace over the images shared so far: the world's seconds per
+/// voxel, so that under `--deadline` no image starts that would end after
+/// it (as the pipeline's `Pacer` rules; the first starts whenever the
+/// deadline has not passed).
+#[derive(Default)]
+struct Pace {
+    voxels: u64,
+    seconds: f64,
+}
+
+impl Pace {
+    fn add(&mut self, voxels: u64, seconds: f64) {
+        self.voxels += voxels;
+        self.seconds += seconds;
+    }
+
+    /// When an image of `voxels` started now would end (Unix seconds).
+    fn would_end(&self, voxels: u64) -> f64 {
+        let now = stop::unix_now();
+        if self.voxels == 0 {
+            return now;
+        }
+        super::pace::finish_at(now, voxels, 0, self.voxels, self.seconds)
+    }
+}
+
 /// One image as this rank sees it.
 struct Image<'a> {
     task: &'a Task,
@@ -263,6 +303,9 @@ struct Image<'a> {
     /// Root's: every rank's run, once gathered.
     runs: Vec<RunDone>,
     input: Option<io::InputId>,
+    /// Root's: the deadline has passed, or the pace says this image would
+    /// end after it.
+    too_late: bool,
 }
 
 impl Image<'_> {
@@ -318,13 +361,7 @@ impl Image<'_> {
         durable: &Durable,
         output: &mut Option<io::SharedOutput>,
     ) -> Start {
-        if draining
-            || self
-                .cfg
-                .stop
-                .deadline_unix
-                .is_some_and(|d| stop::unix_now() >= d)
-        {
+        if draining || self.too_late {
             return Start::Stop;
         }
         if let Some(why) = pipeline::skip_reason(self.task, self.cfg, durable) {

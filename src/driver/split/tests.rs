@@ -87,3 +87,25 @@ fn blank_record(index: usize) -> ImageRecord {
     };
     blank(&task, 0)
 }
+
+/// Under `--deadline`, root's pace over the images shared so far: the
+/// first starts whenever the deadline has not passed; a later one only
+/// when the pace says it ends in time (it started images that ended after
+/// the deadline when only `now >= deadline` was asked).
+#[test]
+fn the_pace_starts_no_image_that_would_end_after_the_deadline() {
+    let mut pace = Pace::default();
+    let now = crate::driver::stop::unix_now();
+    assert!(pace.would_end(1 << 30) <= now + 1.0, "no pace yet: now");
+    pace.add(1_000_000, 1.0);
+    let end = pace.would_end(1_000_000);
+    assert!(
+        (end - now - 1.1).abs() < 0.5,
+        "1 µs per voxel, 10% headroom: {}",
+        end - now
+    );
+    assert!(
+        pace.would_end(2_000_000) > end,
+        "twice the voxels end later"
+    );
+}
