@@ -192,16 +192,25 @@ fn bad_sigma(option: &'static str, value: &str, expected: String) -> UsageError 
 /// `node_ranks` ranks on it, and never more than this process may run on
 /// (a launcher that binds each rank to one core gets one thread).
 pub fn default_threads(node_ranks: usize) -> (usize, String) {
+    let allowed = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
     {
+        // Slurm's cgroup gives the task its CPUs: more than this process may
+        // run on is a stray variable (2000 threads for 6 tiny images took
+        // 10 s, 100 000 never finished), so the CPUs it has bound it.
+        if n > allowed {
+            return (
+                allowed,
+                format!("SLURM_CPUS_PER_TASK={n}, capped to the {allowed} CPU(s) this process may run on"),
+            );
+        }
         return (n, "SLURM_CPUS_PER_TASK".into());
     }
-    let allowed = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     if node_ranks <= 1 {
         return (allowed, "available cores".into());
     }

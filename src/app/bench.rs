@@ -15,7 +15,7 @@ use super::EXIT_OK;
 pub fn weights(args: &WeightsArgs) -> anyhow::Result<u8> {
     let k = Kernel1d::gaussian(args.sigma, args.truncate, ExpFlavour::detect());
     for w in k.half.iter().rev().chain(k.half.iter().skip(1)) {
-        println!("{w:e}");
+        super::say(&format!("{w:e}\n"))?;
     }
     Ok(EXIT_OK)
 }
@@ -95,6 +95,6 @@ pub fn bench_filter(args: &BenchFilterArgs) -> anyhow::Result<u8> {
         json["gvox_per_s"] = (voxels as f64 / best / 1e9).into();
         json["effective_gb_per_s"] = (bytes / best / 1e9).into();
     }
-    println!("{json}");
+    super::say(&format!("{json}\n"))?;
     Ok(EXIT_OK)
 }

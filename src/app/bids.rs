@@ -18,15 +18,46 @@ use super::run::{self, Kernel, Route};
 use super::EXIT_OK;
 
 pub fn bids(args: &BidsArgs) -> anyhow::Result<u8> {
+    if let Err(e) = checks(args) {
+        // Under a launcher every rank finds the same refusal before MPI
+        // starts: the first rank says it (its launcher's rank variable).
+        if launched_rank() == 0 {
+            return Err(e);
+        }
+        return Ok(super::EXIT_USAGE);
+    }
+    if args.analysis_level == "group" {
+        if launched_rank() == 0 {
+            eprintln!("nismooth bids: the group level has nothing to do: each participant's images are smoothed at the participant level");
+        }
+        return Ok(EXIT_OK);
+    }
+    run::run_with(&run_args(args), &Derivatives(args))
+}
+
+/// What `bids` refuses before any process starts its run.
+fn checks(args: &BidsArgs) -> anyhow::Result<()> {
     bids::check_dataset(&args.bids_dir).map_err(anyhow::Error::msg)?;
     if args.analysis_level == "group" {
-        eprintln!("nismooth bids: the group level has nothing to do: each participant's images are smoothed at the participant level");
-        return Ok(EXIT_OK);
+        return Ok(());
     }
     check_labels(args)?;
     inside_derivatives(&args.bids_dir, &args.output_dir)?;
-    sidecar::check_output_dataset(&args.output_dir).map_err(anyhow::Error::msg)?;
-    run::run_with(&run_args(args), &Derivatives(args))
+    sidecar::check_output_dataset(&args.output_dir).map_err(anyhow::Error::msg)
+}
+
+/// This process's rank as its launcher numbers it (mpirun, srun), before
+/// MPI starts; 0 when no launcher says.
+fn launched_rank() -> u64 {
+    [
+        "OMPI_COMM_WORLD_RANK",
+        "PMI_RANK",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    .unwrap_or(0)
 }
 
 /// The participant level: a query's images in, a derivatives dataset out.

@@ -111,6 +111,37 @@ fn image_count(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A rate in bytes per second: `2GB/s`, `800MB/s`, `1.5GiB/s`, `500M`;
+/// a bare number is bytes per second. Decimal units (GB = 10^9) unless
+/// written with an i (GiB = 2^30).
+pub fn byte_rate(text: &str) -> Result<f64, String> {
+    let t = text.trim().trim_end_matches("/s");
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "'{text}': a rate is a number and a unit, e.g. 2GB/s or 800MB/s"
+            ))
+        }
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * scale < 1e18 => Ok(v * scale),
+        _ => Err(format!(
+            "'{text}': a rate is a positive number and a unit, e.g. 2GB/s"
+        )),
+    }
+}
+
 /// A margin on a request: at least 1 (a margin below 1 asks for less than
 /// the estimate itself).
 fn margin(text: &str) -> Result<f64, String> {
@@ -392,8 +423,10 @@ pub struct StudyArgs {
     /// What starts each point's ranks.
     #[arg(long, value_parser = choice::<crate::study::Launcher>(), default_value_t = crate::study::Launcher::Auto)]
     pub launcher: crate::study::Launcher,
-    /// Repetitions of every point (interleaved).
-    #[arg(long, default_value_t = 1)]
+    /// Repetitions of every point (interleaved). The estimate fits each
+    /// point's median and takes its high end from the slowest: with fewer
+    /// than 3 the study's noise is unknown (and the estimate says so).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub reps: usize,
     /// The data set: files or directories (default: generate one).
     #[arg(long, num_args = 1..)]
@@ -455,6 +488,15 @@ pub struct EstimateArgs {
     /// Write an sbatch script with the estimated request.
     #[arg(long)]
     pub sbatch: Option<PathBuf>,
+    /// What the cluster's file system carries for all ranks together, e.g.
+    /// 2GB/s or 800MB/s: a target that would move its bytes faster is
+    /// warned about and its time raised to what the file system allows.
+    #[arg(long, value_name = "RATE", value_parser = byte_rate)]
+    pub fs_bandwidth: Option<f64>,
+    /// The run's inputs exist only on the cluster: do not read them here
+    /// (the study's image sizes stand in for theirs; a warning says so).
+    #[arg(long)]
+    pub no_check_inputs: bool,
     /// `nismooth run` arguments for the script (inputs, -o OUTDIR), after `--`.
     #[arg(last = true)]
     pub run_args: Vec<String>,

@@ -84,6 +84,18 @@ pub fn dispatch(cli: Cli) -> u8 {
     }
 }
 
+/// Writes `text` to standard output. A reader that went away (`| head`)
+/// ends the output quietly, as it ends coreutils'; any other failure (a
+/// full disk, `>/dev/full`) is an error. `print!` would panic on either.
+pub fn say(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| anyhow::anyhow!("writing to standard output: {e}")),
+    }
+}
+
 /// An error and its causes on one line, printable: each cause once (an
 /// error that already shows its source's words is not followed by them
 /// again, as `{:#}` would).

@@ -33,7 +33,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
         None if args.job.is_some() => {
             mem_request(args)?;
             let job = args.job.as_deref().unwrap_or_default();
-            print!("{}", report::printable(&report::job::render(job)?));
+            super::say(&report::printable(&report::job::render(job)?))?;
             Ok(EXIT_OK)
         }
         None => {
@@ -44,10 +44,10 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
             let request = mem_request(args)?;
             for f in &args.files {
                 let r = report::merge::load(f)?;
-                println!("== {}", f.display());
-                print!("{}", report::Table.render(&r)?);
+                super::say(&format!("== {}\n", f.display()))?;
+                super::say(&report::Table.render(&r)?)?;
                 if let Some(mib) = request {
-                    print!("{}", report::seff::memory_line(&r, mib));
+                    super::say(&report::seff::memory_line(&r, mib))?;
                 }
             }
             Ok(EXIT_OK)

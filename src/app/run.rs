@@ -143,15 +143,16 @@ fn what_finishes_them() -> String {
 
 /// The summary table, and the report and CSV where asked for.
 fn show_and_export(report: &report::Report, cfg: &RunConfig) -> anyhow::Result<()> {
-    // The result, on standard output (logs and progress are on stderr).
-    print!("{}", report::Table.render(report)?);
+    // The files first: a standard output that cannot be written (a full
+    // disk, a closed pipe) must not cost the report.
     if let Some(path) = &cfg.report {
         report::export_to(&report::Json, report, path).context("writing --report")?;
     }
     if let Some(path) = &cfg.csv {
         report::export_to(&report::Csv, report, path).context("writing --csv")?;
     }
-    Ok(())
+    // The result, on standard output (logs and progress are on stderr).
+    super::say(&report::Table.render(report)?)
 }
 
 /// The inputs these options name, as the run will discover them.
@@ -186,8 +187,15 @@ pub fn kernel(a: &RunArgs) -> Result<Kernel, UsageError> {
 /// The readers a run with these options gets when it has `threads` threads:
 /// `--readers`, else the default.
 pub fn readers(a: &RunArgs, threads: usize) -> usize {
-    a.readers.map_or(default_readers(threads), |n| n as usize)
+    a.readers.map_or(default_readers(threads), |n| {
+        n.min(MAX_READERS as u64) as usize
+    })
 }
+
+/// The most readers a rank starts: each holds an image in memory and a
+/// thread, and past a few the file system, not the count, decides (30 000
+/// readers aborted on their threads' guard pages, u64::MAX overflowed).
+pub const MAX_READERS: usize = 64;
 
 /// `--threads N` up to the CPUs this process may run on: more only share
 /// them, and a huge count spent minutes starting threads that a drain
@@ -224,11 +232,27 @@ fn run_config(
     let kernel = kernel(a)?;
     let selection = route.select(&kernel)?;
     let bids = matches!(selection, Selection::Bids(_));
+    if a.output
+        .components()
+        .any(|c| c.as_os_str() == crate::plan::STATE_DIR)
+    {
+        anyhow::bail!(
+            "-o {}: refused, it is inside a run's {} folder (its journals and lock)",
+            a.output.display(),
+            crate::plan::STATE_DIR
+        );
+    }
     let (outdir, output_name) = output_target(&a.output, a.format.map(output_format), bids)?;
     let (threads, threads_from) = match a.threads {
         Some(n) => cap_threads(n, root),
         None => config::default_threads(node_ranks),
     };
+    if root && a.threads.is_none() && threads_from.contains("capped") {
+        log::warn!("{threads_from}");
+    }
+    if root && a.readers.is_some_and(|n| n > MAX_READERS as u64) {
+        log::warn!("--readers is more than {MAX_READERS}: {MAX_READERS} used");
+    }
     let slurm = SlurmContext::from_env();
     let slot = slurm
         .as_ref()

@@ -79,7 +79,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
             crate::io::write_report_file(p, text.as_bytes())
                 .with_context(|| format!("writing {}", p.display()))?
         }
-        None => print!("{text}"),
+        None => super::say(&text)?,
     }
     Ok(EXIT_OK)
 }
@@ -169,10 +169,9 @@ fn checked_job(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>, usize
     Ok((super::bids::run_args(&bids), inputs, units))
 }
 
-/// The run arguments after `--`, read as `run` will read them (so a script
-/// that `run` would refuse is refused before it waits in a queue), and
-/// the images they name, which must exist.
-pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>)> {
+/// The run arguments parsed and checked as far as they can be without
+/// their inputs (which may exist only on the cluster).
+pub(super) fn parsed_run(words: &[String]) -> anyhow::Result<RunArgs> {
     let run = parse_run_args(words).context("the run arguments after `--`")?;
     crate::config::parse_sigma(&run.sigma).context("the run arguments after `--`")?;
     if run.list.as_deref() == Some(std::path::Path::new("-")) {
@@ -180,6 +179,14 @@ pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<Path
             "--list - reads standard input, which a batch job does not have: give a file"
         );
     }
+    Ok(run)
+}
+
+/// The run arguments after `--`, read as `run` will read them (so a script
+/// that `run` would refuse is refused before it waits in a queue), and
+/// the images they name, which must exist.
+pub(super) fn checked_run(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>)> {
+    let run = parsed_run(words)?;
     if let Some(missing) = run.inputs.iter().chain(&run.list).find(|p| !p.exists()) {
         anyhow::bail!("the run's input {} does not exist", missing.display());
     }

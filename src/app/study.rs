@@ -78,7 +78,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
     let md = tables::markdown(&study);
     write(&out.join("study.md"), &md)?;
     let plots = plot::write_all(&study, out)?;
-    print!("{md}");
+    super::say(&md)?;
     eprintln!(
         "study written to {}: study.json, study.csv, study.md, {} plot file(s)",
         out.display(),
@@ -248,6 +248,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(|| study.spec.threads[0]);
     // The target's images: --list, else the run arguments' inputs.
     let images = match (&args.list, args.run_args.is_empty()) {
+        _ if args.no_check_inputs => None,
         (Some(list), _) => Some(target_images(&Sources {
             list: Some(list.clone()),
             ..Sources::default()
@@ -279,19 +280,24 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
             .map(|i| fit::planned_in_flight(&i.voxels, &i.bytes, ranks, threads)),
         dtypes: images.map(|i| i.dtypes),
     };
-    let e = fit::estimate(&points, target)?;
+    let mut e = fit::estimate(&points, target, args.fs_bandwidth)?;
+    if args.no_check_inputs {
+        e.warnings.push(
+            "--no-check-inputs: the target's images were not read here; the study's image sizes and types stand in for theirs, and the run's arguments are checked only when the job starts.".into(),
+        );
+    }
     let request = Request::from(&e, args.margin);
     let text = render(&e, &request, args);
-    print!("{text}");
+    super::say(&text)?;
     if let Some(avail) = &args.node_memory {
         let avail = crate::slurm::parse_mib(avail).context("--node-memory")? as f64;
         let need = request.mem_per_cpu_mib as f64 * (per_node * threads) as f64;
         if need > avail {
-            println!(
-                "  ! {per_node} ranks × {threads} CPU(s) × {} MiB = {need:.0} MiB exceeds the node's {avail:.0} MiB: use at most {} ranks per node.",
+            super::say(&format!(
+                "  ! {per_node} ranks × {threads} CPU(s) × {} MiB = {need:.0} MiB exceeds the node's {avail:.0} MiB: use at most {} ranks per node.\n",
                 request.mem_per_cpu_mib,
                 (avail / (request.mem_per_cpu_mib as f64 * threads as f64)).floor()
-            );
+            ))?;
         }
     }
     if let Some(p) = &args.json {
@@ -315,7 +321,11 @@ fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::R
         !args.run_args.is_empty(),
         "--sbatch needs the run arguments after `--` (inputs, -o OUTDIR)"
     );
-    super::sbatch::checked_run(&args.run_args)?;
+    if args.no_check_inputs {
+        super::sbatch::parsed_run(&args.run_args)?;
+    } else {
+        super::sbatch::checked_run(&args.run_args)?;
+    }
     let t = &e.target;
     let model = request.model;
     let (binary, mut notes) = super::sbatch::job_binary(None, model)?;
@@ -329,6 +339,9 @@ fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::R
         e.peak_rss_per_rank_bytes.value / MIB,
         100.0 * (args.margin - 1.0)
     ));
+    if args.no_check_inputs {
+        notes.push("Inputs: not read where this script was written (--no-check-inputs): the study's image sizes stood in for theirs.".into());
+    }
     let spec = JobSpec {
         time: request.time.clone(),
         partition: args.partition.clone(),
@@ -341,6 +354,26 @@ fn job_script(args: &EstimateArgs, e: &Estimate, request: &Request) -> anyhow::R
     }
     .shape();
     Ok(script::render(&spec))
+}
+
+/// How sure the estimate is, in one line: how the repetitions were used
+/// and where the interval comes from.
+fn confidence(e: &Estimate) -> String {
+    let n = &e.noise;
+    let how = if n.reps >= 2 {
+        format!(
+            "each point's median of {} runs (repeats differ by up to {:.0}%); the high end from the slowest runs",
+            n.reps,
+            100.0 * n.worst_spread
+        )
+    } else {
+        "one run per point: the noise is unknown".to_string()
+    };
+    format!(
+        "  confidence     {how}; the interval ±{:.0}%/+{:.0}% around the value\n",
+        100.0 * (1.0 - e.wall_s.low / e.wall_s.value.max(1e-12)),
+        100.0 * (e.wall_s.high / e.wall_s.value.max(1e-12) - 1.0)
+    )
 }
 
 /// The Slurm request: the interval's high end times the margin.
@@ -416,6 +449,18 @@ fn render(e: &Estimate, r: &Request, args: &EstimateArgs) -> String {
         r.memory.option(),
         r.time
     );
+    o += &confidence(e);
+    if let Some(fs) = &e.file_system {
+        o += &format!(
+            "  file system    {:.1} GB read and written, {:.2} GB/s for all ranks together over the wall{}\n",
+            fs.bytes / 1e9,
+            fs.bytes_per_s / 1e9,
+            fs.limit_bytes_per_s.map_or(
+                " (a shared file system may not give that: say what it gives with --fs-bandwidth)".to_string(),
+                |l| format!(" (--fs-bandwidth {:.2} GB/s)", l / 1e9)
+            )
+        );
+    }
     if !e.warnings.is_empty() {
         o += "Warnings (the study cannot fully support this target):\n";
         for w in &e.warnings {

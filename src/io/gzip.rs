@@ -142,6 +142,12 @@ impl<R: Read> Read for Inflater<R> {
                     }
                     continue;
                 }
+                if parts.input[self.start] != 0x1f {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "data after the gzip member that is not another member (the file has bytes appended)",
+                    ));
+                }
                 // Another member follows.
                 // SAFETY: a valid inflate_state, exclusively borrowed.
                 unsafe { sys::isal_inflate_reset(st) };
@@ -885,7 +891,9 @@ mod tests {
         );
         let mut trailing = gz.clone();
         trailing.extend_from_slice(b"not gzip at all");
-        assert!(err(&trailing).to_string().contains("invalid gzip header"));
+        assert!(err(&trailing)
+            .to_string()
+            .contains("data after the gzip member"));
         let mut flipped = gz.clone();
         flipped[gz.len() / 3..gz.len() / 3 + 64].fill(0xff);
         assert_eq!(err(&flipped).kind(), std::io::ErrorKind::InvalidData);

@@ -35,9 +35,31 @@ fn own_report(a: &Attempts, k: usize) -> Option<Report> {
     let workdir = Path::new(&a.runs[k].record.workdir);
     let apart = workdir.join(format!("nismooth-{}.{k}.json", a.id));
     let last = workdir.join(format!("nismooth-{}.json", a.id));
-    merge::load(&apart)
-        .ok()
-        .or_else(|| (k + 1 == a.runs.len()).then(|| merge::load(&last).ok())?)
+    let ours = |r: &Report| {
+        // A report copied from another job (or older than Slurm contexts)
+        // is not this job's: its figures are not shown under this id.
+        let base = a.id.split('_').next().unwrap_or(&a.id);
+        r.slurm
+            .as_ref()
+            .and_then(|s| s.array_job_id.or(s.job_id))
+            .is_none_or(|id| id.to_string() == base)
+    };
+    let load = |p: &Path| match merge::load(p) {
+        Ok(r) if ours(&r) => Some(r),
+        Ok(_) => {
+            log::warn!("{}: another job's report, not shown", p.display());
+            None
+        }
+        Err(e) if p.exists() => {
+            log::warn!(
+                "{}: cannot be read ({e}); sacct's figures alone",
+                p.display()
+            );
+            None
+        }
+        Err(_) => None,
+    };
+    load(&apart).or_else(|| (k + 1 == a.runs.len()).then(|| load(&last))?)
 }
 
 /// The memory model's figure per rank that the run logged (`memory: the

@@ -141,6 +141,10 @@ pub struct StudyPoint {
     #[serde(default)]
     pub max_rank_busy_s: f64,
     pub total_voxels: u64,
+    /// Bytes read and written by the point's images (files in + files out):
+    /// what the file system carried (0 in older studies).
+    #[serde(default)]
+    pub bytes_moved: u64,
     /// The largest image's in-memory size (voxels × bytes per voxel as read).
     pub largest_image_bytes: u64,
     pub load_imbalance: f64,
@@ -244,6 +248,12 @@ pub fn point_from_report(
     let grouped = by_rank(r);
     let finishes = finishes(&grouped);
     let in_flight_bytes = in_flight(&grouped, threads);
+    let bytes_moved = r
+        .images
+        .iter()
+        .filter(|i| i.status == Status::Ok)
+        .map(|i| i.bytes_in + i.bytes_out)
+        .sum();
     let mut dtypes: Vec<String> = r.images.iter().filter_map(|i| i.dtype_in.clone()).collect();
     dtypes.sort();
     dtypes.dedup();
@@ -272,6 +282,7 @@ pub fn point_from_report(
         in_flight_bytes,
         max_rank_busy_s: r.processes.iter().map(|p| p.busy_s).fold(0.0, f64::max),
         total_voxels: r.images.iter().map(|i| i.voxels).sum(),
+        bytes_moved,
         largest_image_bytes: largest,
         load_imbalance: s.load_imbalance,
         failed: s.failed,
@@ -501,6 +512,7 @@ pub(crate) fn test_point(ranks: usize, tasks: usize, wall: f64, peak: u64) -> St
         in_flight_bytes: 0,
         max_rank_busy_s: wall - 0.3,
         total_voxels: (tasks * 1000) as u64,
+        bytes_moved: (tasks * 3000) as u64,
         largest_image_bytes: 4000,
         load_imbalance: 1.0,
         failed: 0,

@@ -643,6 +643,9 @@ def test_a_refusal_under_mpirun_is_said_once(inputs, tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0
     assert proc.stderr.count("nismooth: error:") == 1, proc.stderr
+    proc = subprocess.run(["mpirun", "-n", "2", str(BIN), "bids", str(tmp_path / "nothing"), str(tmp_path / "d"),
+                           "participant"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0 and proc.stderr.count("nismooth: error:") == 1, proc.stderr
 
 
 def test_estimate_refuses_a_workload_beyond_any_count(tmp_path):
@@ -661,3 +664,52 @@ def test_sbatch_says_which_binary_the_job_runs(inputs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"NISMOOTH={other / 'nismooth'}" in proc.stdout and "not the one that wrote this script" in proc.stdout, \
         proc.stdout
+
+
+# Round five --------------------------------------------------------------------
+
+def test_a_standard_output_that_cannot_be_written_costs_no_report(inputs, tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([str(BIN), "run", str(inputs), "-o", str(tmp_path / "o"), "--progress", "none",
+                               "--report", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 4 and "panicked" not in proc.stderr, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["ok"] == 3 and (tmp_path / "r.csv").exists()
+    # A reader that goes away (| head) ends the output quietly.
+    shown = subprocess.run(f"{BIN} report {tmp_path / 'r.json'} | head -c 1", shell=True, capture_output=True,
+                           text=True, timeout=60)
+    assert "panicked" not in shown.stderr, shown.stderr
+
+
+def test_readers_and_slurms_cpus_are_bounded(inputs, tmp_path):
+    run(inputs, tmp_path / "a", "--readers", "18446744073709551615")
+    run(inputs, tmp_path / "b", "--readers", "30000")
+    t = time.monotonic()
+    proc = subprocess.run([str(BIN), "run", str(inputs), "-o", str(tmp_path / "c"), "--progress", "none",
+                           "--no-deadline"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SLURM_JOB_ID": "999999", "SLURM_CPUS_PER_TASK": "100000"})
+    assert proc.returncode == 0 and time.monotonic() - t < 60, proc.stderr
+    assert "capped" in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not ROOT_USER, reason="mknod needs root")
+def test_a_list_of_endless_bytes_is_refused_not_held(tmp_path):
+    os.mknod(tmp_path / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    proc = subprocess.run([str(BIN), "run", "--list", str(tmp_path / "zero"), "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a list of paths" in proc.stderr, proc.stderr
+
+
+def test_no_output_inside_a_runs_state_folder(inputs, tmp_path):
+    img = next(inputs.iterdir())
+    for target in (tmp_path / "t" / ".nismooth" / "lock-file-A.nii", tmp_path / "t" / ".nismooth"):
+        proc = nismooth("run", img, "-o", target, expect=2)
+        assert ".nismooth folder" in proc.stderr
+
+
+def test_bytes_after_a_gzip_member_are_named(tmp_path):
+    save(tmp_path / "a.nii.gz", noise((8, 8, 8), np.float32, 1))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "g.nii.gz").write_bytes((tmp_path / "a.nii.gz").read_bytes() + b"X")
+    proc = run(tmp_path / "in", tmp_path / "o", expect=1)
+    assert "data after the gzip member" in proc.stderr, proc.stderr

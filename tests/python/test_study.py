@@ -27,7 +27,8 @@ def nis(*args, timeout=600):
 
 def test_study_writes_the_course_tables_and_plots(tmp_path):
     out = tmp_path / "s"
-    nis("study", "--ranks", "1,2", "--threads", "1,2", "--tasks", "1,3", "--shape", "24,20,16", "--vary-size",
+    nis("study", "--ranks", "1,2", "--threads", "1,2", "--tasks", "1,3", "--reps", "1", "--shape", "24,20,16",
+        "--vary-size",
         "-o", out)
     study = json.loads((out / "study.json").read_text())
     assert study["schema"] == "nismooth-study"
@@ -56,7 +57,7 @@ def test_a_study_with_relative_paths_works_and_one_with_a_failed_point_says_so(t
     nis("generate", "-o", data, "-n", "3", "--shape", "12,10,8")
     run = lambda *a: subprocess.run([str(BIN), *map(str, a)], capture_output=True, text=True, env=ENV,
                                     cwd=tmp_path, timeout=300)
-    ok = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--data", "data", "-o", "rel")
+    ok = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--reps", "1", "--data", "data", "-o", "rel")
     assert ok.returncode == 0, ok.stderr
     points = json.loads((tmp_path / "rel" / "study.json").read_text())["points"]
     assert [p["failed"] for p in points] == [0, 0] and (tmp_path / "rel" / "study.md").exists()
@@ -64,7 +65,7 @@ def test_a_study_with_relative_paths_works_and_one_with_a_failed_point_says_so(t
     # The third image is not NIfTI: the 3-image point fails, the 1-image point does not.
     (data / "sub-0002_T1w.nii.gz").write_bytes(b"not a nifti file")
     # Into the same folder: the earlier study's table and plots must not stand beside the new record.
-    bad = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--data", "data", "-o", "rel")
+    bad = run("study", "--ranks", "1", "--threads", "1", "--tasks", "1,3", "--reps", "1", "--data", "data", "-o", "rel")
     assert bad.returncode == 1, bad.stderr
     assert "1 of 2 point(s) failed" in bad.stderr and "r1-t1-n3-rep0: 1 of 3 images failed" in bad.stderr
     out = tmp_path / "rel"

@@ -343,7 +343,7 @@ def test_study_through_srun(tmp_path):
     """`nismooth study --launcher srun`: each point is a real Slurm job step."""
     out = tmp_path / "study"
     proc = subprocess.run([str(BIN), "study", "--launcher", "srun", "--ranks", "1,2", "--threads", "1",
-                           "--tasks", "2,4", "--shape", "20,18,12", "-o", str(out)],
+                           "--tasks", "2,4", "--reps", "1", "--shape", "20,18,12", "-o", str(out)],
                           capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr
     study = json.loads((out / "study.json").read_text())

@@ -1,7 +1,9 @@
 //! What the estimate says beside its figures: warnings where the study
 //! cannot support the target, and plain advice.
 
-use super::{median, memory::MemoryModel, mib_text, time::TimeModel, Target};
+use super::{
+    median, memory::MemoryModel, mib_text, time::TimeModel, FileSystem, Noise, Target, NOISY_SPREAD,
+};
 use crate::study::StudyPoint;
 
 /// Plain advice: the slowest stage, ranks against threads, memory, and
@@ -230,4 +232,62 @@ fn dtype_mismatch(ok: &[StudyPoint], target: &Target) -> Option<String> {
             studied.join(", ")
         )
     })
+}
+
+/// What the repetitions say of the study's noise: too few to know it,
+/// repeats that disagree, or a speed-up no machine gives.
+pub(super) fn noise_warnings(noise: &Noise, time: &TimeModel) -> Vec<String> {
+    let mut out = Vec::new();
+    if noise.reps < 3 {
+        out.push(format!(
+            "The study ran each point {} time(s): its noise is unknown, and one disturbed run tilts the fit. Study with --reps 3 or more (the default): the estimate then uses each point's median run and takes its high end from the slowest.",
+            noise.reps
+        ));
+    }
+    if noise.worst_spread > NOISY_SPREAD {
+        out.push(format!(
+            "Repeats of one point differ by up to {:.0}% ({}): the machine was busy while the study ran. The estimate uses each point's median run; {}.",
+            100.0 * noise.worst_spread,
+            noise.worst_point.as_deref().unwrap_or("?"),
+            match noise.slowest_wall_s {
+                Some(w) if w > time.wall_s.value => format!(
+                    "the slowest runs predict {}, and the interval's high end covers it",
+                    crate::metrics::hms(w)
+                ),
+                _ => "the slowest runs predict no more than the median ones (the noise was in points that lower the contention between ranks)".into(),
+            }
+        ));
+    }
+    let above = time.wall_s.high / time.wall_s.value.max(1e-12) - 1.0;
+    if above > 0.5 {
+        out.push(format!(
+            "The interval reaches {:.0}% above the value: the study's points do not fit one model well (too short, or too disturbed). Study again on a quieter machine, or with more images per point.",
+            100.0 * above
+        ));
+    }
+    let base = &time.base;
+    let (n, v) = (time.busiest_images, time.busiest_images * time.mean_voxels);
+    for f in time.fits.iter().filter(|f| f.ranks > base.ranks) {
+        let (w0, w) = (base.work(n, v), f.work(n, v));
+        if w0 > 0.0 && w > 0.0 && w < 0.95 * w0 {
+            out.push(format!(
+                "At {} ranks each rank's work came out {:.0}% smaller than at {}: a speed-up above the ranks' count (efficiency {:.0}%), which no machine gives. The slower points were disturbed; the serial fraction is taken as 0. Study again on a quiet machine.",
+                f.ranks,
+                100.0 * (1.0 - w / w0),
+                base.ranks,
+                100.0 * w0 / w
+            ));
+        }
+    }
+    out
+}
+
+/// The file system cannot carry the target's bytes in the predicted time.
+pub(super) fn bandwidth_warning(fs: &FileSystem) -> String {
+    format!(
+        "The target reads and writes {:.1} GB: more than --fs-bandwidth {:.2} GB/s carries in the compute time. The wall is raised to what the file system allows ({:.2} GB/s); more ranks will not make it faster.",
+        fs.bytes / 1e9,
+        fs.limit_bytes_per_s.unwrap_or(0.0) / 1e9,
+        fs.bytes_per_s / 1e9
+    )
 }

@@ -70,6 +70,43 @@ impl Target {
     }
 }
 
+/// How the study's repetitions were used, and how far they disagree.
+///
+/// Why: on a shared machine a repetition can take twice another's time
+/// (another job on the cores, the file system's cache), and one noisy point
+/// tilts the fit: two studies of the same data five minutes apart gave
+/// estimates 6.5× apart. So the fit uses each point's median repetition
+/// (one disturbed run of three moves nothing; the minimum, as benchmarkers
+/// take it, was tried and is too hopeful for short points: a run under a
+/// second escapes a busy spell more often than a long one, and 64-image
+/// runs then came out 40% above the estimate), and the interval's high end
+/// is what the slowest repetitions predict: the time if the machine stays
+/// as busy as it was at its worst.
+#[derive(Clone, Debug, Serialize)]
+pub struct Noise {
+    /// The fewest repetitions any point had.
+    pub reps: usize,
+    /// The largest spread of one point's repetitions, (slowest − fastest) / fastest.
+    pub worst_spread: f64,
+    /// That point: "R rank(s) × T thread(s) × N images: a–b s".
+    pub worst_point: Option<String>,
+    /// The wall the slowest repetitions predict (None with one repetition).
+    pub slowest_wall_s: Option<f64>,
+}
+
+/// Repeats of one point whose walls differ by more than this are noise.
+pub const NOISY_SPREAD: f64 = 0.20;
+
+/// What the target's images move through the file system: read and
+/// written bytes, and the rate that is over the predicted wall.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileSystem {
+    pub bytes: f64,
+    pub bytes_per_s: f64,
+    /// The rate the user said the file system gives (`--fs-bandwidth`).
+    pub limit_bytes_per_s: Option<f64>,
+}
+
 /// A value with its interval.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Interval {
@@ -103,6 +140,9 @@ pub struct Estimate {
     /// Whether peak memory per rank stayed flat as the image count grew.
     pub memory_flat: bool,
     pub memory_growth_over_study: f64,
+    pub noise: Noise,
+    /// None in studies made before bytes were kept.
+    pub file_system: Option<FileSystem>,
     /// Where the study cannot support the target: read these first.
     pub warnings: Vec<String>,
     pub advice: Vec<String>,
@@ -132,9 +172,104 @@ pub(super) fn mib_text(b: f64) -> String {
     format!("{:.0} MiB", crate::metrics::mib(b))
 }
 
-/// Predicts the target from the study's points: the time model, the
-/// memory model, whether memory grows with the images, and advice.
-pub fn estimate(points: &[StudyPoint], target: Target) -> Result<Estimate, StudyError> {
+/// Which of a point's repetitions stands for it.
+#[derive(Clone, Copy, PartialEq)]
+enum Pick {
+    Fastest,
+    Median,
+    Slowest,
+}
+
+/// One repetition per (ranks, threads, images), in the study's order:
+/// the fastest, the median (the upper one of an even count) or the slowest
+/// by wall.
+fn one_per_point(ok: &[StudyPoint], pick: Pick) -> Vec<StudyPoint> {
+    let key = |q: &StudyPoint| (q.ranks, q.threads, q.tasks);
+    let mut keys: Vec<(usize, usize, usize)> = Vec::new();
+    for p in ok {
+        if !keys.contains(&key(p)) {
+            keys.push(key(p));
+        }
+    }
+    keys.iter()
+        .map(|k| {
+            let mut reps: Vec<&StudyPoint> = ok.iter().filter(|p| key(p) == *k).collect();
+            reps.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+            let i = match pick {
+                Pick::Fastest => 0,
+                Pick::Median => reps.len() / 2,
+                Pick::Slowest => reps.len() - 1,
+            };
+            reps[i].clone()
+        })
+        .collect()
+}
+
+/// The repetitions' count and spread, point by point.
+fn noise(ok: &[StudyPoint], slowest_wall_s: Option<f64>) -> Noise {
+    let fastest = one_per_point(ok, Pick::Fastest);
+    let slowest = one_per_point(ok, Pick::Slowest);
+    let mut noise = Noise {
+        reps: usize::MAX,
+        worst_spread: 0.0,
+        worst_point: None,
+        slowest_wall_s,
+    };
+    for (f, s) in fastest.iter().zip(&slowest) {
+        let reps = ok
+            .iter()
+            .filter(|p| (p.ranks, p.threads, p.tasks) == (f.ranks, f.threads, f.tasks))
+            .count();
+        noise.reps = noise.reps.min(reps);
+        let spread = s.wall_s / f.wall_s.max(1e-9) - 1.0;
+        if spread > noise.worst_spread {
+            noise.worst_spread = spread;
+            noise.worst_point = Some(format!(
+                "{} rank(s) × {} thread(s) × {} images: {:.2}–{:.2} s",
+                f.ranks, f.threads, f.tasks, f.wall_s, s.wall_s
+            ));
+        }
+    }
+    noise.reps = noise.reps.min(ok.len()).max(1);
+    noise
+}
+
+/// The bytes the target moves, from the study's bytes per voxel, and the
+/// rate over `wall_s`.
+fn file_system(
+    ok: &[StudyPoint],
+    target: &Target,
+    mean_voxels: f64,
+    wall_s: f64,
+    limit: Option<f64>,
+) -> Option<FileSystem> {
+    let (bytes, voxels) = ok
+        .iter()
+        .filter(|p| p.bytes_moved > 0)
+        .fold((0.0, 0.0), |(b, v), p| {
+            (b + p.bytes_moved as f64, v + p.total_voxels as f64)
+        });
+    (bytes > 0.0 && voxels > 0.0).then(|| {
+        let bytes = target.tasks as f64 * mean_voxels * bytes / voxels;
+        FileSystem {
+            bytes,
+            bytes_per_s: bytes / wall_s.max(1e-9),
+            limit_bytes_per_s: limit,
+        }
+    })
+}
+
+/// Predicts the target from the study's points: the time model on each
+/// point's median repetition (its high end from the slowest ones), the
+/// memory model, whether memory grows with the images, what the file
+/// system carries, and advice. `fs_limit`: the file system's rate in bytes
+/// per second, when the user knows it; a wall that needs more is raised to
+/// what the file system allows.
+pub fn estimate(
+    points: &[StudyPoint],
+    target: Target,
+    fs_limit: Option<f64>,
+) -> Result<Estimate, StudyError> {
     let ok: Vec<StudyPoint> = points
         .iter()
         .filter(|p| p.failed == 0 && p.tasks > 0)
@@ -143,11 +278,40 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> Result<Estimate, Study
     if ok.is_empty() {
         return Err(StudyError::NoPoints);
     }
-    let time = time_model(&ok, &target)?;
+    let median = one_per_point(&ok, Pick::Median);
+    let mut time = time_model(&median, &target)?;
+    let slowest = (median.len() < ok.len())
+        .then(|| time_model(&one_per_point(&ok, Pick::Slowest), &target).ok())
+        .flatten()
+        .map(|t| t.wall_s.value);
+    if let Some(w) = slowest {
+        let above = time.wall_s.high / time.wall_s.value.max(1e-12);
+        time.wall_s.high = time.wall_s.high.max(w * above);
+    }
+    let noise = noise(&ok, slowest);
+    let mut fs = file_system(&ok, &target, time.mean_voxels, time.wall_s.value, fs_limit);
+    let bound = fs.as_ref().and_then(|f| {
+        let limit = f.limit_bytes_per_s?;
+        (f.bytes_per_s > limit).then(|| time.launcher_s + time.used.a + f.bytes / limit)
+    });
+    if let Some(b) = bound {
+        let scale = b / time.wall_s.value;
+        time.wall_s = Interval {
+            value: b,
+            low: time.wall_s.low * scale,
+            high: time.wall_s.high.max(time.wall_s.high * scale),
+        };
+    }
+    if let Some(f) = fs.as_mut() {
+        f.bytes_per_s = f.bytes / time.wall_s.value.max(1e-9);
+    }
     let memory = memory_model(&ok, &target);
-    let growth = memory_growth(&ok, &time, &memory);
-    let warnings = warnings(&ok, &target, &time, &memory);
-    let advice = advice(&ok, &target, &time, &memory, growth);
+    let growth = memory_growth(&median, &time, &memory);
+    let mut warnings = warnings(&median, &target, &time, &memory);
+    warnings.extend(advice::noise_warnings(&noise, &time));
+    warnings
+        .extend(bound.map(|_| advice::bandwidth_warning(fs.as_ref().expect("a bound has a rate"))));
+    let advice = advice(&median, &target, &time, &memory, growth);
     Ok(Estimate {
         wall_s: time.wall_s,
         peak_rss_per_rank_bytes: memory.peak_rss,
@@ -161,6 +325,8 @@ pub fn estimate(points: &[StudyPoint], target: Target) -> Result<Estimate, Study
         memory_per_image_byte: memory.k,
         memory_flat: growth < 0.10,
         memory_growth_over_study: growth,
+        noise,
+        file_system: fs,
         warnings,
         advice,
         target,

@@ -54,7 +54,7 @@ fn no_figure_is_ever_absurd_whatever_the_study() {
             dtypes: None,
             in_flight_bytes: None,
         };
-        let Ok(e) = estimate(&pts, target) else {
+        let Ok(e) = estimate(&pts, target, None) else {
             continue;
         };
         for iv in [&e.wall_s, &e.peak_rss_per_rank_bytes] {
@@ -122,14 +122,14 @@ fn the_launchers_time_is_part_of_the_prediction() {
         dtypes: None,
         in_flight_bytes: None,
     };
-    let two = estimate(&pts, target(2)).unwrap();
+    let two = estimate(&pts, target(2), None).unwrap();
     assert!((two.launcher_s - 0.5).abs() < 1e-9);
     assert!(
         (two.wall_s.value - (0.5 + synthetic(2, 16))).abs() < 1e-6,
         "{:?}",
         two.wall_s
     );
-    assert_eq!(estimate(&pts, target(1)).unwrap().launcher_s, 0.0);
+    assert_eq!(estimate(&pts, target(1), None).unwrap().launcher_s, 0.0);
 }
 
 #[test]
@@ -158,6 +158,7 @@ fn memory_ramps_until_the_pipeline_is_full_then_counts_as_flat() {
             dtypes: None,
             in_flight_bytes: None,
         },
+        None,
     )
     .unwrap();
     assert!(
@@ -190,7 +191,7 @@ fn recovers_a_known_machine_and_extrapolates_with_amdahl() {
         dtypes: None,
         in_flight_bytes: None,
     };
-    let e = estimate(&pts, t(2, 1)).unwrap();
+    let e = estimate(&pts, t(2, 1), None).unwrap();
     assert!(
         (e.wall_s.value - synthetic(2, 64)).abs() < 1e-6,
         "{}",
@@ -199,7 +200,7 @@ fn recovers_a_known_machine_and_extrapolates_with_amdahl() {
     assert!((e.serial_fraction - 0.1).abs() < 1e-9);
     assert!(e.memory_flat);
     // 4 ranks per node was not studied: Amdahl gives 1 + 0.1 × 3.
-    let e4 = estimate(&pts, t(4, 1)).unwrap();
+    let e4 = estimate(&pts, t(4, 1), None).unwrap();
     assert!(
         (e4.wall_s.value - synthetic(4, 64)).abs() < 1e-6,
         "{}",
@@ -210,7 +211,7 @@ fn recovers_a_known_machine_and_extrapolates_with_amdahl() {
         "extrapolation widens the interval"
     );
     // Two nodes of 2 ranks: no extra contention, half the images per rank.
-    let e22 = estimate(&pts, t(2, 2)).unwrap();
+    let e22 = estimate(&pts, t(2, 2), None).unwrap();
     assert!((e22.wall_s.value - (0.3 + 16.0 * 1.1)).abs() < 1e-6);
     assert!(
         e.advice.iter().any(|a| a.contains("writing is 70%")),
@@ -248,6 +249,7 @@ fn memory_counts_the_images_in_flight() {
             in_flight_bytes: Some(6000 << 10),
             ..target(100, 1, None)
         },
+        None,
     )
     .unwrap();
     let want = (8 << 20) as f64 + 1.5 * (6000 << 10) as f64;
@@ -285,6 +287,134 @@ fn varied_study() -> Vec<StudyPoint> {
     pts
 }
 
+/// Each point again once per factor, its wall (and its finishes) times it.
+fn repeated(pts: &[StudyPoint], factors: &[f64]) -> Vec<StudyPoint> {
+    let mut out = Vec::new();
+    for (rep, f) in factors.iter().enumerate() {
+        for p in pts {
+            let mut q = p.clone();
+            q.rep = rep;
+            q.wall_s *= f;
+            q.outer_wall_s *= f;
+            for rank in &mut q.finishes {
+                for step in rank.iter_mut() {
+                    step.1 *= f;
+                }
+            }
+            out.push(q);
+        }
+    }
+    out
+}
+
+/// One disturbed repetition of three per point (twice as slow) leaves the
+/// value where the quiet ones put it, raises the high end, and is said;
+/// one run per point is said to leave the noise unknown.
+#[test]
+fn repetitions_fit_the_median_and_bound_with_the_slowest() {
+    let quiet = estimate(
+        &repeated(&varied_study(), &[1.0, 1.01, 1.02]),
+        target(640, 2, None),
+        None,
+    )
+    .unwrap();
+    let noisy = estimate(
+        &repeated(&varied_study(), &[1.0, 2.0, 1.01]),
+        target(640, 2, None),
+        None,
+    )
+    .unwrap();
+    let rel = |a: f64, b: f64| (a / b - 1.0).abs();
+    assert!(
+        rel(noisy.wall_s.value, quiet.wall_s.value) < 0.02,
+        "{} vs {}",
+        noisy.wall_s.value,
+        quiet.wall_s.value
+    );
+    assert!(
+        noisy.wall_s.high > 1.8 * noisy.wall_s.value,
+        "{:?}",
+        noisy.wall_s
+    );
+    assert_eq!(noisy.noise.reps, 3);
+    assert!((noisy.noise.worst_spread - 1.0).abs() < 1e-9);
+    assert!(
+        noisy
+            .warnings
+            .iter()
+            .any(|w| w.contains("differ by up to 100%")),
+        "{:?}",
+        noisy.warnings
+    );
+    assert!(
+        !quiet.warnings.iter().any(|w| w.contains("differ by")),
+        "{:?}",
+        quiet.warnings
+    );
+    let once = estimate(&varied_study(), target(640, 2, None), None).unwrap();
+    assert!(
+        once.warnings
+            .iter()
+            .any(|w| w.contains("its noise is unknown")),
+        "{:?}",
+        once.warnings
+    );
+    assert_eq!(once.noise.slowest_wall_s, None);
+}
+
+/// A speed-up above the ranks' count is noise, and said.
+#[test]
+fn a_superlinear_speed_up_is_called_noise() {
+    let pts: Vec<StudyPoint> = repeated(&varied_study(), &[1.0, 1.01, 1.02])
+        .into_iter()
+        .map(|mut p| {
+            if p.ranks == 1 {
+                p.wall_s *= 1.6;
+                for rank in &mut p.finishes {
+                    rank.iter_mut().for_each(|s| s.1 *= 1.6);
+                }
+            }
+            p
+        })
+        .collect();
+    let e = estimate(&pts, target(640, 2, None), None).unwrap();
+    assert!(
+        e.warnings
+            .iter()
+            .any(|w| w.contains("which no machine gives")),
+        "{:?}",
+        e.warnings
+    );
+}
+
+/// The bytes the target moves, and a file system slower than the compute:
+/// the wall is what the file system allows, and a warning says so.
+#[test]
+fn the_file_systems_rate_bounds_the_wall() {
+    let pts = repeated(&varied_study(), &[1.0, 1.01, 1.02]);
+    let free = estimate(&pts, target(6400, 2, None), None).unwrap();
+    let fs = free.file_system.clone().unwrap();
+    assert!(fs.bytes > 0.0 && (fs.bytes_per_s * free.wall_s.value / fs.bytes - 1.0).abs() < 1e-9);
+    let slow = fs.bytes_per_s / 4.0;
+    let bound = estimate(&pts, target(6400, 2, None), Some(slow)).unwrap();
+    assert!(
+        bound.wall_s.value > 3.0 * free.wall_s.value,
+        "{} vs {}",
+        bound.wall_s.value,
+        free.wall_s.value
+    );
+    assert!(
+        bound.warnings.iter().any(|w| w.contains("--fs-bandwidth")),
+        "{:?}",
+        bound.warnings
+    );
+    let fast = estimate(&pts, target(6400, 2, None), Some(fs.bytes_per_s * 4.0)).unwrap();
+    assert_eq!(
+        fast.wall_s.value, free.wall_s.value,
+        "a fast file system changes nothing"
+    );
+}
+
 fn target(tasks: usize, ranks_per_node: usize, mean_voxels: Option<f64>) -> Target {
     Target {
         tasks,
@@ -302,7 +432,7 @@ fn target(tasks: usize, ranks_per_node: usize, mean_voxels: Option<f64>) -> Targ
 fn separates_the_per_image_cost_when_sizes_vary() {
     // The finish times give c and b apart; the walls' line (which
     // leaves out c) sets their level: within 5% of the machine's.
-    let e = estimate(&varied_study(), target(64, 2, Some(20_000.0))).unwrap();
+    let e = estimate(&varied_study(), target(64, 2, Some(20_000.0)), None).unwrap();
     assert!(
         (e.seconds_per_image / 0.055 - 1.0).abs() < 0.05,
         "{}",
@@ -330,7 +460,7 @@ fn separates_the_per_image_cost_when_sizes_vary() {
         p.outer_wall_s = p.wall_s;
         p.finishes.clear();
     }
-    let e = estimate(&same, target(64, 2, None)).unwrap();
+    let e = estimate(&same, target(64, 2, None), None).unwrap();
     assert_eq!(e.seconds_per_image, 0.0);
     let want = per_image_machine(2, 32, 32 * 100_000);
     assert!(
@@ -342,12 +472,12 @@ fn separates_the_per_image_cost_when_sizes_vary() {
 
 #[test]
 fn warns_where_the_study_cannot_support_the_target() {
-    // A well-supported target: no warning.
-    let pts = varied_study();
-    let e = estimate(&pts, target(64, 2, Some(150_000.0))).unwrap();
+    // A well-supported target (three quiet repetitions of each point): no warning.
+    let pts = repeated(&varied_study(), &[1.0, 1.02, 1.04]);
+    let e = estimate(&pts, target(64, 2, Some(150_000.0)), None).unwrap();
     assert!(e.warnings.is_empty(), "{:?}", e.warnings);
     let warned = |pts: &[StudyPoint], t: Target, words: &str| {
-        let e = estimate(pts, t).unwrap();
+        let e = estimate(pts, t, None).unwrap();
         assert!(
             e.warnings.iter().any(|w| w.contains(words)),
             "{words}: {:?}",
@@ -415,7 +545,7 @@ fn finish_times_give_the_rates_that_start_up_noise_hides() {
         (p.max_rank_voxels, p.total_voxels) = (vox, vox);
         pts.push(p);
     }
-    let e = estimate(&pts, target(400, 1, Some(1500.0))).unwrap();
+    let e = estimate(&pts, target(400, 1, Some(1500.0)), None).unwrap();
     assert!(
         (e.seconds_per_image - 0.002).abs() < 1e-9,
         "{}",

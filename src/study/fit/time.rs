@@ -242,9 +242,11 @@ pub(super) fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel
     let rel_sd = (rel.iter().map(|r| r * r).sum::<f64>() / rel.len().max(1) as f64).sqrt();
     let extrapolated = studied.is_none();
     let spread = (2.0 * rel_sd).max(0.05) + if extrapolated { 0.10 } else { 0.0 };
+    // Noise only adds time, so a large residual says little about how much
+    // faster the target could be: the low end stays within half the value.
     let wall_s = Interval {
         value: wall,
-        low: wall * (1.0 - spread).max(0.0),
+        low: wall * (1.0 - spread).max(0.5),
         high: wall * (1.0 + spread),
     };
     Ok(TimeModel {
