@@ -22,6 +22,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod cut;
+mod describe;
+
 use super::handoff::{self, Receiver, Sender};
 use super::journal::{self, Durable, Journal};
 use super::pace::{Pacer, Refusal};
@@ -34,7 +37,9 @@ use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
 use crate::report::{ImageRecord, Status};
-use crate::volume::{DType, Shape, Voxels};
+use crate::volume::{DType, Voxels};
+use cut::{Cut, Part};
+pub(super) use describe::describe;
 
 /// Outputs written but not yet in place, at most: each holds an open file
 /// (no voxels), so the writer runs ahead of the disk by this much.
@@ -492,120 +497,6 @@ fn in_feeding_order(
         .collect()
 }
 
-/// Which part of its image a piece in flight is: a series is read,
-/// filtered and written a few volumes at a time, so that memory follows the
-/// volume, not the series. Every other image is one part.
-#[derive(Clone, Copy, Debug)]
-struct Part {
-    index: usize,
-    last: bool,
-    /// The whole image's shape (the writer's file holds all of it).
-    whole: Shape,
-    /// A z-slab of a 3-D image: the filter keeps its z pass's ring.
-    slab: bool,
-}
-
-/// How an image is cut into parts: `voxels` at a time, whole volumes of a
-/// series or whole z-slices of a large 3-D image (a slab), or all of it.
-struct Cut {
-    voxels: usize,
-    slab: bool,
-}
-
-impl Cut {
-    /// A series in parts of about `resources::part_bytes()`; a 3-D image
-    /// of 8 parts or more in slabs of that size where the backend and the
-    /// filter allow it (`SlabPlan`); any other image whole.
-    fn of(
-        stream: &io::ImageStream,
-        spec: &FilterSpec,
-        out: DType,
-        cfg: &RunConfig,
-        slabs: bool,
-    ) -> Cut {
-        let shape = stream.head().shape;
-        let bytes = shape.len() as u64 * stream.dtype().size().max(out.size()) as u64;
-        let part = crate::resources::part_bytes();
-        if shape.volumes > 1 {
-            let per = crate::resources::volumes_within(bytes, shape.volumes, part);
-            return Cut {
-                voxels: per * shape.volume_len(),
-                slab: false,
-            };
-        }
-        let slab = slabs
-            && cfg.compat != Compat::Nilearn
-            && bytes >= 8 * part
-            && SlabPlan::new(shape, spec, stream.dtype(), out).is_some();
-        if !slab {
-            return Cut {
-                voxels: shape.len(),
-                slab: false,
-            };
-        }
-        let slice = shape.spatial[0] * shape.spatial[1];
-        let slices = crate::resources::volumes_within(bytes, shape.spatial[2], part);
-        Cut {
-            voxels: slices * slice,
-            slab: true,
-        }
-    }
-
-    /// The voxels of the image that the pipeline holds at once when it is
-    /// cut so (at most all of them): a part in each stage and on its way
-    /// back, its filtered copy and its output bytes, and a slab's z ring
-    /// (2 × the z radius of slices). What the read reserves: a check of one
-    /// part let a tight `ulimit -v` fail an allocation later, which aborts.
-    fn in_flight(&self, spec: &FilterSpec, whole: Shape, readers: usize) -> usize {
-        let parts = crate::resources::pipeline_images(readers) + 2;
-        let ring = match (self.slab, &spec.kernels(3)[2]) {
-            (true, Some(k)) => 2 * k.radius() * whole.spatial[0] * whole.spatial[1],
-            _ => 0,
-        };
-        self.voxels
-            .saturating_mul(parts)
-            .saturating_add(ring)
-            .min(whole.len())
-    }
-
-    /// The shape of a part of `n` voxels of an image of shape `whole`.
-    fn shape_of(&self, whole: Shape, n: usize) -> Shape {
-        if self.slab {
-            let slice = (whole.spatial[0] * whole.spatial[1]).max(1);
-            let mut spatial = whole.spatial;
-            spatial[2] = n / slice;
-            return Shape { spatial, ..whole };
-        }
-        Shape {
-            volumes: n / whole.volume_len().max(1),
-            ..whole
-        }
-    }
-}
-
-impl Part {
-    fn first() -> Part {
-        Part {
-            index: 0,
-            last: false,
-            whole: Shape {
-                spatial: [0; 3],
-                spatial_ndim: 0,
-                volumes: 0,
-            },
-            slab: false,
-        }
-    }
-
-    /// The only part of an image that is not read (skipped, failed, held).
-    fn only() -> Part {
-        Part {
-            last: true,
-            ..Part::first()
-        }
-    }
-}
-
 /// A part of an image on its way through the stages. `img` is `None` once
 /// it failed (the record says why) or was skipped; later stages pass it on
 /// untouched. The record of a first part describes the image; later parts'
@@ -829,85 +720,6 @@ fn read_parts<'t>(
         }
     }
     true
-}
-
-/// Fills the image's record from its header and decides its filter and
-/// output dtype, once for all its parts.
-pub(super) fn describe<'a>(
-    rec: &mut ImageRecord,
-    stream: io::ImageStream<'a>,
-    cfg: &RunConfig,
-) -> Result<(io::ImageStream<'a>, FilterSpec, DType), String> {
-    let head = stream.head();
-    if head.dropped_extensions {
-        log::warn!(
-            "{}: its header extensions have invalid sizes; the output is written without them",
-            rec.input
-        );
-        rec.note = Some("invalid header extensions dropped".into());
-    }
-    rec.bytes_in = head.bytes_in;
-    rec.voxels = head.shape.len() as u64;
-    rec.shape = head.shape.spatial[..head.shape.spatial_ndim].to_vec();
-    if head.shape.volumes > 1 {
-        rec.shape.push(head.shape.volumes);
-    }
-    let dtype_in = stream.dtype();
-    rec.dtype_in = Some(dtype_in.to_string());
-    let out = cfg.output_dtype(dtype_in);
-    rec.dtype_out = Some(out.to_string());
-    let spec = cfg.image_spec(head)?;
-    tell_the_kernel_once(&spec, head, cfg, &rec.input);
-    warn_of_integer_fwhm_once(cfg, dtype_in, out);
-    Ok((stream, spec, out))
-}
-
-/// Logs the kernel the first time an image of each voxel size comes, so
-/// that a σ typed where a FWHM was meant (or mm for voxels) shows.
-fn tell_the_kernel_once(spec: &FilterSpec, head: &Image, cfg: &RunConfig, input: &str) {
-    static SEEN: Mutex<Vec<[u64; 3]>> = Mutex::new(Vec::new());
-    let mm: [f64; 3] = match cfg.compat {
-        Compat::Nilearn => head.voxel_sizes,
-        _ => head.pixdim.map(f64::from),
-    };
-    let key = mm.map(f64::to_bits);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if seen.contains(&key) {
-        return;
-    }
-    seen.push(key);
-    let ndim = head.shape.spatial_ndim;
-    let size: Vec<String> = mm[..ndim.clamp(1, 3)]
-        .iter()
-        .map(|m| format!("{}", (m.abs() * 1000.0).round() / 1000.0))
-        .collect();
-    let series = if head.shape.volumes > 1 {
-        "; a series is smoothed volume by volume"
-    } else {
-        ""
-    };
-    log::info!(
-        "kernel for {} mm voxels (first: {input}): {}{series}",
-        size.join(" × "),
-        spec.describe(ndim, mm)
-    );
-}
-
-/// `--fwhm` (or σ in mm) on integer data keeps the integer type, as
-/// scipy's filter does; a nilearn user expects float32: said once.
-fn warn_of_integer_fwhm_once(cfg: &RunConfig, dtype_in: DType, out: DType) {
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let in_mm = cfg.units != crate::filter::Units::Voxel;
-    if !in_mm || cfg.compat == Compat::Nilearn || out.is_float() {
-        return;
-    }
-    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        log::warn!(
-            "{dtype_in} data smoothed into {out}: each output value is truncated toward zero, as \
-             scipy.ndimage.gaussian_filter does; --dtype float32 keeps the fractions, and \
-             --compat nilearn smooths as nilearn's smooth_img (float32 out)"
-        );
-    }
 }
 
 /// Finishes the oldest queued image and passes it on to the writer; false
