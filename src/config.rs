@@ -48,6 +48,28 @@ impl Selection {
         }
     }
 
+    /// What the run's reports may never be written over besides its images
+    /// and outputs: its list, or the BIDS dataset it reads and the
+    /// derivative dataset's own files in `outdir`.
+    pub fn guard(&self, outdir: &std::path::Path) -> crate::plan::Guard {
+        match self {
+            Selection::Named(s) => crate::plan::Guard {
+                read: s
+                    .list
+                    .iter()
+                    .filter(|l| l.as_os_str() != "-")
+                    .map(|l| ("--list", l.clone()))
+                    .collect(),
+                ..Default::default()
+            },
+            Selection::Bids(q) => crate::plan::Guard {
+                trees: vec![q.root.clone()],
+                dataset: Some(outdir.to_path_buf()),
+                ..Default::default()
+            },
+        }
+    }
+
     /// Whether folders are searched to the bottom (the report's `recursive`).
     pub fn recursive(&self) -> bool {
         matches!(self, Selection::Named(s) if s.recursive)

@@ -469,6 +469,18 @@ pub struct EstimateArgs {
     /// Threads per rank (default: the study's).
     #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
+    /// The parallel model (default: serial, threads, mpi or hybrid, from the
+    /// ranks and threads); `array` predicts a job array: each task, the
+    /// array's span under --array-limit, its CPU-hours.
+    #[arg(long, value_parser = choice::<Model>())]
+    pub model: Option<Model>,
+    /// Array: number of tasks (default: one per image, in chunks beyond
+    /// the cluster's MaxArraySize, as `nismooth sbatch` plans it).
+    #[arg(long, value_parser = at_least_one)]
+    pub array_tasks: Option<usize>,
+    /// Array: at most this many tasks at once (%N).
+    #[arg(long, value_parser = at_least_one)]
+    pub array_limit: Option<usize>,
     /// The memory one node has, e.g. 64G (Slurm's RealMemory: `scontrol
     /// show node`): the request is checked against it.
     #[arg(long, value_name = "SIZE", alias = "mem-per-node")]

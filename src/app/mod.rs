@@ -8,6 +8,7 @@ pub mod cli;
 
 mod bench;
 mod bids;
+mod estimate;
 mod generate;
 mod help;
 mod logging;
@@ -69,7 +70,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Report(args) => report::report(&args),
         Command::Sbatch(args) => sbatch::sbatch(&args),
         Command::Study(args) => study::study(&args),
-        Command::Estimate(args) => study::estimate(&args).map(|_| EXIT_OK),
+        Command::Estimate(args) => estimate::estimate(&args).map(|_| EXIT_OK),
         Command::Completions(args) => shell::completions(&args),
         Command::Man => shell::man(),
         Command::Weights(args) => bench::weights(&args),

@@ -22,7 +22,12 @@ use super::EXIT_OK;
 pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     // The run arguments are read as `run` will read them, so a script that
     // `run` would refuse is refused here, before it waits in a queue.
-    let (run, inputs, units) = checked_job(&args.run_args)?;
+    let Job {
+        run,
+        inputs,
+        units,
+        guard,
+    } = checked_job(&args.run_args)?;
     one_line_values(args)?;
     let (binary, mut notes) = job_binary(args.binary.as_deref(), args.model)?;
     let cpus = args.cpus_per_task.unwrap_or(default_cpus(args.model));
@@ -75,7 +80,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     let text = script::render(&spec);
     match &args.write {
         Some(p) => {
-            script_target(p, &inputs, &run.output)?;
+            script_target("--write", p, &inputs, &run.output, &guard)?;
             crate::io::write_report_file(p, text.as_bytes())
                 .with_context(|| format!("writing {}", p.display()))?
         }
@@ -124,22 +129,34 @@ fn array_plan(
 }
 
 /// `--write` never lands on one of the run's inputs (through a link or a
-/// hard link too), on a NIfTI name in its OUTDIR, or inside OUTDIR/.nismooth.
-fn script_target(path: &Path, inputs: &[PathBuf], outdir: &Path) -> anyhow::Result<()> {
+/// hard link too, or a pair's voxel file), on what `guard` keeps, on a
+/// NIfTI name in its OUTDIR, or inside OUTDIR/.nismooth.
+pub(super) fn script_target(
+    flag: &str,
+    path: &Path,
+    inputs: &[PathBuf],
+    outdir: &Path,
+    guard: &crate::plan::Guard,
+) -> anyhow::Result<()> {
+    use crate::plan::guard::is_input;
     use crate::plan::identity::{resolve_future, Place};
-    if let Some(input) = Place::among(path, inputs) {
+    let place = Place::of(path);
+    if let Some(input) = inputs.iter().find(|i| is_input(&place, i)) {
         anyhow::bail!(
-            "--write {}: refused, it is the run's input {}",
+            "{flag} {}: refused, it is the run's input {}",
             path.display(),
             input.display()
         );
+    }
+    if let Some(why) = guard.refuses(path) {
+        anyhow::bail!("{flag} {}: refused, {why}", path.display());
     }
     let (real, out) = (resolve_future(path), resolve_future(outdir));
     let state = real.starts_with(out.join(crate::plan::STATE_DIR));
     let output = real.parent() == Some(out.as_path()) && crate::plan::is_nifti_name(&real);
     anyhow::ensure!(
         !state && !output,
-        "--write {}: refused, it is inside the run's output directory {} (an output or nismooth's own folder)",
+        "{flag} {}: refused, it is inside the run's output directory {} (an output or nismooth's own folder)",
         path.display(),
         outdir.display()
     );
@@ -147,12 +164,24 @@ fn script_target(path: &Path, inputs: &[PathBuf], outdir: &Path) -> anyhow::Resu
 }
 
 /// The job after `--`: `run`'s arguments, or `bids BIDS_DIR OUT participant
-/// …`; its images, and what an array shares (images, or participants).
-fn checked_job(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>, usize)> {
+/// …`; its images, what an array shares (images, or participants), and
+/// what a script is never written over.
+struct Job {
+    run: RunArgs,
+    inputs: Vec<PathBuf>,
+    units: usize,
+    guard: crate::plan::Guard,
+}
+
+fn checked_job(words: &[String]) -> anyhow::Result<Job> {
     if words.first().map(String::as_str) != Some("bids") {
         let (run, inputs) = checked_run(words)?;
-        let n = inputs.len();
-        return Ok((run, inputs, n));
+        return Ok(Job {
+            units: inputs.len(),
+            guard: run_guard(&run),
+            run,
+            inputs,
+        });
     }
     let bids = super::cli::parse_bids_args(&words[1..]).context("the bids arguments after `--`")?;
     let query = super::bids::query_of(&bids)?;
@@ -164,9 +193,25 @@ fn checked_job(words: &[String]) -> anyhow::Result<(RunArgs, Vec<PathBuf>, usize
     );
     let participants: std::collections::BTreeSet<&str> =
         found.iter().filter_map(|i| i.group.as_deref()).collect();
-    let units = participants.len();
-    let inputs = found.iter().map(|i| i.path.clone()).collect();
-    Ok((super::bids::run_args(&bids), inputs, units))
+    let guard = crate::plan::Guard {
+        trees: vec![query.root.clone()],
+        dataset: Some(bids.output_dir.clone()),
+        ..Default::default()
+    };
+    Ok(Job {
+        units: participants.len(),
+        inputs: found.iter().map(|i| i.path.clone()).collect(),
+        run: super::bids::run_args(&bids),
+        guard,
+    })
+}
+
+/// What a script for `run` is never written over besides its images: its list.
+pub(super) fn run_guard(run: &RunArgs) -> crate::plan::Guard {
+    crate::plan::Guard {
+        read: run.list.iter().map(|l| ("--list", l.clone())).collect(),
+        ..Default::default()
+    }
 }
 
 /// The run arguments parsed and checked as far as they can be without

@@ -94,9 +94,10 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
             .into_iter()
             .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
             .collect();
+    let guard = cfg.selection.guard(&cfg.outdir);
     let all = match &cfg.output_name {
-        Some(name) => plan::file_task(inputs, &cfg.outdir, name, &reports)?,
-        None => plan::make_tasks(inputs, &cfg.outdir, cfg.format, &reports)?,
+        Some(name) => plan::file_task(inputs, &cfg.outdir, name, &reports, &guard)?,
+        None => plan::make_tasks(inputs, &cfg.outdir, cfg.format, &reports, &guard)?,
     };
     let tasks = match cfg.array {
         Some(slot) => array::take_share(all, &unit_of, units, slot, cfg.array_chunk),

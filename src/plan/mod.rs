@@ -7,6 +7,7 @@
 
 pub mod array;
 pub mod discover;
+pub mod guard;
 pub mod identity;
 pub mod lock;
 pub mod schedule;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use discover::{Input, Sources};
+pub use guard::Guard;
 
 use crate::error::UsageError;
 use crate::io::OutputFormat;
@@ -176,11 +178,12 @@ pub fn make_tasks(
     outdir: &Path,
     format: Option<OutputFormat>,
     reports: &ReportFiles,
+    guard: &Guard,
 ) -> Result<Vec<Task>, UsageError> {
     let tasks = plan_tasks(inputs, outdir, format)?;
     let created = create_outdir(outdir)?;
     let checked = probe_writable(outdir)
-        .and_then(|()| check_reports(reports, &tasks, outdir))
+        .and_then(|()| check_reports(reports, &tasks, outdir, guard))
         .and_then(|()| create_subfolders(&tasks, outdir));
     if let (Err(_), Some(top)) = (&checked, created) {
         // Only empty folders go: what we made, from OUTDIR up to the top one.
@@ -205,6 +208,7 @@ pub fn file_task(
     outdir: &Path,
     name: &std::ffi::OsStr,
     reports: &ReportFiles,
+    guard: &Guard,
 ) -> Result<Vec<Task>, UsageError> {
     let output = outdir.join(name);
     let [input] = <[Input; 1]>::try_from(inputs).map_err(|all| UsageError::OutputNamesAFile {
@@ -235,7 +239,7 @@ pub fn file_task(
     } else {
         outdir
     };
-    probe_writable(folder).and_then(|()| check_reports(reports, &tasks, folder))?;
+    probe_writable(folder).and_then(|()| check_reports(reports, &tasks, folder, guard))?;
     Ok(tasks)
 }
 
@@ -363,9 +367,15 @@ fn create_outdir(outdir: &Path) -> Result<Option<PathBuf>, UsageError> {
     Ok(top)
 }
 
-/// Each report must land in an existing, writable folder, and on no input,
-/// no output of this run and no other report.
-fn check_reports(reports: &ReportFiles, tasks: &[Task], outdir: &Path) -> Result<(), UsageError> {
+/// Each report must land in an existing, writable folder, and on no input
+/// (nor a pair's voxel file), no output of this run, no other report and
+/// nothing `guard` keeps.
+fn check_reports(
+    reports: &ReportFiles,
+    tasks: &[Task],
+    outdir: &Path,
+    guard: &Guard,
+) -> Result<(), UsageError> {
     let refuse = |flag: &str, path: &Path, why: String| UsageError::Report {
         flag: flag.to_string(),
         path: path.to_path_buf(),
@@ -406,6 +416,9 @@ fn check_reports(reports: &ReportFiles, tasks: &[Task], outdir: &Path) -> Result
             ));
         }
         probe_writable(&folder).map_err(|e| refuse(flag, path, e.to_string()))?;
+        if let Some(why) = guard.refuses(path) {
+            return Err(refuse(flag, path, why));
+        }
         let place = Place::of(path);
         if let Some((other, _)) = places.iter().find(|(_, p)| p.same(&place)) {
             return Err(refuse(flag, path, format!("it is also the {other} file")));
@@ -414,7 +427,7 @@ fn check_reports(reports: &ReportFiles, tasks: &[Task], outdir: &Path) -> Result
         // that exists is an input only if it is the same file (through any
         // symlink or hard link); an output only if it has the same name.
         for t in tasks {
-            if place.file.is_some() && place.file == FileId::of(&t.input) {
+            if guard::is_input(&place, &t.input) {
                 return Err(refuse(
                     flag,
                     path,
@@ -528,16 +541,23 @@ mod tests {
         std::fs::create_dir_all(&a).unwrap();
         std::fs::create_dir_all(&b).unwrap();
         assert!(matches!(
-            make_tasks(vec![], &b, None, &[]),
+            make_tasks(vec![], &b, None, &[], &Guard::default()),
             Err(UsageError::NoInputs)
         ));
-        let r = make_tasks(flat(vec![a.join("x.nii")]), &a, None, &[]);
+        let r = make_tasks(
+            flat(vec![a.join("x.nii")]),
+            &a,
+            None,
+            &[],
+            &Guard::default(),
+        );
         assert!(matches!(r, Err(UsageError::OutdirHoldsInput { .. })));
         let r = make_tasks(
             flat(vec![a.join("x.nii"), b.join("x.nii")]),
             &dir.path().join("o"),
             None,
             &[],
+            &Guard::default(),
         );
         assert!(matches!(r, Err(UsageError::DuplicateOutput { .. })));
         // x.nii and x.nii.gz collide once the format is forced.
@@ -546,6 +566,7 @@ mod tests {
             &dir.path().join("o"),
             Some(OutputFormat::NiiGz),
             &[],
+            &Guard::default(),
         );
         assert!(matches!(r, Err(UsageError::DuplicateOutput { .. })));
         assert!(

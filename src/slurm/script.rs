@@ -68,6 +68,14 @@ impl Memory {
 }
 
 impl Memory {
+    /// What one task of `cpus` CPUs is given, MiB.
+    pub fn per_task_mib(self, cpus: usize) -> u64 {
+        match self {
+            Memory::PerNode { mib } => mib,
+            Memory::PerCpu { mib } => mib.saturating_mul(cpus as u64),
+        }
+    }
+
     /// The request as sbatch takes it: `--mem=…` or `--mem-per-cpu=…`.
     pub fn option(self) -> String {
         match self {

@@ -71,3 +71,33 @@ def test_a_study_with_relative_paths_works_and_one_with_a_failed_point_says_so(t
     out = tmp_path / "rel"
     assert (out / "study.json").exists(), "the raw record stays, for a look"
     assert not any((out / n).exists() for n in ["study.md", "study.csv", "wall_vs_tasks.svg", "stages.png"])
+
+
+def test_an_array_estimate_is_its_task_in_waves_and_its_script_asks_per_task(tmp_path):
+    # A study this machine made (tests/data/studies): 40 000 images in 200 tasks, 50 at once.
+    study = os.path.join(os.path.dirname(__file__), "..", "data", "studies", "three-reps.json")
+    out = tmp_path / "e.json"
+    script = tmp_path / "job.sh"
+    nis("estimate", "--from", study, "--tasks", "40000", "--model", "array", "--array-tasks", "200",
+        "--array-limit", "50", "--json", out, "--sbatch", script, "--no-check-inputs", "--",
+        "/cluster/data", "-o", "/cluster/out")
+    e = json.loads(out.read_text())
+    a = e["array"]
+    assert (a["images_per_task"], a["at_once"], a["waves"]) == (200, 50, 4)
+    task = a["per_task"]["wall_s"]
+    for k in ("value", "low", "high"):
+        assert abs(a["span_s"][k] - 4 * task[k]) < 1e-6 * task[k]
+        assert abs(a["cpu_hours"][k] - 200 * task[k] / 3600) < 1e-6 * task[k]
+    assert a["per_task"]["target"]["tasks"] == 200 and a["per_task"]["target"]["ranks_per_node"] == 1
+    # The one-task prediction is what a plain estimate of its 200 images says.
+    plain = tmp_path / "plain.json"
+    nis("estimate", "--from", study, "--tasks", "200", "--threads", "1", "--json", plain)
+    assert json.loads(plain.read_text())["estimate"]["wall_s"] == task
+    text = script.read_text()
+    assert "#SBATCH --array=0-199%50" in text and f"#SBATCH --time={e['request']['time']}" in text, text
+    assert "#SBATCH --mem=" in text and "--mem-per-cpu" not in text and " --array" in text, text
+    # An array with ranks, or array options without the model: refused.
+    for bad in (["--model", "array", "--ranks", "2"], ["--array-limit", "5"], ["--model", "gpu"]):
+        proc = subprocess.run([str(BIN), "estimate", "--from", study, "--tasks", "400", *bad], capture_output=True,
+                              text=True)
+        assert proc.returncode != 0 and "error" in proc.stderr, (bad, proc.stderr)

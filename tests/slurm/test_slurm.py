@@ -255,6 +255,36 @@ def test_estimated_requests_hold_and_the_cluster_enforces_them(tmp_path):
 
 
 @one_node
+def test_an_estimated_array_runs_as_estimated(images, tmp_path):
+    # `estimate --model array`: 6 images in 4 tasks, 2 at once; the script it writes asks per
+    # task for the estimate's time and memory, and the array runs in the waves it predicted.
+    study = tmp_path / "study"
+    subprocess.run([str(BIN), "study", "--ranks", "1", "--threads", "1", "--tasks", "2,4", "--reps", "1", "--data",
+                    str(images / "in"), "-o", str(study)], check=True, capture_output=True, env=ENV)
+    script = tmp_path / "array.sh"
+    shown = subprocess.run([str(BIN), "estimate", "--from", str(study / "study.json"), "--tasks", "6", "--model",
+                            "array", "--array-tasks", "4", "--array-limit", "2", "--sbatch", str(script), "--",
+                            str(images / "in"), "-o", str(tmp_path / "out")],
+                           check=True, capture_output=True, text=True, env=ENV).stdout
+    assert "job array of 4 tasks (up to 2 images each, cyclic shares), 2 at once" in shown, shown
+    assert "2 wave(s) of 2 task(s)" in shown, shown
+    text = script.read_text()
+    assert "#SBATCH --array=0-3%2" in text and "#SBATCH --mem=" in text and " --array" in text, text
+    jid = submit(script, tmp_path)
+    recs = jobcomp(jid)
+    assert len(recs) == 4 and all(rec["JobState"] == "COMPLETED" for rec in recs), recs
+    limit = text.split("#SBATCH --time=")[1].split()[0]
+    for rec in [r for r in sacct(jid) if "." not in r["JobID"]]:
+        assert seconds(rec["Elapsed"]) <= seconds(rec["Timelimit"]) and rec["Timelimit"].endswith(limit), rec
+    outputs_match(tmp_path / "out", images / "single")
+    starts_ends = wait_for_accounting(jid, 4)
+    span = max(e for _, e in starts_ends) - min(s for s, _ in starts_ends)
+    predicted = shown.split("the array      ")[1].split(" (")[0]
+    print(f"estimated array: predicted span {predicted} (queue waits and Slurm's task start not included), "
+          f"measured {span} s")
+
+
+@one_node
 def test_an_array_whose_chunks_leave_images_out_fails_every_task(images, tmp_path):
     # Four tasks of one image each on six images: before, every task warned, ended 0 and
     # the array showed COMPLETED with two images never smoothed.

@@ -32,6 +32,7 @@
 //! count or voxel type, images or shares far beyond the study's.
 
 mod advice;
+mod array;
 mod memory;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ use serde::Serialize;
 
 use super::{StudyError, StudyPoint};
 use advice::{advice, warnings};
+pub use array::{estimate_array, ArrayEstimate, ArrayShape};
 pub use memory::{in_flight_bytes, planned_in_flight};
 use memory::{memory_growth, memory_model};
 use time::time_model;

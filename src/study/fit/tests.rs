@@ -563,3 +563,90 @@ fn finish_times_give_the_rates_that_start_up_noise_hides() {
         e.wall_s.value
     );
 }
+
+/// A committer that put a run's small images in place together at its end
+/// (finishes microseconds apart) gives no steady steps: the walls decide.
+/// Before, the steps' 1 µs per image became the per-voxel cost, and 400
+/// images were predicted to take what 16 did.
+#[test]
+fn finishes_put_in_place_together_are_no_steady_steps() {
+    let per_image = |v: u64| 0.002 + 1e-6 * v as f64;
+    let mut pts = Vec::new();
+    for tasks in [4usize, 16] {
+        let mut p = point(1, tasks, 0.0, 50 << 20);
+        let busy = tasks as f64 * per_image(1500);
+        let end = 0.3 + busy;
+        p.finishes = vec![(0..tasks).map(|k| (1500, end + 1e-6 * k as f64)).collect()];
+        (p.wall_s, p.outer_wall_s, p.max_rank_busy_s) = (end, end, busy);
+        (p.max_rank_voxels, p.total_voxels) = (1500 * tasks as u64, 1500 * tasks as u64);
+        pts.push(p);
+    }
+    let e = estimate(&pts, target(400, 1, Some(1500.0)), None).unwrap();
+    let want = 0.3 + 400.0 * per_image(1500);
+    assert!(
+        (e.wall_s.value / want - 1.0).abs() < 0.05,
+        "{} vs {want}",
+        e.wall_s.value
+    );
+}
+
+/// An array is its task repeated: the span is the task's wall times the
+/// waves %N makes, the CPU-hours every task's, and the file system is
+/// shared by the tasks running at once (each task's wall raised to its
+/// share, said once for the array).
+#[test]
+fn an_array_is_its_task_in_waves() {
+    let pts = repeated(&varied_study(), &[1.0, 1.01, 1.02]);
+    let shape = ArrayShape {
+        images: 40_000,
+        tasks: 100,
+        limit: Some(20),
+        chunk: None,
+    };
+    let a = estimate_array(&pts, target(1, 1, None), shape, None).unwrap();
+    let one = estimate(&pts, target(400, 1, None), None).unwrap();
+    assert_eq!(a.images_per_task, 400);
+    assert_eq!((a.at_once, a.waves), (20, 5));
+    assert_eq!(a.per_task.wall_s.value, one.wall_s.value);
+    assert!((a.span_s.value - 5.0 * one.wall_s.value).abs() < 1e-9);
+    assert!((a.span_s.high - 5.0 * one.wall_s.high).abs() < 1e-9);
+    assert!((a.cpu_hours.value - 100.0 * one.wall_s.value / 3600.0).abs() < 1e-9);
+    assert!(
+        a.warnings.iter().all(|w| !w.contains("no %N")),
+        "{:?}",
+        a.warnings
+    );
+    let fs = a.file_system.clone().unwrap();
+    let task_rate = one.file_system.unwrap().bytes_per_s;
+    assert!((fs.bytes_per_s / (20.0 * task_rate) - 1.0).abs() < 1e-9);
+
+    // A file system that carries half of what 20 tasks ask.
+    let slow = estimate_array(&pts, target(1, 1, None), shape, Some(10.0 * task_rate)).unwrap();
+    assert!(slow.per_task.wall_s.value > 1.9 * one.wall_s.value);
+    assert!(
+        slow.warnings.iter().any(|w| w.contains("20 tasks at once")),
+        "{:?}",
+        slow.warnings
+    );
+    assert!(
+        slow.per_task
+            .warnings
+            .iter()
+            .all(|w| !w.contains("--fs-bandwidth")),
+        "the bound is said for the array, not for one task: {:?}",
+        slow.per_task.warnings
+    );
+
+    // No %N: every task at once, and the span says what it assumes.
+    let free = ArrayShape {
+        limit: None,
+        ..shape
+    };
+    let all = estimate_array(&pts, target(1, 1, None), free, None).unwrap();
+    assert_eq!((all.at_once, all.waves), (100, 1));
+    assert!(
+        all.warnings.iter().any(|w| w.contains("no %N")),
+        "{:?}",
+        all.warnings
+    );
+}
