@@ -398,7 +398,7 @@ impl RunConfig {
         if self.units != Units::Voxel {
             let (what, size): (&str, &dyn Fn(usize) -> f64) = match self.compat {
                 Compat::Nilearn => ("the affine's voxel size", &|a| img.voxel_sizes[a]),
-                _ => ("pixdim", &|a| img.pixdim[a] as f64),
+                _ => ("pixdim", &|a| img.pixdim[a]),
             };
             let bad = (0..ndim)
                 .find(|&a| self.sigma[a] > 0.0 && !(size(a).is_finite() && size(a) != 0.0));
@@ -427,7 +427,7 @@ impl RunConfig {
     /// The filter for an image with voxel size `pixdim` and, as nibabel's
     /// affine has it, `voxel_sizes` (σ in mm and FWHM are converted with
     /// pixdim, as FSL reads it, except under nilearn's semantics).
-    pub fn filter_spec(&self, pixdim: [f32; 3], voxel_sizes: [f64; 3]) -> FilterSpec {
+    pub fn filter_spec(&self, pixdim: [f64; 3], voxel_sizes: [f64; 3]) -> FilterSpec {
         let ratio = crate::filter::nilearn::fwhm_over_sigma();
         let sigma = match (self.compat, self.units) {
             (_, Units::Voxel) | (Compat::Fsl, Units::Mm) => self.sigma,
@@ -435,16 +435,17 @@ impl RunConfig {
             (Compat::Nilearn, _) => {
                 std::array::from_fn(|a| self.sigma[a] / (ratio * voxel_sizes[a]))
             }
-            (Compat::Scipy, Units::Mm) => {
-                std::array::from_fn(|a| self.sigma[a] / pixdim[a].abs() as f64)
-            }
+            (Compat::Scipy, Units::Mm) => std::array::from_fn(|a| self.sigma[a] / pixdim[a].abs()),
             (Compat::Scipy, Units::FwhmMm) => {
-                std::array::from_fn(|a| self.sigma[a] / (ratio * pixdim[a].abs() as f64))
+                std::array::from_fn(|a| self.sigma[a] / (ratio * pixdim[a].abs()))
             }
         };
         let semantics = match self.compat {
             Compat::Scipy | Compat::Nilearn => Semantics::Scipy,
-            Compat::Fsl => Semantics::Fsl { pixdim },
+            // fslmaths holds voxel sizes as float, NIfTI-2's too.
+            Compat::Fsl => Semantics::Fsl {
+                pixdim: pixdim.map(|p| p as f32),
+            },
         };
         FilterSpec {
             sigma,

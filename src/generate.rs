@@ -51,6 +51,9 @@ pub enum GenerateError {
     /// allocation, which would abort the process.
     #[error("shape {shape:?}: {why}")]
     TooLarge { shape: Vec<usize>, why: String },
+    /// A file of a phantom's name that is not a phantom: a user's image.
+    #[error("{path} exists and is not a nismooth phantom: generate replaces only its own (choose another folder)")]
+    Exists { path: PathBuf },
     #[error("cannot write phantom {path}: {source}")]
     Write {
         path: PathBuf,
@@ -199,7 +202,29 @@ fn check_room(spec: &PhantomSpec) -> Result<(), GenerateError> {
     }
 }
 
-/// Writes `count` phantoms into `dir`; returns their paths.
+/// The description every phantom's header carries.
+const PHANTOM_DESCRIP: &str = "nismooth phantom";
+
+/// Whether `path` is a file this module wrote: its NIfTI-1 header (gzip or
+/// not) says `PHANTOM_DESCRIP`. Anything else, unreadable included, is not.
+fn is_phantom(path: &Path) -> bool {
+    use std::io::{BufRead, BufReader, Read};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut input = BufReader::new(file);
+    let gz = input.fill_buf().is_ok_and(io::gzip::is_gzip);
+    let mut head = [0u8; 348];
+    let read = match gz {
+        true => io::gzip::decoder(input).read_exact(&mut head),
+        false => input.read_exact(&mut head),
+    };
+    // descrip: 80 bytes at offset 148.
+    read.is_ok() && head[148..228].starts_with(PHANTOM_DESCRIP.as_bytes())
+}
+
+/// Writes `count` phantoms into `dir`, replacing only phantoms; returns
+/// their paths.
 pub fn generate(
     dir: &Path,
     count: usize,
@@ -218,6 +243,11 @@ pub fn generate(
         return Err(folder(std::io::Error::other(why)));
     }
     check_room(spec)?;
+    let name = |i: usize| dir.join(format!("sub-{i:04}_T1w{}", spec.format.extension()));
+    // Every name is checked before the first is written.
+    if let Some(path) = (0..count).map(name).find(|p| p.exists() && !is_phantom(p)) {
+        return Err(GenerateError::Exists { path });
+    }
     std::fs::create_dir_all(dir).map_err(folder)?;
     let mut paths = Vec::with_capacity(count);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -235,8 +265,8 @@ pub fn generate(
             [0.0, 1.0, 0.0, c(1)],
             [0.0, 0.0, 1.0, c(2)],
         ];
-        let header = io::new_header(&shape, spec.dtype, &pixdim, srow, "nismooth phantom");
-        let path = dir.join(format!("sub-{i:04}_T1w{}", spec.format.extension()));
+        let header = io::new_header(&shape, spec.dtype, &pixdim, srow, PHANTOM_DESCRIP);
+        let path = name(i);
         io::write_image(
             &path,
             &header,

@@ -207,9 +207,11 @@ impl Shared {
 unsafe impl Send for Shared {}
 
 /// `nismooth ARGS…` as the binary runs it (the wheel's `nismooth` command):
-/// the exit code. The GIL is released for the whole run.
+/// the exit code. The GIL is released for the whole run. Arguments are
+/// taken as the file system's bytes (a name that is not UTF-8 arrives as
+/// Python's surrogate escapes), as the binary takes them.
 #[pyfunction]
-fn main(py: Python<'_>, argv: Vec<String>) -> u8 {
+fn main(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> u8 {
     py.detach(move || crate::app::main(argv))
 }
 

@@ -273,7 +273,9 @@ impl Sample for u64 {
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         const TWO63: f64 = 9223372036854775808.0;
-        if v < TWO63 {
+        // As numpy's C cast compiles on x86-64: NaN fails `v >= 2^63`
+        // (comisd: unordered), so it takes the signed conversion, 2^63.
+        if v < TWO63 || v.is_nan() {
             cvtt64(v) as u64
         } else {
             (cvtt64(v - TWO63) as u64) ^ (1 << 63)

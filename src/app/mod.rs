@@ -31,6 +31,15 @@ pub const EXIT_STOPPED: u8 = 3;
 /// report, the CSV or the BIDS metadata after them could not be written.
 pub const EXIT_REPORT_LOST: u8 = 4;
 
+/// The command line this process was given, as a report records it: the
+/// arguments `main` parsed (the wheel's too, not Python's), any byte that
+/// is not UTF-8 shown as U+FFFD.
+static COMMAND: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+pub(crate) fn command_line() -> Vec<String> {
+    COMMAND.get().cloned().unwrap_or_default()
+}
+
 /// The `nismooth` command from its arguments (the program's name first) to
 /// its exit code: the binary's `main` and the wheel's console script
 /// (`python.rs`) both run this, so they are one program. The allocator
@@ -43,6 +52,12 @@ where
 {
     crate::metrics::mark_start();
     crate::metrics::fixed_mmap_threshold();
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let _ = COMMAND.set(
+        argv.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    );
     let parsed = shell::command()
         .try_get_matches_from(argv)
         .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));

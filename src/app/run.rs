@@ -77,7 +77,7 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
         }
     };
     let mut backend = backend(&cfg, comm.as_ref())?;
-    let command: Vec<String> = std::env::args().collect();
+    let command = super::command_line();
 
     let outcome = match driver::run(&cfg, comm.as_ref(), backend.as_mut(), command) {
         Ok(o) => o,

@@ -143,6 +143,28 @@ fn labelled(dir: &Path, key: &str) -> Result<Vec<(String, PathBuf)>, UsageError>
     Ok(found)
 }
 
+/// A BIDS image is one file: `sub-01_T1w.nii` beside `sub-01_T1w.nii.gz`
+/// is the same image twice (the validator's error), and both would share
+/// one sidecar that names only one of them.
+fn one_image_per_name(inputs: &[Input]) -> Result<(), UsageError> {
+    let mut seen: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
+    for input in inputs {
+        // A BIDS name's extension starts at its first dot.
+        let name = input.path.file_name().unwrap_or_default().to_string_lossy();
+        let stem = input
+            .path
+            .with_file_name(name.split('.').next().unwrap_or_default());
+        if let Some(first) = seen.insert(stem, &input.path) {
+            return Err(UsageError::Bids(format!(
+                "{} and {} are one image twice (BIDS allows one file per name): keep one",
+                first.display(),
+                input.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Query {
     /// Two kernels under one `desc-` label conflict before any work: an
     /// output of `found` (in `outdir`) whose sidecar records other
@@ -192,6 +214,7 @@ impl Query {
                 self.suffixes.join(" ")
             )));
         }
+        one_image_per_name(&out)?;
         // Metadata that cannot be read is refused now, not lost later.
         for input in &out {
             sidecar::inherited(&self.root, &input.path).map_err(UsageError::Bids)?;

@@ -230,6 +230,36 @@ pub fn check_output_dataset(out: &Path) -> Result<(), String> {
     }
 }
 
+/// An existing derivative whose `DatasetLinks` names another dataset under
+/// the source's key (or is no object) is refused: the sidecars' `bids:raw:`
+/// URIs would point at that other dataset.
+pub fn check_links(out: &Path, link: &SourceLink) -> Result<(), String> {
+    let path = out.join("dataset_description.json");
+    if !path.exists() {
+        return Ok(());
+    }
+    let Some(links) = read_object(&path)?.get("DatasetLinks").cloned() else {
+        return Ok(());
+    };
+    let Some(target) = links.as_object().map(|l| l.get(&link.name)) else {
+        return Err(format!(
+            "{}: DatasetLinks is not an object (BIDS: a name → URI map); fix it before adding to this dataset",
+            path.display()
+        ));
+    };
+    match target {
+        Some(t) if t.as_str() != Some(link.target.as_str()) => Err(format!(
+            "{}: DatasetLinks says {:?} is {t}, not {}: this derivative was made from another dataset, and its \
+             sidecars' bids:{}: URIs would point there; choose another OUTPUT_DIR",
+            path.display(),
+            link.name,
+            link.target,
+            link.name
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A JSON file that must hold an object.
 fn read_object(path: &Path) -> Result<Object, String> {
     let bytes = crate::io::read_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -329,12 +359,12 @@ pub fn write_dataset_description(
     put("DatasetType", json!("derivative"));
     // A derivatives folder may hold several kernels (several desc- labels):
     // each run that wrote into it is kept in GeneratedBy, once.
-    let list = |key: &str| {
-        existing
-            .get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
+    // BIDS makes these arrays; one given as a single value (fMRIPrep's
+    // GeneratedBy object, a SourceDatasets string) is kept, as the first.
+    let list = |key: &str| match existing.get(key) {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(one) => vec![one.clone()],
     };
     let mut generated_by = list("GeneratedBy");
     if !generated_by.contains(&ours) {

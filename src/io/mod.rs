@@ -22,8 +22,9 @@ pub use read::{
 pub use shared::{ShareWriter, SharedOutput};
 pub use write::{
     commit_batch, element_swap, exists_nonempty, file_order, new_header, output_header,
-    report_target, special_file, stage_image, sync_dir, temp_owner, write_file_atomic, write_image,
-    write_report_file, OutputFormat, OutputStream, Staged, Target, WriteOptions,
+    report_target, short_name, special_file, stage_image, sync_dir, temp_owner, write_file_atomic,
+    write_image, write_report_file, OutputFormat, OutputStream, Staged, Target, WriteOptions,
+    TEMP_NAME_KEEPS,
 };
 
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ pub struct Image {
     pub big_endian: bool,
     pub shape: Shape,
     /// Voxel size along x, y, z (pixdim[1..=3]) in the header's units.
-    pub pixdim: [f32; 3],
+    pub pixdim: [f64; 3],
     /// Voxel sizes from nibabel's affine (`HeaderInfo::voxel_sizes`).
     pub voxel_sizes: [f64; 3],
     /// The dtype on disk (before scaling).

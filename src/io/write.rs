@@ -56,18 +56,42 @@ impl Drop for TempGuard {
 }
 
 /// The output a temp file of ours (`.NAME.nismooth-PID-N.tmp`, as
-/// `temp_path` makes them) belongs to: NAME, or None for any other file.
+/// `temp_path` makes them) belongs to: NAME (shortened as `short_name`
+/// does for a long one), or None for any other file.
 pub fn temp_owner(file_name: &str) -> Option<&str> {
     let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
     rest.rsplit_once(".nismooth-").map(|(name, _)| name)
 }
 
+/// `name` within `max` bytes: itself, or its start and a hash of the whole
+/// (stable across builds: FNV-1a). A file name may have 255 bytes, and the
+/// names made from an output's (its temp file, its one-file lock) add to it:
+/// a legal 237-byte output name made a temp name too long to create.
+pub fn short_name(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if name.len() <= max {
+        return name.into();
+    }
+    let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let mut end = max.saturating_sub(17);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~{hash:016x}", &name[..end]).into()
+}
+
+/// The longest output name a temp name keeps whole: 255 bytes less
+/// `.` and `.nismooth-PID-N.tmp` (PID up to 10 digits, N up to 20).
+pub const TEMP_NAME_KEEPS: usize = 200;
+
 fn temp_path(dest: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = dest
+    let full = dest
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
+    let name = short_name(&full, TEMP_NAME_KEEPS);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dest.with_file_name(format!(".{name}.nismooth-{}-{n}.tmp", std::process::id()))
 }

@@ -105,7 +105,8 @@ fn name(scope: Scope) -> String {
     match scope {
         Scope::Whole => "lock".into(),
         Scope::Share(s) => format!("lock-task-{}-of-{}", s.position, s.count),
-        Scope::File(f) => format!("lock-file-{f}"),
+        // 255 bytes less `lock-file-`.
+        Scope::File(f) => format!("lock-file-{}", crate::io::short_name(f, 245)),
     }
 }
 

@@ -475,7 +475,8 @@ pub fn remove_stale_temps(tasks: &[Task]) -> usize {
     let mut names: HashMap<&Path, std::collections::HashSet<String>> = HashMap::new();
     for t in tasks {
         if let (Some(folder), Some(name)) = (t.output.parent(), t.output.file_name()) {
-            let name = name.to_string_lossy().into_owned();
+            let name = name.to_string_lossy();
+            let name = crate::io::short_name(&name, crate::io::TEMP_NAME_KEEPS).into_owned();
             names.entry(folder).or_default().insert(name);
         }
     }

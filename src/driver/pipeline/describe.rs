@@ -41,7 +41,7 @@ fn tell_the_kernel_once(spec: &FilterSpec, head: &Image, cfg: &RunConfig, input:
     static SEEN: Mutex<Vec<[u64; 3]>> = Mutex::new(Vec::new());
     let mm: [f64; 3] = match cfg.compat {
         Compat::Nilearn => head.voxel_sizes,
-        _ => head.pixdim.map(f64::from),
+        _ => head.pixdim,
     };
     let key = mm.map(f64::to_bits);
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());

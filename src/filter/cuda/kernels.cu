@@ -88,7 +88,7 @@ __device__ __forceinline__ void nismooth_store(long long* p, double v) {
 }
 __device__ __forceinline__ void nismooth_store(unsigned long long* p, double v) {
     const double two63 = 9223372036854775808.0;
-    if (v < two63) {
+    if (!(v >= two63)) {  /* NaN: 2^63, as numpy's cast on x86-64 */
         *p = (unsigned long long)nismooth_cvtt64(v);
     } else {
         *p = ((unsigned long long)nismooth_cvtt64(v - two63)) ^ (1ULL << 63);

@@ -101,7 +101,7 @@ impl<R> Drop for Inflater<R> {
 /// An inflate error in words.
 fn inflate_error(rc: i32) -> std::io::Error {
     let msg = match rc {
-        sys::ISAL_INCORRECT_CHECKSUM => "CRC-32 mismatch: the data is damaged".to_string(),
+        sys::ISAL_INCORRECT_CHECKSUM => "a check failed (the trailer's CRC-32 or length, or the header's CRC-16): the file is damaged".to_string(),
         sys::ISAL_INVALID_WRAPPER | sys::ISAL_UNSUPPORTED_METHOD => "invalid gzip header".into(),
         sys::ISAL_INVALID_BLOCK | sys::ISAL_INVALID_SYMBOL | sys::ISAL_INVALID_LOOKBACK => {
             "invalid compressed data (damaged)".into()

@@ -42,7 +42,7 @@ fn code(f: &Fields, at: usize) -> i32 {
 pub fn voxel_sizes(f: &Fields, ndim: usize) -> [f64; 3] {
     let (qcode_at, scode_at, quat_at, srow_at) = offsets(f.version);
     let fw = f.version.widths().1;
-    let pixdim = |a: usize| f.float(f.version.pixdim_at() + fw * a);
+    let pixdim = |a: usize| super::as_nibabel_loads(f.float(f.version.pixdim_at() + fw * a));
     let m: [f64; 9] = if code(f, scode_at) != 0 {
         // srow_x, srow_y, srow_z: 4 floats each; the 3×3 part.
         std::array::from_fn(|k| f.float(srow_at + fw * (4 * (k / 3) + k % 3)))

@@ -236,7 +236,9 @@ pub struct HeaderInfo {
     pub version: Version,
     pub shape: Shape,
     pub stored: DType,
-    pub pixdim: [f32; 3],
+    /// pixdim 1–3 as stored: float32 in NIfTI-1, float64 in NIfTI-2 (whose
+    /// 0.7 nibabel gives as 0.7, not float32's 0.699999988).
+    pub pixdim: [f64; 3],
     /// The column norms of nibabel's affine (sform, else qform, else
     /// pixdim): the voxel sizes nilearn smooths with.
     pub voxel_sizes: [f64; 3],
@@ -302,8 +304,9 @@ pub fn parse(head: &[u8], gz: bool, pair: bool) -> Result<HeaderInfo, ReadError>
         code,
         name: unsupported_name(code),
     })?;
-    let pixdim =
-        std::array::from_fn(|a| f.float(version.pixdim_at() + version.widths().1 * (a + 1)) as f32);
+    let pixdim = std::array::from_fn(|a| {
+        as_nibabel_loads(f.float(version.pixdim_at() + version.widths().1 * (a + 1)))
+    });
     Ok(HeaderInfo {
         version,
         shape: Shape {
@@ -411,6 +414,17 @@ fn scaling(f: &Fields) -> Result<Option<(f64, f64)>, ReadError> {
         Ok(None)
     } else {
         Ok(Some((slope, inter)))
+    }
+}
+
+/// A voxel size as nibabel loads it (`_chk_pixdims`, the fix every
+/// `nib.load` applies): 0 is 1 and a negative size its absolute value, so
+/// the kernel is the one `img.header.get_zooms()` and `img.affine` give.
+pub(crate) fn as_nibabel_loads(p: f64) -> f64 {
+    if p == 0.0 {
+        1.0
+    } else {
+        p.abs()
     }
 }
 
