@@ -209,6 +209,10 @@ const PHANTOM_DESCRIP: &str = "nismooth phantom";
 /// not) says `PHANTOM_DESCRIP`. Anything else, unreadable included, is not.
 fn is_phantom(path: &Path) -> bool {
     use std::io::{BufRead, BufReader, Read};
+    // A FIFO or a device is never opened: no phantom, and a read would wait.
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };

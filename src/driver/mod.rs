@@ -499,9 +499,21 @@ fn stopped(cfg: &RunConfig, report: &Report) -> Option<Stopped> {
     })
 }
 
-/// A run's id: when root started it, and root's pid (names the journals).
+/// A run's id: when root started it (to the nanosecond), and root's pid;
+/// it names the journals. Their names sort in the order the runs started,
+/// which the fold (older runs' journals) and `--resume` (a later line
+/// overrides) rely on: with whole seconds and a bare pid, two runs in one
+/// second sorted by their pids' digits (26020 before 9999).
 fn run_id() -> String {
-    format!("{}-{}", metrics::unix_now(), std::process::id())
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}.{:09}-{:010}",
+        now.as_secs(),
+        now.subsec_nanos(),
+        std::process::id()
+    )
 }
 
 fn totals(
@@ -563,4 +575,19 @@ fn build_report(
     let created = metrics::unix_now();
     let config = serde_json::to_value(cfg).unwrap_or_default();
     Report::new(created, command, backend, config, processes, images)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Journals are named by run ids, and their name order must be the
+    /// order the runs started: ids of one width, later ones after.
+    #[test]
+    fn run_ids_sort_in_the_order_runs_start() {
+        let ids: Vec<String> = (0..50).map(|_| super::run_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids, "later ids sort after earlier ones, none equal");
+        assert!(ids.iter().all(|i| i.len() == ids[0].len()), "{ids:?}");
+    }
 }
