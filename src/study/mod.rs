@@ -396,14 +396,15 @@ fn run_point(
     let name = point_name(ranks, threads, tasks, rep);
     let list = runs.join(format!("{name}.list"));
     // A list's relative lines are read from the list's folder: absolute
-    // paths keep a study started with relative ones working.
-    let text: String = spec.images[..tasks]
+    // paths keep a study started with relative ones working. Written as
+    // bytes: a name that is not UTF-8 is a name (`display` would mangle it).
+    let text: Vec<u8> = spec.images[..tasks]
         .iter()
-        .map(|p| {
-            format!(
-                "{}\n",
-                std::path::absolute(p).unwrap_or(p.clone()).display()
-            )
+        .flat_map(|p| {
+            let abs = std::path::absolute(p).unwrap_or(p.clone());
+            let mut line = std::os::unix::ffi::OsStrExt::as_bytes(abs.as_os_str()).to_vec();
+            line.push(b'\n');
+            line
         })
         .collect();
     std::fs::write(&list, text).map_err(io_error(&list))?;

@@ -240,3 +240,17 @@ def test_zero_and_negative_voxel_sizes_are_read_as_nibabel_loads_them(tmp_path, 
         zooms = np.float64(loaded.header.get_zooms()[:3])
         want = ndimage.gaussian_filter(data, 6 / (np.sqrt(8 * np.log(2)) * zooms))
     assert np.array_equal(got, want)
+
+
+def test_a_study_of_a_folder_whose_name_is_not_utf8_runs(tmp_path):
+    # Before, the points' lists named U+FFFD for the byte and every point FAILED.
+    import os
+    data = os.fsencode(str(tmp_path)) + b"/dat\xff"
+    os.mkdir(data)
+    for i in range(2):
+        save(Path(os.fsdecode(data + f"/sub-{i}_T1w.nii.gz".encode())), noise((8, 8, 6), np.int16, i))
+    proc = subprocess.run([os.fsencode(str(BIN)), b"study", b"--ranks", b"1", b"--threads", b"1", b"--tasks", b"1,2",
+                           b"--reps", b"1", b"--launcher", b"none", b"--data", data, b"-o",
+                           os.fsencode(str(tmp_path / "st"))], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "st" / "study.md").exists()
