@@ -92,12 +92,17 @@ fn query(args: &BidsArgs, kernel: &Kernel) -> anyhow::Result<Query> {
         bids::label_ok(&desc),
         "--desc '{desc}': a BIDS label has letters and digits only"
     );
+    let whence = match args.desc {
+        Some(_) => "from --desc",
+        None => "from the kernel's value",
+    };
     anyhow::ensure!(
-            desc.len() <= bids::MAX_DESC,
-            "desc label '{}…' is {} characters long (from the kernel's value): give a shorter one with --desc",
-            &desc[..24],
-            desc.len()
-        );
+        desc.len() <= bids::MAX_DESC,
+        "desc label '{}…' is {} characters long ({whence}): give a shorter one with --desc (at most {})",
+        &desc[..24],
+        desc.len(),
+        bids::MAX_DESC
+    );
     Ok(Query {
         root: args.bids_dir.clone(),
         participants: args.participant_label.clone(),

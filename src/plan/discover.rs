@@ -275,6 +275,9 @@ fn read_list(list: &Path) -> Result<Vec<PathBuf>, UsageError> {
         }
         text.extend_from_slice(&line);
     }
+    // A byte-order mark (a list saved by a Windows editor) is no part of
+    // the first path: kept, it named a file that looked like one that exists.
+    let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&text);
     Ok(text
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l).trim_ascii())

@@ -254,3 +254,16 @@ def test_a_study_of_a_folder_whose_name_is_not_utf8_runs(tmp_path):
                            os.fsencode(str(tmp_path / "st"))], capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "st" / "study.md").exists()
+
+
+def test_a_list_saved_with_a_byte_order_mark_is_read(listed, tmp_path):
+    # Before: the BOM became part of the first path, "does not exist" for a file that does.
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + listed.read_bytes())
+    proc = nismooth("run", "--list", bom, "-o", tmp_path / "out", "--progress", "none")
+    assert "2 images (2 ok" in proc.stdout
+
+
+def test_a_long_desc_says_where_it_came_from(raw, tmp_path):
+    proc = nismooth("bids", raw, tmp_path / "d", "participant", "--desc", "a" * 60, expect=2)
+    assert "(from --desc)" in proc.stderr and "at most 40" in proc.stderr, proc.stderr
