@@ -63,7 +63,7 @@ impl Selection {
                 ..Default::default()
             },
             Selection::Bids(q) => crate::plan::Guard {
-                trees: vec![q.root.clone()],
+                trees: vec![("the BIDS dataset", q.root.clone())],
                 dataset: Some(outdir.to_path_buf()),
                 ..Default::default()
             },

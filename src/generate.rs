@@ -52,7 +52,7 @@ pub enum GenerateError {
     #[error("shape {shape:?}: {why}")]
     TooLarge { shape: Vec<usize>, why: String },
     /// A file of a phantom's name that is not a phantom: a user's image.
-    #[error("{path} exists and is not a nismooth phantom: generate replaces only its own (choose another folder)")]
+    #[error("{path} exists and is not a nismooth phantom (a user's image, or a run's output): generate replaces only its own (choose another folder)")]
     Exists { path: PathBuf },
     #[error("cannot write phantom {path}: {source}")]
     Write {
@@ -248,8 +248,12 @@ pub fn generate(
     }
     check_room(spec)?;
     let name = |i: usize| dir.join(format!("sub-{i:04}_T1w{}", spec.format.extension()));
-    // Every name is checked before the first is written.
-    if let Some(path) = (0..count).map(name).find(|p| p.exists() && !is_phantom(p)) {
+    // Every name is checked before the first is written. A run's output
+    // folder (it has a state folder) holds smoothed phantoms, whose headers
+    // say phantom too: nothing there is generate's.
+    let outputs = dir.join(crate::plan::STATE_DIR).exists();
+    let theirs = |p: &PathBuf| std::fs::symlink_metadata(p).is_ok() && (outputs || !is_phantom(p));
+    if let Some(path) = (0..count).map(name).find(theirs) {
         return Err(GenerateError::Exists { path });
     }
     std::fs::create_dir_all(dir).map_err(folder)?;

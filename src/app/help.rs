@@ -29,6 +29,7 @@ Exit codes:
   1  some image failed (each named in the log and the report; the others are done)
   2  refused before any work (bad option, missing input, unsafe output folder)
   3  stopped early (a drain signal or the deadline): run again with --resume to finish
+  4  the images were done, but the report, CSV or BIDS metadata after them could not be written
 
 Terms in the tables:
   wtime/ptime         wall time over the sum of read + filter + write times (below 1: stages overlapped;

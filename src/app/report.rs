@@ -17,6 +17,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
         Some(ReportAction::Merge { files, output, csv }) => {
             check_merge_targets(files, output, csv.as_deref())?;
             let merged = report::merge::merge(files)?;
+            check_merge_images(&merged, output, csv.as_deref())?;
             report::export_to(&report::Json, &merged, output)
                 .context("writing the merged report")?;
             if let Some(csv) = csv {
@@ -62,6 +63,37 @@ fn mem_request(args: &ReportArgs) -> anyhow::Result<Option<u64>> {
         .map(parse_mib)
         .transpose()
         .context("--mem-request")
+}
+
+/// Nor over an image the merged runs read or wrote (their paths as the
+/// reports name them): checked once the reports are read, before a byte
+/// is written.
+fn check_merge_images(
+    merged: &report::Report,
+    output: &Path,
+    csv: Option<&Path>,
+) -> anyhow::Result<()> {
+    use crate::plan::identity::Place;
+    for (flag, target) in [("-o", Some(output)), ("--csv", csv)] {
+        let Some(target) = target else { continue };
+        let place = Place::of(target);
+        for image in &merged.images {
+            let (input, out) = (Path::new(&image.input), Path::new(&image.output));
+            let what = if crate::plan::guard::is_input(&place, input) {
+                "input"
+            } else if place.same(&Place::of(out)) {
+                "output"
+            } else {
+                continue;
+            };
+            anyhow::bail!(
+                "{flag} {}: refused, it is the {what} {} of a merged run",
+                target.display(),
+                if what == "input" { input } else { out }.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The merged report and CSV go to files of their own: never over a report

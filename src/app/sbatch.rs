@@ -194,7 +194,7 @@ fn checked_job(words: &[String]) -> anyhow::Result<Job> {
     let participants: std::collections::BTreeSet<&str> =
         found.iter().filter_map(|i| i.group.as_deref()).collect();
     let guard = crate::plan::Guard {
-        trees: vec![query.root.clone()],
+        trees: vec![("the BIDS dataset", query.root.clone())],
         dataset: Some(bids.output_dir.clone()),
         ..Default::default()
     };

@@ -31,8 +31,9 @@ const DATASET_FILES: [&str; 9] = [
 pub struct Guard {
     /// Files read besides the images, each with what it is (`--list`, `--from`).
     pub read: Vec<(&'static str, PathBuf)>,
-    /// Folders nothing is written into (a BIDS dataset being read).
-    pub trees: Vec<PathBuf>,
+    /// Folders nothing is written into, each with what it is (a BIDS
+    /// dataset being read, a study's images and runs).
+    pub trees: Vec<(&'static str, PathBuf)>,
     /// A BIDS derivative dataset being written: its dataset files and its
     /// participants' folders are its own.
     pub dataset: Option<PathBuf>,
@@ -46,13 +47,14 @@ impl Guard {
             return Some(format!("it is {what} {}, which the job reads", f.display()));
         }
         let real = resolve_future(path);
-        if let Some(tree) = self
-            .trees
-            .iter()
-            .find(|t| real.starts_with(resolve_future(t)))
-        {
+        // A derivative inside the dataset it comes from (BIDS's own
+        // `derivatives/` layout) is written into: its rule is the dataset's.
+        let in_output =
+            (self.dataset.as_ref()).is_some_and(|d| real.starts_with(resolve_future(d)));
+        let inside = |(_, t): &&(&str, PathBuf)| real.starts_with(resolve_future(t));
+        if let Some((what, tree)) = self.trees.iter().find(inside).filter(|_| !in_output) {
             return Some(format!(
-                "it is inside the BIDS dataset {}, which nothing writes into",
+                "it is inside {what} {}, which nothing writes into",
                 tree.display()
             ));
         }
@@ -74,8 +76,30 @@ fn same_file(place: &Place, path: &Path) -> bool {
     place.same(&Place::of(path))
 }
 
-/// Whether `place` is the image `input`, or the voxel file of a `.hdr` pair.
+/// Whether `place` is the image `input` or the other file of its pair: the
+/// voxels of a `.hdr`, or the header of an `.img` (a run fails an input so
+/// named, but the header is still the user's).
 pub fn is_input(place: &Place, input: &Path) -> bool {
     let same = |p: &Path| place.file.is_some() && place.file == FileId::of(p);
-    same(input) || crate::io::pair_data_path(input).is_some_and(|d| same(&d))
+    same(input)
+        || crate::io::pair_data_path(input).is_some_and(|d| same(&d))
+        || pair_headers(input).iter().any(|h| same(h))
+}
+
+/// For an `.img` or `.img.gz` name, the headers a pair may have beside it.
+fn pair_headers(input: &Path) -> Vec<PathBuf> {
+    let name = input.file_name().unwrap_or_default().to_string_lossy();
+    let lower = name.to_lowercase();
+    let cut = match () {
+        _ if lower.ends_with(".img.gz") => 7,
+        _ if lower.ends_with(".img") => 4,
+        _ => return Vec::new(),
+    };
+    let Some(stem) = name.get(..name.len().saturating_sub(cut)) else {
+        return Vec::new();
+    };
+    [".hdr", ".hdr.gz", ".HDR"]
+        .iter()
+        .map(|ext| input.with_file_name(format!("{stem}{ext}")))
+        .collect()
 }

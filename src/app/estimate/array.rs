@@ -18,6 +18,7 @@ use super::{confidence, file_system_line, sources, span, wall_line, warnings_and
 
 pub(super) fn estimate(
     args: &EstimateArgs,
+    studies: &[crate::study::Study],
     points: &[StudyPoint],
     task: Target,
 ) -> anyhow::Result<()> {
@@ -56,7 +57,7 @@ pub(super) fn estimate(
         None => None,
     };
     let json = serde_json::json!({ "array": a, "request": request });
-    super::write_files(args, &json, script)
+    super::write_files(args, studies, &json, script)
 }
 
 fn render(a: &ArrayEstimate, r: &Request, args: &EstimateArgs) -> String {

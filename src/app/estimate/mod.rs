@@ -115,7 +115,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let images = images(args)?;
     let target = shape.target(args.tasks, images);
     if shape.model == Model::Array {
-        return array::estimate(args, &points, target);
+        return array::estimate(args, &studies, &points, target);
     }
     let mut e = fit::estimate(&points, target, args.fs_bandwidth)?;
     e.warnings.extend(unread_inputs(args));
@@ -138,7 +138,7 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         None => None,
     };
     let json = serde_json::json!({ "estimate": e, "request": request });
-    write_files(args, &json, script)
+    write_files(args, &studies, &json, script)
 }
 
 /// `--json` and `--sbatch`, both checked before either is written: never
@@ -146,10 +146,24 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<()> {
 /// the list, nor each other.
 fn write_files(
     args: &EstimateArgs,
+    studies: &[Study],
     json: &serde_json::Value,
     script: Option<String>,
 ) -> anyhow::Result<()> {
     let mut guard = crate::plan::Guard::default();
+    // What the studies hold: their generated images, runs and work
+    // folders, and the reports their points name.
+    for (s, from) in studies.iter().zip(&args.from) {
+        let folder = from.parent().unwrap_or(Path::new(""));
+        for sub in ["data", "runs", "work"] {
+            guard.trees.push(("a study's folder", folder.join(sub)));
+        }
+        let reports = s
+            .points
+            .iter()
+            .map(|p| ("a study's run report", p.report.clone()));
+        guard.read.extend(reports);
+    }
     guard
         .read
         .extend(args.from.iter().map(|p| ("--from", p.clone())));
@@ -163,12 +177,25 @@ fn write_files(
     if let Some(run) = &run {
         guard.read.extend(super::sbatch::run_guard(run).read);
     }
-    // The run's images as they are here: named, or found (a folder's).
-    let inputs = match &run {
+    // The run's images as they are here: named, or found (a folder's, a
+    // list's); under --no-check-inputs, whatever of them exists here.
+    let mut inputs = match &run {
         Some(_) if !args.no_check_inputs => super::sbatch::checked_run(&args.run_args)?.1,
-        Some(run) => run.inputs.clone(),
+        Some(run) => {
+            let found = super::run::sources(run).discover().unwrap_or_default();
+            let found = found.into_iter().map(|i| i.path);
+            run.inputs.iter().cloned().chain(found).collect()
+        }
         None => Vec::new(),
     };
+    // And the images of estimate's own --list, whose headers it read.
+    if let Some(list) = &args.list {
+        let listed = Sources {
+            list: Some(list.clone()),
+            ..Sources::default()
+        };
+        inputs.extend(listed.paths().unwrap_or_default());
+    }
     let targets: Vec<(&str, &PathBuf)> = [("--json", &args.json), ("--sbatch", &args.sbatch)]
         .into_iter()
         .filter_map(|(flag, p)| p.as_ref().map(|p| (flag, p)))
@@ -181,6 +208,17 @@ fn write_files(
         match &run {
             Some(run) => super::sbatch::script_target(flag, path, &inputs, &run.output, &guard)?,
             None => {
+                let place = crate::plan::identity::Place::of(path);
+                let input = inputs
+                    .iter()
+                    .find(|i| crate::plan::guard::is_input(&place, i));
+                if let Some(input) = input {
+                    anyhow::bail!(
+                        "{flag} {}: refused, it is the input {}",
+                        path.display(),
+                        input.display()
+                    );
+                }
                 if let Some(why) = guard.refuses(path) {
                     anyhow::bail!("{flag} {}: refused, {why}", path.display());
                 }
