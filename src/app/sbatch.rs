@@ -80,7 +80,7 @@ pub fn sbatch(args: &SbatchArgs) -> anyhow::Result<u8> {
     let text = script::render(&spec);
     match &args.write {
         Some(p) => {
-            script_target("--write", p, &inputs, &run.output, &guard)?;
+            script_target("--write", p, &inputs, Some(&run.output), &guard)?;
             crate::io::write_report_file(p, text.as_bytes())
                 .with_context(|| format!("writing {}", p.display()))?
         }
@@ -130,12 +130,13 @@ fn array_plan(
 
 /// `--write` never lands on one of the run's inputs (through a link or a
 /// hard link too, or a pair's voxel file), on what `guard` keeps, on a
-/// NIfTI name in its OUTDIR, or inside OUTDIR/.nismooth.
+/// NIfTI name in its OUTDIR, or inside OUTDIR/.nismooth (when there is a
+/// run, `outdir`).
 pub(super) fn script_target(
     flag: &str,
     path: &Path,
     inputs: &[PathBuf],
-    outdir: &Path,
+    outdir: Option<&Path>,
     guard: &crate::plan::Guard,
 ) -> anyhow::Result<()> {
     use crate::plan::guard::is_input;
@@ -151,6 +152,9 @@ pub(super) fn script_target(
     if let Some(why) = guard.refuses(path) {
         anyhow::bail!("{flag} {}: refused, {why}", path.display());
     }
+    let Some(outdir) = outdir else {
+        return Ok(());
+    };
     let (real, out) = (resolve_future(path), resolve_future(outdir));
     let state = real.starts_with(out.join(crate::plan::STATE_DIR));
     let output = real.parent() == Some(out.as_path()) && crate::plan::is_nifti_name(&real);

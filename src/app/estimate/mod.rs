@@ -204,26 +204,9 @@ fn write_files(
         let same = crate::plan::identity::Place::of(a).same(&crate::plan::identity::Place::of(b));
         anyhow::ensure!(!same, "--json and --sbatch name one file: {}", a.display());
     }
+    let outdir = run.as_ref().map(|r| r.output.as_path());
     for (flag, path) in &targets {
-        match &run {
-            Some(run) => super::sbatch::script_target(flag, path, &inputs, &run.output, &guard)?,
-            None => {
-                let place = crate::plan::identity::Place::of(path);
-                let input = inputs
-                    .iter()
-                    .find(|i| crate::plan::guard::is_input(&place, i));
-                if let Some(input) = input {
-                    anyhow::bail!(
-                        "{flag} {}: refused, it is the input {}",
-                        path.display(),
-                        input.display()
-                    );
-                }
-                if let Some(why) = guard.refuses(path) {
-                    anyhow::bail!("{flag} {}: refused, {why}", path.display());
-                }
-            }
-        }
+        super::sbatch::script_target(flag, path, &inputs, outdir, &guard)?;
     }
     if let Some(p) = &args.json {
         write(p, &serde_json::to_string_pretty(json)?)?;
