@@ -331,10 +331,10 @@ pub struct RunOptions {
     /// %j, %A and %a expand to the Slurm job, array job and array task ids,
     /// %r to the job's restart count (0, then 1 after a requeue, …).
     #[arg(long)]
-    pub report: Option<String>,
+    pub report: Option<PathBuf>,
     /// Write one CSV row per image (%j, %A, %a expand as for --report).
     #[arg(long)]
-    pub csv: Option<String>,
+    pub csv: Option<PathBuf>,
     /// Skip images whose output already exists (not checked; see --resume).
     #[arg(long)]
     pub skip_existing: bool,

@@ -262,10 +262,7 @@ fn run_config(
     let array = crate::plan::array::slot_for_run(a.array, slurm.is_some(), slot, ranks)?;
     let stop = stop_settings(a, slurm.as_ref(), root)?;
     let resume = a.resume || restarted(a, slurm.as_ref());
-    let expand = |p: &Option<String>| {
-        p.as_deref()
-            .map(|p| expand_pattern(p, slurm.as_ref()).into())
-    };
+    let expand = |p: &Option<PathBuf>| p.as_deref().map(|p| expand_pattern(p, slurm.as_ref()));
     let cfg = RunConfig {
         sigma: kernel.values,
         units: kernel.units,

@@ -221,7 +221,9 @@ pub(super) fn run_guard(run: &RunArgs) -> crate::plan::Guard {
 /// The run arguments parsed and checked as far as they can be without
 /// their inputs (which may exist only on the cluster).
 pub(super) fn parsed_run(words: &[String]) -> anyhow::Result<RunArgs> {
-    let run = parse_run_args(words).context("the run arguments after `--`")?;
+    let run = parse_run_args(words)
+        .map_err(|e| anyhow::anyhow!("{} (see nismooth run --help)", one_line(&e)))
+        .context("the run arguments after `--`")?;
     crate::config::parse_sigma(&run.sigma).context("the run arguments after `--`")?;
     if run.list.as_deref() == Some(std::path::Path::new("-")) {
         anyhow::bail!(
@@ -229,6 +231,19 @@ pub(super) fn parsed_run(words: &[String]) -> anyhow::Result<RunArgs> {
         );
     }
     Ok(run)
+}
+
+/// clap's message without its usage block, on one line: it goes inside a
+/// message of ours, which prints a newline as `\u{a}`.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let text = text.trim_start_matches("error: ");
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    words.join(" ")
 }
 
 /// The run arguments after `--`, read as `run` will read them (so a script

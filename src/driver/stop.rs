@@ -112,6 +112,9 @@ fn on_signal(sig: i32, grace: f64) {
                  (--grace); a second signal abandons them now"
             );
         }
+        if PLANNING.load(Ordering::SeqCst) {
+            stop_if_still_planning(name, grace);
+        }
     } else if now.saturating_sub(own) < ECHO_MS {
         log::info!("{name} again within a second: taken as the same request");
     } else if PLANNING.load(Ordering::SeqCst) {
@@ -125,6 +128,28 @@ fn on_signal(sig: i32, grace: f64) {
         log::warn!("{name} a third time: stopping now, as {name} does by default");
         let _ = signal_hook::low_level::emulate_default_handler(sig);
     }
+}
+
+/// A drain that came while planning: if the plan is still not made when
+/// the grace is over, the run stops with exit 3 (stopped early, nothing in
+/// flight, nothing written). Planning can wait forever, in `open` of a
+/// `--list` FIFO that no writer opens, where the drain is never looked at:
+/// one `kill` did nothing. Exit 3, not the signal's default action, so a
+/// job script that requeues a drained run (exit 3) still does.
+fn stop_if_still_planning(name: String, grace: f64) {
+    let wait = std::time::Duration::from_secs_f64(grace.clamp(0.0, 86_400.0));
+    let _ = std::thread::Builder::new()
+        .name("nismooth-planning-drain".into())
+        .spawn(move || {
+            std::thread::sleep(wait);
+            if PLANNING.load(Ordering::SeqCst) {
+                log::warn!(
+                    "{name}: still planning after the {grace} s grace (reading a list that never \
+                     ends?): nothing in flight, nothing written: stopping now (exit 3)"
+                );
+                std::process::exit(3);
+            }
+        });
 }
 
 /// What started the drain ("SIGTERM", "another rank").

@@ -14,6 +14,7 @@ pub mod time;
 
 use serde::{Deserialize, Serialize};
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::plan::array::ArrayError;
@@ -165,32 +166,33 @@ pub fn max_array_size() -> Option<usize> {
 /// many times the job was requeued, 0 at first: a requeued job keeps its
 /// id, and each attempt's report must stay apart). Outside an array,
 /// %a expands to 0 and %A to the job id (or 0), so the name stays valid.
-pub fn expand_pattern(path: &str, ctx: Option<&SlurmContext>) -> String {
+pub fn expand_pattern(path: &Path, ctx: Option<&SlurmContext>) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let job = ctx.and_then(|c| c.job_id).unwrap_or(0);
     let array_job = ctx.and_then(|c| c.array_job_id).unwrap_or(job);
     let task = ctx.and_then(|c| c.array_task_id).unwrap_or(0);
     let restart = ctx.and_then(|c| c.restart_count).unwrap_or(0);
-    let mut out = String::with_capacity(path.len());
-    let mut chars = path.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
+    // Bytes, not text: a path need not be UTF-8, and `%` is one byte in any
+    // encoding a path can have here.
+    let bytes = path.as_os_str().as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut it = bytes.iter();
+    while let Some(&b) = it.next() {
+        if b != b'%' {
+            out.push(b);
             continue;
         }
-        match chars.next() {
-            Some('A') => out.push_str(&array_job.to_string()),
-            Some('a') => out.push_str(&task.to_string()),
-            Some('j') => out.push_str(&job.to_string()),
-            Some('r') => out.push_str(&restart.to_string()),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
+        match it.next() {
+            Some(b'A') => out.extend(array_job.to_string().bytes()),
+            Some(b'a') => out.extend(task.to_string().bytes()),
+            Some(b'j') => out.extend(job.to_string().bytes()),
+            Some(b'r') => out.extend(restart.to_string().bytes()),
+            Some(b'%') => out.push(b'%'),
+            Some(&other) => out.extend([b'%', other]),
+            None => out.push(b'%'),
         }
     }
-    out
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Runs `cmd` and collects what it prints, giving up (and killing it) after
@@ -346,10 +348,13 @@ mod tests {
             ("SLURM_ARRAY_TASK_ID", "3"),
         ]);
         assert_eq!(
-            expand_pattern("r-%A_%a-%j-100%%.json", c.as_ref()),
-            "r-99_3-100-100%.json"
+            expand_pattern(Path::new("r-%A_%a-%j-100%%.json"), c.as_ref()),
+            Path::new("r-99_3-100-100%.json")
         );
-        assert_eq!(expand_pattern("r-%a.json", None), "r-0.json");
-        assert_eq!(expand_pattern("odd%x", None), "odd%x");
+        assert_eq!(
+            expand_pattern(Path::new("r-%a.json"), None),
+            Path::new("r-0.json")
+        );
+        assert_eq!(expand_pattern(Path::new("odd%x"), None), Path::new("odd%x"));
     }
 }

@@ -95,3 +95,55 @@ def test_a_report_beside_a_derivative_inside_its_dataset_is_written(tmp_path):
     nismooth("bids", raw, deriv, "participant", "--report", deriv / "report.json")
     assert (deriv / "report.json").exists()
     nismooth("bids", raw, deriv, "participant", "--report", raw / "report.json", expect=2)
+
+
+def test_one_signal_stops_a_run_held_in_planning_by_a_list_fifo(tmp_path):
+    """A --list FIFO that no writer opens holds the run in open(), where the
+    drain is never looked at: one SIGTERM did nothing. Now the run stops
+    after the grace with exit 3 (what a requeueing script expects), having
+    written nothing."""
+    import os
+    import signal
+    import time
+
+    from conftest import BIN
+
+    fifo = tmp_path / "list"
+    os.mkfifo(fifo)
+    p = subprocess.Popen([str(BIN), "run", "--list", str(fifo), "-o", str(tmp_path / "o"), "--grace", "1"],
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    p.send_signal(signal.SIGTERM)
+    try:
+        err = p.communicate(timeout=30)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("one SIGTERM did not stop a run held in planning")
+    assert p.returncode == 3, err
+    assert "still planning" in err and not (tmp_path / "o").exists()
+
+
+def test_a_report_and_csv_named_in_other_bytes_than_utf8_are_written(d, tmp_path):
+    """--report and --csv took text, so clap refused a file name that is
+    not UTF-8 (every other path argument takes bytes)."""
+    import os
+
+    from conftest import BIN
+
+    report, csv = os.fsencode(tmp_path) + b"/r\xff-%j.json", os.fsencode(tmp_path) + b"/c\xff.csv"
+    r = subprocess.run([os.fsencode(BIN), b"run", os.fsencode(d / "a.nii"), b"-o", os.fsencode(tmp_path / "o"),
+                        b"--report", report, b"--csv", csv], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(open(os.fsencode(tmp_path) + b"/r\xff-0.json", "rb").read())["summary"]["ok"] == 1
+    assert open(csv, "rb").read().count(b"\n") == 2
+
+
+def test_run_arguments_clap_refuses_are_said_on_one_line(d, tmp_path):
+    """clap's message inside ours came out with its newlines escaped
+    (`\\u{a}  --output <OUTPUT>\\u{a}\\u{a}Usage: …`)."""
+    for cmd in (("estimate", "--from", STUDY, "--tasks", "4", "--", "bids", d, tmp_path / "o", "participant"),
+                ("sbatch", "--model", "serial", "--", d)):
+        err = nismooth(*cmd, expect=2).stderr
+        assert "\\u{a}" not in err and err.count("\n") == 1, err
+        assert "--output <OUTPUT> (see nismooth run --help)" in err, err

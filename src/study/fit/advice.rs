@@ -197,6 +197,13 @@ pub(super) fn warnings(
             time.busiest_images / most
         ));
     }
+    if let Some(before) = time.floored_from {
+        out.push(format!(
+            "The fit put an image at {} on the busiest rank, less than the study's own slowest stage took per image: the time uses the stage's figure, {}. The study's walls hardly grew with its images (too few, too small or too noisy); study more or larger images.",
+            per_image_text(before),
+            per_image_text(time.used.work(1.0, time.mean_voxels))
+        ));
+    }
     let (_, largest) = range(ok, |p| p.largest_image_bytes as f64);
     if memory.target_largest > 2.0 * largest {
         out.push(format!(
@@ -208,6 +215,11 @@ pub(super) fn warnings(
     }
     out.extend(dtype_mismatch(ok, target));
     out
+}
+
+/// Seconds per image as text: "1.2e-6 s".
+fn per_image_text(s: f64) -> String {
+    format!("{s:.2e} s")
 }
 
 /// The target's voxel types that the study did not measure (the cost per

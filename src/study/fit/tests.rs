@@ -650,3 +650,30 @@ fn an_array_is_its_task_in_waves() {
         all.warnings
     );
 }
+
+#[test]
+fn a_slope_below_the_studys_own_stages_is_raised_to_them() {
+    // Two tiny points whose walls came out equal (the 3-image run as fast
+    // as the 1-image one): the walls' slope is 0, and a billion images took
+    // 0.016 s. The stages say each image's write took 0.7 ms.
+    let pts: Vec<StudyPoint> = [1, 3]
+        .into_iter()
+        .map(|n| {
+            let mut p = point(1, n, 0.004, 10 << 20);
+            p.max_rank_busy_s = 0.003;
+            p.write_per_task_s = 0.0007;
+            p
+        })
+        .collect();
+    let e = estimate(&pts, target(1_000_000_000, 1, None), None).unwrap();
+    assert!(e.wall_s.value >= 1e9 * 0.0007, "{:?}", e.wall_s);
+    assert!(e.wall_s.value < 1e9 * 0.0007 * 1.01 + 1.0, "{:?}", e.wall_s);
+    assert!(
+        e.warnings.iter().any(|w| w.contains("slowest stage")),
+        "{:?}",
+        e.warnings
+    );
+    // A fit above the stages is left alone, and says nothing.
+    let f = estimate(&varied_study(), target(1000, 1, None), None).unwrap();
+    assert!(!f.warnings.iter().any(|w| w.contains("slowest stage")));
+}

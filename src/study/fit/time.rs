@@ -189,6 +189,48 @@ pub(super) struct TimeModel {
     pub(super) mean_voxels: f64,
     /// The target's ranks per node are outside the study's.
     pub(super) extrapolated: bool,
+    /// The fit's work per image on the busiest rank, seconds, when it was
+    /// below what the study's own stages took and was raised to that.
+    pub(super) floored_from: Option<f64>,
+}
+
+/// The least the study's stages say a voxel costs one rank, seconds: over
+/// the points at `threads`, the slowest stage's time per image (read,
+/// filter or write: overlapped, the pipeline goes no faster than it)
+/// divided among the threads and by the point's mean voxels per image; the
+/// most hopeful point's figure. Stage times are sums, not differences, so
+/// noise cannot take them to zero as it can a slope.
+fn stage_floor(ok: &[StudyPoint], threads: usize) -> f64 {
+    ok.iter()
+        .filter(|p| p.threads == threads && p.tasks > 0 && p.total_voxels > 0)
+        .map(|p| {
+            let slowest = p
+                .read_per_task_s
+                .max(p.filter_per_task_s)
+                .max(p.write_per_task_s);
+            slowest / threads.max(1) as f64 / (p.total_voxels as f64 / p.tasks as f64)
+        })
+        .min_by(f64::total_cmp)
+        .unwrap_or(0.0)
+}
+
+/// Raises the fit's work for `n` images of `v` voxels to `per_voxel` × v
+/// when it is below: a slope from two short runs whose walls were nearly
+/// equal once put a billion images at 0.016 s. Returns the work per image
+/// it had before, when raised.
+fn floor(fit: &mut TimeFit, per_voxel: f64, n: f64, v: f64) -> Option<f64> {
+    let (work, least) = (fit.work(n, v), per_voxel * v);
+    let below = work < least;
+    if !below {
+        return None;
+    }
+    if work > 0.0 {
+        let k = least / work;
+        (fit.c, fit.b) = (fit.c * k, fit.b * k);
+    } else {
+        (fit.c, fit.b) = (0.0, per_voxel);
+    }
+    Some(work / n.max(1.0))
 }
 
 /// Amdahl's serial fraction from the fits: the work at M ranks over the
@@ -227,7 +269,7 @@ pub(super) fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel
         serial_fraction(&fits, &base, reference, reference * study_mean_voxels(ok));
     let m = target.ranks_per_node;
     let studied = fits.iter().find(|f| f.ranks == m).copied();
-    let used = studied.unwrap_or_else(|| {
+    let mut used = studied.unwrap_or_else(|| {
         let g = (1.0 + serial_fraction * (m as f64 - 1.0))
             / (1.0 + serial_fraction * (base.ranks as f64 - 1.0));
         TimeFit {
@@ -242,6 +284,7 @@ pub(super) fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel
         .ceil()
         .max(1.0);
     let launcher_s = launcher(ok, target);
+    let floored_from = floor(&mut used, stage_floor(ok, threads), n, n * mean_voxels);
     let wall = launcher_s + used.a + used.work(n, n * mean_voxels);
     // Relative residuals of every fitted point, as the interval.
     let rel: Vec<f64> = ok
@@ -273,6 +316,7 @@ pub(super) fn time_model(ok: &[StudyPoint], target: &Target) -> Result<TimeModel
         busiest_images: n,
         mean_voxels,
         extrapolated,
+        floored_from,
     })
 }
 
