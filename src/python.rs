@@ -43,7 +43,7 @@ fn buffer(a: &Bound<'_, PyUntypedArray>, what: &str) -> PyResult<(*mut u8, usize
 /// overlaps the output in another layout, or is not aligned, is copied first.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (input, output, spatial, volumes, sigma, truncate, mode, cval, threads, order, weights=None))]
+#[pyo3(signature = (input, output, spatial, volumes, sigma, truncate, mode, cval, threads, order, weights=None, odd=[false; 3]))]
 fn filter(
     py: Python<'_>,
     input: &Bound<'_, PyUntypedArray>,
@@ -57,6 +57,7 @@ fn filter(
     threads: usize,
     order: [usize; 3],
     weights: Option<[Option<Vec<f64>>; 3]>,
+    odd: [bool; 3],
 ) -> PyResult<()> {
     let din = dtype(&input.dtype().to_string())?;
     let dout = dtype(&output.dtype().to_string())?;
@@ -89,7 +90,7 @@ fn filter(
     // of the private function from starting 100 000 threads.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = threads.clamp(1, cpus);
-    let kernels = kernels(sigma, truncate, weights, threads, spatial)?;
+    let kernels = kernels(sigma, truncate, weights, odd, threads, spatial)?;
     let shape = Shape {
         spatial,
         spatial_ndim: 3,
@@ -123,8 +124,8 @@ fn filter(
 }
 
 /// Each spatial axis's kernel: the half-kernels the caller gives (numpy's
-/// own, for a σ that is not float64), or scipy's float64 ones from σ and
-/// truncate. Refused before anything is allocated: a radius that is not a
+/// own, for a σ that is not float64 or a derivative order, `odd` where
+/// antisymmetric), or scipy's float64 ones from σ and truncate. Refused before anything is allocated: a radius that is not a
 /// number (ValueError), or one whose weights and padded lines this machine
 /// cannot hold (MemoryError, as numpy says it; an allocation that fails
 /// inside Rust would abort the interpreter instead).
@@ -132,6 +133,7 @@ fn kernels(
     sigma: [f64; 3],
     truncate: f64,
     weights: Option<[Option<Vec<f64>>; 3]>,
+    odd: [bool; 3],
     threads: usize,
     spatial: [usize; 3],
 ) -> PyResult<[Option<Kernel1d>; 3]> {
@@ -161,7 +163,13 @@ fn kernels(
         }
     }
     Ok(match weights {
-        Some(w) => w.map(|h| h.filter(|h| !h.is_empty()).map(|half| Kernel1d { half })),
+        Some(w) => {
+            let mut w = w.into_iter();
+            std::array::from_fn(|a| {
+                let half = w.next().flatten().filter(|h| !h.is_empty())?;
+                Some(Kernel1d { half, odd: odd[a] })
+            })
+        }
         None => FilterSpec {
             sigma,
             truncate,

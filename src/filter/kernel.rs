@@ -189,10 +189,14 @@ pub fn numpy_sum(a: &[f64]) -> f64 {
     }
 }
 
-/// One axis's symmetric kernel: `half[k]` is the weight at distance k, k = 0..=radius.
+/// One axis's kernel: `half[k]` is the weight at distance k, k = 0..=radius,
+/// on the right of the centre; the left's is the same (symmetric) or its
+/// negative (`odd`: the antisymmetric kernels of scipy's odd derivative
+/// orders, which scipy sums as `(left − right)·w[k]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel1d {
     pub half: Vec<f64>,
+    pub odd: bool,
 }
 
 impl Kernel1d {
@@ -206,6 +210,7 @@ impl Kernel1d {
         let full = gaussian_weights(sigma, radius, flavour);
         Kernel1d {
             half: full[radius as usize..].to_vec(),
+            odd: false,
         }
     }
 }

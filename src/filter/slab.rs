@@ -258,7 +258,7 @@ impl<T: Sample> simd::Job for ZPass<'_, '_, T> {
                     None => row[..n].fill(plan.cval),
                 }
             }
-            simd::convolve(isa, &tile, &mut sums, BLOCK, w);
+            simd::convolve(isa, &tile, &mut sums, BLOCK, w, false);
             for (out, sum) in outs.iter_mut().zip(sums.chunks_exact(BLOCK)) {
                 T::from_f64_slice(&mut out[b..b + n], &sum[..n]);
             }

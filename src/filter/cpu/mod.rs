@@ -561,10 +561,11 @@ unsafe fn group_body<I: Isa, S: Sample, D: Sample>(isa: I, g: Group<'_, S, D>, s
         // itself (the tile holds a copy of the lines, so in place is safe).
         #[cfg(target_arch = "x86_64")]
         if geo.lane_step == 1 && lanes == width && I::LINE_TRANSPOSES {
-            return simd::convolve_store(isa, &sc.tile, len, width, &k.half, dst, geo.step);
+            let w = (k.half.as_slice(), k.odd);
+            return simd::convolve_store(isa, &sc.tile, len, width, w, dst, geo.step);
         }
         let out = &mut sc.out[..len * width];
-        simd::convolve(isa, &sc.tile, out, width, &k.half);
+        simd::convolve(isa, &sc.tile, out, width, &k.half, k.odd);
         geo.store(isa, out, lanes, dst, &mut sc.lines);
     }
 }
@@ -578,6 +579,7 @@ fn single_precision_fits<I: Isa, S: Sample, D: Sample>(k: &Kernel1d, edge: Edge)
         && small_int(D::DTYPE)
         && (0.0..65536.0).contains(&edge.cval)
         && edge.cval.fract() == 0.0
+        && !k.odd
         && simd::f32_kernel_fits(&k.half)
         && I::F32_KERNEL
 }

@@ -43,17 +43,18 @@ pub const LANES: usize = 16;
 /// A tile is row-major f64: row `i` holds position `i` of `width` neighbouring
 /// lines. `out` row `i` = the window of `tile` centred on row `i + r`, summed
 /// in scipy's order; `tile` holds `len + 2r` rows (the lines and their padding).
-pub fn convolve<I: Isa>(_: I, tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+/// `w` is the half kernel from the centre out; `odd`: an antisymmetric one.
+pub fn convolve<I: Isa>(_: I, tile: &[f64], out: &mut [f64], width: usize, w: &[f64], odd: bool) {
     assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
     assert!(tile.len() >= out.len() + 2 * (w.len() - 1) * width);
     match I::LEVEL {
         // SAFETY: an `I` proves the features; the assert bounds every row read.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { x86::convolve_avx512(tile, out, width, w) },
+        Level::Avx512 => unsafe { x86::convolve_avx512(tile, out, width, w, odd) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { x86::convolve_avx2(tile, out, width, w) },
-        _ => convolve_scalar(tile, out, width, w),
+        Level::Avx2 => unsafe { x86::convolve_avx2(tile, out, width, w, odd) },
+        _ => convolve_scalar(tile, out, width, w, odd),
     }
 }
 
@@ -246,7 +247,7 @@ pub unsafe fn convolve_store<I: Isa, D: Sample>(
     tile: &[f64],
     len: usize,
     width: usize,
-    w: &[f64],
+    (w, odd): (&[f64], bool),
     p: *mut D,
     step: usize,
 ) {
@@ -255,8 +256,8 @@ pub unsafe fn convolve_store<I: Isa, D: Sample>(
         assert!(!w.is_empty() && width.is_multiple_of(LANES) && width > 0);
         assert!(tile.len() >= (len + 2 * (w.len() - 1)) * width);
         match I::LEVEL {
-            Level::Avx512 => x86::convolve_store_avx512(tile, len, width, w, p, step),
-            Level::Avx2 => x86::convolve_store_avx2(tile, len, width, w, p, step),
+            Level::Avx512 => x86::convolve_store_avx512(tile, len, width, (w, odd), p, step),
+            Level::Avx2 => x86::convolve_store_avx2(tile, len, width, (w, odd), p, step),
             Level::Scalar => unreachable!("convolve_store needs I::LINE_TRANSPOSES"),
         }
     }

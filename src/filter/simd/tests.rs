@@ -23,17 +23,20 @@ fn kernel_case<I: Isa>(isa: I) {
         for len in [1usize, 3, 4, 5, 8, 17, 64] {
             for width in [LANES, 3 * LANES] {
                 let tile = noise((len + 2 * r) * width, (r * 100 + len) as u64);
-                let mut fast = vec![0.0; len * width];
-                let mut slow = fast.clone();
-                convolve(isa, &tile, &mut fast, width, &w);
-                convolve_scalar(&tile, &mut slow, width, &w);
-                let bits = |v: &[f64]| -> Vec<u64> { v.iter().map(|x| x.to_bits()).collect() };
-                assert_eq!(
-                    bits(&fast),
-                    bits(&slow),
-                    "{:?} r {r} len {len} width {width}",
-                    I::LEVEL
-                );
+                // Symmetric, and odd (antisymmetric, the derivatives' kernels).
+                for odd in [false, true] {
+                    let mut fast = vec![0.0; len * width];
+                    let mut slow = fast.clone();
+                    convolve(isa, &tile, &mut fast, width, &w, odd);
+                    convolve_scalar(&tile, &mut slow, width, &w, odd);
+                    let bits = |v: &[f64]| -> Vec<u64> { v.iter().map(|x| x.to_bits()).collect() };
+                    assert_eq!(
+                        bits(&fast),
+                        bits(&slow),
+                        "{:?} r {r} len {len} width {width} odd {odd}",
+                        I::LEVEL
+                    );
+                }
             }
         }
     }
@@ -96,7 +99,7 @@ fn f32_kernel_case<D: Sample + PartialEq + std::fmt::Debug>(top: f64) {
         });
         for (len, width, tile) in tiles {
             let mut exact = vec![0.0; len * width];
-            convolve_scalar(&tile, &mut exact, width, &w);
+            convolve_scalar(&tile, &mut exact, width, &w, false);
             let want: Vec<D> = exact.iter().map(|&x| D::from_f64(x)).collect();
 
             let tile32: Vec<f32> = tile.iter().map(|&x| x as f32).collect();

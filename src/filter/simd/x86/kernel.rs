@@ -12,6 +12,7 @@ pub(super) unsafe fn convolve<V: Vector<E = f64>>(
     out: &mut [f64],
     width: usize,
     w: &[f64],
+    odd: bool,
 ) {
     // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
     // width's features; the caller keeps the contract on the pointers and lengths (the module's and
@@ -19,7 +20,7 @@ pub(super) unsafe fn convolve<V: Vector<E = f64>>(
     unsafe {
         let o = out.as_mut_ptr();
         let len = out.len() / width;
-        convolve_fixed::<V>(tile, len, width, w, |i, c, v: V| {
+        convolve_fixed::<V>(tile, len, width, (w, odd), |i, c, v: V| {
             v.store(o.add(i * width + c))
         })
     }
@@ -33,7 +34,7 @@ pub(super) unsafe fn convolve_store<V: Lines, D: Sample>(
     tile: &[f64],
     len: usize,
     width: usize,
-    w: &[f64],
+    w: (&[f64], bool),
     p: *mut D,
     step: usize,
 ) {
@@ -74,7 +75,8 @@ pub(super) unsafe fn convolve_store_checked<V: Checked, D: Sample>(
         let per_row = width / V::WIDTH;
         let flags = &mut flags[..len * per_row];
         let f = flags.as_mut_ptr();
-        convolve_fixed::<V>(tile, len, width, w, |i, c, a| {
+        // The f32 kernel takes non-negative weights only: never an odd kernel.
+        convolve_fixed::<V>(tile, len, width, (w, false), |i, c, a| {
             *f.add(i * per_row + c / V::WIDTH) = a.store_checked(lo, hi, p.add(i * step + c));
         });
         for (n, _) in flags.iter().enumerate().filter(|(_, &m)| m != 0) {
@@ -101,8 +103,11 @@ pub(super) unsafe fn convolve_exact_lanes<D: Sample>(
     // this function's).
     unsafe {
         for (o, l) in lanes.enumerate() {
-            let sum =
-                crate::filter::simd::scalar::scipy_sum(|row| tile[(i + row) * width + l] as f64, w);
+            let sum = crate::filter::simd::scalar::scipy_sum(
+                |row| tile[(i + row) * width + l] as f64,
+                w,
+                false,
+            );
             *p.add(o) = D::from_f64(sum);
         }
     }
@@ -141,13 +146,14 @@ pub(super) unsafe fn convolve_exact<D: Sample>(
 
 /// Dispatches to a copy of the kernel compiled for the radius, so that
 /// the loop over taps is unrolled: the weights stay in registers and the
-/// sliding window is renamed at compile time instead of moved.
+/// sliding window is renamed at compile time instead of moved. An odd
+/// (antisymmetric) kernel has copies of its own.
 #[inline(always)]
 pub(super) unsafe fn convolve_fixed<V: Vector>(
     tile: &[V::E],
     len: usize,
     width: usize,
-    w: &[f64],
+    (w, odd): (&[f64], bool),
     emit: impl Fn(usize, usize, V),
 ) {
     // SAFETY: reached only through an entry point compiled for, and called on, a CPU with this
@@ -155,21 +161,27 @@ pub(super) unsafe fn convolve_fixed<V: Vector>(
     // this function's).
     unsafe {
         macro_rules! fixed {
-            ($($r:literal)*) => {
+            ($odd:literal; $($r:literal)*) => {
                 match w.len() - 1 {
-                    $($r => convolve_r::<V>(tile, len, width, w, $r, emit),)*
-                    r => convolve_r::<V>(tile, len, width, w, r, emit),
+                    $($r => convolve_r::<V, $odd>(tile, len, width, w, $r, emit),)*
+                    r => convolve_r::<V, $odd>(tile, len, width, w, r, emit),
                 }
             };
         }
-        fixed!(1 2 3 4 5 6 7 8 9 10 11 12)
+        if odd {
+            fixed!(true; 1 2 3 4 5 6 7 8 9 10 11 12)
+        } else {
+            fixed!(false; 1 2 3 4 5 6 7 8 9 10 11 12)
+        }
     }
 }
 
 /// Four output rows at a time; `lo[j]`/`hi[j]` hold rows `i+j+r∓k`.
 /// `emit(i, c, v)` receives output row `i`, lanes `c..c + V::WIDTH`.
+/// `ODD`: the pairs are `lo − hi`, as `fma(hi, −1, lo)` (one rounding, as
+/// scipy's subtraction).
 #[inline(always)]
-pub(super) unsafe fn convolve_r<V: Vector>(
+pub(super) unsafe fn convolve_r<V: Vector, const ODD: bool>(
     tile: &[V::E],
     len: usize,
     width: usize,
@@ -183,6 +195,16 @@ pub(super) unsafe fn convolve_r<V: Vector>(
     unsafe {
         // Opaque to the optimiser, or it would turn fma(a, 1, b) back into an add.
         let one = V::splat(std::hint::black_box(1.0));
+        let minus_one = V::splat(-1.0);
+        let pair = |lo: V, hi: V, on_fma: bool| {
+            if ODD {
+                hi.add_fma(lo, minus_one)
+            } else if on_fma {
+                lo.add_fma(hi, one)
+            } else {
+                lo.add(hi)
+            }
+        };
         let w0 = V::splat(w[0]);
         let t = tile.as_ptr();
         let row = |i: usize, c: usize| V::load(t.add(i * width + c));
@@ -207,10 +229,10 @@ pub(super) unsafe fn convolve_r<V: Vector>(
                 while k > 0 {
                     let wk = V::splat(*w.get_unchecked(k));
                     let p = [
-                        lo[0].add(hi[0]),
-                        lo[1].add_fma(hi[1], one),
-                        lo[2].add(hi[2]),
-                        lo[3].add_fma(hi[3], one),
+                        pair(lo[0], hi[0], false),
+                        pair(lo[1], hi[1], true),
+                        pair(lo[2], hi[2], false),
+                        pair(lo[3], hi[3], true),
                     ];
                     for j in 0..4 {
                         a[j] = a[j].add(p[j].mul(wk));
@@ -234,7 +256,7 @@ pub(super) unsafe fn convolve_r<V: Vector>(
                 let mut a = row(i + r, c).mul(w0);
                 for k in (1..=r).rev() {
                     let wk = V::splat(*w.get_unchecked(k));
-                    a = a.add(row(i + r - k, c).add(row(i + r + k, c)).mul(wk));
+                    a = a.add(pair(row(i + r - k, c), row(i + r + k, c), false).mul(wk));
                 }
                 emit(i, c, a);
                 c += V::WIDTH;

@@ -38,17 +38,17 @@ pub unsafe fn run_avx2<J: super::Job>(job: J, isa: super::Avx2) -> J::Output {
 }
 
 #[target_feature(enable = "avx512f")]
-pub unsafe fn convolve_avx512(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+pub unsafe fn convolve_avx512(tile: &[f64], out: &mut [f64], width: usize, w: &[f64], odd: bool) {
     // SAFETY: an entry point: its caller checked `Level` for these features and keeps the contract
     // of the `simd` function of the same name on the pointers and lengths.
-    unsafe { convolve::<__m512d>(tile, out, width, w) }
+    unsafe { convolve::<__m512d>(tile, out, width, w, odd) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn convolve_avx2(tile: &[f64], out: &mut [f64], width: usize, w: &[f64]) {
+pub unsafe fn convolve_avx2(tile: &[f64], out: &mut [f64], width: usize, w: &[f64], odd: bool) {
     // SAFETY: an entry point: its caller checked `Level` for these features and keeps the contract
     // of the `simd` function of the same name on the pointers and lengths.
-    unsafe { convolve::<__m256d>(tile, out, width, w) }
+    unsafe { convolve::<__m256d>(tile, out, width, w, odd) }
 }
 
 /// The AVX-512 and AVX2 entry points of a function written once over the
@@ -86,7 +86,7 @@ per_width!(gather_lines_avx512, gather_lines_avx2 = gather_lines<S>(
 per_width!(scatter_lines_avx512, scatter_lines_avx2 = scatter_lines<D>(
     rows: &[f64], len: usize, p: *mut D, lane_step: usize, lanes: usize));
 per_width!(convolve_store_avx512, convolve_store_avx2 = convolve_store<D>(
-    tile: &[f64], len: usize, width: usize, w: &[f64], p: *mut D, step: usize));
+    tile: &[f64], len: usize, width: usize, w: (&[f64], bool), p: *mut D, step: usize));
 
 per_width!(f32 convolve_store_f32, convolve_store_f32_avx2 = convolve_store_checked<D>(
     tile: &[f32], len: usize, width: usize, w: &[f64], p: *mut D, step: usize,
