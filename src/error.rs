@@ -112,6 +112,13 @@ pub enum LockError {
         holder: String,
         file: PathBuf,
     },
+    #[error("output directory {outdir} is inside, or holds, {other}, which another nismooth run writes now ({holder}; lock file {file}): its outputs and temp files would be this run's too. Wait for it to end; if it is gone (another host, a crashed node), remove {file}")]
+    Nested {
+        outdir: PathBuf,
+        other: PathBuf,
+        holder: String,
+        file: PathBuf,
+    },
     #[error("cannot lock output directory {outdir} ({file}): {source}")]
     Io {
         outdir: PathBuf,

@@ -18,6 +18,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
             check_merge_targets(files, output, csv.as_deref())?;
             let merged = report::merge::merge(files)?;
             check_merge_images(&merged, output, csv.as_deref())?;
+            check_merge_runs(files, output, csv.as_deref())?;
             report::export_to(&report::Json, &merged, output)
                 .context("writing the merged report")?;
             if let Some(csv) = csv {
@@ -90,6 +91,64 @@ fn check_merge_images(
                 "{flag} {}: refused, it is the {what} {} of a merged run",
                 target.display(),
                 if what == "input" { input } else { out }.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Nor into what the merged runs own, their paths read from the folder
+/// each run started in (a report names them relative to it, so checked
+/// from here an input `data/x.nii` was missed): an image, a journal or
+/// the lock in OUTDIR, a NIfTI name below it, a raw BIDS dataset a `bids`
+/// run read, or its derivative dataset's own files. As `run --report` and
+/// `bids --report` refuse them.
+fn check_merge_runs(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> anyhow::Result<()> {
+    use crate::plan::identity::resolve_future;
+    use clap::Parser;
+    for file in files {
+        let run = report::merge::load(file)?;
+        let here = std::env::current_dir().unwrap_or_default();
+        let base = run.cwd.clone().unwrap_or(here);
+        let at = |p: &Path| base.join(p);
+        let mut guard = crate::plan::Guard::default();
+        // The run's own command line, read as it was (global flags too).
+        if let Ok(cli) = super::cli::Cli::try_parse_from(&run.command) {
+            if let super::cli::Command::Bids(b) = cli.command {
+                guard.trees.push(("the BIDS dataset", at(&b.bids_dir)));
+                guard.dataset = Some(at(&b.output_dir));
+            }
+        }
+        let outdir = run
+            .config
+            .get("outdir")
+            .and_then(|o| o.as_str())
+            .map(|o| at(Path::new(o)));
+        for image in &run.images {
+            let (input, out) = (at(Path::new(&image.input)), at(Path::new(&image.output)));
+            guard.read.push(("an input of a merged run", input));
+            guard.read.push(("an output of a merged run", out));
+        }
+        for (flag, target) in [("-o", Some(output)), ("--csv", csv)] {
+            let Some(target) = target else { continue };
+            if let Some(why) = guard.refuses(target) {
+                anyhow::bail!(
+                    "{flag} {}: refused, {why} ({})",
+                    target.display(),
+                    file.display()
+                );
+            }
+            let Some(outdir) = &outdir else { continue };
+            let (real, out) = (resolve_future(target), resolve_future(outdir));
+            let state = real.starts_with(out.join(crate::plan::STATE_DIR));
+            let image = real.starts_with(&out) && crate::plan::is_nifti_name(&real);
+            anyhow::ensure!(
+                !state && !image,
+                "{flag} {}: refused, it is inside the output directory {} of the merged run {} \
+                 (an output or nismooth's own folder)",
+                target.display(),
+                outdir.display(),
+                file.display()
             );
         }
     }

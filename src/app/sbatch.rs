@@ -157,7 +157,10 @@ pub(super) fn script_target(
     };
     let (real, out) = (resolve_future(path), resolve_future(outdir));
     let state = real.starts_with(out.join(crate::plan::STATE_DIR));
-    let output = real.parent() == Some(out.as_path()) && crate::plan::is_nifti_name(&real);
+    // Any NIfTI name at or below OUTDIR: a tree's (`-r`) outputs keep their
+    // input's subfolders, and a script written over one was kept as the
+    // output by --skip-existing.
+    let output = real.starts_with(&out) && crate::plan::is_nifti_name(&real);
     anyhow::ensure!(
         !state && !output,
         "{flag} {}: refused, it is inside the run's output directory {} (an output or nismooth's own folder)",

@@ -29,6 +29,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
     let shape = generate::parse_shape(&args.shape).context("--shape")?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
+    check_own_files(&args.output)?;
     let spec = StudySpec {
         ranks: args.ranks.clone(),
         threads: args.threads.clone(),
@@ -127,14 +128,25 @@ fn failed_points(study: &Study, out: &Path) -> Vec<String> {
 /// No table or plot of an earlier study may stand beside a failed one's
 /// record.
 fn remove_stale_tables(out: &Path) {
-    let stale = ["study.md".to_string(), "study.csv".to_string()]
-        .into_iter()
-        .chain(
-            plot::CHARTS
-                .iter()
-                .flat_map(|c| [format!("{c}.svg"), format!("{c}.png")]),
-        );
-    for name in stale {
+    for name in plot::own_files().iter().filter(|n| *n != "study.json") {
         let _ = std::fs::remove_file(out.join(name));
     }
+}
+
+/// The study's own file names in OUTPUT must be free or regular files: a
+/// link there was written through (onto the study's own input), and a FIFO
+/// held the charts' writer forever. Refused before the study runs.
+fn check_own_files(out: &Path) -> anyhow::Result<()> {
+    for name in plot::own_files() {
+        let path = out.join(&name);
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            anyhow::ensure!(
+                m.file_type().is_file(),
+                "{} exists and is not a regular file (a link, a FIFO, a device or a folder): \
+                 the study writes its {name} there; remove it or choose another -o",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }

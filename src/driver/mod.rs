@@ -115,6 +115,17 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
         }
         None => plan::lock::acquire(&cfg.outdir, cfg.array)?,
     };
+    let below = match cfg.output_name {
+        Some(_) => Vec::new(),
+        // Each folder once: a list of 40 000 images has a few folders.
+        None => tasks
+            .iter()
+            .filter_map(|t| t.output.parent())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    plan::lock::check_nested(&cfg.outdir, below.into_iter())?;
     if cfg.array.is_none() && cfg.output_name.is_none() {
         // The whole folder's lock: no other run writes a journal here now.
         fold_journals(&cfg.outdir);

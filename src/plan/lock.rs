@@ -210,6 +210,59 @@ fn check_conflicts(
     Ok(())
 }
 
+/// Refuses while a live run writes a folder above OUTDIR (its whole-list
+/// or array lock: a tree's outputs go into subfolders) or one of the
+/// folders this run writes below OUTDIR (`folders`, with the folders
+/// between them and OUTDIR; any lock there). Each run locks its own
+/// OUTDIR, so nested OUTDIRs took two locks and one `--resume` removed
+/// the other run's live temp files. Locks found stale here are left to
+/// their own folder's next run.
+pub fn check_nested<'a>(
+    outdir: &Path,
+    folders: impl Iterator<Item = &'a Path>,
+) -> Result<(), LockError> {
+    use crate::plan::identity::resolve_future;
+    let real = resolve_future(outdir);
+    let live = |folder: &Path, whole_only: bool| -> Result<(), LockError> {
+        let Ok(entries) = std::fs::read_dir(folder.join(DIR)) else {
+            return Ok(());
+        };
+        for e in entries.filter_map(Result::ok) {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let counts = n == "lock"
+                || n.starts_with("lock-task-")
+                || (!whole_only && n.starts_with("lock-file-"));
+            if counts && !read_holder(&e.path()).is_some_and(|h| h.gone()) {
+                let holder = read_holder(&e.path()).map_or_else(
+                    || "holder unreadable (not a lock nismooth wrote)".to_string(),
+                    |h| h.describe(),
+                );
+                return Err(LockError::Nested {
+                    outdir: outdir.to_path_buf(),
+                    other: folder.to_path_buf(),
+                    holder,
+                    file: e.path(),
+                });
+            }
+        }
+        Ok(())
+    };
+    for above in real.ancestors().skip(1) {
+        live(above, true)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for folder in folders {
+        let mut f = resolve_future(folder);
+        while f != real && f.starts_with(&real) && seen.insert(f.clone()) {
+            live(&f, false)?;
+            if !f.pop() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The holder a lock file names; `None` for anything but a regular file
 /// (opening a FIFO planted there would block the run forever) or one that
 /// does not parse. Such a lock is never taken as stale: it is refused.

@@ -264,7 +264,10 @@ pub fn plan_tasks(
             input_folder.entry(id).or_insert_with(|| found.path.clone());
         }
     }
-    let mut folder_ids: HashMap<PathBuf, Option<FileId>> = HashMap::new();
+    // Each subfolder's identity and real path: outputs are told apart by
+    // where they really go, so that a symlinked subfolder of OUTDIR
+    // (`out/a -> b`) cannot give two inputs one file.
+    let mut folder_ids: HashMap<PathBuf, (Option<FileId>, PathBuf)> = HashMap::new();
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     let real_outdir = identity::resolve_future(outdir);
     let mut tasks = Vec::with_capacity(inputs.len());
@@ -279,9 +282,11 @@ pub fn plan_tasks(
         if !folder_ids.contains_key(&subdir) {
             inside_outdir(&folder, &subdir, outdir, &real_outdir)?;
         }
-        let out_id = *folder_ids
-            .entry(subdir)
-            .or_insert_with(|| FileId::of(&identity::resolve_future(&folder)));
+        let (out_id, real_folder) = folder_ids.entry(subdir).or_insert_with(|| {
+            let real = identity::resolve_future(&folder);
+            (FileId::of(&real), real)
+        });
+        let out_id = *out_id;
         if let Some(held) = out_id.and_then(|id| input_folder.get(&id)) {
             return Err(UsageError::OutdirHoldsInput {
                 outdir: folder,
@@ -296,7 +301,8 @@ pub fn plan_tasks(
         if let Some(what) = crate::io::special_file(&output) {
             return Err(UsageError::SpecialOutput { output, what });
         }
-        if let Some(first) = seen.get(&output) {
+        let real_output = real_folder.join(output.file_name().unwrap_or_default());
+        if let Some(first) = seen.get(&real_output) {
             return Err(UsageError::DuplicateOutput {
                 first: first.clone(),
                 second: input,
@@ -307,7 +313,7 @@ pub fn plan_tasks(
                     .to_string(),
             });
         }
-        seen.insert(output.clone(), input.clone());
+        seen.insert(real_output, input.clone());
         tasks.push(Task {
             index,
             input,

@@ -184,6 +184,10 @@ pub struct Report {
     pub nismooth_version: String,
     pub created_unix: u64,
     pub command: Vec<String>,
+    /// The folder the run started in: its relative paths (inputs, outputs,
+    /// OUTDIR) are relative to it (None in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<std::path::PathBuf>,
     pub backend: String,
     pub config: serde_json::Value,
     #[serde(default)]
@@ -220,6 +224,7 @@ impl Report {
             nismooth_version: env!("CARGO_PKG_VERSION").into(),
             created_unix,
             command,
+            cwd: std::env::current_dir().ok(),
             backend: backend.into(),
             config,
             parallel: None,

@@ -262,6 +262,20 @@ pub const CHARTS: [&str; 5] = [
     "stages",
 ];
 
+/// The files a study writes into its folder by fixed names: its record, its
+/// tables and its charts.
+pub fn own_files() -> Vec<String> {
+    ["study.json", "study.csv", "study.md"]
+        .map(String::from)
+        .into_iter()
+        .chain(
+            CHARTS
+                .iter()
+                .flat_map(|c| [format!("{c}.svg"), format!("{c}.png")]),
+        )
+        .collect()
+}
+
 /// One chart of `CHARTS`, drawn alike onto either backend.
 enum Chart<'a> {
     Line {

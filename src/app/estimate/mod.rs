@@ -78,13 +78,43 @@ fn read_study(path: &Path) -> anyhow::Result<Study> {
             ("read_s", p.read_s),
             ("filter_s", p.filter_s),
             ("write_s", p.write_s),
+            ("read_per_task_s", p.read_per_task_s),
+            ("filter_per_task_s", p.filter_per_task_s),
+            ("write_per_task_s", p.write_per_task_s),
+            ("max_rank_busy_s", p.max_rank_busy_s),
         ];
         // Walls of a microsecond or less are no run either (a denormal, an edit).
         let impossible = times.iter().find(|(name, t)| {
             let wall = name.contains("wall");
             !(t.is_finite() && *t >= 0.0 && *t < 1e9) || (wall && *t < 1e-6)
         });
+        // A stage's time per task is its total over the tasks, which every
+        // rank's threads (and the readers beside them) spent within the
+        // wall: more is an edit, and the estimate's floor would take it.
+        let most = 8.0 * p.wall_s * (p.ranks * p.threads.max(1)) as f64 + 1e-3;
+        let stages = [
+            (("read_s", p.read_s), ("read_per_task_s", p.read_per_task_s)),
+            (
+                ("filter_s", p.filter_s),
+                ("filter_per_task_s", p.filter_per_task_s),
+            ),
+            (
+                ("write_s", p.write_s),
+                ("write_per_task_s", p.write_per_task_s),
+            ),
+        ];
+        let beyond = stages.into_iter().find_map(|(total, per)| {
+            (total.1 > most)
+                .then_some(total)
+                .or((per.1 > total.1 * (1.0 + 1e-9) + 1e-12).then_some(per))
+        });
+        let impossible = impossible.copied().or(beyond);
         if let Some((name, t)) = impossible {
+            let t = if t.abs() < 1e9 {
+                t.to_string()
+            } else {
+                format!("{t:e}")
+            };
             anyhow::bail!(
                 "{}: the point at {} rank(s) × {} thread(s), {} task(s) has a time no run can have \
                  ({name} {t} s): run the study again",
@@ -158,6 +188,10 @@ fn write_files(
         for sub in ["data", "runs", "work"] {
             guard.trees.push(("a study's folder", folder.join(sub)));
         }
+        let own = crate::study::plot::own_files();
+        guard
+            .read
+            .extend(own.iter().map(|n| ("a study's own file", folder.join(n))));
         let reports = s
             .points
             .iter()
