@@ -251,7 +251,12 @@ pub fn generate(
     // Every name is checked before the first is written. A run's output
     // folder (it has a state folder) holds smoothed phantoms, whose headers
     // say phantom too: nothing there is generate's.
-    let outputs = dir.join(crate::plan::STATE_DIR).exists();
+    // A `-r` run keeps its state folder at the top of OUTDIR only: any
+    // folder above counts.
+    let real = crate::plan::identity::resolve_future(dir);
+    let outputs = real
+        .ancestors()
+        .any(|a| a.join(crate::plan::STATE_DIR).exists());
     let theirs = |p: &PathBuf| std::fs::symlink_metadata(p).is_ok() && (outputs || !is_phantom(p));
     if let Some(path) = (0..count).map(name).find(theirs) {
         return Err(GenerateError::Exists { path });

@@ -114,9 +114,16 @@ fn check_merge_runs(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> any
         let mut guard = crate::plan::Guard::default();
         // The run's own command line, read as it was (global flags too).
         if let Ok(cli) = super::cli::Cli::try_parse_from(&run.command) {
-            if let super::cli::Command::Bids(b) = cli.command {
-                guard.trees.push(("the BIDS dataset", at(&b.bids_dir)));
-                guard.dataset = Some(at(&b.output_dir));
+            match cli.command {
+                super::cli::Command::Bids(b) => {
+                    guard.trees.push(("the BIDS dataset", at(&b.bids_dir)));
+                    guard.dataset = Some(at(&b.output_dir));
+                }
+                super::cli::Command::Run(r) => {
+                    let list = r.list.filter(|l| l.as_os_str() != "-");
+                    guard.read.extend(list.map(|l| ("--list", at(&l))));
+                }
+                _ => {}
             }
         }
         let outdir = run

@@ -29,7 +29,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
     let shape = generate::parse_shape(&args.shape).context("--shape")?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
-    check_own_files(&args.output)?;
+    check_own_files(&args.output, &args.data)?;
     let spec = StudySpec {
         ranks: args.ranks.clone(),
         threads: args.threads.clone(),
@@ -136,7 +136,46 @@ fn remove_stale_tables(out: &Path) {
 /// The study's own file names in OUTPUT must be free or regular files: a
 /// link there was written through (onto the study's own input), and a FIFO
 /// held the charts' writer forever. Refused before the study runs.
-fn check_own_files(out: &Path) -> anyhow::Result<()> {
+fn check_own_files(out: &Path, data: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    // Its folders are its own too: `work/POINT` is emptied before each
+    // point (a link there took a folder outside with it), and `runs/`
+    // gets each point's list and log (written through a link there).
+    for sub in ["data", "runs", "work"] {
+        let path = out.join(sub);
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            anyhow::ensure!(
+                m.file_type().is_dir(),
+                "{} exists and is not a folder (a link, a file): the study keeps its {sub} there; \
+                 remove it or choose another -o",
+                path.display()
+            );
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(out.join("runs")) {
+        for e in entries.filter_map(Result::ok) {
+            let regular = e.file_type().is_ok_and(|t| t.is_file());
+            anyhow::ensure!(
+                regular,
+                "{} is not a regular file: the study writes its points' lists, logs and reports in {}",
+                e.path().display(),
+                out.join("runs").display()
+            );
+        }
+    }
+    let (work, runs) = (
+        crate::plan::identity::resolve_future(&out.join("work")),
+        crate::plan::identity::resolve_future(&out.join("runs")),
+    );
+    for d in data {
+        let real = crate::plan::identity::resolve_future(d);
+        anyhow::ensure!(
+            !real.starts_with(&work) && !real.starts_with(&runs),
+            "--data {}: refused, it is inside the study's {} or {}, which the study empties and rewrites",
+            d.display(),
+            work.display(),
+            runs.display()
+        );
+    }
     for name in plot::own_files() {
         let path = out.join(&name);
         if let Ok(m) = std::fs::symlink_metadata(&path) {

@@ -95,7 +95,8 @@ def test_a_folder_or_nothing_as_report_is_refused_before_any_work(inputs, tmp_pa
         path.mkdir()
     proc = run(inputs, tmp_path / "o", "--report", path, expect=2)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.nii.gz"))
-    why = "is a folder" if target == "folder" else "empty path"
+    # An empty name is refused by the parser (a path argument takes no empty value).
+    why = "is a folder" if target == "folder" else "a value is required for '--report"
     assert proc.stderr.count(why) == 1, proc.stderr
 
 

@@ -184,7 +184,9 @@ fn write_files(
     // What the studies hold: their generated images, runs and work
     // folders, and the reports their points name.
     for (s, from) in studies.iter().zip(&args.from) {
-        let folder = from.parent().unwrap_or(Path::new(""));
+        // The study's real folder: `--from` through a link named another.
+        let real = std::fs::canonicalize(from).unwrap_or_else(|_| from.clone());
+        let folder = real.parent().unwrap_or(Path::new(""));
         for sub in ["data", "runs", "work"] {
             guard.trees.push(("a study's folder", folder.join(sub)));
         }
