@@ -104,61 +104,87 @@ fn check_merge_images(
 /// run read, or its derivative dataset's own files. As `run --report` and
 /// `bids --report` refuse them.
 fn check_merge_runs(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> anyhow::Result<()> {
-    use crate::plan::identity::resolve_future;
-    use clap::Parser;
     for file in files {
         let run = report::merge::load(file)?;
-        let here = std::env::current_dir().unwrap_or_default();
-        let base = run.cwd.clone().unwrap_or(here);
-        let at = |p: &Path| base.join(p);
-        let mut guard = crate::plan::Guard::default();
-        // The run's own command line, read as it was (global flags too).
-        if let Ok(cli) = super::cli::Cli::try_parse_from(&run.command) {
-            match cli.command {
-                super::cli::Command::Bids(b) => {
-                    guard.trees.push(("the BIDS dataset", at(&b.bids_dir)));
-                    guard.dataset = Some(at(&b.output_dir));
-                }
-                super::cli::Command::Run(r) => {
-                    let list = r.list.filter(|l| l.as_os_str() != "-");
-                    guard.read.extend(list.map(|l| ("--list", at(&l))));
-                }
-                _ => {}
+        let origins = run.origins();
+        for origin in &origins {
+            let guard = origin_guard(origin, &run.images, &origins);
+            for (flag, target) in [("-o", Some(output)), ("--csv", csv)] {
+                let Some(target) = target else { continue };
+                check_origin_target(flag, target, origin, &guard)
+                    .with_context(|| format!("a run merged in {}", file.display()))?;
             }
-        }
-        let outdir = run
-            .config
-            .get("outdir")
-            .and_then(|o| o.as_str())
-            .map(|o| at(Path::new(o)));
-        for image in &run.images {
-            let (input, out) = (at(Path::new(&image.input)), at(Path::new(&image.output)));
-            guard.read.push(("an input of a merged run", input));
-            guard.read.push(("an output of a merged run", out));
-        }
-        for (flag, target) in [("-o", Some(output)), ("--csv", csv)] {
-            let Some(target) = target else { continue };
-            if let Some(why) = guard.refuses(target) {
-                anyhow::bail!(
-                    "{flag} {}: refused, {why} ({})",
-                    target.display(),
-                    file.display()
-                );
-            }
-            let Some(outdir) = &outdir else { continue };
-            let (real, out) = (resolve_future(target), resolve_future(outdir));
-            let state = real.starts_with(out.join(crate::plan::STATE_DIR));
-            let image = real.starts_with(&out) && crate::plan::is_nifti_name(&real);
-            anyhow::ensure!(
-                !state && !image,
-                "{flag} {}: refused, it is inside the output directory {} of the merged run {} \
-                 (an output or nismooth's own folder)",
-                target.display(),
-                outdir.display(),
-                file.display()
-            );
         }
     }
+    Ok(())
+}
+
+/// What one merged run owns: its list, a `bids` run's datasets, and the
+/// report's images (named relative to some run's folder: every merged
+/// run's folder is tried, refusing too much rather than too little).
+fn origin_guard(
+    origin: &report::Origin,
+    images: &[report::ImageRecord],
+    all: &[report::Origin],
+) -> crate::plan::Guard {
+    use clap::Parser;
+    let here = std::env::current_dir().unwrap_or_default();
+    let at = |o: &report::Origin, p: &Path| o.cwd.clone().unwrap_or(here.clone()).join(p);
+    let mut guard = crate::plan::Guard::default();
+    // The run's own command line, read as it was (global flags too).
+    if let Ok(cli) = super::cli::Cli::try_parse_from(&origin.command) {
+        match cli.command {
+            super::cli::Command::Bids(b) => {
+                guard
+                    .trees
+                    .push(("the BIDS dataset", at(origin, &b.bids_dir)));
+                guard.dataset = Some(at(origin, &b.output_dir));
+            }
+            super::cli::Command::Run(r) => {
+                let list = r.list.filter(|l| l.as_os_str() != "-");
+                guard.read.extend(list.map(|l| ("--list", at(origin, &l))));
+            }
+            _ => {}
+        }
+    }
+    for image in images {
+        for o in all {
+            guard
+                .read
+                .push(("an input of a merged run", at(o, Path::new(&image.input))));
+            guard
+                .read
+                .push(("an output of a merged run", at(o, Path::new(&image.output))));
+        }
+    }
+    guard
+}
+
+fn check_origin_target(
+    flag: &str,
+    target: &Path,
+    origin: &report::Origin,
+    guard: &crate::plan::Guard,
+) -> anyhow::Result<()> {
+    use crate::plan::identity::resolve_future;
+    if let Some(why) = guard.refuses(target) {
+        anyhow::bail!("{flag} {}: refused, {why}", target.display());
+    }
+    let Some(outdir) = &origin.outdir else {
+        return Ok(());
+    };
+    let here = std::env::current_dir().unwrap_or_default();
+    let outdir = origin.cwd.clone().unwrap_or(here).join(outdir);
+    let (real, out) = (resolve_future(target), resolve_future(&outdir));
+    let state = real.starts_with(out.join(crate::plan::STATE_DIR));
+    let image = real.starts_with(&out) && crate::plan::is_nifti_name(&real);
+    anyhow::ensure!(
+        !state && !image,
+        "{flag} {}: refused, it is inside the output directory {} of a merged run \
+         (an output or nismooth's own folder)",
+        target.display(),
+        outdir.display()
+    );
     Ok(())
 }
 

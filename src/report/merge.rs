@@ -190,6 +190,7 @@ pub fn merge(paths: &[PathBuf]) -> Result<Report, MergeError> {
             threads_per_rank: processes.first().map(|p| p.threads).unwrap_or(0),
         }),
         array: None,
+        origins: reports.iter().flat_map(Report::origins).collect(),
         slurm: merged_slurm(&reports),
         stopped: images
             .iter()

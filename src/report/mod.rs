@@ -188,6 +188,11 @@ pub struct Report {
     /// OUTDIR) are relative to it (None in older reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<std::path::PathBuf>,
+    /// A merged report's runs, each where it started and what it was told
+    /// (empty in a run's own report, which is its own origin): what the
+    /// merged runs own stays guarded when the merge is merged again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<Origin>,
     pub backend: String,
     pub config: serde_json::Value,
     #[serde(default)]
@@ -206,7 +211,30 @@ pub struct Report {
     pub images: Vec<ImageRecord>,
 }
 
+/// Where a run started and what it was told.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Origin {
+    pub cwd: Option<std::path::PathBuf>,
+    pub command: Vec<String>,
+    /// Its OUTDIR, as the run named it.
+    pub outdir: Option<String>,
+}
+
 impl Report {
+    /// The runs this report covers: its origins when merged, else itself.
+    pub fn origins(&self) -> Vec<Origin> {
+        if !self.origins.is_empty() {
+            return self.origins.clone();
+        }
+        vec![Origin {
+            cwd: self.cwd.clone(),
+            command: self.command.clone(),
+            outdir: (self.config.get("outdir"))
+                .and_then(|o| o.as_str())
+                .map(String::from),
+        }]
+    }
+
     /// A report of this nismooth version over `processes` and `images`, its
     /// summary computed from them; parallel, Slurm and array facts are left
     /// for the caller to fill in.
@@ -225,6 +253,7 @@ impl Report {
             created_unix,
             command,
             cwd: std::env::current_dir().ok(),
+            origins: Vec::new(),
             backend: backend.into(),
             config,
             parallel: None,

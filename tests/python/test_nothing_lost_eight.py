@@ -76,3 +76,38 @@ def test_generate_never_replaces_outputs_in_a_tree_runs_subfolder(tmp_path):
     before = {p: p.read_bytes() for p in outs}
     nismooth("generate", "-o", tmp_path / "out" / "grp", "-n", "2", "--shape", "16,16,10", expect=2)
     assert {p: p.read_bytes() for p in outs} == before
+
+
+def test_a_merged_report_merged_again_keeps_its_runs_guards(ph, tmp_path):
+    """A merged report's command was `report merge …` and it kept the first
+    run's OUTDIR only: merged again, a raw BIDS sidecar, the derivative's
+    description and the second run's journal were written over."""
+    ds = tmp_path / "ds"
+    (ds / "sub-01" / "anat").mkdir(parents=True)
+    (ds / "dataset_description.json").write_text('{"Name": "raw", "BIDSVersion": "1.8.0"}')
+    save(ds / "sub-01" / "anat" / "sub-01_T1w.nii.gz", noise((8, 9, 10), np.float32, 5))
+    raw = ds / "sub-01" / "anat" / "sub-01_T1w.json"
+    raw.write_text('{"RAW": 1}')
+    subprocess.run([str(BIN), "bids", "ds", "ds/derivatives/sm", "participant", "--fwhm", "4", "--report", "b.json",
+                    "-q"], cwd=tmp_path, check=True, capture_output=True)
+    nismooth("run", ph / "i0.nii", "-o", tmp_path / "oA", "--report", tmp_path / "a.json")
+    nismooth("run", ph / "i1.nii", "-o", tmp_path / "oB", "--report", tmp_path / "bb.json")
+    nismooth("report", "merge", tmp_path / "b.json", "-o", tmp_path / "m.json")
+    nismooth("report", "merge", tmp_path / "a.json", tmp_path / "bb.json", "-o", tmp_path / "m2.json")
+    journal = next((tmp_path / "oB" / ".nismooth").glob("journal*"))
+    desc = ds / "derivatives" / "sm" / "dataset_description.json"
+    before = {p: p.read_bytes() for p in (raw, desc, journal)}
+    nismooth("report", "merge", tmp_path / "m.json", "-o", raw, expect=2)
+    nismooth("report", "merge", tmp_path / "m.json", "-o", desc, expect=2)
+    nismooth("report", "merge", tmp_path / "m2.json", "-o", journal, expect=2)
+    assert {p: p.read_bytes() for p in (raw, desc, journal)} == before
+    nismooth("report", "merge", tmp_path / "m2.json", "-o", tmp_path / "m3.json")
+
+
+def test_an_estimate_for_more_cores_than_any_cluster_is_refused():
+    """--nodes × --ntasks-per-node wrapped to 0 ranks: a one-minute request."""
+    from conftest import ROOT
+
+    err = nismooth("estimate", "--from", ROOT / "tests" / "data" / "studies" / "one-rep.json", "--tasks", "10",
+                   "--nodes", 2 ** 32, "--ntasks-per-node", 2 ** 32, expect=2).stderr
+    assert "beyond any cluster" in err, err

@@ -278,6 +278,15 @@ impl Shape {
             (None, n, m) => (n.unwrap_or(1), m.unwrap_or(1)),
         };
         let threads = args.threads.unwrap_or_else(|| study.spec.threads[0]);
+        // Beyond a million ranks or cores no cluster has: a product that
+        // overflowed came out as 0 ranks and a one-minute request.
+        let cores = nodes
+            .checked_mul(per_node)
+            .and_then(|r| r.checked_mul(threads.max(1)));
+        anyhow::ensure!(
+            cores.is_some_and(|c| c <= 1 << 30),
+            "--nodes × --ntasks-per-node × --threads ({nodes} × {per_node} × {threads}) is beyond any cluster (at most 2^30 cores)"
+        );
         let ranks_given = args.ranks.or(args.nodes).or(args.ntasks_per_node).is_some();
         let array_given = args.array_tasks.or(args.array_limit).is_some();
         let by_shape = match (nodes * per_node, threads) {
