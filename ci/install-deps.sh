@@ -23,9 +23,10 @@ if ((${#need_apt[@]})); then
 fi
 
 if [ "${NISMOOTH_SKIP_PYTHON:-0}" != 1 ]; then
-  if ! python3 -c "import numpy, scipy, nibabel, nilearn, pytest" >/dev/null 2>&1; then
-    echo "== pip install numpy scipy nibabel nilearn pytest"
-    python3 -m pip install -q --disable-pip-version-check numpy scipy nibabel nilearn pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
+  # hypothesis: scipy's own test_filters.py imports it (run against ours in CI).
+  if ! python3 -c "import numpy, scipy, nibabel, nilearn, pytest, hypothesis" >/dev/null 2>&1; then
+    echo "== pip install numpy scipy nibabel nilearn pytest hypothesis"
+    python3 -m pip install -q --disable-pip-version-check numpy scipy nibabel nilearn pytest hypothesis 2>&1 | grep -v "Running pip as the 'root' user" || true
   fi
   if ! command -v bids-validator-deno >/dev/null 2>&1; then
     echo "== pip install bids-validator-deno"

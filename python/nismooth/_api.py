@@ -2,6 +2,7 @@
 imported here, not by ``import nismooth``, so that the ``nismooth`` command
 (``_cli``) runs without numpy and its BLAS threads in its process."""
 import numbers
+import operator
 import os
 
 import numpy as np
@@ -28,14 +29,20 @@ def _per_axis(value, n, name):
 
 
 def _axes(axes, ndim):
+    """scipy's _check_axes: a TypeError for an axis that is no integer, a
+    ValueError with scipy's words for one out of range or repeated."""
     if axes is None:
         return list(range(ndim))
-    axes = [axes] if isinstance(axes, numbers.Integral) else list(axes)
+    if np.isscalar(axes):
+        axes = (axes,)
+    elif not np.iterable(axes):
+        raise ValueError("axes must be an integer, iterable of integers, or None")
     out = []
     for ax in axes:
-        if not isinstance(ax, numbers.Integral) or not -ndim <= ax < ndim:
-            raise ValueError("axes must be integers from -input.ndim to input.ndim - 1")
-        out.append(int(ax) % ndim)
+        ax = operator.index(ax)
+        if ax < -ndim or ax > ndim - 1:
+            raise ValueError(f"specified axis: {ax} is out of range")
+        out.append(ax % ndim)
     if len(set(out)) != len(out):
         raise ValueError("axes must be unique")
     return out
@@ -91,15 +98,48 @@ def _check_kernel_memory(lw, length, threads):
         raise MemoryError(f"Unable to allocate {need} bytes for a Gaussian kernel of radius {lw}")
 
 
-def _numpy_half_kernel(sigma, lw):
-    """scipy's _gaussian_kernel1d(sigma, 0, lw), from the centre out, in
-    σ's own dtype as scipy computes it (a float32 σ rounds -0.5/σ² to
-    float32; a longdouble σ keeps every step in long double)."""
+def _numpy_kernel(sigma, order, radius):
+    """scipy's _gaussian_kernel1d(sigma, order, radius), the same numpy
+    operations in σ's own dtype (a float32 σ rounds -0.5/σ² to float32; a
+    longdouble σ keeps every step in long double): the derivative of order
+    `order` is q(x)·φ(x), q's coefficients found by applying
+    q ↦ q' + q·p' (p' = -x/σ²) `order` times."""
+    if order < 0:
+        raise ValueError("order must be non-negative")
+    exponent_range = np.arange(order + 1)
     sigma2 = sigma * sigma
-    x = np.arange(-lw, lw + 1)
-    phi = np.exp(-0.5 / sigma2 * x ** 2)
-    phi = phi / phi.sum()
-    return [float(w) for w in np.asarray(phi[lw:], dtype=np.float64)]
+    x = np.arange(-radius, radius + 1)
+    phi_x = np.exp(-0.5 / sigma2 * x ** 2)
+    phi_x = phi_x / phi_x.sum()
+    if order == 0:
+        return phi_x
+    q = np.zeros(order + 1)
+    q[0] = 1
+    D = np.diag(exponent_range[1:], 1)
+    P = np.diag(np.ones(order) / -sigma2, -1)
+    Q_deriv = D + P
+    for _ in range(order):
+        q = Q_deriv.dot(q)
+    q = (x[:, None] ** exponent_range).dot(q)
+    return q * phi_x
+
+
+def _half_kernel(sigma, order, lw):
+    """The kernel's weights from the centre out, and whether scipy sums it
+    as antisymmetric. scipy correlates with the reversed kernel and decides
+    its symmetry as its C code does (within DBL_EPSILON, NaN counting as
+    equal); either way it reads the reversed kernel's left half, the
+    kernel's right half."""
+    with np.errstate(all="ignore"):
+        k = np.asarray(_numpy_kernel(sigma, order, lw), dtype=np.float64)
+        fw = k[::-1]
+        left, right = fw[lw - 1::-1] if lw else fw[:0], fw[lw + 1:]
+        eps = np.finfo(np.float64).eps
+        symmetric = not np.any(np.abs(right - left) > eps)
+        odd = not symmetric and not np.any(np.abs(right + left) > eps)
+    if not symmetric and not odd:
+        raise NotImplementedError(f"a Gaussian kernel of order {order} that is neither symmetric nor antisymmetric")
+    return [float(w) for w in k[lw:]], odd
 
 
 def _own_float(sigma):
@@ -151,15 +191,17 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     Parameters
     ----------
     input : array_like
-        The input array: integers of 8 to 64 bits, float32 or float64, any
-        strides or memory order.
+        The input array: integers of 8 to 64 bits, float32, float64,
+        complex64 or complex128 (real and imaginary parts filtered apart, as
+        scipy does), any strides or memory order.
     sigma : scalar or sequence of scalars
         Standard deviation of the Gaussian kernel, per axis or one for all.
         Every axis with σ > 0 is smoothed, as in scipy: a 4-D (x, y, z, t)
         series given one σ is blurred across time too. Give (σ, σ, σ, 0) to
         smooth it volume by volume, as ``nismooth run`` and nilearn do.
     order : int or sequence of ints
-        Only 0 (smoothing); derivatives raise ``NotImplementedError``.
+        The derivative's order per axis (0: smoothing), scipy's kernels
+        bit for bit; a negative order raises ``ValueError``.
     output : array or dtype, optional
         The array to place the output in, or its dtype. By default an array
         of the input's dtype is created.
@@ -186,26 +228,35 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     """
     input = np.asarray(input)
     if input.dtype.kind == "c":
-        raise NotImplementedError(f"complex input ({input.dtype}): filter its real and imaginary parts")
+        # As scipy: the real and imaginary parts each filtered, with the
+        # real and imaginary parts of cval, into the output's parts.
+        out = _output(output, input)
+        if out.dtype.kind != "c":
+            raise RuntimeError("output must have complex dtype")
+        same = dict(order=order, mode=mode, truncate=truncate, radius=radius, axes=axes, threads=threads)
+        gaussian_filter(input.real, sigma, output=out.real, cval=np.real(cval), **same)
+        gaussian_filter(input.imag, sigma, output=out.imag, cval=np.imag(cval), **same)
+        return out
+    # scipy's words (RuntimeError: array type … not supported), then ours.
     if input.dtype not in _DTYPES and input.dtype.newbyteorder("=") not in _DTYPES:
-        raise NotImplementedError(f"input dtype {input.dtype} (integers of 8 to 64 bits, float32, float64)")
+        raise RuntimeError(f"array type {input.dtype!r} not supported (integers of 8 to 64 bits, "
+                           "float32, float64, complex64, complex128)")
     out = _output(output, input)
     if out.dtype not in _DTYPES and out.dtype.newbyteorder("=") not in _DTYPES:
-        raise NotImplementedError(f"output dtype {out.dtype} (integers of 8 to 64 bits, float32, float64)")
+        raise RuntimeError(f"array type {out.dtype!r} not supported (integers of 8 to 64 bits, "
+                           "float32, float64, complex64, complex128)")
     axes = _axes(axes, input.ndim)
     n = len(axes)
     orders = _per_axis(order, n, "order")
-    if any(o != 0 for o in orders):
-        raise NotImplementedError("order other than 0 (derivatives of the Gaussian)")
     sigmas = _per_axis(sigma, n, "sigma")
     modes = _per_axis(mode, n, "mode")
     radii = _per_axis(radius, n, "radius")
     passes = []
-    for ax, s, m, r in zip(axes, sigmas, modes, radii):
+    for ax, s, o, m, r in zip(axes, sigmas, orders, modes, radii):
         if m not in _MODES:
             raise RuntimeError(f"boundary mode not supported: {m!r}")
         if s > 1e-15:
-            passes.append((ax, s, _MODES[m], _radius(s, truncate, r)))
+            passes.append((ax, s, o, _MODES[m], _radius(s, truncate, r)))
     if not passes:
         out[...] = input
         return out
@@ -215,16 +266,17 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     if out.size == 0:
         return out
     threads = _threads(threads)
-    for ax, s, m, lw in passes:
+    for ax, s, o, m, lw in passes:
         _check_kernel_memory(lw, input.shape[ax], threads)
-    # A σ of another float dtype than float64 makes another kernel in scipy:
-    # numpy computes those weights here, as scipy does; float64 ones the
-    # native side computes (the same bits), from a float64 truncate that
-    # gives scipy's radius (a float32 truncate rounds in float32 there).
-    if any(_own_float(s) for _, s, _, _ in passes):
-        passes = [(ax, float(s), m, ("weights", _numpy_half_kernel(s, lw))) for ax, s, m, lw in passes]
+    # A σ of another float dtype than float64 makes another kernel in scipy,
+    # and so does a derivative order: numpy computes those weights here, as
+    # scipy does; plain float64 ones the native side computes (the same
+    # bits), from a float64 truncate that gives scipy's radius (a float32
+    # truncate rounds in float32 there).
+    if any(_own_float(s) or o != 0 for _, s, o, _, _ in passes):
+        passes = [(ax, float(s), m, ("weights", *_half_kernel(s, o, lw))) for ax, s, o, m, lw in passes]
     else:
-        passes = [(ax, float(s), m, _truncate_for(float(s), truncate, lw)) for ax, s, m, lw in passes]
+        passes = [(ax, float(s), m, _truncate_for(float(s), truncate, lw)) for ax, s, o, m, lw in passes]
     src = _native_order(input)
     shape = input.shape
     if src.flags.c_contiguous and not src.flags.f_contiguous:
@@ -243,10 +295,10 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
         target = out
     for call in _calls(shape, passes):
         spatial, volumes, sig, trunc, m, order = call
-        weights = None
-        if isinstance(trunc, list):
-            trunc, weights = 4.0, trunc
-        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads, order, weights)
+        weights, odd = None, [False, False, False]
+        if isinstance(trunc, tuple):
+            trunc, (weights, odd) = 4.0, trunc
+        _native.filter(src, work, spatial, volumes, sig, trunc, m, float(cval), threads, order, weights, odd)
         src = work
     if work is not target and not np.shares_memory(work, target):
         target[...] = work
@@ -269,14 +321,16 @@ def _calls(shape, passes):
     together = len(set(axes)) == len(axes) and all(a < 3 for a in axes) and len(same) == 1
 
     def kernel(slots):
-        """The call's sigmas and its truncate (or its weights) for {axis: pass}."""
+        """The call's sigmas and its truncate (or its weights and which are
+        odd) for {axis: pass}."""
         sig = [0.0, 0.0, 0.0]
         half = [None, None, None]
+        odd = [False, False, False]
         for ax, (_, s, _, t) in slots.items():
             sig[ax] = s
             if weighted:
-                half[ax] = t[1]
-        return sig, (half if weighted else next(iter(slots.values()))[3])
+                half[ax], odd[ax] = t[1], t[2]
+        return sig, ((half, odd) if weighted else next(iter(slots.values()))[3])
 
     if together:
         sig, trunc = kernel({p[0]: p for p in passes})

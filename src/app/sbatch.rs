@@ -153,7 +153,7 @@ pub(super) fn script_target(
         anyhow::bail!("{flag} {}: refused, {why}", path.display());
     }
     let Some(outdir) = outdir else {
-        return Ok(());
+        return never_text(flag, path);
     };
     let (real, out) = (resolve_future(path), resolve_future(outdir));
     let state = real.starts_with(out.join(crate::plan::STATE_DIR));
@@ -167,7 +167,14 @@ pub(super) fn script_target(
         path.display(),
         outdir.display()
     );
-    Ok(())
+    never_text(flag, path)
+}
+
+fn never_text(flag: &str, path: &Path) -> anyhow::Result<()> {
+    match crate::plan::guard::never_text(path) {
+        Some(why) => anyhow::bail!("{flag} {}: refused, {why}", path.display()),
+        None => Ok(()),
+    }
 }
 
 /// The job after `--`: `run`'s arguments, or `bids BIDS_DIR OUT participant

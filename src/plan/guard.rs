@@ -71,6 +71,28 @@ impl Guard {
     }
 }
 
+/// Why no report, CSV, script or estimate may be written at `path`,
+/// whatever the job, or None: they are text, never an image; and a run's
+/// state folder (its journals and lock) is nismooth's own. A report whose
+/// paths are relative to a folder it does not record (a journal, an old
+/// report) cannot tell its run's outputs from elsewhere: these rules need
+/// no folder. Checked after the job's own rules, whose words are closer.
+pub fn never_text(path: &Path) -> Option<String> {
+    let img = (path.file_name().map(|n| n.to_string_lossy().to_lowercase()))
+        .is_some_and(|n| n.ends_with(".img") || n.ends_with(".img.gz"));
+    if super::is_nifti_name(path) || img {
+        return Some("it has a NIfTI image's name, and what is written here is text".into());
+    }
+    let real = resolve_future(path);
+    if real.components().any(|c| c.as_os_str() == super::STATE_DIR) {
+        return Some(format!(
+            "it is inside a run's {} folder (its journals and lock)",
+            super::STATE_DIR
+        ));
+    }
+    None
+}
+
 /// Whether `place` is the file `path` (through any link), or the same name.
 fn same_file(place: &Place, path: &Path) -> bool {
     place.same(&Place::of(path))

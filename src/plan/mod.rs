@@ -449,6 +449,9 @@ fn check_reports(
                 ));
             }
         }
+        if let Some(why) = guard::never_text(path) {
+            return Err(refuse(flag, path, why));
+        }
         places.push((flag, place));
     }
     Ok(())

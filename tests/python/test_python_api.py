@@ -113,12 +113,23 @@ def test_non_finite_values_and_byte_order():
     same(nismooth.gaussian_filter(b, 1.5).astype("=i2"), ndimage.gaussian_filter(b, 1.5).astype("=i2"))
 
 
-def test_what_it_cannot_do_is_named():
-    a = data((8, 8, 8), np.float32, 7)
-    with pytest.raises(NotImplementedError, match="order"):
-        nismooth.gaussian_filter(a, 2.0, order=1)
-    with pytest.raises(NotImplementedError, match="complex"):
-        nismooth.gaussian_filter(a.astype(np.complex64), 2.0)
+def test_orders_complex_and_what_scipy_refuses_are_scipys():
+    a = data((9, 8, 7), np.float32, 7)
+    for order in (1, 2, 3, [0, 1, 2], [3, 2, 1]):
+        same(nismooth.gaussian_filter(a, [1.5, 0.8, 2.2], order=order, mode="wrap"),
+             ndimage.gaussian_filter(a, [1.5, 0.8, 2.2], order=order, mode="wrap"))
+    c = (a + 1j * a[::-1]).astype(np.complex64)
+    same(nismooth.gaussian_filter(c, 1.5, order=1, cval=2 - 1j, mode="constant"),
+         ndimage.gaussian_filter(c, 1.5, order=1, cval=2 - 1j, mode="constant"))
+    for bad, kind, words in ((dict(order=-1), ValueError, "order must be non-negative"),
+                             (dict(axes=(1.5,)), TypeError, "cannot be interpreted as an integer"),
+                             (dict(axes=(3,)), ValueError, "out of range")):
+        for f in (nismooth.gaussian_filter, ndimage.gaussian_filter):
+            with pytest.raises(kind, match=words):
+                f(a, 2.0, **bad)
+    for f in (nismooth.gaussian_filter, ndimage.gaussian_filter):
+        with pytest.raises(RuntimeError, match="not supported"):
+            f(a.astype(np.float16), 2.0)
     with pytest.raises(RuntimeError, match="output shape"):
         nismooth.gaussian_filter(a, 2.0, output=np.zeros((8, 8), np.float32))
     with pytest.raises(ValueError, match="Radius"):

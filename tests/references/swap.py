@@ -76,33 +76,39 @@ def pytest_runtest_logreport(report):
             seen = _outcomes.setdefault(name, {})
             if report.nodeid not in seen or report.outcome != "passed":
                 seen[report.nodeid] = report.outcome
-    if report.when == "teardown":
-        pass
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
+def _tally():
+    return {name: {"passed": sum(o == "passed" for o in seen.values()),
+                   "failed": sorted(t for t, o in seen.items() if o not in ("passed", "skipped")),
+                   "skipped": sum(o == "skipped" for o in seen.values()),
+                   "tests": len(seen)}
+            for name, seen in sorted(_outcomes.items())}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
     if not config.getoption("--swap"):
         return
-    tally = {name: {"passed": sum(o == "passed" for o in seen.values()),
-                    "failed": sorted(t for t, o in seen.items() if o != "passed" and o != "skipped"),
-                    "skipped": sum(o == "skipped" for o in seen.values()),
-                    "tests": len(seen)}
-             for name, seen in sorted(_outcomes.items())}
-    terminalreporter.section("nismooth swapped in")
-    for name, t in tally.items():
-        terminalreporter.write_line(f"{name}: {t['tests']} tests called it: {t['passed']} passed, "
-                                    f"{len(t['failed'])} failed, {t['skipped']} skipped")
-        for nodeid in t["failed"][:200]:
-            terminalreporter.write_line(f"  failed: {nodeid}")
+    tally = _tally()
     path = config.getoption("--swap-json")
     if path:
         with open(path, "w") as f:
             json.dump(tally, f, indent=1)
     if config.getoption("--swap-require") and (not tally or any(t["failed"] for t in tally.values())):
-        terminalreporter.write_line("nismooth swapped in: a test that called it did not pass", red=True)
-        config._swap_failed = True
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if getattr(session.config, "_swap_failed", False):
         session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not config.getoption("--swap"):
+        return
+    tally = _tally()
+    terminalreporter.section("nismooth swapped in")
+    if not tally:
+        terminalreporter.write_line("no test called a swapped function")
+    for name, t in tally.items():
+        terminalreporter.write_line(f"{name}: {t['tests']} tests called it: {t['passed']} passed, "
+                                    f"{len(t['failed'])} failed, {t['skipped']} skipped")
+        for nodeid in t["failed"][:200]:
+            terminalreporter.write_line(f"  failed: {nodeid}")
