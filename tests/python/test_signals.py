@@ -102,11 +102,16 @@ def test_no_grace_abandons_the_images_in_flight_cleanly(data, tmp_path):
     out, report = tmp_path / "out", tmp_path / "r.json"
     p = start(run_args(data, out, report, "--grace", "0"), out)
     wait_for_outputs(out, 6)
+    done = sum(n.name.endswith(".nii.gz") and not n.name.startswith(".") for n in out.iterdir())
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=60)
     assert p.returncode == 3
     r, st = statuses(report)
-    assert st.count("interrupted") >= 1, st
+    # Abandoned, not finished: at most the image whose output was being put
+    # in place as the signal came is ok beyond those already written (an
+    # image between two stages at that moment is `not_started`'s twin: with
+    # one thread, a third of the runs had none in flight, before and now).
+    assert st.count("interrupted") >= 1 or st.count("ok") <= done + 1, (done, st)
     assert temps(out) == []
     resumes_to_the_whole(data, out)
 
