@@ -171,7 +171,7 @@ fn check_origin_target(
         anyhow::bail!("{flag} {}: refused, {why}", target.display());
     }
     let Some(outdir) = &origin.outdir else {
-        return never_text(flag, target);
+        return super::sbatch::never_text(flag, target);
     };
     let here = std::env::current_dir().unwrap_or_default();
     let outdir = origin.cwd.clone().unwrap_or(here).join(outdir);
@@ -185,14 +185,7 @@ fn check_origin_target(
         target.display(),
         outdir.display()
     );
-    never_text(flag, target)
-}
-
-fn never_text(flag: &str, target: &Path) -> anyhow::Result<()> {
-    match crate::plan::guard::never_text(target) {
-        Some(why) => anyhow::bail!("{flag} {}: refused, {why}", target.display()),
-        None => Ok(()),
-    }
+    super::sbatch::never_text(flag, target)
 }
 
 /// The merged report and CSV go to files of their own: never over a report

@@ -170,7 +170,9 @@ pub(super) fn script_target(
     never_text(flag, path)
 }
 
-fn never_text(flag: &str, path: &Path) -> anyhow::Result<()> {
+/// `plan::guard::never_text` as a refusal of `flag`'s target (also
+/// `report merge`'s).
+pub(super) fn never_text(flag: &str, path: &Path) -> anyhow::Result<()> {
     match crate::plan::guard::never_text(path) {
         Some(why) => anyhow::bail!("{flag} {}: refused, {why}", path.display()),
         None => Ok(()),
