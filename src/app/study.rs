@@ -41,7 +41,11 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         run_args: args.run_args.clone(),
     };
     let binary = std::env::current_exe().context("locating this nismooth binary")?;
-    let points = crate::study::run(&spec, &args.output, &binary)?;
+    // Its real folder: the points' reports are named by it, so an estimate
+    // from anywhere, or from a copy of study.json, knows and guards them.
+    let folder = std::fs::canonicalize(&args.output)
+        .with_context(|| format!("resolving {}", args.output.display()))?;
+    let points = crate::study::run(&spec, &folder, &binary)?;
     let study = Study {
         schema: STUDY_SCHEMA.into(),
         nismooth_version: env!("CARGO_PKG_VERSION").into(),
@@ -50,6 +54,7 @@ pub fn study(args: &StudyArgs) -> anyhow::Result<u8> {
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        folder: Some(folder),
         spec,
         points,
     };

@@ -44,6 +44,8 @@ pub enum StudyError {
         log: PathBuf,
     },
     #[error(transparent)]
+    Write(#[from] crate::io::WriteError),
+    #[error(transparent)]
     Report(#[from] crate::report::merge::MergeError),
     #[error("plotting {path}: {message}")]
     Plot { path: PathBuf, message: String },
@@ -159,6 +161,11 @@ pub struct Study {
     pub host: String,
     pub cpu: String,
     pub cores: usize,
+    /// The study's real folder, where its `data/`, `runs/` and `work/`
+    /// are: an estimate from a copy of `study.json` elsewhere still guards
+    /// them (absent in older studies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<PathBuf>,
     pub spec: StudySpec,
     pub points: Vec<StudyPoint>,
 }
@@ -407,7 +414,9 @@ fn run_point(
             line
         })
         .collect();
-    std::fs::write(&list, text).map_err(io_error(&list))?;
+    // Replaced, never rewritten in place: a copy of the study made with
+    // hard links (`cp -al`) keeps its own lists and logs.
+    crate::io::write_file_atomic(&list, &text)?;
     let out = dir.join("work").join(&name);
     let _ = std::fs::remove_dir_all(&out);
     let report = runs.join(format!("{name}.json"));
@@ -430,7 +439,7 @@ fn run_point(
     }
     // Each point's own output (its table, any error) goes to its log.
     let log_path = runs.join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
+    let log = fresh_file(&log_path)?;
     cmd.stdout(log.try_clone().map_err(io_error(&log_path))?)
         .stderr(log);
     // Flush the previous point's writes, so no point pays for another's.
@@ -452,6 +461,15 @@ fn run_point(
     }
     let r = crate::report::merge::load(&report)?;
     Ok(point_from_report(&r, ranks, threads, rep, outer, &report))
+}
+
+/// An empty file that replaced whatever was at `path`, open for writing.
+fn fresh_file(path: &Path) -> Result<std::fs::File, StudyError> {
+    crate::io::write_file_atomic(path, b"")?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_error(path))
 }
 
 /// A point's name: its runs/ files are NAME.list, NAME.json and NAME.log.

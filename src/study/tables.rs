@@ -179,6 +179,7 @@ mod tests {
             host: "h".into(),
             cpu: "c".into(),
             cores: 2,
+            folder: None,
             spec,
             points,
         };

@@ -186,14 +186,17 @@ fn write_files(
     for (s, from) in studies.iter().zip(&args.from) {
         // The study's real folder: `--from` through a link named another.
         let real = std::fs::canonicalize(from).unwrap_or_else(|_| from.clone());
-        let folder = real.parent().unwrap_or(Path::new(""));
-        for sub in ["data", "runs", "work"] {
-            guard.trees.push(("a study's folder", folder.join(sub)));
+        let here = real.parent().unwrap_or(Path::new("")).to_path_buf();
+        // And the folder it was made in, for a copy of its study.json.
+        for folder in std::iter::once(here).chain(s.folder.clone()) {
+            for sub in ["data", "runs", "work"] {
+                guard.trees.push(("a study's folder", folder.join(sub)));
+            }
+            let own = crate::study::plot::own_files();
+            guard
+                .read
+                .extend(own.iter().map(|n| ("a study's own file", folder.join(n))));
         }
-        let own = crate::study::plot::own_files();
-        guard
-            .read
-            .extend(own.iter().map(|n| ("a study's own file", folder.join(n))));
         let reports = s
             .points
             .iter()
