@@ -36,10 +36,12 @@ python3 -c "import nismooth; print('nismooth', nismooth.__version__, 'from', nis
 phase "pytest tests/python (scipy $(python3 -c 'import scipy; print(scipy.__version__)'), nibabel $(python3 -c 'import nibabel; print(nibabel.__version__)'), nilearn $(python3 -c 'import nilearn; print(nilearn.__version__)'))"
 # MPI tests must run here, not skip: CI has mpirun.
 NISMOOTH_REQUIRE_MPI=1 NISMOOTH_BIN="$PWD/target/release/nismooth" python3 -m pytest -q tests/python
-phase "scipy's own tests (scipy.ndimage.tests.test_filters, as its wheel ships them) with nismooth's gaussian_filter swapped in"
-# Every test that calls it must pass (tests/references/swap.py counts them).
+phase "scipy's and nilearn's own tests (scipy.ndimage.tests.test_filters, nilearn.image.tests.test_image, as their wheels ship them) with nismooth's Gaussian filters and smooth_img swapped in"
+# Every test that calls one of them must pass (tests/references/swap.py counts them).
 (cd tests/references && PYTHONPATH=. python3 -m pytest -q -p swap -p no:cacheprovider \
   --pyargs scipy.ndimage.tests.test_filters --swap scipy --swap-require)
+(cd tests/references && PYTHONPATH=. python3 -m pytest -q -p swap -p no:cacheprovider \
+  --pyargs nilearn.image.tests.test_image --swap nilearn --swap-require)
 phase "MPICH: the MPI build against MPICH, and the tests that start ranks under its launcher"
 bash ci/mpich.sh
 # The GPU tests skip here (no GPU); collecting them keeps them importable and ready.

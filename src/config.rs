@@ -64,7 +64,7 @@ impl Selection {
             },
             Selection::Bids(q) => crate::plan::Guard {
                 trees: vec![("the BIDS dataset", q.root.clone())],
-                dataset: Some(outdir.to_path_buf()),
+                datasets: vec![outdir.to_path_buf()],
                 ..Default::default()
             },
         }

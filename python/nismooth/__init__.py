@@ -6,7 +6,8 @@ nismooth's vector code on several threads with the GIL released;
 """
 from . import _native
 
-__all__ = ["gaussian_filter", "smooth_img"]
+__all__ = ["gaussian_filter", "gaussian_filter1d", "gaussian_laplace", "gaussian_gradient_magnitude",
+           "smooth_img"]
 __version__ = _native.__version__
 
 

@@ -43,7 +43,8 @@ fn checks(args: &BidsArgs) -> anyhow::Result<()> {
     }
     check_labels(args)?;
     inside_derivatives(&args.bids_dir, &args.output_dir)?;
-    sidecar::check_output_dataset(&args.output_dir).map_err(anyhow::Error::msg)?;
+    sidecar::check_output_dataset(&args.output_dir, crate::report::journal::written)
+        .map_err(anyhow::Error::msg)?;
     let link = SourceLink::new(&args.bids_dir, &args.output_dir);
     sidecar::check_links(&args.output_dir, &link).map_err(anyhow::Error::msg)
 }

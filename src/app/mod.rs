@@ -27,8 +27,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED_IMAGES: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_STOPPED: u8 = 3;
-/// The images were done (the journal vouches for each output), but the
+/// The images were all done (the journal vouches for each output), but the
 /// report, the CSV or the BIDS metadata after them could not be written.
+/// A run also stopped early or with failed images exits 3 or 1 instead,
+/// with the lost report said first.
 pub const EXIT_REPORT_LOST: u8 = 4;
 
 /// The command line this process was given, as a report records it: the

@@ -107,11 +107,12 @@ fn check_merge_runs(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> any
     for file in files {
         let run = report::merge::load(file)?;
         let origins = run.origins();
-        for origin in &origins {
-            let guard = origin_guard(origin, &run.images, &origins);
+        let folders: Vec<Vec<PathBuf>> = origins.iter().map(|o| run_folders(o, file)).collect();
+        for (origin, at) in origins.iter().zip(&folders) {
+            let guard = origin_guard(origin, at, &run.images, &folders);
             for (flag, target) in [("-o", Some(output)), ("--csv", csv)] {
                 let Some(target) = target else { continue };
-                check_origin_target(flag, target, origin, &guard)
+                check_origin_target(flag, target, origin, at, &guard)
                     .with_context(|| format!("a run merged in {}", file.display()))?;
             }
         }
@@ -119,42 +120,73 @@ fn check_merge_runs(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> any
     Ok(())
 }
 
-/// What one merged run owns: its list, a `bids` run's datasets, and the
-/// report's images (named relative to some run's folder: every merged
-/// run's folder is tried, refusing too much rather than too little).
-fn origin_guard(
-    origin: &report::Origin,
-    images: &[report::ImageRecord],
-    all: &[report::Origin],
-) -> crate::plan::Guard {
+/// Where a merged run's relative paths may be now: the folder it started
+/// in, as its report records it; and, for a run folder since moved or
+/// renamed (its files move with it, the record does not), the folder its
+/// `--report` now lies below as the run named it, and the report's own
+/// folder. Every one is guarded: refusing too much rather than too little.
+fn run_folders(origin: &report::Origin, file: &Path) -> Vec<PathBuf> {
     use clap::Parser;
     let here = std::env::current_dir().unwrap_or_default();
-    let at = |o: &report::Origin, p: &Path| o.cwd.clone().unwrap_or(here.clone()).join(p);
+    let mut folders = vec![origin.cwd.clone().unwrap_or(here)];
+    let Ok(real) = std::fs::canonicalize(file) else {
+        return folders;
+    };
+    let named = match super::cli::Cli::try_parse_from(&origin.command).map(|c| c.command) {
+        Ok(super::cli::Command::Run(r)) => r.report.clone(),
+        Ok(super::cli::Command::Bids(b)) => b.options.report,
+        _ => None,
+    };
+    // `--report logs/r.json` now at /new/place/logs/r.json: the run's folder is /new/place.
+    let moved = named.filter(|n| n.is_relative()).and_then(|n| {
+        let up = n.components().count();
+        real.ancestors()
+            .nth(up)
+            .filter(|_| real.ends_with(&n))
+            .map(Path::to_path_buf)
+    });
+    folders.extend(moved);
+    folders.extend(real.parent().map(Path::to_path_buf));
+    folders.sort();
+    folders.dedup();
+    folders
+}
+
+/// What one merged run owns: its list, a `bids` run's datasets, and the
+/// report's images (named relative to some run's folder: every folder of
+/// every merged run is tried, refusing too much rather than too little).
+fn origin_guard(
+    origin: &report::Origin,
+    folders: &[PathBuf],
+    images: &[report::ImageRecord],
+    all: &[Vec<PathBuf>],
+) -> crate::plan::Guard {
+    use clap::Parser;
     let mut guard = crate::plan::Guard::default();
     // The run's own command line, read as it was (global flags too).
     if let Ok(cli) = super::cli::Cli::try_parse_from(&origin.command) {
-        match cli.command {
-            super::cli::Command::Bids(b) => {
-                guard
-                    .trees
-                    .push(("the BIDS dataset", at(origin, &b.bids_dir)));
-                guard.dataset = Some(at(origin, &b.output_dir));
+        for at in folders {
+            match &cli.command {
+                super::cli::Command::Bids(b) => {
+                    guard.trees.push(("the BIDS dataset", at.join(&b.bids_dir)));
+                    guard.datasets.push(at.join(&b.output_dir));
+                }
+                super::cli::Command::Run(r) => {
+                    let list = r.list.as_ref().filter(|l| l.as_os_str() != "-");
+                    guard.read.extend(list.map(|l| ("--list", at.join(l))));
+                }
+                _ => {}
             }
-            super::cli::Command::Run(r) => {
-                let list = r.list.filter(|l| l.as_os_str() != "-");
-                guard.read.extend(list.map(|l| ("--list", at(origin, &l))));
-            }
-            _ => {}
         }
     }
     for image in images {
-        for o in all {
+        for at in all.iter().flatten() {
             guard
                 .read
-                .push(("an input of a merged run", at(o, Path::new(&image.input))));
+                .push(("an input of a merged run", at.join(&image.input)));
             guard
                 .read
-                .push(("an output of a merged run", at(o, Path::new(&image.output))));
+                .push(("an output of a merged run", at.join(&image.output)));
         }
     }
     guard
@@ -164,6 +196,7 @@ fn check_origin_target(
     flag: &str,
     target: &Path,
     origin: &report::Origin,
+    folders: &[PathBuf],
     guard: &crate::plan::Guard,
 ) -> anyhow::Result<()> {
     use crate::plan::identity::resolve_future;
@@ -173,18 +206,19 @@ fn check_origin_target(
     let Some(outdir) = &origin.outdir else {
         return super::sbatch::never_text(flag, target);
     };
-    let here = std::env::current_dir().unwrap_or_default();
-    let outdir = origin.cwd.clone().unwrap_or(here).join(outdir);
-    let (real, out) = (resolve_future(target), resolve_future(&outdir));
-    let state = real.starts_with(out.join(crate::plan::STATE_DIR));
-    let image = real.starts_with(&out) && crate::plan::is_nifti_name(&real);
-    anyhow::ensure!(
-        !state && !image,
-        "{flag} {}: refused, it is inside the output directory {} of a merged run \
-         (an output or nismooth's own folder)",
-        target.display(),
-        outdir.display()
-    );
+    let real = resolve_future(target);
+    for outdir in folders.iter().map(|at| at.join(outdir)) {
+        let out = resolve_future(&outdir);
+        let state = real.starts_with(out.join(crate::plan::STATE_DIR));
+        let image = real.starts_with(&out) && crate::plan::is_nifti_name(&real);
+        anyhow::ensure!(
+            !state && !image,
+            "{flag} {}: refused, it is inside the output directory {} of a merged run \
+             (an output or nismooth's own folder)",
+            target.display(),
+            outdir.display()
+        );
+    }
     super::sbatch::never_text(flag, target)
 }
 

@@ -99,29 +99,38 @@ pub fn run_with(args: &RunArgs, route: &dyn Route) -> anyhow::Result<u8> {
     // when one rank exits non-zero (srun --kill-on-bad-exit) must not kill
     // root while it writes. Root reaches it even when writing failed.
     comm.sum_u64(0);
-    if let Err(e) = written {
-        // The images are written: not a refusal (2), and not silent.
-        if comm.is_root() {
-            eprintln!(
-                "nismooth: error: {}; the images themselves were written (the journal in OUTDIR/.nismooth vouches for each)",
-                super::error_text(&e)
-            );
-        }
-        return Ok(EXIT_REPORT_LOST);
-    }
-    Ok(if outcome.undone > 0 {
-        if comm.is_root() {
-            eprintln!(
-                "nismooth: stopped early: {} image(s) left; {}",
-                outcome.undone,
-                what_finishes_them()
-            );
-        }
+    // What the images came to decides the code: a run stopped early (3, so
+    // that a job script requeues it) or with failed images (1) says so even
+    // when its report was lost too; 4 is for work all done, report lost.
+    let images = if outcome.undone > 0 {
         EXIT_STOPPED
     } else if outcome.failed > 0 {
         EXIT_FAILED_IMAGES
     } else {
         EXIT_OK
+    };
+    if let Err(e) = &written {
+        if comm.is_root() {
+            let what = match images {
+                EXIT_OK => "the images themselves were written (the journal in OUTDIR/.nismooth vouches for each)",
+                _ => "the images' own outcome follows (the journal in OUTDIR/.nismooth holds each one's)",
+            };
+            eprintln!("nismooth: error: {}; {what}", super::error_text(e));
+        }
+    }
+    if images == EXIT_STOPPED && comm.is_root() {
+        eprintln!(
+            "nismooth: stopped early: {} image(s) left; {}",
+            outcome.undone,
+            what_finishes_them()
+        );
+    }
+    if images == EXIT_FAILED_IMAGES && written.is_err() && comm.is_root() {
+        eprintln!("nismooth: {} image(s) failed", outcome.failed);
+    }
+    Ok(match (images, written) {
+        (EXIT_OK, Err(_)) => EXIT_REPORT_LOST,
+        (code, _) => code,
     })
 }
 
@@ -162,6 +171,7 @@ pub fn sources(a: &RunArgs) -> crate::plan::Sources {
         list: a.list.clone(),
         recursive: a.recursive,
         outdir: Some(a.output.clone()),
+        written: Some(crate::report::journal::written),
     }
 }
 

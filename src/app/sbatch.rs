@@ -211,7 +211,7 @@ fn checked_job(words: &[String]) -> anyhow::Result<Job> {
         found.iter().filter_map(|i| i.group.as_deref()).collect();
     let guard = crate::plan::Guard {
         trees: vec![("the BIDS dataset", query.root.clone())],
-        dataset: Some(bids.output_dir.clone()),
+        datasets: vec![bids.output_dir.clone()],
         ..Default::default()
     };
     Ok(Job {

@@ -185,11 +185,15 @@ fn relative(to: &Path, from: &Path) -> String {
 }
 
 /// OUTPUT_DIR may be missing, an empty folder, a folder nismooth made
-/// (it holds `.nismooth`), or a derivatives dataset: anything else (a raw
+/// (it holds `.nismooth`, and only images its journals vouch for), or a
+/// derivatives dataset: anything else (a raw
 /// dataset above all, whose description would be rewritten as a
 /// derivative's and whose folders would fill with derivatives) is refused
 /// before any work, with the reason.
-pub fn check_output_dataset(out: &Path) -> Result<(), String> {
+pub fn check_output_dataset(
+    out: &Path,
+    written: crate::plan::discover::WrittenIn,
+) -> Result<(), String> {
     let Ok(entries) = std::fs::read_dir(out) else {
         return match std::fs::metadata(out) {
             Ok(_) => Err(format!(
@@ -217,7 +221,11 @@ pub fn check_output_dataset(out: &Path) -> Result<(), String> {
         };
     }
     let mut names = entries.filter_map(Result::ok).map(|e| e.file_name());
-    let ours = out.join(".nismooth").is_dir();
+    // Made by an earlier run that stopped before its description: every
+    // image in it is one its journals vouch for (a one-file run's
+    // `.nismooth` sits beside images of the folder's own).
+    let ours = out.join(crate::plan::STATE_DIR).is_dir()
+        && crate::plan::discover::foreign_image_below(out, Some(written)).is_none();
     match names.next() {
         None => Ok(()),
         Some(_) if ours => Ok(()),

@@ -28,6 +28,34 @@ pub struct Sources {
     pub recursive: bool,
     /// OUTDIR, never searched (it may sit inside an input tree).
     pub outdir: Option<PathBuf>,
+    /// What earlier runs wrote in a folder, as their journals vouch
+    /// (`report::journal::written`: the journal's format is the report's).
+    /// Without it, every image in an OUTDIR inside the tree is the tree's.
+    pub written: Option<WrittenIn>,
+}
+
+/// The outputs earlier runs wrote below a folder: the reader of its journals.
+pub type WrittenIn = fn(&Path) -> HashSet<Written>;
+
+/// A file nismooth wrote: its name, and its size and modification time as
+/// it left them (a file since replaced or edited is no longer the one).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Written {
+    pub name: std::ffi::OsString,
+    pub bytes: u64,
+    pub mtime_ns: u64,
+}
+
+impl Written {
+    /// The file at `path` as it is now, if it is a regular file.
+    pub fn of(path: &Path) -> Option<Written> {
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(Written {
+            name: path.file_name()?.to_os_string(),
+            bytes: m.len(),
+            mtime_ns: crate::io::mtime_ns(&m).filter(|_| m.is_file())?,
+        })
+    }
 }
 
 /// One image found: where it is, and the folder (relative, possibly empty)
@@ -77,7 +105,7 @@ impl Sources {
             return Err(UsageError::MissingInput(missing.clone()));
         }
         let mut out = Vec::new();
-        let skip = Skip::new(self.outdir.as_deref());
+        let skip = Skip::new(self.outdir.as_deref(), self.written);
         for p in &self.paths {
             if !p.is_dir() {
                 out.push(Input::flat(p.clone()));
@@ -138,14 +166,16 @@ fn names(paths: &[&PathBuf]) -> String {
 /// OUTDIR itself.
 struct Skip {
     outdir: Option<FileId>,
+    written: Option<WrittenIn>,
 }
 
 impl Skip {
     const OUTDIR: &'static str = "the output directory";
 
-    fn new(outdir: Option<&Path>) -> Skip {
+    fn new(outdir: Option<&Path>, written: Option<WrittenIn>) -> Skip {
         Skip {
             outdir: outdir.and_then(FileId::of),
+            written,
         }
     }
 
@@ -191,7 +221,7 @@ fn walk(
         let name = sub.file_name().unwrap_or_default();
         if let Some(why) = skip.why(&sub, &name.to_string_lossy()) {
             if why == Skip::OUTDIR {
-                refuse_foreign_outdir(&sub)?;
+                refuse_foreign_outdir(&sub, skip.written)?;
             }
             log::info!("skipped {}: {why}", sub.display());
             continue;
@@ -201,15 +231,13 @@ fn walk(
     Ok(())
 }
 
-/// OUTDIR inside the tree being smoothed is skipped when it is nismooth's
-/// (it holds `.nismooth`, the state of an earlier run); one that holds
-/// images of its own, at any depth, is refused: they are images of the tree
-/// that the run would neither smooth nor spare.
-fn refuse_foreign_outdir(dir: &Path) -> Result<(), UsageError> {
-    if dir.join(crate::plan::STATE_DIR).is_dir() {
-        return Ok(());
-    }
-    match first_image_below(dir, &mut HashSet::new()) {
+/// OUTDIR inside the tree being smoothed is skipped when every image in it
+/// is one an earlier run wrote there (its journals vouch for each); any
+/// other is an image of the tree that the run would neither smooth nor
+/// spare: refused. A `.nismooth` folder alone proves nothing: a one-file
+/// run (`-o DIR/x.nii.gz`) makes one in any folder, raw images beside it.
+fn refuse_foreign_outdir(dir: &Path, written: Option<WrittenIn>) -> Result<(), UsageError> {
+    match foreign_image_below(dir, written) {
         Some(input) => Err(UsageError::OutdirHoldsInput {
             outdir: dir.to_path_buf(),
             input,
@@ -218,13 +246,26 @@ fn refuse_foreign_outdir(dir: &Path) -> Result<(), UsageError> {
     }
 }
 
-/// Any NIfTI file below `dir` (hidden folders aside), the search ending at the first.
-fn first_image_below(dir: &Path, seen: &mut HashSet<FileId>) -> Option<PathBuf> {
+/// The first image below `dir` (hidden folders aside) that no journal of
+/// `dir` vouches for.
+pub fn foreign_image_below(dir: &Path, written: Option<WrittenIn>) -> Option<PathBuf> {
+    let ours = written.map(|read| read(dir)).unwrap_or_default();
+    let foreign = |p: &Path| Written::of(p).is_none_or(|w| !ours.contains(&w));
+    first_image_below(dir, &mut HashSet::new(), &foreign)
+}
+
+/// Any NIfTI file below `dir` (hidden folders aside) that `pick` picks,
+/// the search ending at the first.
+fn first_image_below(
+    dir: &Path,
+    seen: &mut HashSet<FileId>,
+    pick: &dyn Fn(&Path) -> bool,
+) -> Option<PathBuf> {
     if !FileId::of(dir).is_some_and(|id| seen.insert(id)) {
         return None;
     }
     let found = scan_folder(dir).ok()?;
-    if let Some(f) = found.files.into_iter().next() {
+    if let Some(f) = found.files.into_iter().find(|f| pick(f)) {
         return Some(f);
     }
     found
@@ -234,7 +275,7 @@ fn first_image_below(dir: &Path, seen: &mut HashSet<FileId>) -> Option<PathBuf> 
             !f.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'))
         })
-        .find_map(|f| first_image_below(f, seen))
+        .find_map(|f| first_image_below(f, seen, pick))
 }
 
 /// The longest line a list may hold: a path is at most PATH_MAX (4096).
@@ -393,10 +434,15 @@ mod tests {
                 "out/.nismooth/lock",
             ],
         );
+        // The journal of out/ vouches for o.nii.gz as it is now.
+        fn journal(dir: &Path) -> HashSet<Written> {
+            Written::of(&dir.join("o.nii.gz")).into_iter().collect()
+        }
         let sources = Sources {
             paths: vec![top.clone()],
             recursive: true,
             outdir: Some(top.join("out")),
+            written: Some(journal),
             ..Sources::default()
         };
         let found: Vec<(String, String)> = sources
@@ -419,6 +465,26 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         assert_eq!(found, want);
+    }
+
+    /// An OUTDIR inside the tree with a `.nismooth` (a one-file run makes
+    /// one anywhere) and an image no journal vouches for is refused.
+    #[test]
+    fn an_outdir_in_the_tree_with_an_image_no_journal_vouches_for_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), &["a.nii", "out/raw.nii", "out/.nismooth/lock"]);
+        fn journal(_: &Path) -> HashSet<Written> {
+            HashSet::new()
+        }
+        let sources = Sources {
+            paths: vec![dir.path().to_path_buf()],
+            recursive: true,
+            outdir: Some(dir.path().join("out")),
+            written: Some(journal),
+            ..Sources::default()
+        };
+        let err = sources.discover().unwrap_err().to_string();
+        assert!(err.contains("raw.nii"), "{err}");
     }
 
     #[test]

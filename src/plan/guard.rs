@@ -34,9 +34,10 @@ pub struct Guard {
     /// Folders nothing is written into, each with what it is (a BIDS
     /// dataset being read, a study's images and runs).
     pub trees: Vec<(&'static str, PathBuf)>,
-    /// A BIDS derivative dataset being written: its dataset files and its
-    /// participants' folders are its own.
-    pub dataset: Option<PathBuf>,
+    /// BIDS derivative datasets being written (one, or where a merged
+    /// run's may be now): their dataset files and participants' folders
+    /// are their own.
+    pub datasets: Vec<PathBuf>,
 }
 
 impl Guard {
@@ -49,8 +50,7 @@ impl Guard {
         let real = resolve_future(path);
         // A derivative inside the dataset it comes from (BIDS's own
         // `derivatives/` layout) is written into: its rule is the dataset's.
-        let in_output =
-            (self.dataset.as_ref()).is_some_and(|d| real.starts_with(resolve_future(d)));
+        let in_output = (self.datasets.iter()).any(|d| real.starts_with(resolve_future(d)));
         let inside = |(_, t): &&(&str, PathBuf)| real.starts_with(resolve_future(t));
         if let Some((what, tree)) = self.trees.iter().find(inside).filter(|_| !in_output) {
             return Some(format!(
@@ -58,15 +58,16 @@ impl Guard {
                 tree.display()
             ));
         }
-        let dataset = self.dataset.as_ref()?;
-        let inside = real.strip_prefix(resolve_future(dataset)).ok()?;
-        let first = inside.components().next()?.as_os_str().to_string_lossy();
-        let owned = first.starts_with("sub-") || DATASET_FILES.contains(&first.as_ref());
-        owned.then(|| {
-            format!(
-                "it is a file of the derivative dataset {} ({first}), which the run writes",
-                dataset.display()
-            )
+        self.datasets.iter().find_map(|dataset| {
+            let inside = real.strip_prefix(resolve_future(dataset)).ok()?;
+            let first = inside.components().next()?.as_os_str().to_string_lossy();
+            let owned = first.starts_with("sub-") || DATASET_FILES.contains(&first.as_ref());
+            owned.then(|| {
+                format!(
+                    "it is a file of the derivative dataset {} ({first}), which the run writes",
+                    dataset.display()
+                )
+            })
         })
     }
 }

@@ -15,7 +15,7 @@ pub mod schedule;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use discover::{Input, Sources};
+pub use discover::{Input, Sources, Written};
 pub use guard::Guard;
 
 use crate::error::UsageError;

@@ -123,6 +123,26 @@ fn bounded_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Opti
     }
 }
 
+/// The outputs `outdir`'s journals vouch for: each written image's file
+/// name with the size and modification time it was left with.
+pub fn written(outdir: &Path) -> std::collections::HashSet<crate::plan::Written> {
+    read_all(outdir)
+        .into_iter()
+        .filter_map(|line| match line {
+            Line::Image {
+                stamp: Some(stamp),
+                record,
+                ..
+            } => Some(crate::plan::Written {
+                name: Path::new(&record.output).file_name()?.to_os_string(),
+                bytes: stamp.bytes,
+                mtime_ns: stamp.mtime_ns,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Every journal line in `outdir`'s journals (all runs, all ranks), in file
 /// order; lines that do not parse (a partial last line) are skipped.
 pub fn read_all(outdir: &Path) -> Vec<Line> {

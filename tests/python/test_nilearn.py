@@ -146,3 +146,43 @@ def test_a_2d_image_fails_as_its_image_since_nilearn_has_no_answer(tmp_path):
     assert "flat.nii.gz" in proc.stderr and "2-D image" in proc.stderr
     assert (tmp_path / "out" / "vol.nii.gz").exists()
     assert not (tmp_path / "out" / "flat.nii.gz").exists()
+
+
+def test_the_files_header_beside_the_one_nilearn_saves(tmp_path):
+    """`--compat nilearn` keeps the input's header; nilearn's saved file
+    differs from it in cal_min/cal_max (nilearn sets the data's range, which
+    it knows only once the whole output is made: nismooth writes the header
+    first) and, for integer input, in the stored type: nilearn's header copy
+    keeps the input's integer type, so its file holds the smoothed values
+    rounded to it, where nismooth stores them exactly as float32. Nothing
+    else differs, and float data is equal to the bit."""
+    from nilearn.image import smooth_img
+
+    aff = np.diag([2.0, 2.5, 3.0, 1.0])
+    aff[:3, 3] = [-10, 5, 7]
+    (tmp_path / "in").mkdir()
+    for name, dtype in [("u8", np.uint8), ("i16", np.int16), ("f32", np.float32), ("f64", np.float64)]:
+        d = noise((12, 13, 9), np.float32, 3).clip(0, 200).astype(dtype)
+        img = nib.Nifti1Image(d, aff)
+        img.header["descrip"] = b"a description"
+        img.set_sform(aff, 4)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header["cal_max"] = 77
+        nib.save(img, str(tmp_path / "in" / f"{name}.nii.gz"))
+        nib.save(smooth_img(str(tmp_path / "in" / f"{name}.nii.gz"), 6), str(tmp_path / f"nilearn_{name}.nii.gz"))
+    nismooth("run", tmp_path / "in", "-o", tmp_path / "out", "--fwhm", "6", "--compat", "nilearn", "-q")
+    for name in ("u8", "i16", "f32", "f64"):
+        ours = nib.load(str(tmp_path / "out" / f"{name}.nii.gz"))
+        theirs = nib.load(str(tmp_path / f"nilearn_{name}.nii.gz"))
+        differ = {k for k in ours.header if ours.header[k].tobytes() != theirs.header[k].tobytes()}
+        integer = name in ("u8", "i16")
+        expected = {"cal_min", "cal_max"} | ({"datatype", "bitpix"} if integer else set())
+        assert differ == expected, (name, differ)
+        assert ours.header["cal_max"] == 77
+        ours_data, theirs_data = np.asanyarray(ours.dataobj), np.asanyarray(theirs.dataobj)
+        if integer:
+            assert ours.get_data_dtype() == np.float32
+            assert theirs.get_data_dtype() == {"u8": np.uint8, "i16": np.int16}[name]
+            assert np.abs(ours_data - theirs_data).max() <= 1.0
+        else:
+            assert ours_data.tobytes() == theirs_data.tobytes()

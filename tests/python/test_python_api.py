@@ -321,3 +321,155 @@ def test_smooth_img_with_a_tiny_fwhm_is_nilearns(fwhm):
         want = np.asanyarray(nilearn_image.smooth_img(img, fwhm).dataobj)
     got = np.asanyarray(nismooth.smooth_img(img, fwhm).dataobj)
     assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
+
+
+def _headered_images(tmp_path):
+    """Images whose headers nilearn copies: a uint8 with a description,
+    sform code 4, a display range and units; a scaled int16; a float64 with
+    NaN; a 4-D float32; a pair; a NIfTI-2."""
+    nib = pytest.importorskip("nibabel")
+    aff = np.diag([2.0, 2.5, 3.0, 1.0])
+    aff[:3, 3] = [-10, 5, 7]
+    out = []
+    for name, dtype, shape, klass in [("u8", np.uint8, (12, 13, 9), nib.Nifti1Image),
+                                      ("i16", np.int16, (10, 9, 8), nib.Nifti1Image),
+                                      ("f64", np.float64, (9, 10, 7), nib.Nifti1Image),
+                                      ("f32", np.float32, (8, 9, 7, 3), nib.Nifti1Image),
+                                      ("pair", np.float32, (8, 8, 8), nib.Nifti1Pair),
+                                      ("ni2", np.int16, (8, 9, 10), nib.Nifti2Image)]:
+        d = data(shape, dtype, len(out))
+        if dtype == np.float64:
+            d[0, 0, 0] = np.nan
+        img = klass(d, aff)
+        img.header["descrip"] = b"a description"
+        img.set_sform(aff, 4)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header["cal_max"] = 77
+        if name == "i16":
+            img.header.set_slope_inter(2.0, 1.0)
+        ext = ".img" if klass is nib.Nifti1Pair else ".nii.gz"
+        nib.save(img, str(tmp_path / f"{name}{ext}"))
+        out.append(nib.load(str(tmp_path / f"{name}{ext}")))
+    return out
+
+
+def _same_image(got, want):
+    assert type(got) is type(want)
+    same(np.asanyarray(got.dataobj), np.asanyarray(want.dataobj))
+    assert np.array_equal(got.affine, want.affine)
+    assert got.header.binaryblock == want.header.binaryblock
+
+
+@pytest.mark.parametrize("nilearn_installed", [True, False])
+def test_smooth_img_returns_the_image_nilearn_makes_header_and_all(tmp_path, monkeypatch, nilearn_installed):
+    """nilearn 0.14 copies the input's header (scaling reset, cal_min and
+    cal_max the data's range) and keeps the input's class (a pair becomes a
+    Nifti1Image); without nilearn installed, nismooth's own copy of those
+    rules makes the same image. Saved and loaded, the files are the same."""
+    import sys
+
+    nilearn_image = pytest.importorskip("nilearn.image")
+    nib = pytest.importorskip("nibabel")
+    imgs = _headered_images(tmp_path)
+    wants = [nilearn_image.smooth_img(img, 5) for img in imgs]
+    if not nilearn_installed:
+        monkeypatch.setitem(sys.modules, "nilearn", None)
+        monkeypatch.setitem(sys.modules, "nilearn.image", None)
+    for n, (img, want) in enumerate(zip(imgs, wants)):
+        got = nismooth.smooth_img(img, 5)
+        _same_image(got, want)
+        nib.save(got, str(tmp_path / f"ours{n}.nii"))
+        nib.save(want, str(tmp_path / f"theirs{n}.nii"))
+        assert (tmp_path / f"ours{n}.nii").read_bytes() == (tmp_path / f"theirs{n}.nii").read_bytes()
+
+
+def test_smooth_img_takes_what_nilearn_takes(tmp_path):
+    """Lists, tuples and generators of images or paths (a list back),
+    pathlib paths, fwhm None, 0 (nilearn's warning), 'fast', per-axis
+    sequences and arrays."""
+    import warnings
+    from pathlib import Path
+
+    nilearn_image = pytest.importorskip("nilearn.image")
+    imgs = _headered_images(tmp_path)[:3]
+    paths = [str(tmp_path / "u8.nii.gz"), Path(tmp_path / "i16.nii.gz")]
+    for given in (imgs, tuple(imgs), paths):
+        got, want = nismooth.smooth_img(given, 4), nilearn_image.smooth_img(given, 4)
+        assert isinstance(got, list) and len(got) == len(want)
+        for g, w in zip(got, want):
+            _same_image(g, w)
+    got = nismooth.smooth_img(iter(imgs), 4)
+    assert isinstance(got, list) and len(got) == 3
+    for fwhm in (None, "fast", [3, 0, 6], np.array([2.0, 4.0, 1.0]), np.float32(3.5), (None, 3, 3)):
+        _same_image(nismooth.smooth_img(Path(paths[1]), fwhm), nilearn_image.smooth_img(paths[1], fwhm))
+    for fwhm in (0, 0.0):
+        with pytest.warns(UserWarning, match="Setting it to None"):
+            got = nismooth.smooth_img(imgs[0], fwhm)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _same_image(got, nilearn_image.smooth_img(imgs[0], fwhm))
+    with pytest.raises(TypeError):
+        nismooth.smooth_img(42, 4)
+
+
+def test_surface_images_go_to_nilearn_or_are_refused_by_name(monkeypatch):
+    import sys
+
+    nilearn_image = pytest.importorskip("nilearn.image")
+    from nilearn.surface import InMemoryMesh, PolyMesh, SurfaceImage
+
+    coords = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], dtype=float)
+    faces = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 4]])
+    mesh = PolyMesh(left=InMemoryMesh(coords, faces), right=InMemoryMesh(coords, faces))
+    rng = np.random.default_rng(3)
+    surf = SurfaceImage(mesh=mesh, data={"left": rng.random(5), "right": rng.random(5)})
+    for given in (surf, [surf, surf]):
+        got, want = nismooth.smooth_img(given, 5), nilearn_image.smooth_img(given, 5)
+        for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+            for part in ("left", "right"):
+                same(np.asarray(g.data.parts[part]), np.asarray(w.data.parts[part]))
+    with pytest.raises(TypeError, match="must be a scalar"):
+        nismooth.smooth_img(surf, [1, 2, 3])
+    # Without nilearn, nobody here smooths along a mesh: a TypeError names the type.
+    monkeypatch.setitem(sys.modules, "nilearn", None)
+    monkeypatch.setitem(sys.modules, "nilearn.image", None)
+    with pytest.raises(TypeError, match="SurfaceImage.*nilearn"):
+        nismooth.smooth_img(surf, 5)
+
+
+FAMILY = [
+    (ndimage.gaussian_filter1d, "gaussian_filter1d", [dict(sigma=1.5), dict(sigma=2.0, axis=0, order=1, mode="wrap"),
+                                                      dict(sigma=np.float64(0.0)), dict(sigma=np.float32(1.3), order=3, radius=4),
+                                                      dict(sigma=1.2, axis=-2, order=2, mode="constant", cval=3.0)]),
+    (ndimage.gaussian_laplace, "gaussian_laplace", [dict(sigma=1.5), dict(sigma=[1.0, 0.0, 2.0], mode="nearest"),
+                                                    dict(sigma=1.2, axes=(0, 2), mode=["wrap", "mirror"]),
+                                                    dict(sigma=1.0, output=np.float64, truncate=2.5)]),
+    (ndimage.gaussian_gradient_magnitude, "gaussian_gradient_magnitude",
+     [dict(sigma=1.5), dict(sigma=[1.0, 0.5, 2.0], mode="reflect", radius=3),
+      dict(sigma=1.2, axes=(1,)), dict(sigma=1.0, output=np.float32, cval=1.0, mode="constant")]),
+]
+
+
+@pytest.mark.parametrize("ref,name,cases", FAMILY, ids=[f[1] for f in FAMILY])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.float64, np.complex64])
+def test_the_family_is_scipys(ref, name, cases, dtype):
+    """gaussian_filter1d, gaussian_laplace, gaussian_gradient_magnitude:
+    scipy's results and dtypes, bit for bit (complex: its parts apart)."""
+    import warnings
+
+    a = data((11, 9, 8), np.float32 if dtype == np.complex64 else dtype, 9)
+    if dtype == np.complex64:
+        a = (a + 1j * a[::-1]).astype(np.complex64)
+    for kw in cases:
+        if dtype == np.complex64 and "output" in kw:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            same(getattr(nismooth, name)(a, **kw), ref(a, **kw))
+    for bad in (dict(sigma=1.0, mode="sideways"), dict(sigma=[1.0, 2.0])):
+        errors = []
+        for f in (ref, getattr(nismooth, name)):
+            with pytest.raises(Exception) as e:
+                f(a, **bad)
+            errors.append(e.type)
+        assert errors[0] is errors[1], (name, bad, errors)

@@ -20,7 +20,7 @@ import pytest
 
 SWAPS = {
     "scipy": [("scipy.ndimage", "scipy.ndimage._filters", name) for name in (
-        "gaussian_filter",)],
+        "gaussian_filter", "gaussian_filter1d", "gaussian_laplace", "gaussian_gradient_magnitude")],
     "nilearn": [("nilearn.image", "nilearn.image.image", "smooth_img")],
 }
 
