@@ -410,14 +410,12 @@ def _filter_passes(input, out, passes, truncate, cval, threads, own_kernel=False
         src = np.ascontiguousarray(src).T
         shape = src.shape
         passes = [(input.ndim - 1 - ax, s, m, t) for ax, s, m, t in passes]
-        work = out.T if (out.flags.c_contiguous and out.dtype.isnative and out.flags.aligned) else \
-            np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
-        target = out.T
+        direct = out.flags.c_contiguous and out.dtype.isnative and out.flags.aligned
+        work, target = (out.T if direct else _scratch(src, input, out, shape)), out.T
     else:
         src = np.asfortranarray(src)
-        work = out if (out.flags.f_contiguous and out.dtype.isnative and out.flags.aligned) else \
-            np.empty(shape, dtype=out.dtype.newbyteorder("="), order="F")
-        target = out
+        direct = out.flags.f_contiguous and out.dtype.isnative and out.flags.aligned
+        work, target = (out if direct else _scratch(src, input, out, shape)), out
     for call in _calls(shape, passes):
         spatial, volumes, sig, trunc, m, order = call
         weights, odd = None, [False, False, False]
@@ -428,6 +426,17 @@ def _filter_passes(input, out, passes, truncate, cval, threads, own_kernel=False
     if work is not target and not np.shares_memory(work, target):
         target[...] = work
     return out
+
+
+def _scratch(src, input, out, shape):
+    """Where the passes write when `out` cannot be written directly (a
+    strided view such as a complex array's part): the copy of the input
+    made above, filtered in place, when there is one of out's dtype (no
+    second buffer, no page faults of a fresh one); else a fresh array."""
+    dtype = out.dtype.newbyteorder("=")
+    if src.dtype == dtype and not np.shares_memory(src, input):
+        return src
+    return np.empty(shape, dtype=dtype, order="F")
 
 
 def _c_like(a):
