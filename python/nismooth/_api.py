@@ -13,7 +13,7 @@ from . import _native
 _MODES = {"reflect": "reflect", "grid-mirror": "reflect", "nearest": "nearest",
           "mirror": "mirror", "constant": "constant", "grid-constant": "constant",
           "wrap": "wrap", "grid-wrap": "wrap"}
-_DTYPES = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
+_DTYPES = {np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32,
                                  np.uint64, np.int64, np.float32, np.float64)}
 
 
@@ -55,6 +55,8 @@ def _output(output, input):
     order = "F" if input.flags.f_contiguous and not input.flags.c_contiguous else "C"
     if output is None:
         return np.empty(input.shape, dtype=input.dtype.name, order=order)
+    if isinstance(output, str) and not issubclass(np.dtype(output).type, np.number):
+        raise RuntimeError("output must have numeric dtype")
     if isinstance(output, (type, np.dtype, str)):
         return np.empty(input.shape, dtype=np.dtype(output), order=order)
     if output.shape != input.shape:
@@ -143,13 +145,18 @@ def _half_kernel(sigma, order, lw):
 
 
 def _own_float(sigma):
-    """Whether σ is a numpy float of another precision than float64."""
-    dtype = getattr(sigma, "dtype", None)
-    return dtype is not None and dtype.kind == "f" and dtype != np.float64
+    """Whether scipy's kernel for σ may differ from the float64 one the
+    native side makes: any σ but a Python or numpy float64 or integer (a
+    float32 σ rounds in float32; a Fraction squares exactly, then rounds
+    once; a Decimal raises TypeError in scipy's arithmetic, and so here)."""
+    return not isinstance(sigma, (float, int, np.float64, np.integer)) or isinstance(sigma, bool)
 
 
 def _truncate_for(sigma, truncate, radius):
-    """A float64 truncate t with int(t·σ + 0.5) == radius, the radius scipy gives."""
+    """A float64 truncate t with int(t·σ + 0.5) == radius, the radius scipy gives
+    (int() rounds toward zero there: a negative truncate can give radius 0)."""
+    if radius == 0:
+        return 0.0
     if float(truncate) * sigma + 0.5 < 2.0 ** 62 and int(float(truncate) * sigma + 0.5) == radius:
         return float(truncate)
     t = radius / sigma
@@ -255,7 +262,30 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
         raise ValueError("output array is read-only.")
     if out.size == 0:
         return out
+    if bool in (input.dtype, out.dtype):
+        return _via_float64(input, out, passes, truncate, cval, threads)
     return _filter_passes(input, out, passes, truncate, cval, threads)
+
+
+def _via_float64(input, out, passes, truncate, cval, threads, own_kernel=False):
+    """Boolean arrays, which the engine does not take: scipy's C code reads
+    a bool as its byte and writes a pass's double into one as C casts it to
+    `npy_bool` (an unsigned char: truncated, so 0.7 is False), so each pass
+    runs in float64 and is cast to the output's dtype that way."""
+    def as_float(a):
+        return a.view(np.uint8).astype(np.float64) if a.dtype == bool else a
+
+    cur = input
+    for p in passes:
+        tmp = np.empty(input.shape, np.float64)
+        _filter_passes(as_float(cur), tmp, [p], truncate, cval, threads, own_kernel)
+        with np.errstate(invalid="ignore"):
+            cur = tmp.astype(np.int64).astype(np.uint8).view(np.bool_) if out.dtype == bool else tmp.astype(out.dtype)
+    if out.dtype == bool:
+        out.view(np.uint8)[...] = cur.view(np.uint8)
+    else:
+        out[...] = cur
+    return out
 
 
 
@@ -282,6 +312,12 @@ def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect
         raise ValueError("order must be non-negative")
     input = np.asarray(input)
     if input.dtype.kind == "c":
+        # scipy's correlate1d asks for a complex output: a real dtype given
+        # as a class or dtype is promoted, with its warning.
+        if isinstance(output, (type, np.dtype)) and np.dtype(output).kind != "c":
+            import warnings
+            warnings.warn("promoting specified output dtype to complex", stacklevel=2)
+            output = np.promote_types(output, np.complex64)
         return _complex_parts(gaussian_filter1d, input, output, cval, sigma, axis=axis, order=order, mode=mode,
                               truncate=truncate, radius=radius, threads=threads)
     _check_dtype(input.dtype)
@@ -296,8 +332,10 @@ def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect
         return out
     # σ ≤ 1e-15, which gaussian_filter skips, has numpy's weights (1, or NaN).
     tiny = not float(sigma) > 1e-15
-    return _filter_passes(input, out, [(axis, sigma, order, _MODES[mode], lw)], truncate, cval, threads,
-                          own_kernel=tiny)
+    one = [(axis, sigma, order, _MODES[mode], lw)]
+    if bool in (input.dtype, out.dtype):
+        return _via_float64(input, out, one, truncate, cval, threads, own_kernel=tiny)
+    return _filter_passes(input, out, one, truncate, cval, threads, own_kernel=tiny)
 
 
 def gaussian_laplace(input, sigma, output=None, mode="reflect", cval=0.0, *, axes=None, **kwargs):
@@ -554,7 +592,8 @@ def smooth_img(imgs, fwhm):
         imgs = os.fspath(imgs)
     single = isinstance(imgs, str) or not hasattr(imgs, "__iter__")
     many = [imgs] if single else list(imgs)
-    if _is_surface(imgs) or (not single and many and all(_is_surface(i) for i in many)):
+    # As nilearn: an empty list counts as surfaces (`all` of nothing).
+    if _is_surface(imgs) or (not single and all(_is_surface(i) for i in many)):
         out = _smooth_surfaces(many, fwhm)
     else:
         nl = _nilearn()
@@ -564,12 +603,14 @@ def smooth_img(imgs, fwhm):
 
 def _smooth_surfaces(imgs, fwhm):
     """Surfaces are smoothed along their mesh, which nilearn does."""
+    if fwhm is not None and hasattr(fwhm, "__iter__"):
+        raise TypeError("For surface data, 'fwhm' must be a scalar.")
+    if not imgs:
+        return []
     nl = _nilearn()
     if nl is None:
         raise TypeError(f"nismooth.smooth_img smooths NIfTI images; a {type(imgs[0]).__name__} is smoothed "
                         "along its mesh by nilearn, which is not installed: pip install 'nismooth[nilearn]'")
-    if fwhm is not None and hasattr(fwhm, "__iter__"):
-        raise TypeError("For surface data, 'fwhm' must be a scalar.")
     return [nl["smooth_surface"](img, nl["niters"](fwhm, img)) for img in imgs]
 
 
@@ -613,15 +654,10 @@ def _smooth_array(arr, affine, fwhm):
     scale = affine[:3, :3]
     sigma = fwhm / (np.sqrt(8 * np.log(2)) * np.sqrt(np.sum(scale ** 2, axis=0)))
     for n, s in enumerate(sigma):
-        if s > 1e-15:
-            gaussian_filter(arr, s, output=arr, axes=(n,))
-        elif s > 0.0:
-            # nilearn's gaussian_filter1d does not skip a σ this small: its
-            # one weight is 1, or NaN once σ² underflows (then every voxel is).
-            with np.errstate(all="ignore"):
-                weight = np.exp(-0.5 / (np.float64(s) * np.float64(s)) * 0) / 1.0
-            if not np.isfinite(weight):
-                arr[...] = np.nan
+        if s > 0.0:
+            # nilearn's own call; a σ too small for gaussian_filter still
+            # filters (its one weight 1, or NaN, as numpy makes it).
+            gaussian_filter1d(arr, s, output=arr, axis=n)
     return arr
 
 

@@ -473,3 +473,47 @@ def test_the_family_is_scipys(ref, name, cases, dtype):
                 f(a, **bad)
             errors.append(e.type)
         assert errors[0] is errors[1], (name, bad, errors)
+
+
+def test_what_the_eleventh_hostile_round_found_is_scipys_and_nilearns():
+    """A Fraction σ (scipy squares it exactly, then rounds once), a Decimal
+    (TypeError in scipy's arithmetic), bool input and output (scipy casts
+    each pass's double to an unsigned char), a negative truncate that still
+    gives radius 0, a real output dtype for complex input in the 1-D filter
+    (promoted, with scipy's warning); smooth_img's NaN from a vanishing σ
+    (nilearn's sign bit), an empty list, a 2-D image (AxisError)."""
+    import warnings
+    from decimal import Decimal
+    from fractions import Fraction
+
+    x = np.random.default_rng(0).random((20, 21, 22))
+    b = x > 0.5
+    for f in ("gaussian_filter", "gaussian_filter1d"):
+        ref, ours = getattr(ndimage, f), getattr(nismooth, f)
+        same(ours(x, Fraction(7, 3)), ref(x, Fraction(7, 3)))
+        for bad in (Decimal("1.3"),):
+            with pytest.raises(TypeError):
+                ours(x, bad)
+        for kw in ({}, dict(output=np.float32), dict(mode="constant", cval=1), dict(order=1)):
+            same(ours(b, 1.0, **kw), ref(b, 1.0, **kw))
+        same(ours(x * 3 - 1, 0.7, output=bool), ref(x * 3 - 1, 0.7, output=bool))
+        same(ours(x, 1.3, truncate=-1), ref(x, 1.3, truncate=-1))
+    same(nismooth.gaussian_laplace(b, 1.0), ndimage.gaussian_laplace(b, 1.0))
+    with pytest.warns(UserWarning, match="promoting"):
+        got = nismooth.gaussian_filter1d(x + 1j * x, 1.3, output=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same(got, ndimage.gaussian_filter1d(x + 1j * x, 1.3, output=np.float32))
+
+    nib = pytest.importorskip("nibabel")
+    nilearn_image = pytest.importorskip("nilearn.image")
+    img = nib.Nifti1Image(x.astype(np.float32), np.eye(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same(np.asarray(nismooth.smooth_img(img, 1e-300).dataobj),
+             np.asarray(nilearn_image.smooth_img(img, 1e-300).dataobj))
+    assert nismooth.smooth_img([], 5) == []
+    with pytest.raises(TypeError, match="must be a scalar"):
+        nismooth.smooth_img([], "fast")
+    with pytest.raises(np.exceptions.AxisError):
+        nismooth.smooth_img(nib.Nifti1Image(x[:, :, 0].astype(np.float32), np.eye(4)), 6)
