@@ -110,6 +110,13 @@ pub fn mib(bytes: f64) -> f64 {
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
+/// Seconds since the epoch, to the nanosecond (0 on a clock before it).
+pub fn unix_now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

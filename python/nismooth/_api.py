@@ -310,6 +310,11 @@ def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect
     lw = _radius(sigma, truncate, radius)
     if order < 0:
         raise ValueError("order must be non-negative")
+    if lw <= 1 << 16:
+        # scipy makes the kernel before it looks at the array: what its
+        # arithmetic raises (a σ of 0 divides by zero) comes first.
+        with np.errstate(all="ignore"):
+            _numpy_kernel(sigma, order, lw)
     input = np.asarray(input)
     if input.dtype.kind == "c":
         # scipy's correlate1d asks for a complex output: a real dtype given
@@ -426,6 +431,9 @@ def _check_dtype(dtype):
 def _filter_passes(input, out, passes, truncate, cval, threads, own_kernel=False):
     """scipy's 1-D passes (axis, σ, order, mode, radius), in order, from
     `input` into `out`; `own_kernel`: the weights from numpy whatever σ."""
+    if not (hasattr(cval, "__float__") or hasattr(cval, "__index__")):
+        # As scipy's C code converts it (a str is no real number).
+        raise TypeError(f"must be real number, not {type(cval).__name__}")
     threads = _threads(threads)
     for ax, s, o, m, lw in passes:
         _check_kernel_memory(lw, input.shape[ax], threads)

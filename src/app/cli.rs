@@ -62,6 +62,9 @@ pub enum Command {
     /// Show reports (one or more JSON files), or merge them (`report merge`).
     #[command(after_help = help::REPORT)]
     Report(ReportArgs),
+    /// How a run in OUTDIR stands, from its journals: from any node, while it runs or after.
+    #[command(after_help = help::STATUS)]
+    Status(StatusArgs),
     /// Print a ready-to-submit sbatch script for a parallel model.
     #[command(after_help = help::SBATCH)]
     Sbatch(Box<SbatchArgs>),
@@ -404,6 +407,21 @@ pub struct ReportArgs {
     /// nismooth's own report (WorkDir/nismooth-ID.json), as seff would judge it.
     #[arg(long, value_name = "JOBID", conflicts_with = "files")]
     pub job: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The run's output folder (its journals are in OUTDIR/.nismooth).
+    pub outdir: PathBuf,
+    /// The run to show (its id, as the journals' names give it); default: the latest.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// Print the status as JSON (one object; with --watch, one per line).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every SECONDS until the run ends (Ctrl-C stops watching, not the run).
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<f64>,
 }
 
 #[derive(Args, Debug)]

@@ -67,6 +67,23 @@ Examples:
   nismooth report --job 123456                   # sacct's accounting beside nismooth's own
   nismooth report merge out/.nismooth/*.jsonl -o merged.json --csv merged.csv";
 
+/// `nismooth status --help`.
+pub const STATUS: &str = "\
+It only reads: no lock is taken, nothing is written, and a refresh reads only
+what the journals gained. A rank is `stalled` when it has written nothing for
+ten times its median image (at least a minute), `gone` when its process is no
+longer alive on this host; either makes the run `not finished`.
+
+Exit codes: 0 the run finished (every image written or skipped), 1 it ended
+with failed images, 3 it stopped early (--resume finishes it), 5 it is still
+running, 6 it did not finish (a rank gone or stalled), 2 no run or unreadable
+journals.
+
+Examples:
+  nismooth status /scratch/out                   # done, failed, rate, ETA, each rank
+  nismooth status /scratch/out --watch 10        # refreshed every 10 s until the run ends
+  nismooth status /scratch/out --json | jq .eta_s";
+
 /// `nismooth sbatch --help`.
 pub const SBATCH: &str = "\
 Examples:

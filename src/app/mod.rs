@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod sbatch;
 pub mod shell;
+mod status;
 mod study;
 
 use cli::{Cli, Command};
@@ -85,6 +86,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Bids(args) => bids::bids(&args),
         Command::Generate(args) => generate::generate(&args),
         Command::Report(args) => report::report(&args),
+        Command::Status(args) => status::status(&args),
         Command::Sbatch(args) => sbatch::sbatch(&args),
         Command::Study(args) => study::study(&args),
         Command::Estimate(args) => estimate::estimate(&args).map(|_| EXIT_OK),

@@ -34,6 +34,9 @@ pub struct Durable {
     pub resume: Option<Index>,
     /// What determines an output (`RunConfig::output_settings`).
     pub settings: serde_json::Value,
+    /// The run's images and ranks, for its journals' start lines.
+    pub images: usize,
+    pub ranks: usize,
 }
 
 /// This process's journal file; a journal that cannot be opened is reported
@@ -44,7 +47,8 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn open(outdir: &Path, run: &str, rank: usize, settings: &serde_json::Value) -> Journal {
+    pub fn open(outdir: &Path, durable: &Durable, rank: usize) -> Journal {
+        let (run, settings) = (durable.run.as_str(), &durable.settings);
         let p = path(outdir, run, rank);
         let opened = std::fs::create_dir_all(outdir.join(DIR))
             .and_then(|_| OpenOptions::new().create(true).append(true).open(&p));
@@ -62,6 +66,9 @@ impl Journal {
                     host: crate::metrics::hostname(),
                     unix: crate::metrics::unix_now(),
                     settings: Some(settings.clone()),
+                    images: Some(durable.images),
+                    ranks: Some(durable.ranks),
+                    started: Some(crate::metrics::unix_now_f64()),
                 });
             }
             Err(e) => log::warn!(
@@ -83,6 +90,30 @@ impl Journal {
             stamp,
             input,
             record: Box::new(rec.clone()),
+        });
+    }
+
+    /// Appends this process's last line: its share done or drained.
+    pub fn end(outdir: &Path, run: &str, rank: usize, records: &[ImageRecord]) {
+        let Ok(file) = OpenOptions::new()
+            .append(true)
+            .open(path(outdir, run, rank))
+        else {
+            return;
+        };
+        let mut journal = Journal {
+            file: Some(file),
+            run: run.to_string(),
+        };
+        journal.append(&Line::End {
+            run: run.to_string(),
+            rank,
+            unix: crate::metrics::unix_now(),
+            undone: records.iter().filter(|r| r.status.left_undone()).count(),
+            failed: records
+                .iter()
+                .filter(|r| r.status == Status::Failed)
+                .count(),
         });
     }
 

@@ -271,9 +271,12 @@ pub fn run(
         run: shared.run.clone(),
         resume: cfg.resume.then(|| journal::Index::load(&cfg.outdir)),
         settings: cfg.output_settings(),
+        images: shared.tasks.len(),
+        ranks: comm.size(),
     };
     let mut progress = show_progress(&shared, cfg, comm, &durable);
     let records = process_my_share(&shared, cfg, comm, &durable, backend, &progress);
+    journal::Journal::end(&cfg.outdir, &durable.run, comm.rank(), &records);
     stop::Watch::new(comm).settle();
     let totals = totals(&records, comm, cfg, start);
     let (counts, wall_s, report) = gather(totals, records, comm, cfg, backend.name(), command);
@@ -585,7 +588,9 @@ fn build_report(
 ) -> Report {
     let created = metrics::unix_now();
     let config = serde_json::to_value(cfg).unwrap_or_default();
-    Report::new(created, command, backend, config, processes, images)
+    let mut report = Report::new(created, command, backend, config, processes, images);
+    report.settings = Some(cfg.output_settings());
+    report
 }
 
 #[cfg(test)]

@@ -29,6 +29,15 @@ pub enum Line {
         /// journals of older versions, whose outputs `--resume` then remakes).
         #[serde(default)]
         settings: Option<serde_json::Value>,
+        /// The run's images and ranks (absent in older journals): what
+        /// `nismooth status` counts against.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        images: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ranks: Option<usize>,
+        /// `unix` to the nanosecond, for rates over short runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started: Option<f64>,
     },
     /// A finished image (written, failed or skipped) and, when written, the
     /// stamp of its output.
@@ -39,6 +48,17 @@ pub enum Line {
         #[serde(default)]
         input: Option<InputId>,
         record: Box<ImageRecord>,
+    },
+    /// The last line a process writes, once its share is done or drained:
+    /// a rank with a start line and none of these was killed, or is still
+    /// at work. Older versions wrote none (their readers skip it).
+    End {
+        run: String,
+        rank: usize,
+        unix: u64,
+        /// Images of this rank's share left for `--resume` (a drain, the deadline).
+        undone: usize,
+        failed: usize,
     },
 }
 
@@ -82,6 +102,48 @@ pub fn read_file(path: &Path) -> std::io::Result<Vec<Line>> {
         }
     }
     Ok(lines)
+}
+
+/// The whole lines `path` gained after byte `offset`, which moves past
+/// them; a partial last line (a writer mid-append) waits for the next call.
+/// Lines longer than `MAX_LINE` are skipped as they are read, never held.
+pub fn read_new(path: &Path, offset: &mut u64) -> std::io::Result<Vec<Line>> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = crate::io::open_regular_file(path)?;
+    file.seek(SeekFrom::Start(*offset))?;
+    let mut r = BufReader::new(file);
+    let (mut lines, mut buf) = (Vec::new(), Vec::new());
+    loop {
+        buf.clear();
+        let n = r.by_ref().take(MAX_LINE + 1).read_until(b'\n', &mut buf)? as u64;
+        if buf.last() == Some(&b'\n') {
+            *offset += n;
+            lines.extend(serde_json::from_slice(&buf[..buf.len() - 1]).ok());
+        } else if n > MAX_LINE {
+            // Too long to be a line of ours: skip to its end, if it has one.
+            let mut rest = n;
+            loop {
+                let chunk = r.fill_buf()?;
+                if chunk.is_empty() {
+                    return Ok(lines);
+                }
+                match chunk.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        r.consume(i + 1);
+                        *offset += rest + i as u64 + 1;
+                        break;
+                    }
+                    None => {
+                        let len = chunk.len();
+                        rest += len as u64;
+                        r.consume(len);
+                    }
+                }
+            }
+        } else {
+            return Ok(lines);
+        }
+    }
 }
 
 /// The longest journal line read: a record with its paths is a few KiB.

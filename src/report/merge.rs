@@ -33,6 +33,14 @@ pub enum MergeError {
     /// Nothing to merge.
     #[error("no reports given")]
     Empty,
+    /// One journal holds runs made with different settings (a folded one).
+    #[error("{path} holds runs made with different settings ({field}: {a} against {b}); merge each run's own journal or report")]
+    MixedJournal {
+        path: PathBuf,
+        field: String,
+        a: String,
+        b: String,
+    },
     /// Two reports were made with different output settings.
     #[error("{first} and {second} were made with different settings ({field}: {a} against {b}); merge reports of one kernel only")]
     Settings {
@@ -82,14 +90,36 @@ fn from_journal(path: &Path) -> Result<Report, MergeError> {
     let mut process = ProcessTotals::default();
     let mut images = Vec::new();
     let mut created_unix = 0;
+    // Each run's settings, and the runs whose images this journal holds (a
+    // folded journal holds several runs).
+    let (mut settings, mut runs) = (BTreeMap::new(), std::collections::BTreeSet::new());
     for line in lines {
         match line {
             Line::Start {
-                rank, host, unix, ..
+                run,
+                rank,
+                host,
+                unix,
+                settings: s,
+                ..
             } => {
                 (process.rank, process.host, created_unix) = (rank, host, unix);
+                settings.extend(s.map(|s| (run, s)));
             }
-            Line::Image { record, .. } => images.push(*record),
+            Line::Image { run, record, .. } => {
+                runs.insert(run);
+                images.push(*record);
+            }
+            Line::End { .. } => {}
+        }
+    }
+    let held: Vec<&serde_json::Value> = runs.iter().filter_map(|r| settings.get(r)).collect();
+    if let Some(first) = held.first() {
+        for other in &held[1..] {
+            if let Some((field, a, b)) = first_difference(first, other) {
+                let path = path.to_path_buf();
+                return Err(MergeError::MixedJournal { path, field, a, b });
+            }
         }
     }
     if created_unix == 0 {
@@ -112,14 +142,29 @@ fn from_journal(path: &Path) -> Result<Report, MergeError> {
     process.threads = 1;
     images.sort_by_key(|r| r.index);
     let processes = vec![process];
-    Ok(Report::new(
+    let mut report = Report::new(
         created_unix,
         vec![format!("journal {}", path.display())],
         "unknown",
         serde_json::Value::Null,
         processes,
         images,
-    ))
+    );
+    report.settings = held.first().map(|s| (*s).clone());
+    Ok(report)
+}
+
+/// The first setting whose values differ, with both values, in the order
+/// the kernel is said (sigma first); of the settings that make the voxels' values (`RunConfig::VALUE_SETTINGS`:
+/// a compression level changes the file's bytes, not the image).
+fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    crate::config::RunConfig::VALUE_SETTINGS
+        .iter()
+        .find(|k| a[**k] != b[**k])
+        .map(|k| (k.to_string(), a[*k].to_string(), b[*k].to_string()))
 }
 
 /// How final a record is, when two reports hold the same image: written
@@ -243,9 +288,27 @@ fn span_s(reports: &[Report]) -> Option<f64> {
 }
 
 /// Refuses reports whose outputs were made with different settings, naming
-/// the first setting that differs (a journal's report has no `config`, and
-/// is not compared).
+/// the first setting that differs: their recorded settings (a run's report
+/// and a journal both have them now), then, for older reports, their
+/// `config`.
 fn check_settings(reports: &[Report], paths: &[PathBuf]) -> Result<(), MergeError> {
+    // What made the bytes, as reports and journals both record it now.
+    let recorded: Vec<(&serde_json::Value, &PathBuf)> = (reports.iter().zip(paths))
+        .filter_map(|(r, p)| r.settings.as_ref().map(|s| (s, p)))
+        .collect();
+    if let Some(&(base, base_path)) = recorded.first() {
+        for &(other, path) in &recorded[1..] {
+            if let Some((field, a, b)) = first_difference(base, other) {
+                return Err(MergeError::Settings {
+                    first: base_path.clone(),
+                    second: path.clone(),
+                    field,
+                    a,
+                    b,
+                });
+            }
+        }
+    }
     let with_config: Vec<(&Report, &PathBuf)> = reports
         .iter()
         .zip(paths)

@@ -10,6 +10,7 @@ pub mod journal;
 mod json;
 pub mod merge;
 pub mod seff;
+pub mod status;
 mod table;
 
 pub use self::csv::Csv;
@@ -195,6 +196,11 @@ pub struct Report {
     pub origins: Vec<Origin>,
     pub backend: String,
     pub config: serde_json::Value,
+    /// What determines the outputs' bytes, as the run's journal records it
+    /// (`RunConfig::output_settings`): what a merge of reports and journals
+    /// compares (None in older reports, and in merges of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
     #[serde(default)]
     pub parallel: Option<ParallelInfo>,
     /// Root's Slurm context, inside a job.
@@ -256,6 +262,7 @@ impl Report {
             origins: Vec::new(),
             backend: backend.into(),
             config,
+            settings: None,
             parallel: None,
             slurm: None,
             array: None,

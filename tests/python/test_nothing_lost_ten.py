@@ -142,3 +142,27 @@ def test_a_lost_report_never_hides_failed_or_undone_images(raw, tmp_path):
     (raw / "data" / "bad.nii.gz").unlink()
     r = nismooth("run", raw / "data", "-o", tmp_path / "o3", "--report", tmp_path / "rep.fifo", "-q", expect=4)
     assert "images themselves were written" in r.stderr
+
+
+def test_report_merge_refuses_journals_of_other_kernels(tmp_path):
+    """Round twelve: a merge of reports of different kernels was refused,
+    but journals (a run's, or a folded one holding several runs) merged
+    with exit 0 and the first report's sigma stamped on every image."""
+    for i in range(2):
+        save(tmp_path / f"i{i}.nii.gz", noise((8, 9, 10), np.float32, i))
+    (tmp_path / "G").mkdir()
+    for i, sigma in ((0, "3"), (1, "4")):
+        nismooth("run", tmp_path / f"i{i}.nii.gz", "-o", tmp_path / "G" / f"o{i}.nii.gz", "--sigma", sigma,
+                 "--report", tmp_path / f"r{i}.json", "-q")
+    journals = sorted((tmp_path / "G" / ".nismooth").glob("journal-*.jsonl"))
+    assert len(journals) == 2
+    for inputs in ([tmp_path / "r0.json", tmp_path / "r1.json"], journals,
+                   [tmp_path / "r0.json", journals[1]], [journals[0], tmp_path / "r1.json"]):
+        r = nismooth("report", "merge", *inputs, "-o", tmp_path / "m.json", expect=2)
+        assert "sigma" in r.stderr, r.stderr
+    folded = tmp_path / "G" / ".nismooth" / "journal-0-folded.jsonl"
+    folded.write_text("".join(j.read_text() for j in journals))
+    r = nismooth("report", "merge", folded, "-o", tmp_path / "m.json", expect=2)
+    assert "holds runs made with different settings" in r.stderr
+    assert not (tmp_path / "m.json").exists()
+    nismooth("report", "merge", journals[0], "-o", tmp_path / "m.json", "-q")

@@ -512,6 +512,13 @@ def test_what_the_eleventh_hostile_round_found_is_scipys_and_nilearns():
         warnings.simplefilter("ignore")
         same(np.asarray(nismooth.smooth_img(img, 1e-300).dataobj),
              np.asarray(nilearn_image.smooth_img(img, 1e-300).dataobj))
+    # Round twelve: scipy makes the 1-D kernel before it reads the array (a
+    # σ of 0 divides by zero first), and converts cval as a real number.
+    with pytest.raises(ZeroDivisionError):
+        nismooth.gaussian_filter1d(np.zeros(5, np.float16), 0)
+    for cval in ("2", b"1"):
+        with pytest.raises(TypeError):
+            nismooth.gaussian_filter(x, 1.0, mode="constant", cval=cval)
     assert nismooth.smooth_img([], 5) == []
     with pytest.raises(TypeError, match="must be a scalar"):
         nismooth.smooth_img([], "fast")

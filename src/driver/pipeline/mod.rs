@@ -124,7 +124,7 @@ pub fn process<'t>(
     // even if a stage thread dies outside the per-image guards; the journal
     // keeps them on disk in case the whole process dies.
     let finished = Mutex::new(Vec::new());
-    let mut journal = Journal::open(&cfg.outdir, &durable.run, rank, &durable.settings);
+    let mut journal = Journal::open(&cfg.outdir, durable, rank);
     let pacer = cfg.stop.deadline_unix.map(Pacer::new);
     let pacer = pacer.as_ref();
     // The readers share the task queue and the spare buffers. Only they

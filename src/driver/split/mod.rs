@@ -218,7 +218,7 @@ pub fn process(
     let gzip = Compressor::new(cfg.threads, cfg.compression_level);
     let mut journal = comm
         .is_root()
-        .then(|| Journal::open(&cfg.outdir, &durable.run, 0, &durable.settings));
+        .then(|| Journal::open(&cfg.outdir, durable, 0));
     let mut records = Vec::new();
     let mut stopped = false;
     let mut pace = Pace::default();
