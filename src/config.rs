@@ -118,6 +118,8 @@ pub struct RunConfig {
     pub report: Option<PathBuf>,
     #[serde(skip)]
     pub csv: Option<PathBuf>,
+    #[serde(skip)]
+    pub trace: Option<PathBuf>,
     /// This process's Slurm job context, when inside a job.
     #[serde(skip)]
     pub slurm: Option<SlurmContext>,
@@ -279,6 +281,7 @@ impl RunConfig {
             exp: ExpFlavour::detect(),
             report: None,
             csv: None,
+            trace: None,
             slurm: None,
             array: None,
             array_chunk: None,

@@ -338,6 +338,11 @@ pub struct RunOptions {
     /// Write one CSV row per image (%j, %A, %a expand as for --report).
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Write the run's timeline (every read, filter and write of every image,
+    /// per rank) in the Chrome trace format that Perfetto opens
+    /// (%j, %A, %a expand as for --report).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// Skip images whose output already exists (not checked; see --resume).
     #[arg(long)]
     pub skip_existing: bool,
@@ -407,6 +412,10 @@ pub struct ReportArgs {
     /// nismooth's own report (WorkDir/nismooth-ID.json), as seff would judge it.
     #[arg(long, value_name = "JOBID", conflicts_with = "files")]
     pub job: Option<String>,
+    /// Write the report's timeline in the Chrome trace format (Perfetto,
+    /// chrome://tracing) to FILE (one report file).
+    #[arg(long, value_name = "FILE", conflicts_with = "job")]
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

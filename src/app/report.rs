@@ -44,6 +44,9 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
                 "give report files to show, `report --job JOBID`, or `report merge`"
             );
             let request = mem_request(args)?;
+            if let Some(trace) = &args.trace {
+                return write_trace(&args.files, trace);
+            }
             for f in &args.files {
                 let r = report::merge::load(f)?;
                 super::say(&format!("== {}\n", f.display()))?;
@@ -55,6 +58,31 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `report FILE --trace OUT`: one report's timeline, never over the report
+/// itself (through a link or a hard link too), an image or a run's state,
+/// nor into what the report's run read or wrote.
+fn write_trace(files: &[PathBuf], trace: &Path) -> anyhow::Result<u8> {
+    use crate::plan::identity::Place;
+    anyhow::ensure!(files.len() == 1, "--trace draws one report; give one file");
+    crate::io::report_target(trace).with_context(|| format!("--trace {}", trace.display()))?;
+    anyhow::ensure!(
+        Place::among(trace, files).is_none(),
+        "--trace {}: refused, it is the report being drawn",
+        trace.display()
+    );
+    let r = report::merge::load(&files[0])?;
+    check_merge_images(&r, trace, None)?;
+    check_merge_runs(files, trace, None)?;
+    if r.images.iter().all(|i| i.spans.is_empty()) {
+        log::warn!(
+            "{} holds no stage times (a report of an older version): the trace has no slices",
+            files[0].display()
+        );
+    }
+    report::export_to(&report::Trace, &r, trace).context("writing --trace")?;
+    Ok(EXIT_OK)
 }
 
 /// `--mem-request`, read before anything else is (a size of 0 or none refused).

@@ -160,6 +160,9 @@ fn show_and_export(report: &report::Report, cfg: &RunConfig) -> anyhow::Result<(
     if let Some(path) = &cfg.csv {
         report::export_to(&report::Csv, report, path).context("writing --csv")?;
     }
+    if let Some(path) = &cfg.trace {
+        report::export_to(&report::Trace, report, path).context("writing --trace")?;
+    }
     // The result, on standard output (logs and progress are on stderr).
     super::say(&report::Table.render(report)?)
 }
@@ -295,6 +298,7 @@ fn run_config(
         output_name,
         report: expand(&a.report),
         csv: expand(&a.csv),
+        trace: expand(&a.trace),
         slurm,
         array,
         array_chunk: a.array_chunk.map(|k| k as usize),

@@ -89,11 +89,14 @@ fn plan_on_root(cfg: &RunConfig) -> Result<Planned, UsageError> {
     if let Some(slot) = cfg.array {
         array::covers_every_unit(units, slot, cfg.array_chunk)?;
     }
-    let reports: Vec<(&'static str, &std::path::Path)> =
-        [("--report", &cfg.report), ("--csv", &cfg.csv)]
-            .into_iter()
-            .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
-            .collect();
+    let reports: Vec<(&'static str, &std::path::Path)> = [
+        ("--report", &cfg.report),
+        ("--csv", &cfg.csv),
+        ("--trace", &cfg.trace),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+    .collect();
     let guard = cfg.selection.guard(&cfg.outdir);
     let all = match &cfg.output_name {
         Some(name) => plan::file_task(inputs, &cfg.outdir, name, &reports, &guard)?,

@@ -386,6 +386,7 @@ mod tests {
             status,
             error: None,
             note: None,
+            spans: Vec::new(),
         }
     }
 

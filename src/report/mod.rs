@@ -12,10 +12,12 @@ pub mod merge;
 pub mod seff;
 pub mod status;
 mod table;
+mod trace;
 
 pub use self::csv::Csv;
 pub use self::json::Json;
 pub use self::table::Table;
+pub use self::trace::Trace;
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +89,45 @@ pub struct ImageRecord {
     /// Why a skipped image was skipped (e.g. "output complete (journal)").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// When each read, filter and write of the image (or of its parts)
+    /// began and ended, on the clock every rank shares: what a timeline
+    /// draws (`report --trace`). Empty in older reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<Span>,
+}
+
+/// One stage's work on an image or one of its parts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    pub stage: Stage,
+    /// The rank that did it (a shared image's parts go to several).
+    pub rank: usize,
+    /// Seconds since the epoch: ranks on several nodes share it as far as
+    /// their clocks agree (NTP: well under a millisecond on a cluster).
+    pub start: f64,
+    pub end: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Read,
+    Filter,
+    Write,
+}
+
+impl ImageRecord {
+    /// Adds a span of `stage` that began at `t` and ends now.
+    pub fn span(&mut self, stage: Stage, t: std::time::Instant) {
+        let end = crate::metrics::unix_now_f64();
+        let start = end - t.elapsed().as_secs_f64();
+        self.spans.push(Span {
+            stage,
+            rank: self.rank,
+            start,
+            end,
+        });
+    }
 }
 
 /// What one process (rank) did and what it cost.

@@ -36,7 +36,7 @@ use crate::filter::{Backend, Compat, FilterSpec, Pending};
 use crate::io::gzip::Compressor;
 use crate::io::{self, Image, OutputFormat, WriteOptions};
 use crate::plan::{is_gz_name, Task};
-use crate::report::{ImageRecord, Status};
+use crate::report::{ImageRecord, Stage, Status};
 use crate::volume::{DType, Voxels};
 use cut::{Cut, Part};
 pub(super) use describe::describe;
@@ -615,6 +615,7 @@ pub(super) fn blank(task: &Task, rank: usize) -> ImageRecord {
         status: Status::Ok,
         error: None,
         note: None,
+        spans: Vec::new(),
     }
 }
 
@@ -649,6 +650,7 @@ fn read_parts<'t>(
     let t = Instant::now();
     let opened = io::ImageStream::open(&task.input);
     rec.read_s = t.elapsed().as_secs_f64();
+    rec.span(Stage::Read, t);
     let opened = opened
         .map_err(|e| e.to_string())
         .and_then(|s| describe(&mut rec, s, cfg))
@@ -690,6 +692,7 @@ fn read_parts<'t>(
         let t = Instant::now();
         let voxels = stream.read_next(cut.voxels, spares.try_recv());
         part_rec.read_s += t.elapsed().as_secs_f64();
+        part_rec.span(Stage::Read, t);
         let voxels = match voxels {
             Ok(v) => v,
             Err(e) => {
@@ -752,6 +755,7 @@ fn submit<'t>(mut job: InFlight<'t>, cfg: &RunConfig, backend: &mut dyn Backend)
     let voxels = prepare(voxels, spec, job.out, cfg);
     job.pending = Some(backend.submit(voxels, img.shape, spec, job.out));
     job.rec.filter_s = t.elapsed().as_secs_f64();
+    job.rec.span(Stage::Filter, t);
     job
 }
 
@@ -788,6 +792,7 @@ fn submit_slab<'t>(
     let xy = backend.smooth(voxels, img.shape, &SlabPlan::xy_spec(spec), job.out);
     job.pending = Some(Pending::Done(xy.map(|xy| ring.push(xy, threads))));
     job.rec.filter_s = t.elapsed().as_secs_f64();
+    job.rec.span(Stage::Filter, t);
     job
 }
 
@@ -803,6 +808,7 @@ fn finish<'t>(mut job: InFlight<'t>, backend: &mut dyn Backend) -> InFlight<'t> 
         Pending::Queued(ticket) => backend.finish(ticket),
     };
     job.rec.filter_s += t.elapsed().as_secs_f64();
+    job.rec.span(Stage::Filter, t);
     match (smoothed, job.img.as_mut()) {
         (Ok(v), Some(img)) => img.voxels = v,
         (Ok(_), None) => {}
@@ -844,6 +850,7 @@ fn write_part<'g>(
     let written = write_voxels(output, &img, part, task, out, gzip, durable);
     if let Some(rec) = &mut output.rec {
         rec.write_s += t.elapsed().as_secs_f64();
+        rec.span(Stage::Write, t);
         if let Err(e) = written {
             fail(rec, &task.input, e.to_string());
             output.stream = None;

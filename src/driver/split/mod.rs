@@ -43,7 +43,7 @@ use crate::io::gzip::{self, Compressor, CHUNK};
 use crate::io::{self, ImageStream};
 use crate::plan::schedule::Split;
 use crate::plan::Task;
-use crate::report::{ImageRecord, Status};
+use crate::report::{ImageRecord, Stage, Status};
 use crate::volume::{DType, Shape};
 
 /// The 32 KiB of output before a run that primes its first chunk.
@@ -344,6 +344,7 @@ impl Image<'_> {
             _ => Ok(()),
         };
         self.rec.write_s += t.elapsed().as_secs_f64();
+        self.rec.span(Stage::Write, t);
         super::inject_panic("split", self.comm.rank());
         let all_written = self.agree(written);
         if root {
@@ -454,6 +455,7 @@ impl Image<'_> {
         let w = window(lay, elem, &run, if gz { DICT } else { 0 });
         stream.skip(w.read.start * lay.unit)?;
         self.rec.read_s = t.elapsed().as_secs_f64();
+        self.rec.span(Stage::Read, t);
         let swap = io::element_swap(big_endian, out);
         let mut encoder = match (gz, sink) {
             (true, _) => Encoder::Gz {
@@ -523,6 +525,7 @@ impl Image<'_> {
             let t = Instant::now();
             let voxels = stream.read_next(n * lay.unit, None)?;
             self.rec.read_s += t.elapsed().as_secs_f64();
+            self.rec.span(Stage::Read, t);
             let t = Instant::now();
             let voxels = pipeline::prepare(voxels, spec, out, self.cfg);
             let part = part_shape(whole, lay, n);
@@ -538,10 +541,12 @@ impl Image<'_> {
                 Err(e) => return Err(Failure::Error(format!("filter failed: {e}"))),
             };
             self.rec.filter_s += t.elapsed().as_secs_f64();
+            self.rec.span(Stage::Filter, t);
             let t = Instant::now();
             emit(smoothed.as_bytes(), pos)?;
             pos += smoothed.as_bytes().len() as u64;
             self.rec.write_s += t.elapsed().as_secs_f64();
+            self.rec.span(Stage::Write, t);
             left -= n;
         }
         Ok(())
@@ -865,6 +870,7 @@ pub fn merge(images: Vec<ImageRecord>) -> Vec<ImageRecord> {
                 acc.voxels += rec.voxels;
                 acc.started_s = acc.started_s.min(rec.started_s);
                 acc.finished_s = acc.finished_s.max(rec.finished_s);
+                acc.spans.extend(rec.spans);
                 shared += 1;
                 if acc.note.is_none() {
                     acc.note = Some(format!("shared by {shared} ranks"));
