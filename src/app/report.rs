@@ -17,8 +17,8 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<u8> {
         Some(ReportAction::Merge { files, output, csv }) => {
             check_merge_targets(files, output, csv.as_deref())?;
             let merged = report::merge::merge(files)?;
-            check_merge_images(&merged, output, csv.as_deref())?;
-            check_merge_runs(files, output, csv.as_deref())?;
+            check_merge_images(&merged, ("-o", output), csv.as_deref())?;
+            check_merge_runs(files, ("-o", output), csv.as_deref())?;
             report::export_to(&report::Json, &merged, output)
                 .context("writing the merged report")?;
             if let Some(csv) = csv {
@@ -73,8 +73,8 @@ fn write_trace(files: &[PathBuf], trace: &Path) -> anyhow::Result<u8> {
         trace.display()
     );
     let r = report::merge::load(&files[0])?;
-    check_merge_images(&r, trace, None)?;
-    check_merge_runs(files, trace, None)?;
+    check_merge_images(&r, ("--trace", trace), None)?;
+    check_merge_runs(files, ("--trace", trace), None)?;
     if r.images.iter().all(|i| i.spans.is_empty()) {
         log::warn!(
             "{} holds no stage times (a report of an older version): the trace has no slices",
@@ -99,11 +99,11 @@ fn mem_request(args: &ReportArgs) -> anyhow::Result<Option<u64>> {
 /// is written.
 fn check_merge_images(
     merged: &report::Report,
-    output: &Path,
+    (flag, output): (&str, &Path),
     csv: Option<&Path>,
 ) -> anyhow::Result<()> {
     use crate::plan::identity::Place;
-    for (flag, target) in [("-o", Some(output)), ("--csv", csv)] {
+    for (flag, target) in [(flag, Some(output)), ("--csv", csv)] {
         let Some(target) = target else { continue };
         let place = Place::of(target);
         for image in &merged.images {
@@ -131,14 +131,18 @@ fn check_merge_images(
 /// the lock in OUTDIR, a NIfTI name below it, a raw BIDS dataset a `bids`
 /// run read, or its derivative dataset's own files. As `run --report` and
 /// `bids --report` refuse them.
-fn check_merge_runs(files: &[PathBuf], output: &Path, csv: Option<&Path>) -> anyhow::Result<()> {
+fn check_merge_runs(
+    files: &[PathBuf],
+    (flag, output): (&str, &Path),
+    csv: Option<&Path>,
+) -> anyhow::Result<()> {
     for file in files {
         let run = report::merge::load(file)?;
         let origins = run.origins();
         let folders: Vec<Vec<PathBuf>> = origins.iter().map(|o| run_folders(o, file)).collect();
         for (origin, at) in origins.iter().zip(&folders) {
             let guard = origin_guard(origin, at, &run.images, &folders);
-            for (flag, target) in [("-o", Some(output)), ("--csv", csv)] {
+            for (flag, target) in [(flag, Some(output)), ("--csv", csv)] {
                 let Some(target) = target else { continue };
                 check_origin_target(flag, target, origin, at, &guard)
                     .with_context(|| format!("a run merged in {}", file.display()))?;

@@ -14,9 +14,10 @@ const EXIT_NOT_FINISHED: u8 = 6;
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     if let Some(s) = args.watch {
+        let sleep = std::time::Duration::try_from_secs_f64(s).ok();
         anyhow::ensure!(
-            s.is_finite() && s > 0.0,
-            "--watch needs a positive number of seconds"
+            s > 0.0 && sleep.is_some_and(|d| d.as_secs() <= 86_400),
+            "--watch needs a number of seconds above 0 and at most a day (86400)"
         );
     }
     let mut watcher = match Watcher::new(&args.outdir, args.run.as_deref()) {
@@ -64,14 +65,18 @@ fn exit_code(state: &RunState) -> u8 {
 /// The status as a person reads it: the run, its progress, each rank, the
 /// failures, and how it stands.
 fn render(s: &Snapshot) -> String {
+    use crate::report::printable_value as shown;
     let count = |n: Option<usize>| n.map_or("?".to_string(), |n| n.to_string());
+    let took = match s.state {
+        RunState::Running => format!("started {} ago", ago(s.elapsed_s)),
+        _ => format!("took {}", ago(s.elapsed_s)),
+    };
     let mut out = format!(
-        "run {} in {}: {} rank(s), {} image(s), started {} ago\n",
-        s.run,
-        s.outdir.display(),
+        "run {} in {}: {} rank(s), {} image(s), {took}\n",
+        shown(&s.run),
+        shown(&s.outdir.display().to_string()),
         count(s.ranks_total),
         count(s.images),
-        ago(s.elapsed_s)
     );
     let share = match s.images {
         Some(n) if n > 0 => format!(" ({:.1}%)", 100.0 * s.done as f64 / n as f64),
@@ -98,13 +103,13 @@ fn render(s: &Snapshot) -> String {
             r.rank,
             r.images,
             ago(r.last_activity_s_ago),
-            r.host,
+            shown(&r.host),
             r.pid,
             r.state
         );
     }
     for f in s.failed.iter().take(10) {
-        out += &format!("  failed   {}: {}\n", f.input, f.error);
+        out += &format!("  failed   {}: {}\n", shown(&f.input), shown(&f.error));
     }
     if s.failed.len() > 10 {
         out += &format!(
@@ -113,6 +118,15 @@ fn render(s: &Snapshot) -> String {
         );
     }
     out += &format!("  state    {}\n", state_words(&s.state));
+    if !s.other_runs.is_empty() {
+        out += &format!(
+            "  also     {} other run(s) wrote journals here (a job array's other tasks, earlier runs): \
+             this is run {} alone; `--run ID` shows another ({})\n",
+            s.other_runs.len(),
+            shown(&s.run),
+            shown(&s.other_runs.join(", "))
+        );
+    }
     out
 }
 

@@ -30,11 +30,21 @@ pub enum StatusError {
     NoRun(PathBuf),
     #[error("{0}: no journal of run {1}")]
     NoSuchRun(PathBuf, String),
-    #[error("{path}: {source} (a run of another user: its journals must be readable to you)")]
+    #[error("{path}: {source}{}", hint(source))]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What a refusal to read usually means here.
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (a run of another user: its journals must be readable to you)"
+        }
+        _ => "",
+    }
 }
 
 /// One rank's journal as read so far.
@@ -59,6 +69,7 @@ pub struct Watcher {
     outdir: PathBuf,
     run: String,
     ranks: BTreeMap<usize, RankJournal>,
+    others: Vec<String>,
 }
 
 impl Watcher {
@@ -74,10 +85,16 @@ impl Watcher {
                 .max()
                 .ok_or_else(|| StatusError::NoRun(outdir.to_path_buf()))?,
         };
+        let mut others: Vec<String> = (runs.into_iter())
+            .map(|(id, _, _)| id)
+            .filter(|id| *id != run)
+            .collect();
+        others.dedup();
         Ok(Watcher {
             outdir: outdir.to_path_buf(),
             run,
             ranks: BTreeMap::new(),
+            others,
         })
     }
 
@@ -150,6 +167,7 @@ impl Watcher {
             eta_s,
             ranks,
             state,
+            other_runs: self.others.clone(),
         }
     }
 }
@@ -263,7 +281,10 @@ fn journals(outdir: &Path) -> Result<Vec<(String, usize, PathBuf)>, StatusError>
             .and_then(|n| n.strip_suffix(".jsonl"))
             .and_then(|n| n.rsplit_once("-rank"))
             .and_then(|(run, rank)| Some((run.to_string(), rank.parse().ok()?)));
-        if let Some((run, rank)) = parsed {
+        // Only regular files are journals (a FIFO there would block a
+        // reader, a folder is no run's).
+        let regular = e.file_type().is_ok_and(|t| t.is_file());
+        if let Some((run, rank)) = parsed.filter(|_| regular) {
             found.push((run, rank, e.path()));
         }
     }
@@ -291,6 +312,9 @@ pub struct Snapshot {
     pub eta_s: Option<f64>,
     pub ranks: Vec<RankState>,
     pub state: RunState,
+    /// Other runs with journals in OUTDIR (a job array's other tasks,
+    /// earlier runs): the status is of `run` alone.
+    pub other_runs: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]

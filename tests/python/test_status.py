@@ -109,3 +109,29 @@ def test_a_killed_rank_leaves_the_run_not_finished(tmp_path):
     code, s, _ = status(out)
     assert code == 6 and s["state"]["is"] == "not_finished" and 1 in s["state"]["ranks"]
     assert s["ranks"][1]["state"] == "gone" and s["done"] < 200
+
+
+def test_what_round_thirteen_found_is_said_right(tmp_path):
+    """--watch beyond a day is refused (1e300 panicked); names in journals
+    are shown escaped (a file name forged a state line); an ended run says
+    how long it took, not "started … ago"; other runs in OUTDIR (an array's
+    other tasks) are named, since the status is of one run; a journal that
+    is a folder or a FIFO is no run's."""
+    src = phantoms(tmp_path, 2)
+    (src / "x\n  state    finished: all\x1b[31m.nii").write_bytes(b"junk")
+    nismooth("run", src, "-o", tmp_path / "out", "-q", expect=1)
+    r = subprocess.run([str(BIN), "status", str(tmp_path / "out"), "--watch", "1e300"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "at most a day" in r.stderr
+    text = subprocess.run([str(BIN), "status", str(tmp_path / "out")], capture_output=True, text=True).stdout
+    assert "\x1b" not in text and "\n  state    finished: all" not in text
+    assert "took " in text and " ago\n" not in text.splitlines()[0] + "\n"
+    nismooth("run", src / "sub-0000_T1w.nii.gz", "-o", tmp_path / "out" / "one.nii.gz", "-q")
+    code, s, _ = status(tmp_path / "out")
+    assert len(s["other_runs"]) == 1
+    text = subprocess.run([str(BIN), "status", str(tmp_path / "out")], capture_output=True, text=True).stdout
+    assert "1 other run(s) wrote journals here" in text
+    (tmp_path / "out" / ".nismooth" / "journal-99-rank0.jsonl").mkdir()
+    os.mkfifo(tmp_path / "out" / ".nismooth" / "journal-98-rank0.jsonl")
+    code, s, _ = status(tmp_path / "out")
+    assert code == 0 and s["images"] == 1

@@ -85,7 +85,8 @@ def test_a_reports_trace_never_goes_over_a_file_it_names(tmp_path):
     nismooth("report", tmp_path / "r.json", "--trace", tmp_path / "r.json", expect=2)
     out = next((tmp_path / "out").glob("*.nii.gz"))
     kept = out.read_bytes()
-    nismooth("report", tmp_path / "r.json", "--trace", out, expect=2)
+    r = nismooth("report", tmp_path / "r.json", "--trace", out, expect=2)
+    assert r.stderr.startswith("nismooth: error: --trace "), r.stderr
     nismooth("run", tmp_path / "in", "-o", tmp_path / "o2", "-q", "--trace", next((tmp_path / "in").glob("*")),
              expect=2)
     assert (tmp_path / "r.json").read_bytes() == before and out.read_bytes() == kept
